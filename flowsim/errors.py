@@ -1,0 +1,54 @@
+"""Errors raised by flowsim.
+
+Every error flowsim raises on bad input is a subclass of :class:`FlowSimError`; each message says what
+was wrong and how to fix it. The subclasses also derive from the matching built-in exception
+(``ValueError``, ``KeyError``...) so that generic handlers keep working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FlowSimError",
+    "InvalidDataError",
+    "InvalidParameterError",
+    "ConfigError",
+    "UnknownPresetError",
+    "HorizonError",
+    "ReferenceSolverError",
+    "TrajectoryFileError",
+]
+
+
+class FlowSimError(Exception):
+    """Base class of every error flowsim raises on purpose."""
+
+
+class InvalidDataError(FlowSimError, ValueError):
+    """The data set is unusable: labels not ±1 (or not two classes), NaN/inf values, shape mismatch."""
+
+
+class InvalidParameterError(FlowSimError, ValueError):
+    """A potential, model, loss or solver parameter is out of its valid range (e.g. β ≤ 0, p ≤ 1)."""
+
+
+class ConfigError(FlowSimError, ValueError):
+    """A configuration (TOML file or dict) has an unknown key, a wrong type or an invalid value."""
+
+
+class UnknownPresetError(ConfigError, KeyError):
+    """The preset name given to ``flowsim run --preset`` is not a known preset."""
+
+    def __str__(self) -> str:  # KeyError would otherwise print the repr of the message
+        return str(self.args[0]) if self.args else ""
+
+
+class HorizonError(FlowSimError, ValueError):
+    """The time horizon or save grid is invalid (not increasing, non-finite, starts before 0)."""
+
+
+class ReferenceSolverError(FlowSimError, RuntimeError):
+    """An independent reference solver (QP, LP, SLSQP) failed or reported a non-optimal status."""
+
+
+class TrajectoryFileError(FlowSimError, OSError):
+    """A saved trajectory could not be read (missing files, wrong format version)."""
