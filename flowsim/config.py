@@ -1,0 +1,213 @@
+"""Experiment configurations: TOML files and built-in presets, validated with clear errors.
+
+An experiment is one data set, one model and one or more potentials, each run by :func:`flowsim.simulate`
+with the same loss, initialization, solver and horizon. A TOML file has these tables (all optional except
+``[data]``, ``[model]`` and at least one ``[[potentials]]``)::
+
+    [experiment]   name, description
+    [data]         name = "digits" (a flowsim.data.load_dataset name) + its keyword arguments
+    [model]        name = "two_layer_relu" + keyword arguments (input_dim is taken from the data)
+    [[potentials]] name = "hyperbolic_entropy", beta = 0.1, label = "HE β=0.1" (label optional)
+    [flow]         loss = "exponential" | "logistic", time = "log" | "linear"
+    [init]         scale, seed
+    [solver]       method, rtol, atol, max_steps
+    [horizon]      log_t_end, n_save, log_t_start
+    [output]       plots = true
+
+Unknown tables or keys raise :class:`~flowsim.errors.ConfigError` naming the valid ones.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, UnknownPresetError
+
+try:  # Python ≥ 3.11
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover
+    import tomli as tomllib  # type: ignore[no-redef]
+
+__all__ = ["PRESETS", "DEFAULT_PRESET", "load_config", "get_preset", "validate_config", "SCHEMA"]
+
+# table -> allowed keys (None: free keyword arguments forwarded to a factory, checked there)
+SCHEMA: dict[str, set[str] | None] = {
+    "experiment": {"name", "description"},
+    "data": None,
+    "model": None,
+    "potentials": None,
+    "flow": {"loss", "time"},
+    "init": {"scale", "seed"},
+    "solver": {"method", "rtol", "atol", "max_steps"},
+    "horizon": {"log_t_end", "n_save", "log_t_start"},
+    "output": {"plots"},
+}
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "experiment": {"name": "experiment", "description": ""},
+    "flow": {"loss": "exponential", "time": "log"},
+    "init": {"scale": 1.0, "seed": 0},
+    "solver": {"method": "dopri5", "rtol": 1e-6, "atol": 1e-9, "max_steps": 2_000_000},
+    "horizon": {"log_t_end": 10.0, "n_save": 120, "log_t_start": None},
+    "output": {"plots": True},
+}
+
+DEFAULT_PRESET = "main"
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "main": {
+        "experiment": {
+            "name": "main",
+            "description": (
+                "Bias-free two-layer ReLU network on scikit-learn digits 0 vs 1 (real data, max-norm scaled), "
+                "trained by mirror flow with gradient flow, hyperbolic entropy and the smoothed p = 3 potential "
+                "to a log-time horizon; exponential loss."
+            ),
+        },
+        "data": {"name": "digits", "a": 0, "b": 1},
+        "model": {"name": "two_layer_relu", "width": 16},
+        "potentials": [
+            {"name": "euclidean", "label": "gradient flow"},
+            {"name": "hyperbolic_entropy", "beta": 0.05, "label": "hyperbolic entropy β=0.05"},
+            {"name": "smoothed_homogeneous", "p": 3.0, "lam": 0.01, "label": "smoothed p=3, λ=0.01"},
+        ],
+        "flow": {"loss": "exponential", "time": "log"},
+        "init": {"scale": 0.5, "seed": 0},
+        "solver": {"method": "dopri5", "rtol": 1e-5, "atol": 1e-8, "max_steps": 2_000_000},
+        "horizon": {"log_t_end": 8.0, "n_save": 80},
+        "output": {"plots": True},
+    },
+    "quick": {
+        "experiment": {
+            "name": "quick",
+            "description": "A seconds-long smoke run: linear model on iris setosa vs versicolor, three potentials.",
+        },
+        "data": {"name": "iris", "a": 0, "b": 1},
+        "model": {"name": "linear"},
+        "potentials": [
+            {"name": "euclidean", "label": "gradient flow"},
+            {"name": "hyperbolic_entropy", "beta": 0.1, "label": "hyperbolic entropy β=0.1"},
+            {"name": "p_power", "p": 3.0, "label": "p-power p=3"},
+        ],
+        "init": {"scale": 0.0, "seed": 0},
+        "solver": {"method": "dopri5", "rtol": 1e-8, "atol": 1e-10},
+        "horizon": {"log_t_end": 30.0, "n_save": 60},
+    },
+    "linear-2d": {
+        "experiment": {
+            "name": "linear-2d",
+            "description": "Soudry's 2-D separable set, linear model: gradient flow → ℓ2 SVM, hyperbolic entropy → ℓ1.",
+        },
+        "data": {"name": "soudry_2d"},
+        "model": {"name": "linear"},
+        "potentials": [
+            {"name": "euclidean", "label": "gradient flow"},
+            {"name": "hyperbolic_entropy", "beta": 0.01, "label": "hyperbolic entropy β=0.01"},
+        ],
+        "init": {"scale": 0.0, "seed": 0},
+        "solver": {"method": "dopri5", "rtol": 1e-9, "atol": 1e-12},
+        "horizon": {"log_t_end": 60.0, "n_save": 120},
+    },
+}
+
+
+def _plain(obj: Any) -> Any:
+    return copy.deepcopy(obj)
+
+
+def validate_config(raw: dict[str, Any], *, source: str = "config") -> dict[str, Any]:
+    """Check a raw configuration and fill in defaults.
+
+    Args:
+        raw: nested dict as read from TOML.
+        source: where it came from (file name or preset), used in messages.
+
+    Returns:
+        a new dict with every table present and defaults filled in.
+
+    Raises:
+        ConfigError: unknown table or key (the message lists the valid ones), missing ``[data]``/``[model]``
+            name or ``[[potentials]]``, or a value of the wrong type.
+    """
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: a configuration must be a table of tables, got {type(raw).__name__}")
+    cfg: dict[str, Any] = {}
+    for table, value in raw.items():
+        if table not in SCHEMA:
+            raise ConfigError(f"{source}: unknown table [{table}]; valid tables are {sorted(SCHEMA)}")
+        allowed = SCHEMA[table]
+        if table == "potentials":
+            if not isinstance(value, list) or not value or not all(isinstance(v, dict) for v in value):
+                raise ConfigError(
+                    f"{source}: [[potentials]] must be a non-empty list of tables, e.g. "
+                    '[[potentials]]\\nname = "euclidean"'
+                )
+            for i, pot in enumerate(value):
+                if "name" not in pot:
+                    raise ConfigError(f"{source}: potentials[{i}] has no 'name' (e.g. name = \"euclidean\")")
+            cfg[table] = _plain(value)
+            continue
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: [{table}] must be a table, got {type(value).__name__}")
+        if allowed is not None:
+            unknown = sorted(set(value) - allowed)
+            if unknown:
+                raise ConfigError(
+                    f"{source}: unknown key(s) {unknown} in [{table}]; valid keys are {sorted(allowed)}"
+                )
+        cfg[table] = _plain(value)
+    for table in ("data", "model"):
+        if table not in cfg or "name" not in cfg[table]:
+            raise ConfigError(f"{source}: [{table}] with a 'name' is required (see `flowsim info` for names)")
+    if "potentials" not in cfg:
+        raise ConfigError(f"{source}: at least one [[potentials]] table is required")
+    for table, defaults in DEFAULTS.items():
+        merged = dict(defaults)
+        merged.update(cfg.get(table, {}))
+        cfg[table] = merged
+    numeric = {
+        ("solver", "rtol"),
+        ("solver", "atol"),
+        ("horizon", "log_t_end"),
+        ("init", "scale"),
+    }
+    for table, key in numeric:
+        v = cfg[table][key]
+        if not isinstance(v, int | float) or isinstance(v, bool):
+            raise ConfigError(f"{source}: [{table}] {key} must be a number, got {v!r}")
+    for table, key in (("horizon", "n_save"), ("init", "seed"), ("solver", "max_steps")):
+        v = cfg[table][key]
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise ConfigError(f"{source}: [{table}] {key} must be an integer, got {v!r}")
+    return cfg
+
+
+def get_preset(name: str) -> dict[str, Any]:
+    """A validated copy of the built-in preset ``name``.
+
+    Raises:
+        UnknownPresetError: for an unknown name (the message lists the presets).
+    """
+    if name not in PRESETS:
+        raise UnknownPresetError(
+            f"unknown preset {name!r}; available presets are {sorted(PRESETS)} (or pass --config FILE.toml)"
+        )
+    return validate_config(PRESETS[name], source=f"preset {name!r}")
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read and validate a TOML experiment file.
+
+    Raises:
+        ConfigError: file missing, not valid TOML, or invalid content (see :func:`validate_config`).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass the path of a .toml experiment file")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}") from e
+    return validate_config(raw, source=str(path))

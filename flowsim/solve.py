@@ -1,0 +1,302 @@
+"""flowsim's entry point: :func:`simulate` integrates mirror flow and returns a :class:`Trajectory`.
+
+The ODE dz/dτ = Σ_i c_i ∇q_i(∇Φ*(z)) (see :mod:`flowsim.flow`) is integrated with torchdiffeq's adaptive
+Runge–Kutta solvers in float64, by default in log-time s = log(1 + t). The solver is driven one save
+interval at a time (torchdiffeq's own stepping and dense output), so that
+
+* RHS evaluations, accepted and rejected steps are counted (torchdiffeq keeps no statistics);
+* its bare ``assert`` failures ("underflow in dt", non-finite state) become a :class:`Status` with a
+  message, and a failed or interrupted (Ctrl-C) run returns — and saves, if ``out`` is given — the
+  trajectory computed so far, including the last accepted solver state.
+
+References:
+    Chen, Rubanova, Bettencourt & Duvenaud, "Neural Ordinary Differential Equations", NeurIPS 2018
+    (torchdiffeq). Dormand & Prince, "A family of embedded Runge–Kutta formulae", 1980 (dopri5).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time as _time
+from typing import Any
+
+import numpy as np
+import torch
+
+from .data import Dataset, make_dataset
+from .diagnostics import compute_diagnostics
+from .errors import HorizonError, InvalidParameterError
+from .flow import TIME_MODES, MirrorFlowField
+from .integrate import ADAPTIVE_METHODS, MaxStepsReached, NonFiniteField, SmoothDriver
+from .losses import AbstractLoss, get_loss
+from .models import AbstractModel
+from .potentials import AbstractPotential, get_potential
+from .timegrid import check_grid, log_t_from_s, s_from_log_t, save_grid, t_from_s
+from .trajectory import Status, Trajectory, environment_metadata
+
+__all__ = ["simulate", "ADAPTIVE_METHODS"]
+
+
+def _as_potential(potential: str | AbstractPotential | dict) -> AbstractPotential:
+    if isinstance(potential, AbstractPotential):
+        return potential
+    if isinstance(potential, dict):
+        params = dict(potential)
+        name = params.pop("name")
+        return get_potential(name, **params)
+    return get_potential(str(potential))
+
+
+def _as_dataset(data: Dataset | tuple) -> Dataset:
+    if isinstance(data, Dataset):
+        return data
+    if isinstance(data, tuple | list) and len(data) == 2:
+        return make_dataset(data[0], data[1])
+    raise InvalidParameterError(
+        f"data must be a flowsim Dataset or an (X, y) pair, got {type(data).__name__}; "
+        "see flowsim.data.load_dataset or flowsim.data.make_dataset"
+    )
+
+
+def _time_grid(time: str, log_t_end, save_log_t, n_save, log_t_start) -> np.ndarray:
+    """Save grid in log-time s (validated)."""
+    if save_log_t is not None:
+        lt = np.asarray(save_log_t, dtype=np.float64)
+        s = s_from_log_t(lt)
+        if lt.ndim == 1 and lt.size and lt[0] == -np.inf:
+            s[0] = 0.0
+        elif lt.ndim == 1 and lt.size:
+            s = np.concatenate([[0.0], s])  # the run always starts at t = 0
+        s = check_grid(s)
+    else:
+        if log_t_end is None:
+            raise HorizonError("give a horizon: log_t_end (natural log of the final time t), e.g. 20.0")
+        s = save_grid(float(log_t_end), n_save, log_t_start)
+    if time == "linear" and s[-1] > np.log(1e15):
+        raise HorizonError(
+            f"plain time cannot reach log t = {float(np.log(np.expm1(s[-1]))):.4g}: float64 spacing near t would "
+            "exceed the step size. Use time='log' (log-time s = log(1+t)), which reaches any horizon."
+        )
+    return s
+
+
+@contextlib.contextmanager
+def _num_threads(n: int | None):
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def simulate(
+    model: AbstractModel,
+    data: Dataset | tuple,
+    potential: str | AbstractPotential | dict = "euclidean",
+    *,
+    loss: str | AbstractLoss = "exponential",
+    log_t_end: float | None = 10.0,
+    n_save: int = 200,
+    log_t_start: float | None = None,
+    save_log_t: Any = None,
+    theta0: Any = None,
+    init_scale: float = 1.0,
+    seed: int = 0,
+    time: str = "log",
+    method: str = "dopri5",
+    rtol: float = 1e-8,
+    atol: float = 1e-10,
+    max_steps: int = 5_000_000,
+    solver_options: dict | None = None,
+    diagnostics: bool = True,
+    active_threshold: float = 1e-2,
+    threads: int | str | None = "auto",
+    device: str | torch.device | None = None,
+    progress: bool = False,
+    out: str | None = None,
+) -> Trajectory:
+    """Integrate mirror flow d/dt ∇Φ(θ) = −∇L(θ) from θ₀ to a log-time horizon.
+
+    Args:
+        model: an L-homogeneous :class:`~flowsim.models.AbstractModel`.
+        data: a :class:`~flowsim.data.Dataset` or an ``(X, y)`` pair (`(n, d)`, `(n,)`, labels ±1).
+        potential: a potential object, a name ("euclidean", "hyperbolic_entropy", ...) or a dict
+            ``{"name": ..., **params}``.
+        loss: "exponential" (default) or "logistic", or a loss object. L = Σ_i ℓ(q_i) (sum convention).
+        log_t_end: horizon as **log t** (natural log of time t); e.g. 1000 means t = e^1000.
+        n_save: number of save times (t = 0 plus points uniform in log t from ``log_t_start``).
+        log_t_start: first nonzero save time in log t (default min(−3, log_t_end − 1)).
+        save_log_t: explicit save times in log t, shape `(k,)`, strictly increasing (overrides the grid;
+            t = 0 is prepended unless the first entry is −inf).
+        theta0: initial parameters, shape `(p,)`; default ``model.init(scale=init_scale, seed=seed)``.
+        init_scale: initialization scale passed to ``model.init``.
+        seed: initialization seed (explicit generator; global RNG untouched).
+        time: "log" (integrate in s = log(1+t), default; any horizon) or "linear" (plain t, t ≤ 1e15).
+        method: torchdiffeq adaptive solver, one of ``ADAPTIVE_METHODS`` (default dopri5).
+        rtol, atol: solver tolerances on the dual state z (relative to its scale).
+        max_steps: budget of accepted steps for the whole run (torchdiffeq's own limit is per interval).
+        solver_options: extra torchdiffeq options (e.g. ``{"first_step": 1e-3}``).
+        diagnostics: compute margins, norms, balance etc. at save times (:mod:`flowsim.diagnostics`).
+        active_threshold: a neuron is active if its mass is ≥ this fraction of the largest mass.
+        threads: torch threads during the run; "auto" uses 1 for small problems (op overhead dominates).
+        device: torch device for the run (default: the data's device; CPU).
+        progress: show a tqdm progress bar on log t.
+        out: directory to save the trajectory to (also on failure or interruption).
+
+    Returns:
+        A :class:`~flowsim.trajectory.Trajectory`; ``status`` says how the run ended. A run that fails or
+        is interrupted returns what it computed so far (save times reached, plus the last accepted state).
+
+    Raises:
+        InvalidParameterError: unknown method/potential/loss, bad tolerances, wrong ``theta0`` shape.
+        HorizonError: horizon or save grid not finite / not increasing, or too long for plain time.
+        InvalidDataError: bad data (labels not ±1, NaN/inf, shape mismatch).
+
+    References:
+        Jacobs & Montúfar, arXiv 2605.19458 (2026); Pesme, Dragomir & Flammarion, NeurIPS 2024 (mirror flow).
+    """
+    if time not in TIME_MODES:
+        raise InvalidParameterError(f"time must be one of {TIME_MODES}, got {time!r}")
+    if method not in ADAPTIVE_METHODS:
+        raise InvalidParameterError(
+            f"method {method!r} is not an adaptive torchdiffeq solver; choose one of {ADAPTIVE_METHODS}"
+        )
+    for name, tol in (("rtol", rtol), ("atol", atol)):
+        if not (np.isfinite(tol) and tol > 0):
+            raise InvalidParameterError(f"{name} must be a positive finite number, got {tol}")
+    if int(max_steps) < 1:
+        raise InvalidParameterError(f"max_steps must be ≥ 1, got {max_steps}")
+    if not isinstance(model, AbstractModel):
+        raise InvalidParameterError(
+            f"model must be a flowsim model (e.g. flowsim.models.TwoLayerReLU(d, m)), got {type(model).__name__}"
+        )
+    pot = _as_potential(potential)
+    loss_fn = get_loss(loss)
+    dataset = _as_dataset(data)
+    if dataset.d != model.input_dim:
+        from .errors import InvalidDataError
+
+        raise InvalidDataError(
+            f"the data have d = {dataset.d} features but the model expects input_dim = {model.input_dim}; "
+            "build the model with the data's dimension"
+        )
+    s_grid = _time_grid(time, log_t_end, save_log_t, n_save, log_t_start)
+    dev = torch.device(device) if device is not None else dataset.X.device
+    X = dataset.X.to(device=dev, dtype=torch.float64)
+    y = dataset.y.to(device=dev, dtype=torch.float64)
+
+    if theta0 is None:
+        theta0_t = model.init(scale=init_scale, seed=seed, dtype=torch.float64, device=dev)
+    else:
+        theta0_t = torch.as_tensor(theta0, dtype=torch.float64, device=dev).clone()
+    if theta0_t.shape != (model.num_params,):
+        raise InvalidParameterError(
+            f"theta0 must have shape ({model.num_params},) for {model!r}, got {tuple(theta0_t.shape)}"
+        )
+    if threads == "auto":
+        threads = 1 if X.shape[0] * model.num_params <= 2_000_000 else None
+
+    config = {
+        "model": model.config(),
+        "potential": {"name": pot.name, **pot.params()},
+        "loss": loss_fn.name,
+        "data": {"name": dataset.name, "n": dataset.n, "d": dataset.d, **dict(dataset.info)},
+        "solver": {
+            "method": method,
+            "rtol": rtol,
+            "atol": atol,
+            "max_steps": int(max_steps),
+            "time": time,
+            "options": dict(solver_options or {}),
+        },
+        "horizon": {"log_t_end": float(log_t_from_s(s_grid[-1])), "n_save": int(s_grid.size)},
+        "init": {"scale": init_scale, "seed": seed, "theta0_given": theta0 is not None},
+    }
+    field = MirrorFlowField(model, pot, loss_fn, X, y, time=time)
+    driver = SmoothDriver(method, rtol, atol, max_steps, solver_options)
+    z0 = pot.mirror_map(theta0_t)
+    tau_grid = s_grid if time == "log" else t_from_s(s_grid)
+
+    saved_tau: list[float] = [float(tau_grid[0])]
+    saved_z: list[torch.Tensor] = [z0.detach().clone()]
+    bar = None
+
+    def save(tau: float, z: torch.Tensor) -> None:
+        saved_tau.append(tau)
+        saved_z.append(z.detach().clone())
+        if bar is not None:
+            s_now = tau if time == "log" else float(np.log1p(tau))
+            bar.set_postfix_str(f"log t={float(log_t_from_s(s_now)):.4g} nfe={field.nfe}")
+            bar.update(1)
+
+    status, message = Status.SUCCESS, Status.SUCCESS.hint
+    start = _time.perf_counter()
+    with _num_threads(threads if isinstance(threads, int) else None):
+        try:
+            if progress:
+                from tqdm.auto import tqdm
+
+                bar = tqdm(total=len(tau_grid) - 1, desc="mirror flow", unit="save", dynamic_ncols=True)
+            driver.integrate(field, z0, torch.as_tensor(tau_grid, dtype=torch.float64, device=dev), save)
+        except KeyboardInterrupt:
+            status, message = Status.INTERRUPTED, Status.INTERRUPTED.hint
+        except MaxStepsReached as e:
+            status, message = Status.MAX_STEPS, f"{Status.MAX_STEPS.hint} ({e})"
+        except NonFiniteField as e:
+            status, message = Status.NONFINITE, f"{Status.NONFINITE.hint} ({e})"
+        except AssertionError as e:  # torchdiffeq's failures are bare asserts
+            text = str(e)
+            if "underflow in dt" in text:
+                status = Status.STEP_UNDERFLOW
+            elif "non-finite" in text:
+                status = Status.NONFINITE
+            elif "max_num_steps" in text:
+                status = Status.MAX_STEPS
+            else:
+                status = Status.FAILED
+            message = f"{status.hint} (torchdiffeq: {text[:300]})"
+        except (RuntimeError, FloatingPointError, OverflowError) as e:
+            status, message = Status.FAILED, f"{Status.FAILED.hint} ({type(e).__name__}: {str(e)[:300]})"
+        finally:
+            if bar is not None:
+                bar.close()
+        # keep the last accepted solver state of a run that stopped early
+        last = driver.last_state() if status != Status.SUCCESS else None
+        if last is not None and last[0] > saved_tau[-1] and bool(torch.isfinite(last[1]).all()):
+            saved_tau.append(last[0])
+            saved_z.append(last[1].detach().clone())
+        wall = _time.perf_counter() - start
+
+        tau_arr = np.asarray(saved_tau, dtype=np.float64)
+        s_arr = tau_arr if time == "log" else np.log1p(tau_arr)
+        z_all = torch.stack(saved_z)
+        theta_all = pot.inverse_mirror_map(z_all)
+        diags: dict[str, np.ndarray] = {}
+        if diagnostics:
+            diags = compute_diagnostics(
+                model, pot, loss_fn, X, y, theta_all, s_arr, active_threshold=active_threshold
+            )
+    stats = {
+        "nfe": field.nfe,
+        **driver.stats(),
+        "wall_time": wall,
+        "final_log_t": float(log_t_from_s(s_arr[-1])),
+    }
+    traj = Trajectory(
+        s=s_arr,
+        theta=theta_all.detach().cpu().numpy(),
+        z=z_all.detach().cpu().numpy(),
+        diagnostics=diags,
+        stats=stats,
+        status=status,
+        message=message,
+        config=config,
+        metadata=environment_metadata(),
+    )
+    if out is not None:
+        traj.save(out)
+    return traj

@@ -1,0 +1,204 @@
+"""The result object of a flowsim run: times, states, diagnostics, stats, status, config, metadata.
+
+Saved as a directory holding ``trajectory.npz`` (arrays) and ``trajectory.json`` (status, stats, config,
+metadata), readable without flowsim (numpy + json).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import TrajectoryFileError
+from .timegrid import log_t_from_s, t_from_s
+
+__all__ = ["Status", "Trajectory", "environment_metadata", "FORMAT_VERSION"]
+
+FORMAT_VERSION = 1
+
+
+class Status(str, Enum):
+    """How a run ended. The value is a short code; :attr:`hint` explains what to do."""
+
+    SUCCESS = "success"
+    INTERRUPTED = "interrupted"
+    STEP_UNDERFLOW = "step_underflow"
+    MAX_STEPS = "max_steps"
+    NONFINITE = "nonfinite"
+    FAILED = "failed"
+
+    @property
+    def hint(self) -> str:
+        return {
+            "success": "The run reached its horizon.",
+            "interrupted": "The run was interrupted (Ctrl-C); the trajectory holds everything computed so far.",
+            "step_underflow": (
+                "The solver's step size underflowed (dt too small for the time variable). Loosen rtol/atol, "
+                "use log-time (time='log'), or use kinks='filippov' for ReLU models."
+            ),
+            "max_steps": "The maximum number of solver steps was reached. Increase `max_steps` or loosen rtol.",
+            "nonfinite": (
+                "The state or its derivative became non-finite (overflow). Check the potential's parameters "
+                "and the data scale; log-time keeps the field O(1)."
+            ),
+            "failed": "The solver failed; see the message for the underlying error.",
+        }[self.value]
+
+
+@dataclass
+class Trajectory:
+    """A mirror-flow (or mirror-descent) trajectory sampled at save times.
+
+    Attributes:
+        s: log-time s = log(1 + t) at the save times, shape `(k,)`, float64.
+        theta: primal parameters θ at the save times, shape `(k, p)`, float64.
+        z: dual parameters z = ∇Φ(θ), shape `(k, p)`, float64.
+        diagnostics: name → array with leading dimension `k` (see :mod:`flowsim.diagnostics`).
+        stats: solver statistics (``nfe`` RHS evaluations, ``n_accepted``, ``n_rejected`` steps,
+            ``wall_time`` seconds, ...).
+        status: a :class:`Status` code; ``message`` a human explanation.
+        config: everything needed to rerun (model, potential, loss, data, solver, horizon).
+        metadata: versions, host, date.
+    """
+
+    s: np.ndarray
+    theta: np.ndarray
+    z: np.ndarray
+    diagnostics: dict[str, np.ndarray] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+    status: Status = Status.SUCCESS
+    message: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ times
+    @property
+    def log_t(self) -> np.ndarray:
+        """log t at the save times, shape `(k,)` (−inf at t = 0); exact for any horizon."""
+        return log_t_from_s(self.s)
+
+    @property
+    def t(self) -> np.ndarray:
+        """t at the save times where representable in float64, +inf beyond t ≈ 1.8e308."""
+        return t_from_s(self.s)
+
+    @property
+    def success(self) -> bool:
+        return self.status == Status.SUCCESS
+
+    def __len__(self) -> int:
+        return int(self.s.shape[0])
+
+    @property
+    def final_theta(self) -> np.ndarray:
+        return self.theta[-1]
+
+    def __repr__(self) -> str:
+        lt = self.log_t[-1] if len(self) else float("nan")
+        return (
+            f"Trajectory(status={self.status.value!r}, saves={len(self)}, final_log_t={lt:.6g}, "
+            f"nfe={self.stats.get('nfe')}, message={self.message!r})"
+        )
+
+    # ------------------------------------------------------------------ I/O
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the trajectory to directory ``path`` (created if needed). Returns the directory."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        arrays = {"s": self.s, "theta": self.theta, "z": self.z}
+        for k, v in self.diagnostics.items():
+            arrays[f"diag__{k}"] = np.asarray(v)
+        tmp = path / "trajectory.tmp.npz"
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path / "trajectory.npz")
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "status": self.status.value,
+            "message": self.message,
+            "stats": _jsonable(self.stats),
+            "config": _jsonable(self.config),
+            "metadata": _jsonable(self.metadata),
+        }
+        tmpj = path / "trajectory.tmp.json"
+        tmpj.write_text(json.dumps(meta, indent=2))
+        os.replace(tmpj, path / "trajectory.json")
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Trajectory:
+        """Read a trajectory written by :meth:`save`.
+
+        Raises:
+            TrajectoryFileError: if the files are missing or of an unknown format version.
+        """
+        path = Path(path)
+        npz, js = path / "trajectory.npz", path / "trajectory.json"
+        if not npz.exists() or not js.exists():
+            raise TrajectoryFileError(
+                f"no saved trajectory in {path}: expected trajectory.npz and trajectory.json "
+                "(written by Trajectory.save or `flowsim run --out`)"
+            )
+        meta = json.loads(js.read_text())
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise TrajectoryFileError(
+                f"{js} has format version {meta.get('format_version')}, this flowsim reads {FORMAT_VERSION}"
+            )
+        with np.load(npz) as data:
+            arrays = {k: data[k] for k in data.files}
+        diags = {k[len("diag__") :]: v for k, v in arrays.items() if k.startswith("diag__")}
+        return cls(
+            s=arrays["s"],
+            theta=arrays["theta"],
+            z=arrays["z"],
+            diagnostics=diags,
+            stats=meta["stats"],
+            status=Status(meta["status"]),
+            message=meta["message"],
+            config=meta["config"],
+            metadata=meta["metadata"],
+        )
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Enum):
+        return obj.value
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return str(obj)
+    return obj
+
+
+def environment_metadata() -> dict[str, Any]:
+    """Versions and host information recorded with every run."""
+    import scipy
+    import torch
+    import torchdiffeq
+
+    from . import __version__
+
+    return {
+        "flowsim": __version__,
+        "torch": torch.__version__,
+        "torchdiffeq": getattr(torchdiffeq, "__version__", "unknown"),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "torch_threads": torch.get_num_threads(),
+    }
