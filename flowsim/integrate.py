@@ -89,6 +89,8 @@ class SmoothDriver:
         options: extra torchdiffeq solver options.
     """
 
+    kinks = "naive"  # how ReLU kinks are treated: integrated straight through
+
     def __init__(self, method: str, rtol: float, atol: float, max_steps: int, options: dict | None = None):
         self.method = method
         self.rtol = rtol

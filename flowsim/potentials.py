@@ -12,8 +12,8 @@ its input and never touches global torch state (default dtype, RNG).
 | :class:`Euclidean` | x²/2 | x | z | 1 | x²/2 | ℓ2, x²/2 |
 | :class:`HyperbolicEntropy` | x·asinh(x/β) − √(x²+β²) | asinh(x/β) | β sinh z | √(x²+β²) | √(x²+β²) | ℓ1, \\|x\\| |
 | :class:`PPower` | \\|x\\|^p/p | sign(x)\\|x\\|^{p−1} | closed form | \\|x\\|^{2−p}/(p−1) | (1−1/p)\\|x\\|^p | ℓp |
-| :class:`SmoothedHomogeneous` | (x²+λ)^{p/2} | p x (x²+λ)^{p/2−1} | Newton | closed form | closed form | ℓp, (p−1)\\|x\\|^p |
-| :class:`PPowerPlusQuadratic` | \\|x\\|^p/p + λx²/2 | sign(x)\\|x\\|^{p−1} + λx | Newton | closed form | closed form | ℓp/ℓ2 |
+| :class:`SmoothedHomogeneous` | (x²+λ)^{p/2} | p x (x²+λ)^{p/2−1} | Newton | closed | closed | ℓp, (p−1)\\|x\\|^p |
+| :class:`PPowerPlusQuadratic` | \\|x\\|^p/p + λx²/2 | sign(x)\\|x\\|^{p−1} + λx | Newton | closed | closed | ℓp/ℓ2 |
 
 :class:`SeparablePotential` wraps a user's φ (value only): φ′ and φ″ come from autograd, (φ′)⁻¹ from a
 vectorized safeguarded Newton iteration and the horizon from :func:`estimate_horizon`.
@@ -315,7 +315,7 @@ def _solve_increasing(
         residuals.append(first(guess) - t)
     lo, hi, r_lo, r_hi = -inf, inf, -inf, inf
     best, r_best = zero, r0
-    for x, r in zip(points, residuals):
+    for x, r in zip(points, residuals, strict=True):
         is_lo = (r <= 0) & (x >= lo)
         is_hi = (r >= 0) & (x <= hi)
         lo, r_lo = torch.where(is_lo, x, lo), torch.where(is_lo, r, r_lo)
@@ -365,12 +365,7 @@ def _solve_increasing(
         x_next = torch.where(small | fast, torch.minimum(torch.maximum(x_newton, lo), hi), mid)
         x_next = torch.where(r == 0, x, x_next)
         unsplittable = ~(small | fast) & ((mid <= lo) | (mid >= hi))  # bracket at float resolution
-        converged = (
-            (r == 0)
-            | small
-            | unsplittable
-            | ((hi - lo) <= 4.0 * eps * torch.maximum(lo.abs(), hi.abs()))
-        )
+        converged = (r == 0) | small | unsplittable | ((hi - lo) <= 4.0 * eps * torch.maximum(lo.abs(), hi.abs()))
         step_old = torch.where(done, step_old, (x_next - x).abs())
         x = torch.where(done, x, x_next)
         done = done | converged
@@ -932,6 +927,7 @@ class SeparablePotential(AbstractPotential):
             )
         self._phi = phi
         self.name = name
+        self._horizon: Horizon | None = None  # set below; inverse_mirror_map uses it as a starting guess
         self._check_phi()
         if horizon is None:
             self.horizon_estimated = True
@@ -969,6 +965,7 @@ class SeparablePotential(AbstractPotential):
 
     @property
     def horizon(self) -> Horizon:
+        assert self._horizon is not None
         return self._horizon
 
     def phi(self, x: Tensor) -> Tensor:
@@ -986,9 +983,7 @@ class SeparablePotential(AbstractPotential):
             curvature = None
             if second:
                 if first.requires_grad:
-                    (curvature,) = torch.autograd.grad(
-                        first.sum(), xg, create_graph=keep_graph, allow_unused=True
-                    )
+                    (curvature,) = torch.autograd.grad(first.sum(), xg, create_graph=keep_graph, allow_unused=True)
                 curvature = torch.zeros_like(x) if curvature is None else curvature
         if not keep_graph:
             first = first.detach()
@@ -1017,7 +1012,7 @@ class SeparablePotential(AbstractPotential):
 
         z = z.detach()
         guesses = ()
-        horizon = getattr(self, "_horizon", None)
+        horizon = self._horizon
         if horizon is not None and horizon.alpha > 1.0 and horizon.coefficient > 0.0:
             # asymptotic inverse of φ′ ≈ sign(x)·(α c/(α−1))|x|^{α−1}, from Q∞ = c|x|^α = (α−1)φ
             alpha, coefficient = horizon.alpha, horizon.coefficient
@@ -1094,7 +1089,8 @@ def estimate_horizon(potential: AbstractPotential) -> Horizon:
     if len(slopes) >= 2 and abs(slopes[-1] - slopes[-2]) > 1e-3 * max(1.0, alpha):
         warnings.warn(
             f"horizon estimate of {potential!r} may be inaccurate: the log-log slope of Q is still "
-            f"changing at |x| = 1e14 ({slopes[-2]:.6g} -> {slopes[-1]:.6g}); pass horizon=Horizon(...)",
+            f"changing at |x| = {float(xs[run[-1]]):.0e} ({slopes[-2]:.6g} -> {slopes[-1]:.6g}); pass "
+            f"horizon=Horizon(...)",
             RuntimeWarning,
             stacklevel=2,
         )

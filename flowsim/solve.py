@@ -80,6 +80,34 @@ def _time_grid(time: str, log_t_end, save_log_t, n_save, log_t_start) -> np.ndar
     return s
 
 
+KINKS_MODES = ("auto", "naive", "filippov")
+
+
+def _make_driver(model: AbstractModel, kinks: str, method, rtol, atol, max_steps, solver_options):
+    """Choose the integration driver: smooth torchdiffeq stepping or Filippov event handling."""
+    if kinks not in KINKS_MODES:
+        raise InvalidParameterError(f"kinks must be one of {KINKS_MODES}, got {kinks!r}")
+    if kinks == "auto":
+        kinks = "filippov" if model.has_kinks and _filippov_available() else "naive"
+    if kinks == "filippov":
+        if not model.has_kinks:
+            raise InvalidParameterError(
+                f"kinks='filippov' needs a model with ReLU kinks; {model!r} is smooth: use kinks='naive'"
+            )
+        from .kinks import FilippovDriver
+
+        return FilippovDriver(model, method, rtol, atol, max_steps, solver_options)
+    return SmoothDriver(method, rtol, atol, max_steps, solver_options)
+
+
+def _filippov_available() -> bool:
+    try:
+        from . import kinks  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 @contextlib.contextmanager
 def _num_threads(n: int | None):
     if n is None:
@@ -116,6 +144,7 @@ def simulate(
     active_threshold: float = 1e-2,
     threads: int | str | None = "auto",
     device: str | torch.device | None = None,
+    kinks: str = "auto",
     progress: bool = False,
     out: str | None = None,
 ) -> Trajectory:
@@ -144,6 +173,10 @@ def simulate(
         active_threshold: a neuron is active if its mass is ≥ this fraction of the largest mass.
         threads: torch threads during the run; "auto" uses 1 for small problems (op overhead dominates).
         device: torch device for the run (default: the data's device; CPU).
+        kinks: handling of ReLU kinks (switching surfaces of models with ``has_kinks``): "naive"
+            integrates straight through them; "filippov" locates switching events and integrates sliding
+            modes (:mod:`flowsim.kinks`); "auto" (default) picks "filippov" for models with kinks when it is
+            available and "naive" otherwise.
         progress: show a tqdm progress bar on log t.
         out: directory to save the trajectory to (also on failure or interruption).
 
@@ -200,12 +233,14 @@ def simulate(
     if threads == "auto":
         threads = 1 if X.shape[0] * model.num_params <= 2_000_000 else None
 
+    driver = _make_driver(model, kinks, method, rtol, atol, max_steps, solver_options)
     config = {
         "model": model.config(),
         "potential": {"name": pot.name, **pot.params()},
         "loss": loss_fn.name,
         "data": {"name": dataset.name, "n": dataset.n, "d": dataset.d, **dict(dataset.info)},
         "solver": {
+            "kinks": driver.kinks,
             "method": method,
             "rtol": rtol,
             "atol": atol,
@@ -217,7 +252,6 @@ def simulate(
         "init": {"scale": init_scale, "seed": seed, "theta0_given": theta0 is not None},
     }
     field = MirrorFlowField(model, pot, loss_fn, X, y, time=time)
-    driver = SmoothDriver(method, rtol, atol, max_steps, solver_options)
     z0 = pot.mirror_map(theta0_t)
     tau_grid = s_grid if time == "log" else t_from_s(s_grid)
 

@@ -303,9 +303,9 @@ def _mp_bregman(pot, a, b):
     phi, d1, _ = _mp_functions(pot)
     out = []
     with mp.workdps(60):
-        for row_a, row_b in zip(a.tolist(), b.tolist()):
+        for row_a, row_b in zip(a.tolist(), b.tolist(), strict=True):
             total = mp.mpf(0)
-            for u, v in zip(row_a, row_b):
+            for u, v in zip(row_a, row_b, strict=True):
                 u, v = mp.mpf(u), mp.mpf(v)
                 total += phi(u) - phi(v) - d1(v) * (u - v)
             out.append(float(total))
@@ -347,9 +347,7 @@ def test_q_function_is_fenchel_conjugate_of_mirror_map(pot):
     x = _points(seed=9, n_log=30, n_uniform=10)
     phi, d1, _ = _mp_functions(pot)
     with mp.workdps(50):
-        reference = torch.tensor(
-            [float(mp.mpf(v) * d1(mp.mpf(v)) - phi(mp.mpf(v))) for v in x.tolist()], dtype=DTYPE
-        )
+        reference = torch.tensor([float(mp.mpf(v) * d1(mp.mpf(v)) - phi(mp.mpf(v))) for v in x.tolist()], dtype=DTYPE)
     scale = (x * _mp_map(d1, x)).abs() + _mp_map(phi, x).abs()
     q = pot.q_function(x)
     assert ((q - reference).abs() <= 1e-12 * scale).all()
