@@ -1031,6 +1031,24 @@ class SeparablePotential(AbstractPotential):
 # --------------------------------------------------------------------------------------------------
 
 
+def _aitken_limit(sequence: list[float]) -> float:
+    """Limit of a sequence from its last three terms by Aitken's Δ² when it converges geometrically.
+
+    Falls back to the last term when there are fewer than three terms, the differences are at the
+    rounding level, or their ratio is not in (0, 0.9).
+    """
+    last = sequence[-1]
+    if len(sequence) < 3:
+        return last
+    d1, d2 = sequence[-2] - sequence[-3], last - sequence[-2]
+    if abs(d1) <= 1e-10 * max(1.0, abs(last)) or abs(d2) <= 1e-10 * max(1.0, abs(last)):
+        return last
+    ratio = d2 / d1
+    if not 0.0 < ratio < 0.9:
+        return last
+    return last + d2 * ratio / (1.0 - ratio)
+
+
 def estimate_horizon(potential: AbstractPotential) -> Horizon:
     """Estimate the horizon Q∞(x) = coefficient·|x|^alpha of a potential from Q at large |x|.
 
@@ -1038,8 +1056,9 @@ def estimate_horizon(potential: AbstractPotential) -> Horizon:
     it is not finite and positive are dropped). alpha is the log-log slope of Q̄ between the two
     largest points, improved by Aitken extrapolation when the slopes converge geometrically (as for
     corrections like |x|^{p−2}); alpha within 1e-3 of 1 or 2 is snapped to it ("l1"/"l2"), otherwise
-    the name is "lp" with p = alpha. coefficient = Q̄(x_max)/x_max^alpha. An asymmetric φ gets the
-    symmetrized horizon.
+    the name is "lp" with p = alpha. coefficient is the limit of Q̄(x)/|x|^alpha (last point, Aitken
+    extrapolated likewise). An asymmetric φ gets the symmetrized horizon. Corrections that decay slowly
+    (|x|^{p−2} with p near 2) limit the accuracy.
 
     Args:
         potential: any :class:`AbstractPotential` (only its ``q_function`` is used).
@@ -1075,12 +1094,7 @@ def estimate_horizon(potential: AbstractPotential) -> Horizon:
     log_x = torch.log(xs[run])
     log_q = torch.log(q[run])
     slopes = [float(s) for s in (log_q[1:] - log_q[:-1]) / (log_x[1:] - log_x[:-1])]
-    alpha = slopes[-1]
-    if len(slopes) >= 3:
-        d1, d2 = slopes[-2] - slopes[-3], slopes[-1] - slopes[-2]
-        if abs(d1) > 1e-10 and abs(d2) > 1e-10 and 0.0 < d2 / d1 < 0.9:
-            ratio = d2 / d1
-            alpha = slopes[-1] + d2 * ratio / (1.0 - ratio)
+    alpha = _aitken_limit(slopes)
     if not math.isfinite(alpha) or alpha <= 0.0:
         raise InvalidParameterError(
             f"cannot estimate the horizon of {potential!r}: Q does not grow at large |x| (log-log slope "
@@ -1100,7 +1114,7 @@ def estimate_horizon(potential: AbstractPotential) -> Horizon:
         name, alpha = "l2", 2.0
     else:
         name = "lp"
-    coefficient = math.exp(float(log_q[-1]) - alpha * float(log_x[-1]))
+    coefficient = math.exp(_aitken_limit([float(v) for v in log_q - alpha * log_x]))
     return Horizon(name, alpha, alpha, coefficient)
 
 
