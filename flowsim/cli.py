@@ -67,6 +67,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of the ``flowsim`` command (subcommands run, plot, info)."""
     parser = argparse.ArgumentParser(
         prog="flowsim", description="Mirror flow on homogeneous neural networks as an exact ODE."
     )

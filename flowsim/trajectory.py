@@ -37,6 +37,7 @@ class Status(str, Enum):
 
     @property
     def hint(self) -> str:
+        """A human explanation of the status with what to do about it."""
         return {
             "success": "The run reached its horizon.",
             "interrupted": "The run was interrupted (Ctrl-C); the trajectory holds everything computed so far.",
@@ -92,6 +93,7 @@ class Trajectory:
 
     @property
     def success(self) -> bool:
+        """True when the run reached its horizon (status ``success``)."""
         return self.status == Status.SUCCESS
 
     def __len__(self) -> int:
@@ -99,6 +101,7 @@ class Trajectory:
 
     @property
     def final_theta(self) -> np.ndarray:
+        """θ at the last saved time, shape `(p,)`."""
         return self.theta[-1]
 
     def __repr__(self) -> str:
