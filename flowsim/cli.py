@@ -27,7 +27,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("flowsim_runs") / config["experiment"]["name"]
     print(f"[flowsim] experiment {config['experiment']['name']!r}: {config['experiment']['description']}")
     print(f"[flowsim] writing to {out}")
-    result = run_experiment(config, out, progress=not args.no_progress)
+    result = run_experiment(config, out, progress=not args.no_progress and sys.stderr.isatty())
     table = format_table(result.rows)
     print()
     print(table)
@@ -76,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--preset", help="built-in preset name (default: main); see `flowsim info`")
     run.add_argument("--config", help="TOML experiment file (see flowsim.config for the format)")
     run.add_argument("--out", help="output directory (default: flowsim_runs/<experiment name>)")
-    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument(
+        "--no-progress", action="store_true", help="no progress bars (they are shown only on a terminal anyway)"
+    )
     run.set_defaults(func=_cmd_run)
     plot = sub.add_parser("plot", help="plot saved trajectories (directories written by `flowsim run`)")
     plot.add_argument("runs", nargs="+", help="trajectory directories")
