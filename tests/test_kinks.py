@@ -1,0 +1,226 @@
+"""Filippov handling of ReLU kinks (flowsim.kinks): CASES C7, C9, a constructed sliding mode, consistency."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from flowsim import simulate
+from flowsim.data import student_teacher_relu
+from flowsim.kinks import ACTIVE, INACTIVE, SLIDING, FilippovDriver, solve_filippov, supports
+from flowsim.models import DeepReLU, TwoLayerLeakyReLU, TwoLayerReLU
+
+X1 = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+
+
+def _u_reference(u0: float, K: float, sign: float, times):
+    """Independent 1-D reference: u = a·w obeys u̇ = sign·e^{−sign·u}·√(K² + 4u²) while the neuron is active.
+
+    (One point x = 1, d = 1, Euclidean, plain time, exponential loss: ẇ = c y a, ȧ = c y w, c = e^{−y a w};
+    the balance a² − w² = K is conserved, so a² + w² = √(K² + 4u²).)
+    """
+    from scipy.integrate import solve_ivp
+
+    def rhs(t, v):
+        return [sign * math.exp(-sign * v[0]) * math.sqrt(K * K + 4 * v[0] ** 2)]
+
+    return solve_ivp(rhs, (0.0, max(times)), [u0], t_eval=times, rtol=1e-13, atol=1e-15, method="DOP853").y[0]
+
+
+ONE = torch.ones(1, dtype=torch.float64)
+
+
+def test_c9_sign_exact_through_driver_core():
+    """CASES C9: y′ = −sign(y) = 1 − 2σ (σ = 1[y > 0]), y(0) = 1 → y = max(1 − t, 0); error ≤ 1e-10, ≤ 100 RHS.
+
+    The crossing at t = 1 is located on the dense output, classified by the box-LCP (ḣ = 1 − 2α: both
+    one-sided fields point into y = 0, α = 1/2) and slides from there. nfe counts every call of the field.
+    """
+    t, y, st = solve_filippov(lambda t, y: (ONE, -2 * ONE.reshape(1, 1)), [[1.0]], [1.0], [0.0, 0.5, 0.99, 1.5, 2.0])
+    assert np.abs(y[:, 0] - np.maximum(1 - t, 0)).max() <= 1e-10
+    assert abs(y[-1, 0]) <= 1e-10
+    assert st["nfe"] <= 100
+    assert st["n_sliding_entries"] == 1 and st["mode"] == [SLIDING]
+    assert st["sliding_time"] == pytest.approx(1.0, abs=1e-10)
+
+
+def test_c9_relu_derivative_slides_from_start():
+    """CASES C9: y′ = 0.5 − 1[y > 0], y(0) = 0: sliding at 0 from t = 0 (α = 0.5); y ≡ 0, ≤ 100 RHS."""
+    t, y, st = solve_filippov(lambda t, y: (0.5 * ONE, -ONE.reshape(1, 1)), [[1.0]], [0.0], [0.0, 1.0, 2.0])
+    assert np.abs(y).max() <= 1e-10
+    assert st["nfe"] <= 100
+    assert st["n_crossings"] == 0 and st["n_sliding_entries"] == 1 and st["mode"] == [SLIDING]
+
+
+def test_generic_transversal_crossing_and_two_surfaces():
+    """Transversal crossing (y′ = −1 − σ: −2 above 0, −1 below) and two decoupled surfaces at once."""
+    t, y, st = solve_filippov(lambda t, y: (-ONE, -ONE.reshape(1, 1)), [[1.0]], [1.0], [0.0, 2.0])
+    assert abs(y[-1, 0] - (-1.5)) <= 1e-10  # crossing at t = 0.5, then slope −1
+    assert st["n_crossings"] == 1 and st["n_sliding_entries"] == 0 and st["mode"] == [INACTIVE]
+    # y1′ = 1 − 2σ1 (slides at t = 0.3), y2′ = 0.5 − σ2 + 0·… (slides from t = 0), plus a coupling-free third
+    # coordinate driven by both activations: y3′ = σ1 + σ2 (Filippov: α1 + α2 = 1 on both surfaces)
+    F1 = torch.tensor([[-2.0, 0.0], [0.0, -1.0], [1.0, 1.0]], dtype=torch.float64)
+    f0 = torch.tensor([1.0, 0.5, 0.0], dtype=torch.float64)
+    H = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
+    t, y, st = solve_filippov(lambda t, y: (f0, F1), H, [0.3, 0.0, 0.0], [0.0, 0.3, 1.0])
+    # y3 = 0.3·1 + 0.3·0.5 until t = 0.3, then (0.5 + 0.5) per unit time
+    assert np.abs(y[-1] - [0.0, 0.0, 0.45 + 0.7]).max() <= 1e-10
+    assert st["mode"] == [SLIDING, SLIDING] and st["nfe"] <= 150
+
+
+def test_c9_crossing_into_rest_exact():
+    """C9 analogue of y' = −sign(y): the pre-activation h = w is driven to 0 in finite time, then stays.
+
+    One point x = 1 with label y = −1, w0 = 1, a0 = 2: on the active side ḣ = −a e^{a w} < 0; on the
+    inactive side the field vanishes, so the Filippov solution stops at h = 0 (α = 0, ḣ = 0) for good.
+    Exact up to t*: u = a w from an independent 1-D ODE; after t*: w = 0 and a = √K, K = a0² − w0².
+    """
+    X = torch.tensor([[1.0]], dtype=torch.float64)
+    y = torch.tensor([-1.0], dtype=torch.float64)
+    tr = simulate(
+        TwoLayerReLU(1, 1),
+        (X, y),
+        "euclidean",
+        theta0=torch.tensor([1.0, 2.0], dtype=torch.float64),
+        time="linear",
+        rtol=1e-12,
+        atol=1e-14,
+        kinks="filippov",
+        save_log_t=np.log([0.01, 0.02, 0.5, 2.0]),
+    )
+    w, a = tr.theta[1:, 0], tr.theta[1:, 1]
+    K = 3.0
+    u_ref = _u_reference(2.0, K, -1.0, [0.01, 0.02])
+    w_ref = np.sqrt((-K + np.sqrt(K * K + 4 * u_ref**2)) / 2)
+    assert np.abs(w[:2] - w_ref).max() <= 1e-10
+    assert np.abs(w[2:]).max() <= 1e-10 and np.abs(a[2:] - math.sqrt(K)).max() <= 1e-10
+    # the smooth approach at rtol 1e-12 costs most of this (not a piecewise-constant field as in C9)
+    assert tr.stats["nfe"] <= 1000
+
+
+def test_constructed_sliding_solution():
+    """One neuron sliding on h1 = w_1 = 0 from t = 0 (C9's y' = 0.5 − 1[y>0] type), closed form derived here.
+
+    x1 = e1 (y1 = −1), x2 = (1, 1) (y2 = +1), θ = (w_1, w_2, a) = (0, 1, 0.5), Euclidean, plain time.
+    ẇ_1 = a(c2 − α c1) with c1 = e^{−q1} = 1 (q1 = 0 on the surface) and c2 = e^{−a w_2} < 1: the inactive
+    side pushes up (+c2), the active side down (c2 − 1): Filippov sliding with α = c2 ∈ (0, 1) for all t.
+    On the surface ẇ_2 = a c2, ȧ = c2 w_2, so u = a w_2 obeys u̇ = e^{−u}√(K² + 4u²), K = w_2² − a².
+    """
+    X = torch.tensor([[1.0, 0.0], [1.0, 1.0]], dtype=torch.float64)
+    y = torch.tensor([-1.0, 1.0], dtype=torch.float64)
+    w2, a0 = 1.0, 0.5
+    times = [0.5, 1.0, 2.0]
+    tr = simulate(
+        TwoLayerReLU(2, 1),
+        (X, y),
+        "euclidean",
+        theta0=torch.tensor([0.0, w2, a0], dtype=torch.float64),
+        time="linear",
+        rtol=1e-12,
+        atol=1e-14,
+        kinks="filippov",
+        save_log_t=np.log(times),
+    )
+    K = w2**2 - a0**2
+    u = _u_reference(a0 * w2, K, 1.0, times)
+    w2_ref = np.sqrt((K + np.sqrt(K**2 + 4 * u**2)) / 2)
+    th = tr.theta[1:]
+    assert np.abs(th[:, 0]).max() <= 1e-10  # stays on the surface
+    assert np.abs(th[:, 1] - w2_ref).max() <= 1e-8
+    assert np.abs(th[:, 2] - u / w2_ref).max() <= 1e-8
+    assert tr.stats["n_sliding_entries"] == 1 and tr.stats["n_sliding_exits"] == 0
+    assert tr.stats["n_sliding_at_end"] == 1
+
+
+@pytest.fixture(scope="module")
+def reference_small():
+    ds = student_teacher_relu(n=30, d=5, seed=0)
+    return ds, TwoLayerReLU(5, 20)
+
+
+@pytest.mark.parametrize("potential", ["euclidean", {"name": "hyperbolic_entropy", "beta": 0.1}])
+def test_reference_balance_and_stats(reference_small, potential):
+    """C7 at rtol 1e-10 on the reference problem (to log t = 3): balance drift ≤ 1e-9; stats sensible."""
+    ds, model = reference_small
+    tr = simulate(model, ds, potential, log_t_end=3.0, n_save=20, rtol=1e-10, atol=1e-13)
+    assert tr.config["solver"]["kinks"] == "filippov"
+    assert tr.status.value == "success"
+    assert tr.diagnostics["balance_drift"].max() <= 1e-9
+    st = tr.stats
+    assert st["n_crossings"] > 0 and st["n_sliding_entries"] > 0
+    assert st["n_segments"] >= st["n_crossing_events"]
+    assert st["sliding_time"] > 0 and st["n_sliding_at_end"] >= 0
+    assert st["max_side_violation"] < 10  # in error scales; every surface on its claimed side
+    assert "zero_pairs" in tr.diagnostics
+
+
+def test_every_surface_on_its_side_after_run(reference_small):
+    ds, model = reference_small
+    drv = FilippovDriver(model, "dopri5", 1e-8, 1e-11, 10**6)
+    from flowsim.flow import MirrorFlowField
+    from flowsim.losses import get_loss
+    from flowsim.potentials import get_potential
+
+    pot = get_potential("euclidean")
+    field = MirrorFlowField(model, pot, get_loss("exponential"), ds.X, ds.y)
+    theta0 = model.init(seed=0)
+    saved = []
+    drv.integrate(field, pot.mirror_map(theta0), torch.tensor([0.0, 0.5, 1.5]), lambda t, z: saved.append(z))
+    h = drv.sw.surfaces(pot.inverse_mirror_map(saved[-1]))
+    mode = drv.sw.mode
+    scale = drv.sw.error_scale(pot.inverse_mirror_map(saved[-1]), saved[-1], 1e-8, 1e-11)
+    assert bool((h[mode == ACTIVE] > -100 * scale[mode == ACTIVE]).all())
+    assert bool((h[mode == INACTIVE] < 100 * scale[mode == INACTIVE]).all())
+    assert bool((h[mode == SLIDING].abs() < 100 * scale[mode == SLIDING]).all())
+
+
+def test_soft_correct_option_balance_and_agreement(reference_small):
+    """Option ``soft_correct``: transversal crossings switched at the step end with an event correction.
+
+    Balance drift stays ≤ 1e-9 at rtol 1e-10, and the state agrees with the exact-redo reference within a
+    small multiple of the tolerance.
+    """
+    ds, model = reference_small
+    kw = dict(log_t_end=1.0, n_save=5, rtol=1e-10, atol=1e-13)
+    ref = simulate(model, ds, "euclidean", **kw)
+    tr = simulate(model, ds, "euclidean", solver_options={"soft_correct": True}, **kw)
+    assert tr.status.value == "success"
+    assert tr.diagnostics["balance_drift"].max() <= 1e-9
+    assert np.abs(tr.theta[-1] - ref.theta[-1]).max() <= 1e-7 * np.abs(ref.theta[-1]).max()
+
+
+@pytest.mark.slow
+def test_naive_approaches_filippov(reference_small):
+    """Consistency: naive dopri5's distance to the Filippov trajectory shrinks as rtol is tightened."""
+    ds, model = reference_small
+    kw = dict(save_log_t=np.array([-1.0, 0.0]), potential="euclidean")
+    ref = simulate(model, ds, kw["potential"], save_log_t=kw["save_log_t"], rtol=1e-11, atol=1e-14)
+    errs = []
+    for rtol in (1e-4, 1e-5, 1e-6):
+        tr = simulate(
+            model, ds, kw["potential"], save_log_t=kw["save_log_t"], rtol=rtol, atol=rtol * 1e-3, kinks="naive"
+        )
+        errs.append(np.abs(tr.theta[-1] - ref.theta[-1]).max())
+    print("naive max|Δθ| to Filippov at log t = 0, rtol 1e-4/1e-5/1e-6:", errs)
+    assert errs[0] > errs[1] > errs[2]
+
+
+def test_leaky_relu_runs_and_conserves_balance():
+    ds = student_teacher_relu(n=20, d=4, seed=1)
+    tr = simulate(TwoLayerLeakyReLU(4, 8, 0.2), ds, "euclidean", log_t_end=2.0, n_save=10, rtol=1e-10, atol=1e-13)
+    assert tr.config["solver"]["kinks"] == "filippov"
+    assert tr.diagnostics["balance_drift"].max() <= 1e-9
+
+
+def test_deep_relu_falls_back_to_naive():
+    assert not supports(DeepReLU(3, [4, 2]))
+    ds = student_teacher_relu(n=10, d=3, seed=0)
+    tr = simulate(DeepReLU(3, [4, 2]), ds, log_t_end=0.0, n_save=3, rtol=1e-5, atol=1e-8)
+    assert tr.config["solver"]["kinks"] == "naive"
+    from flowsim.errors import InvalidParameterError
+
+    with pytest.raises(InvalidParameterError, match="two-layer"):
+        simulate(DeepReLU(3, [4, 2]), ds, log_t_end=0.0, n_save=3, kinks="filippov")
