@@ -13,14 +13,16 @@ Dense Feature Learning", arXiv 2605.19458 (2026).
 
 __version__ = "0.1.0"
 
-from . import data, diagnostics, errors, losses, models, potentials, references  # noqa: E402
+from . import data, diagnostics, errors, losses, models, potentials, rates, references  # noqa: E402
 from .errors import FlowSimError  # noqa: E402
 from .solve import simulate  # noqa: E402
+from .stream import resume  # noqa: E402
 from .trajectory import Status, Trajectory  # noqa: E402
 
 __all__ = [
     "__version__",
     "simulate",
+    "resume",
     "Trajectory",
     "Status",
     "FlowSimError",
@@ -30,5 +32,6 @@ __all__ = [
     "losses",
     "models",
     "potentials",
+    "rates",
     "references",
 ]

@@ -1,4 +1,4 @@
-"""Command-line interface: ``flowsim run``, ``flowsim plot``, ``flowsim info``.
+"""Command-line interface: ``flowsim run``, ``flowsim plot``, ``flowsim validate``, ``flowsim info``.
 
 ``flowsim run`` with no arguments runs the default preset (the main job: a two-layer ReLU network on
 digits 0 vs 1 under three mirror potentials) and writes trajectories, a summary table and plots.
@@ -19,11 +19,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .config import DEFAULT_PRESET, get_preset, load_config
     from .experiment import format_table, run_experiment
 
+    if args.resume is not None:
+        return _resume(Path(args.resume), progress=not args.no_progress and sys.stderr.isatty())
     if args.config is not None and args.preset is not None:
         raise FlowSimError("give either --preset NAME or --config FILE.toml, not both")
     config = (
         load_config(args.config) if args.config is not None else get_preset(args.preset or DEFAULT_PRESET)
     )
+    config = _apply_md_options(config, args)
     out = Path(args.out) if args.out else Path("flowsim_runs") / config["experiment"]["name"]
     print(f"[flowsim] experiment {config['experiment']['name']!r}: {config['experiment']['description']}")
     print(f"[flowsim] writing to {out}")
@@ -34,6 +37,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"\n[flowsim] outputs in {out}: summary.txt, summary.csv, config.json, *.png, one folder per run")
     bad = [r for r in result.rows if r["status"] != "success"]
     return 0 if not bad else 3
+
+
+def _resume(path: Path, progress: bool) -> int:
+    """``flowsim run --resume DIR``: one run (DIR/run.json) or an experiment (DIR/config.json)."""
+    import json
+
+    from .experiment import format_table, run_experiment
+
+    if (path / "run.json").exists():
+        from .stream import resume
+
+        print(f"[flowsim] resuming the run in {path}")
+        tr = resume(path, progress=progress)
+        print(f"[flowsim] {tr.status.value}: log t = {tr.log_t[-1]:.6g}, nfe = {tr.stats.get('nfe')}")
+        return 0 if tr.success else 3
+    if not (path / "config.json").exists():
+        raise FlowSimError(f"--resume {path}: no run.json (a simulate run) or config.json (an experiment) there")
+    config = json.loads((path / "config.json").read_text())
+    print(f"[flowsim] resuming experiment {config['experiment']['name']!r} in {path}")
+    result = run_experiment(config, path, progress=progress, resume=True)
+    print()
+    print(format_table(result.rows))
+    return 0 if all(r["status"] == "success" for r in result.rows) else 3
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
@@ -66,6 +92,85 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from .validate import format_table, run_validation, write_report
+
+    cases = [c for c in args.only.split(",") if c.strip()] if args.only else None
+    out = Path(args.out)
+    tier = "full" if args.full else "quick"
+    print(f"[flowsim] validate ({tier} tier), report in {out}")
+    results = run_validation(cases, full=args.full, out=out, progress=lambda line: print(line, flush=True))
+    print()
+    print(format_table(results))
+    report = write_report(results, out)
+    print(f"\n[flowsim] wrote {report}")
+    return 0 if all(r.status == "pass" for r in results) else 1
+
+
+def _add_md_arguments(parser: argparse.ArgumentParser, *, method: bool) -> None:
+    """Options of discrete mirror descent (flowsim.discrete): --method md, --step-size, --schedule, ..."""
+    from .discrete import SCHEDULES, VARIANTS
+
+    if method:
+        parser.add_argument(
+            "--method", help='solver: a torchdiffeq method (the flow) or "md" (discrete mirror descent)'
+        )
+    parser.add_argument("--step-size", type=float, help="mirror-descent step size η (required with --method md)")
+    parser.add_argument("--schedule", choices=SCHEDULES, help="mirror-descent step-size rule (default constant)")
+    parser.add_argument("--variant", choices=VARIANTS, help='"eg": sign-preserving EG (hyperbolic entropy)')
+    parser.add_argument("--rollback", action="store_true", help="undo loss-increasing steps and halve η")
+
+
+def _apply_md_options(config: dict, args: argparse.Namespace) -> dict:
+    """Fold --method/--step-size/--schedule/--variant/--rollback into [solver] and re-validate."""
+    from .config import validate_config
+
+    solver = dict(config["solver"])
+    if getattr(args, "method", None):
+        solver["method"] = args.method
+    for key in ("step_size", "schedule", "variant"):
+        if getattr(args, key, None) is not None:
+            solver[key] = getattr(args, key)
+    if getattr(args, "rollback", False):
+        solver["rollback"] = True
+    if solver == config["solver"]:
+        return config
+    if solver.get("method") != "md":
+        if any(k in solver for k in ("step_size", "schedule", "variant", "rollback")):
+            raise FlowSimError("--step-size/--schedule/--variant/--rollback need --method md (discrete mirror descent)")
+    if solver.get("method") == "md":
+        for key in ("rtol", "atol"):  # kept for the flow in `flowsim compare`; unused by md
+            solver.setdefault(key, config["solver"].get(key))
+    return validate_config({**config, "solver": solver}, source="command line")
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .config import get_preset, load_config
+    from .experiment import format_compare_table, run_comparison
+
+    if args.config is not None and args.preset is not None:
+        raise FlowSimError("give either --preset NAME or --config FILE.toml, not both")
+    if args.step_size is None:
+        raise FlowSimError("flowsim compare needs --step-size η (the mirror-descent step size), e.g. --step-size 0.1")
+    config = load_config(args.config) if args.config is not None else get_preset(args.preset or "quick")
+    out = Path(args.out) if args.out else Path("flowsim_runs") / f"{config['experiment']['name']}_compare"
+    print(f"[flowsim] compare flow vs mirror descent: experiment {config['experiment']['name']!r}, writing to {out}")
+    rows, _, runs = run_comparison(
+        config,
+        out,
+        step_size=args.step_size,
+        schedule=args.schedule or "constant",
+        variant=args.variant or "mirror",
+        rollback=args.rollback,
+        progress=not args.no_progress and sys.stderr.isatty(),
+    )
+    print()
+    print(format_compare_table(rows))
+    print(f"\n[flowsim] outputs in {out}: compare.txt, compare.csv, compare_*.png, <label>/flow and <label>/md")
+    ok = all(fl.success and md.success for fl, md, _ in runs)
+    return 0 if ok else 3
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of the ``flowsim`` command (subcommands run, plot, info)."""
     parser = argparse.ArgumentParser(
@@ -76,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--preset", help="built-in preset name (default: main); see `flowsim info`")
     run.add_argument("--config", help="TOML experiment file (see flowsim.config for the format)")
     run.add_argument("--out", help="output directory (default: flowsim_runs/<experiment name>)")
+    run.add_argument("--resume", metavar="DIR", help="continue a killed run or experiment from its checkpoints")
+    _add_md_arguments(run, method=True)
     run.add_argument(
         "--no-progress", action="store_true", help="no progress bars (they are shown only on a terminal anyway)"
     )
@@ -84,6 +191,18 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("runs", nargs="+", help="trajectory directories")
     plot.add_argument("--out", default=".", help="where to write the PNGs")
     plot.set_defaults(func=_cmd_plot)
+    val = sub.add_parser("validate", help="theorem checks C1–C15 with a pass/fail table and a Markdown report")
+    val.add_argument("--full", action="store_true", help="full tier (longer horizons, more settings)")
+    val.add_argument("--only", help="comma-separated cases, e.g. C10,C12")
+    val.add_argument("--out", default="flowsim_validation", help="report directory (report.md, figs/)")
+    val.set_defaults(func=_cmd_validate)
+    cmp = sub.add_parser("compare", help="mirror flow vs discrete mirror descent of one experiment (table + plots)")
+    cmp.add_argument("--preset", help="built-in preset name (default: quick); see `flowsim info`")
+    cmp.add_argument("--config", help="TOML experiment file")
+    cmp.add_argument("--out", help="output directory (default: flowsim_runs/<experiment name>_compare)")
+    cmp.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_md_arguments(cmp, method=False)
+    cmp.set_defaults(func=_cmd_compare)
     info = sub.add_parser("info", help="versions, presets, potentials, models, datasets")
     info.set_defaults(func=_cmd_info)
     return parser

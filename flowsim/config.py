@@ -10,7 +10,9 @@ with the same loss, initialization, solver and horizon. A TOML file has these ta
     [[potentials]] name = "hyperbolic_entropy", beta = 0.1, label = "HE β=0.1" (label optional)
     [flow]         loss = "exponential" | "logistic", time = "log" | "linear"
     [init]         scale, seed
-    [solver]       method, rtol, atol, max_steps
+    [solver]       method, rtol, atol, max_steps; method = "md" runs discrete mirror descent
+                   (flowsim.discrete) with step_size, schedule, variant, rollback
+                   kinks = "auto" | "filippov" | "naive" (ReLU kinks, see flowsim.kinks)
     [horizon]      log_t_end, n_save, log_t_start
     [output]       plots = true
 
@@ -40,7 +42,7 @@ SCHEMA: dict[str, set[str] | None] = {
     "potentials": None,
     "flow": {"loss", "time"},
     "init": {"scale", "seed"},
-    "solver": {"method", "rtol", "atol", "max_steps"},
+    "solver": {"method", "rtol", "atol", "max_steps", "kinks", "step_size", "schedule", "variant", "rollback"},
     "horizon": {"log_t_end", "n_save", "log_t_start"},
     "output": {"plots"},
 }
@@ -49,7 +51,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "experiment": {"name": "experiment", "description": ""},
     "flow": {"loss": "exponential", "time": "log"},
     "init": {"scale": 1.0, "seed": 0},
-    "solver": {"method": "dopri5", "rtol": 1e-6, "atol": 1e-9, "max_steps": 2_000_000},
+    "solver": {"method": "dopri5", "rtol": 1e-6, "atol": 1e-9, "max_steps": 2_000_000, "kinks": "auto"},
     "horizon": {"log_t_end": 10.0, "n_save": 120, "log_t_start": None},
     "output": {"plots": True},
 }
@@ -181,7 +183,31 @@ def validate_config(raw: dict[str, Any], *, source: str = "config") -> dict[str,
         v = cfg[table][key]
         if not isinstance(v, int) or isinstance(v, bool):
             raise ConfigError(f"{source}: [{table}] {key} must be an integer, got {v!r}")
+    _check_md_solver(cfg["solver"], source)
     return cfg
+
+
+def _check_md_solver(solver: dict[str, Any], source: str) -> None:
+    """[solver] method = "md": step_size (a positive number) is required, schedule/variant must be known."""
+    md_keys = sorted({"step_size", "schedule", "variant", "rollback"} & set(solver))
+    if solver.get("method") != "md":
+        if md_keys:
+            raise ConfigError(f'{source}: [solver] {md_keys} apply to method = "md" (discrete mirror descent) only')
+        return
+    from .discrete import SCHEDULES, VARIANTS
+
+    eta = solver.get("step_size")
+    if isinstance(eta, bool) or not isinstance(eta, int | float) or not eta > 0:
+        raise ConfigError(
+            f'{source}: [solver] method = "md" needs step_size = a positive number (e.g. 0.1), got {eta!r}'
+        )
+    solver.setdefault("schedule", "constant")
+    solver.setdefault("variant", "mirror")
+    solver.setdefault("rollback", False)
+    if solver["schedule"] not in SCHEDULES:
+        raise ConfigError(f"{source}: [solver] schedule must be one of {SCHEDULES}, got {solver['schedule']!r}")
+    if solver["variant"] not in VARIANTS:
+        raise ConfigError(f"{source}: [solver] variant must be one of {VARIANTS}, got {solver['variant']!r}")
 
 
 def get_preset(name: str) -> dict[str, Any]:

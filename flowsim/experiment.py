@@ -106,7 +106,12 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def run_experiment(
-    config: dict[str, Any], out: str | Path | None = None, *, progress: bool = False, log=print
+    config: dict[str, Any],
+    out: str | Path | None = None,
+    *,
+    progress: bool = False,
+    log=print,
+    resume: bool = False,
 ) -> ExperimentResult:
     """Run every potential of a validated configuration (see :mod:`flowsim.config`).
 
@@ -116,6 +121,8 @@ def run_experiment(
             ``config.json`` and PNG plots. None writes nothing.
         progress: progress bars on log t.
         log: a print-like function for progress lines.
+        resume: continue each run from its last checkpoint in ``out/<label>/`` (``flowsim run --resume``);
+            finished runs are reloaded as they are.
 
     Returns:
         an :class:`ExperimentResult`. Runs that fail keep their partial trajectories and statuses.
@@ -148,24 +155,29 @@ def run_experiment(
         label = _label(pot_cfg)
         log(f"[flowsim] {label}: {model!r} on {dataset.name} (n={dataset.n}, d={dataset.d})")
         sub = out_dir / _slug(label) if out_dir is not None else None
-        tr = simulate(
-            model,
-            dataset,
-            potential,
-            loss=config["flow"]["loss"],
-            time=config["flow"]["time"],
-            log_t_end=config["horizon"]["log_t_end"],
-            n_save=config["horizon"]["n_save"],
-            log_t_start=config["horizon"]["log_t_start"],
-            init_scale=config["init"]["scale"],
-            seed=config["init"]["seed"],
-            method=config["solver"]["method"],
-            rtol=config["solver"]["rtol"],
-            atol=config["solver"]["atol"],
-            max_steps=config["solver"]["max_steps"],
-            progress=progress,
-            out=sub,
-        )
+        if config["solver"]["method"] == "md":  # discrete mirror descent (flowsim.discrete)
+            tr = _run_discrete(config, model, dataset, potential, progress=progress, out=sub)
+        else:
+            tr = simulate(
+                model,
+                dataset,
+                potential,
+                loss=config["flow"]["loss"],
+                time=config["flow"]["time"],
+                log_t_end=config["horizon"]["log_t_end"],
+                n_save=config["horizon"]["n_save"],
+                log_t_start=config["horizon"]["log_t_start"],
+                init_scale=config["init"]["scale"],
+                seed=config["init"]["seed"],
+                method=config["solver"]["method"],
+                rtol=config["solver"]["rtol"],
+                atol=config["solver"]["atol"],
+                max_steps=config["solver"]["max_steps"],
+                kinks=config["solver"].get("kinks", "auto"),
+                progress=progress,
+                out=sub,
+                resume=resume,
+            )
         log(
             f"[flowsim]   {tr.status.value}: log t = {tr.log_t[-1]:.4g}, nfe = {tr.stats['nfe']}, "
             f"{tr.stats['wall_time']:.1f} s"
@@ -187,3 +199,173 @@ def run_experiment(
 
             plotting.experiment_plots(labels, trajs, model, dataset, out_dir)
     return ExperimentResult(config, dataset, labels, trajs, rows, out_dir)
+
+
+def _run_discrete(config: dict[str, Any], model, dataset, potential, *, progress: bool, out, **overrides):
+    """One mirror-descent run of an experiment (``[solver] method = "md"``) on the experiment's horizon."""
+    from .discrete import mirror_descent
+
+    solver = {**config["solver"], **overrides}
+    return mirror_descent(
+        model,
+        dataset,
+        potential,
+        loss=config["flow"]["loss"],
+        step_size=solver["step_size"],
+        schedule=solver.get("schedule", "constant"),
+        variant=solver.get("variant", "mirror"),
+        rollback=bool(solver.get("rollback", False)),
+        log_t_end=config["horizon"]["log_t_end"],
+        n_save=config["horizon"]["n_save"],
+        log_t_start=config["horizon"]["log_t_start"],
+        init_scale=config["init"]["scale"],
+        seed=config["init"]["seed"],
+        max_steps=solver["max_steps"],
+        progress=progress,
+        out=out,
+    )
+
+
+COMPARE_COLUMNS = (
+    "label",
+    "log_t",
+    "direction_cosine",
+    "normalized_margin_flow",
+    "normalized_margin_discrete",
+    "normalized_margin_diff",
+    "q_margin_diff",
+    "balance_drift_flow",
+    "balance_drift_discrete",
+    "active_neurons_flow",
+    "active_neurons_discrete",
+)
+
+
+def run_comparison(
+    config: dict[str, Any],
+    out: str | Path | None = None,
+    *,
+    step_size: float,
+    schedule: str = "constant",
+    variant: str = "mirror",
+    rollback: bool = False,
+    n_rows: int = 6,
+    progress: bool = False,
+    log=print,
+) -> tuple[list[dict[str, Any]], list[str], list[tuple[Trajectory, Trajectory, dict]]]:
+    """Flow vs discrete mirror descent for every potential of an experiment (``flowsim compare``).
+
+    Each potential is run by :func:`flowsim.discrete.mirror_descent` on the experiment's horizon, then by
+    :func:`simulate` at exactly the discrete run's flow-clock times, so the two are compared at matched t.
+
+    Args:
+        config: a validated configuration; its ``[solver]`` tolerances are used for the flow.
+        out: output directory: ``<label>/flow``, ``<label>/md`` trajectories, ``compare.csv``,
+            ``compare.txt`` and ``compare_<label>.png``; None writes nothing.
+        step_size, schedule, variant, rollback: the discrete method (see ``mirror_descent``).
+        n_rows: matched times per potential in the table (log-spaced over the saved times, plus the last).
+        progress: progress bars; log: a print-like function.
+
+    Returns:
+        (table rows with :data:`COMPARE_COLUMNS`, labels, [(flow, discrete, differences)] per potential).
+
+    Raises:
+        ConfigError: invalid data, model or potential arguments; InvalidParameterError: bad step size etc.
+    """
+    from .discrete import compare_trajectories
+
+    data_cfg = dict(config["data"])
+    dataset = load_dataset(data_cfg.pop("name"), **data_cfg)
+    model_cfg = dict(config["model"])
+    model_cfg.setdefault("input_dim", dataset.d)
+    model = get_model(model_cfg.pop("name"), **model_cfg)
+    out_dir = Path(out) if out is not None else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    rows, labels, runs = [], [], []
+    method = config["solver"]["method"] if config["solver"]["method"] != "md" else "dopri5"
+    for pot_cfg in config["potentials"]:
+        params = {k: v for k, v in pot_cfg.items() if k not in ("name", "label")}
+        potential = get_potential(pot_cfg["name"], **params)
+        label = _label(pot_cfg)
+        sub = out_dir / _slug(label) if out_dir is not None else None
+        log(f"[flowsim] {label}: mirror descent ({schedule}, η = {step_size:g}) then the flow at its times")
+        md = _run_discrete(
+            config,
+            model,
+            dataset,
+            potential,
+            progress=progress,
+            out=sub / "md" if sub is not None else None,
+            step_size=step_size,
+            schedule=schedule,
+            variant=variant,
+            rollback=rollback,
+        )
+        log(f"[flowsim]   md {md.status.value}: log t = {md.log_t[-1]:.4g}, {md.stats['nfe']} gradient evaluations")
+        if len(md) < 2:
+            log("[flowsim]   the discrete run stopped at its first step; nothing to compare")
+            continue
+        fl = simulate(
+            model,
+            dataset,
+            potential,
+            loss=config["flow"]["loss"],
+            save_log_t=md.log_t[1:],
+            init_scale=config["init"]["scale"],
+            seed=config["init"]["seed"],
+            method=method,
+            rtol=config["solver"]["rtol"],
+            atol=config["solver"]["atol"],
+            progress=progress,
+            out=sub / "flow" if sub is not None else None,
+        )
+        log(f"[flowsim]   flow {fl.status.value}: {fl.stats['nfe']} RHS evaluations")
+        k = min(len(fl), len(md))
+        if k < len(md):  # the flow stopped early: compare the common prefix
+            md = _prefix(md, k)
+        diff = compare_trajectories(_prefix(fl, k), md)
+        idx = np.unique(np.round(np.geomspace(1, k - 1, max(n_rows - 1, 1))).astype(int).tolist() + [k - 1])
+        for i in idx:
+            row = {"label": label}
+            for c in COMPARE_COLUMNS[1:]:
+                v = diff.get(c)
+                row[c] = float(v[i]) if v is not None else ""
+            rows.append(row)
+        labels.append(label)
+        runs.append((fl, md, diff))
+    if out_dir is not None:
+        with open(out_dir / "compare.csv", "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(COMPARE_COLUMNS))
+            writer.writeheader()
+            writer.writerows(rows)
+        (out_dir / "compare.txt").write_text(format_compare_table(rows) + "\n")
+        from . import plotting
+
+        for label, (fl, md, diff) in zip(labels, runs, strict=True):
+            plotting.plot_flow_vs_discrete(label, fl, md, diff, out_dir / f"compare_{_slug(label)}.png")
+    return rows, labels, runs
+
+
+def _prefix(tr: Trajectory, k: int) -> Trajectory:
+    from dataclasses import replace
+
+    return replace(
+        tr, s=tr.s[:k], theta=tr.theta[:k], z=tr.z[:k], diagnostics={key: v[:k] for key, v in tr.diagnostics.items()}
+    )
+
+
+def format_compare_table(rows: list[dict[str, Any]]) -> str:
+    """Fixed-width text table of :func:`run_comparison` rows."""
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.6g}" if np.isfinite(v) else str(v)
+        return str(v)
+
+    cells = [[fmt(r[c]) for c in COMPARE_COLUMNS] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(COMPARE_COLUMNS)]
+    line = "  ".join(c.ljust(w) for c, w in zip(COMPARE_COLUMNS, widths, strict=True))
+    out = [line, "-" * len(line)]
+    out += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(out)

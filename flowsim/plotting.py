@@ -16,7 +16,16 @@ import numpy as np  # noqa: E402
 from .models import AbstractModel, AbstractTwoLayer  # noqa: E402
 from .trajectory import Trajectory  # noqa: E402
 
-__all__ = ["plot_margins", "plot_loss", "plot_neuron_masses", "plot_features", "experiment_plots"]
+__all__ = [
+    "plot_rate_fits",
+    "plot_curves",
+    "plot_margins",
+    "plot_loss",
+    "plot_neuron_masses",
+    "plot_features",
+    "experiment_plots",
+    "plot_flow_vs_discrete",
+]
 
 
 def _finite(tr: Trajectory, key: str):
@@ -152,6 +161,45 @@ def experiment_plots(labels, trajectories, model, dataset, out_dir: str | Path) 
     return [p for p in paths if p is not None]
 
 
+def plot_flow_vs_discrete(
+    label: str, flow: Trajectory, discrete: Trajectory, diff: dict, path: str | Path | None = None
+):
+    """Flow vs discrete mirror descent at matched flow-clock times, against log t.
+
+    Three panels: normalized margins of both runs; balance drift of both (models with hidden neurons;
+    discrete steps break the balance law at O(η²) per step, the flow keeps it to solver tolerance); and the
+    direction error ‖θ_f/‖θ_f‖ − θ_d/‖θ_d‖‖ (log scale).
+
+    Args:
+        label: the potential's label (title); flow, discrete: trajectories saved at the same times;
+        diff: :func:`flowsim.discrete.compare_trajectories` of the two.
+    """
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
+    cfg = discrete.config.get("solver", {})
+    md_label = f"mirror descent ({cfg.get('schedule', '?')}, η = {cfg.get('step_size', float('nan')):g})"
+    for tr, name, style in ((flow, "mirror flow", "-"), (discrete, md_label, "--")):
+        x, y = _finite(tr, "normalized_margin")
+        axes[0].plot(x, y, style, label=name)
+        x, y = _finite(tr, "balance_drift")
+        if len(x):
+            axes[1].semilogy(x, np.maximum(y, 1e-17), style, label=name)
+    lt, err = np.asarray(diff["log_t"]), np.asarray(diff["direction_error"])
+    ok = np.isfinite(lt) & np.isfinite(err) & (err > 0)
+    axes[2].semilogy(lt[ok], err[ok], color="C3")
+    axes[0].set_ylabel("normalized margin  q_min / ‖θ‖₂^L")
+    axes[1].set_ylabel("balance drift  max_j |B_j(t) − B_j(0)| / scale")
+    axes[2].set_ylabel("direction error  ‖θ_f/‖θ_f‖ − θ_d/‖θ_d‖‖₂")
+    if not axes[1].lines:
+        axes[1].text(0.5, 0.5, "no hidden neurons (no balance law)", ha="center", transform=axes[1].transAxes)
+    for ax in axes:
+        ax.set_xlabel("log t  (t = flow time; discrete: t_k = Σ η_j)")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.suptitle(f"Mirror flow vs discrete mirror descent at matched times: {label}")
+    return _finish(fig, path)
+
+
 def _finish(fig, path):
     if path is None:
         return fig
@@ -159,3 +207,69 @@ def _finish(fig, path):
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+# ---------------------------------------------------------------- rate fits and long horizons (flowsim.rates)
+def plot_rate_fits(log_t, series: dict, fits: dict, path: str | Path | None = None, title: str = "Rate fits"):
+    """One panel per fitted quantity: the data against log t (log-log axes) and the fitted law on its window.
+
+    Args:
+        log_t: log t at the save times, shape `(k,)`.
+        series: name → values along the trajectory, shape `(k,)`: ``"loss"`` takes log L (plotted as
+            log(t·L) against log log t), ``"norm"`` a norm, ``"margin_gap"`` limit − margin (positive).
+        fits: name → :class:`~flowsim.rates.RateFit` for the same names.
+        path: PNG path; None returns the figure.
+    """
+    names = list(series)
+    fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 3.8), squeeze=False, constrained_layout=True)
+    lt = np.asarray(log_t, dtype=np.float64)
+    for ax, name in zip(axes[0], names, strict=True):
+        v = np.asarray(series[name], dtype=np.float64)
+        ok = np.isfinite(lt) & (lt > 1.0) & np.isfinite(v)
+        f = fits.get(name)
+        lo, hi = f.window if f is not None else (lt[ok].min(), lt[ok].max())
+        w = ok & (lt >= lo) & (lt <= hi)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            llt = np.log(lt)
+        if name == "loss":
+            ax.plot(lt[ok], (lt + v)[ok], ".", ms=3, label="log(t·L)")
+            if f is not None:
+                ax.plot(lt[w], f["c"] + (f["a"] + 1) * lt[w] + f["b"] * llt[w], "-", label=f"fit b={f['b']:.4f}")
+            ax.set_ylabel("log(t·L)")
+        elif name == "norm":
+            ax.loglog(lt[ok], v[ok], ".", ms=3, label="‖θ‖")
+            if f is not None:
+                ax.loglog(lt[w], np.exp(f["c"]) * lt[w] ** f["gamma"], "-", label=f"fit γ={f['gamma']:.4f}")
+            ax.set_ylabel("‖θ‖₂")
+        else:
+            ax.loglog(lt[ok], np.abs(v[ok]), ".", ms=3, label=name)
+            if f is not None and "kappa" in f.params:
+                ax.loglog(lt[w], np.exp(f["c"]) * lt[w] ** (-f["kappa"]), "-", label=f"fit κ={f['kappa']:.3f}")
+            ax.set_ylabel(name)
+        ax.set_xscale("log")
+        ax.set_xlabel("log t")
+        ax.axvspan(lo, hi, color="0.9", zorder=0)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    return _finish(fig, path)
+
+
+def plot_curves(curves: dict, path: str | Path | None = None, *, xlabel="log t", ylabel="", title="", logx=True,
+                marks: dict | None = None):
+    """Generic line plot of name → (x, y) curves (validation scripts), with optional vertical marks."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), constrained_layout=True)
+    for name, (x, y) in curves.items():
+        ax.plot(x, y, label=str(name))
+    for name, x in (marks or {}).items():
+        if x is not None and np.isfinite(x):
+            ax.axvline(x, ls=":", color="0.4")
+            ax.annotate(str(name), (x, ax.get_ylim()[0]), fontsize=7, rotation=90, va="bottom")
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _finish(fig, path)

@@ -27,14 +27,22 @@ from .data import Dataset, make_dataset
 from .diagnostics import compute_diagnostics
 from .errors import HorizonError, InvalidParameterError
 from .flow import TIME_MODES, MirrorFlowField
-from .integrate import ADAPTIVE_METHODS, MaxStepsReached, NonFiniteField, SmoothDriver
+from .integrate import (
+    ADAPTIVE_METHODS,
+    STIFF_METHODS,
+    MaxStepsReached,
+    NonFiniteField,
+    SmoothDriver,
+    StepFailed,
+    StiffDriver,
+)
 from .losses import AbstractLoss, get_loss
 from .models import AbstractModel
 from .potentials import AbstractPotential, get_potential
 from .timegrid import check_grid, log_t_from_s, s_from_log_t, save_grid, t_from_s
 from .trajectory import Status, Trajectory, environment_metadata
 
-__all__ = ["simulate", "ADAPTIVE_METHODS"]
+__all__ = ["simulate", "ADAPTIVE_METHODS", "STIFF_METHODS"]
 
 
 def _as_potential(potential: str | AbstractPotential | dict) -> AbstractPotential:
@@ -87,8 +95,15 @@ def _make_driver(model: AbstractModel, kinks: str, method, rtol, atol, max_steps
     """Choose the integration driver: smooth torchdiffeq stepping or Filippov event handling."""
     if kinks not in KINKS_MODES:
         raise InvalidParameterError(f"kinks must be one of {KINKS_MODES}, got {kinks!r}")
+    if method in STIFF_METHODS:  # implicit scipy steppers integrate straight through kinks
+        if kinks == "filippov":
+            raise InvalidParameterError(
+                f"kinks='filippov' needs an explicit torchdiffeq method {ADAPTIVE_METHODS}; the stiff method "
+                f"{method!r} integrates through kinks: use kinks='naive' (or 'auto')"
+            )
+        return StiffDriver(method, rtol, atol, max_steps, solver_options)
     if kinks == "auto":
-        kinks = "filippov" if model.has_kinks and _filippov_available() else "naive"
+        kinks = "filippov" if model.has_kinks and _filippov_available(model) else "naive"
     if kinks == "filippov":
         if not model.has_kinks:
             raise InvalidParameterError(
@@ -100,12 +115,42 @@ def _make_driver(model: AbstractModel, kinks: str, method, rtol, atol, max_steps
     return SmoothDriver(method, rtol, atol, max_steps, solver_options)
 
 
-def _filippov_available() -> bool:
+def _filippov_available(model: AbstractModel | None = None) -> bool:
+    """Whether :mod:`flowsim.kinks` imports (and, given a model, supports it; deep ReLU falls back to naive)."""
     try:
-        from . import kinks  # noqa: F401
+        from . import kinks
     except ImportError:
         return False
-    return True
+    return model is None or kinks.supports(model)
+
+
+def _run_driver(driver, field, z0: torch.Tensor, tau: torch.Tensor, save) -> tuple[Status, str]:
+    """Run ``driver.integrate`` and turn its failures (torchdiffeq asserts, scipy failures) into a status."""
+    status, message = Status.SUCCESS, Status.SUCCESS.hint
+    try:
+        driver.integrate(field, z0, tau, save)
+    except KeyboardInterrupt:
+        status, message = Status.INTERRUPTED, Status.INTERRUPTED.hint
+    except MaxStepsReached as e:
+        status, message = Status.MAX_STEPS, f"{Status.MAX_STEPS.hint} ({e})"
+    except NonFiniteField as e:
+        status, message = Status.NONFINITE, f"{Status.NONFINITE.hint} ({e})"
+    except StepFailed as e:  # scipy's implicit solvers: step size below float spacing
+        status, message = Status.STEP_UNDERFLOW, f"{Status.STEP_UNDERFLOW.hint} ({e})"
+    except AssertionError as e:  # torchdiffeq's failures are bare asserts
+        text = str(e)
+        if "underflow in dt" in text:
+            status = Status.STEP_UNDERFLOW
+        elif "non-finite" in text:
+            status = Status.NONFINITE
+        elif "max_num_steps" in text:
+            status = Status.MAX_STEPS
+        else:
+            status = Status.FAILED
+        message = f"{status.hint} (torchdiffeq: {text[:300]})"
+    except (RuntimeError, FloatingPointError, OverflowError) as e:
+        status, message = Status.FAILED, f"{Status.FAILED.hint} ({type(e).__name__}: {str(e)[:300]})"
+    return status, message
 
 
 @contextlib.contextmanager
@@ -147,6 +192,8 @@ def simulate(
     kinks: str = "auto",
     progress: bool = False,
     out: str | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
 ) -> Trajectory:
     """Integrate mirror flow d/dt ∇Φ(θ) = −∇L(θ) from θ₀ to a log-time horizon.
 
@@ -165,7 +212,11 @@ def simulate(
         init_scale: initialization scale passed to ``model.init``.
         seed: initialization seed (explicit generator; global RNG untouched).
         time: "log" (integrate in s = log(1+t), default; any horizon) or "linear" (plain t, t ≤ 1e15).
-        method: torchdiffeq adaptive solver, one of ``ADAPTIVE_METHODS`` (default dopri5).
+        method: torchdiffeq adaptive solver, one of ``ADAPTIVE_METHODS`` (default dopri5), or an implicit
+            stiff solver, one of ``STIFF_METHODS`` ("radau", "bdf", "lsoda"; scipy with an autograd
+            Jacobian, :class:`~flowsim.integrate.StiffDriver`): in log-time the flow is mildly stiff and
+            explicit methods need RHS evaluations linear in log t, implicit ones about logarithmic — use
+            "radau" beyond log t ≈ 1e3.
         rtol, atol: solver tolerances on the dual state z (relative to its scale).
         max_steps: budget of accepted steps for the whole run (torchdiffeq's own limit is per interval).
         solver_options: extra torchdiffeq options (e.g. ``{"first_step": 1e-3}``).
@@ -178,7 +229,15 @@ def simulate(
             modes (:mod:`flowsim.kinks`); "auto" (default) picks "filippov" for models with kinks when it is
             available and "naive" otherwise.
         progress: show a tqdm progress bar on log t.
-        out: directory to save the trajectory to (also on failure or interruption).
+        out: directory to save the trajectory to (also on failure or interruption). Save points are
+            **streamed** there as they come (memory-mapped ``.npy`` rows, :mod:`flowsim.stream`), so memory
+            does not grow with their number; the returned trajectory's arrays are memory-mapped.
+        checkpoint_every: with ``out``: save points between atomic checkpoints (default 50; 0 = none).
+            At each checkpoint the solver restarts from the saved state with its next step size, so a
+            resumed run repeats the uninterrupted run's arithmetic exactly.
+        resume: with ``out``: continue from ``out``'s last checkpoint (after a crash, Ctrl-C or SIGKILL)
+            instead of starting over; the configuration must match the stored one (see
+            :func:`flowsim.resume`, which rebuilds it from ``out``).
 
     Returns:
         A :class:`~flowsim.trajectory.Trajectory`; ``status`` says how the run ended. A run that fails or
@@ -194,9 +253,10 @@ def simulate(
     """
     if time not in TIME_MODES:
         raise InvalidParameterError(f"time must be one of {TIME_MODES}, got {time!r}")
-    if method not in ADAPTIVE_METHODS:
+    if method not in ADAPTIVE_METHODS + STIFF_METHODS:
         raise InvalidParameterError(
-            f"method {method!r} is not an adaptive torchdiffeq solver; choose one of {ADAPTIVE_METHODS}"
+            f"method {method!r} is not an adaptive solver; choose an explicit torchdiffeq method "
+            f"{ADAPTIVE_METHODS} or an implicit (stiff) scipy method {STIFF_METHODS} for long log-time horizons"
         )
     for name, tol in (("rtol", rtol), ("atol", atol)):
         if not (np.isfinite(tol) and tol > 0):
@@ -255,6 +315,62 @@ def simulate(
     z0 = pot.mirror_map(theta0_t)
     tau_grid = s_grid if time == "log" else t_from_s(s_grid)
 
+    if out is not None:  # stream rows to disk, checkpoint, resume (flowsim.stream)
+        from .stream import run_streamed
+
+        spec = {
+            "model": model.config(),
+            "potential": config["potential"],
+            "data_name": dataset.name,
+            "data_info": dict(dataset.info),
+            "kwargs": {
+                "loss": loss_fn.name,
+                "log_t_end": log_t_end,
+                "n_save": n_save,
+                "log_t_start": log_t_start,
+                "save_log_t": None if save_log_t is None else np.asarray(save_log_t, dtype=np.float64).tolist(),
+                "init_scale": init_scale,
+                "seed": seed,
+                "time": time,
+                "method": method,
+                "rtol": rtol,
+                "atol": atol,
+                "max_steps": int(max_steps),
+                "solver_options": dict(solver_options or {}),
+                "diagnostics": diagnostics,
+                "active_threshold": active_threshold,
+                "kinks": kinks,
+                "checkpoint_every": checkpoint_every,
+            },
+        }
+        data_arrays = {"X": X.cpu().numpy(), "y": y.cpu().numpy()}
+        if theta0 is not None:
+            data_arrays["theta0"] = theta0_t.cpu().numpy()
+        with _num_threads(threads if isinstance(threads, int) else None):
+            return run_streamed(
+                out=out,
+                make_driver=lambda opts, budget: _make_driver(model, kinks, method, rtol, atol, budget, opts),
+                run_driver=_run_driver,
+                field=field,
+                z0=z0,
+                tau_grid=np.asarray(tau_grid, dtype=np.float64),
+                time=time,
+                config=config,
+                spec=spec,
+                data_arrays=data_arrays,
+                model=model,
+                potential=pot,
+                loss=loss_fn,
+                X=X,
+                y=y,
+                solver_options=solver_options,
+                diagnostics=diagnostics,
+                active_threshold=active_threshold,
+                progress=progress,
+                checkpoint_every=checkpoint_every,
+                resume=resume,
+            )
+
     saved_tau: list[float] = [float(tau_grid[0])]
     saved_z: list[torch.Tensor] = [z0.detach().clone()]
     bar = None
@@ -275,26 +391,9 @@ def simulate(
                 from tqdm.auto import tqdm
 
                 bar = tqdm(total=len(tau_grid) - 1, desc="mirror flow", unit="save", dynamic_ncols=True)
-            driver.integrate(field, z0, torch.as_tensor(tau_grid, dtype=torch.float64, device=dev), save)
-        except KeyboardInterrupt:
-            status, message = Status.INTERRUPTED, Status.INTERRUPTED.hint
-        except MaxStepsReached as e:
-            status, message = Status.MAX_STEPS, f"{Status.MAX_STEPS.hint} ({e})"
-        except NonFiniteField as e:
-            status, message = Status.NONFINITE, f"{Status.NONFINITE.hint} ({e})"
-        except AssertionError as e:  # torchdiffeq's failures are bare asserts
-            text = str(e)
-            if "underflow in dt" in text:
-                status = Status.STEP_UNDERFLOW
-            elif "non-finite" in text:
-                status = Status.NONFINITE
-            elif "max_num_steps" in text:
-                status = Status.MAX_STEPS
-            else:
-                status = Status.FAILED
-            message = f"{status.hint} (torchdiffeq: {text[:300]})"
-        except (RuntimeError, FloatingPointError, OverflowError) as e:
-            status, message = Status.FAILED, f"{Status.FAILED.hint} ({type(e).__name__}: {str(e)[:300]})"
+            status, message = _run_driver(
+                driver, field, z0, torch.as_tensor(tau_grid, dtype=torch.float64, device=dev), save
+            )
         finally:
             if bar is not None:
                 bar.close()
@@ -331,6 +430,4 @@ def simulate(
         config=config,
         metadata=environment_metadata(),
     )
-    if out is not None:
-        traj.save(out)
     return traj

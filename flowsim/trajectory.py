@@ -34,6 +34,7 @@ class Status(str, Enum):
     MAX_STEPS = "max_steps"
     NONFINITE = "nonfinite"
     FAILED = "failed"
+    DIVERGED = "diverged"
 
     @property
     def hint(self) -> str:
@@ -51,6 +52,10 @@ class Status(str, Enum):
                 "and the data scale; log-time keeps the field O(1)."
             ),
             "failed": "The solver failed; see the message for the underlying error.",
+            "diverged": (
+                "The loss grew far above its initial value (discrete mirror descent). Reduce `step_size`, "
+                "use schedule='loss_normalized' with rollback=True, or start from a smaller init_scale."
+            ),
         }[self.value]
 
 
@@ -137,13 +142,23 @@ class Trajectory:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Trajectory:
-        """Read a trajectory written by :meth:`save`.
+        """Read a trajectory written by :meth:`save`, or streamed by ``simulate(..., out=path)``.
+
+        A streamed run (``"storage": "stream"`` in ``trajectory.json``, rows under ``path/stream/``) is read
+        memory-mapped (copy-on-write), first ``n_saved`` rows; a run killed mid-way loads as it stood at its
+        last checkpoint (status "interrupted").
 
         Raises:
             TrajectoryFileError: if the files are missing or of an unknown format version.
         """
         path = Path(path)
         npz, js = path / "trajectory.npz", path / "trajectory.json"
+        if js.exists() and (path / "stream").is_dir():
+            meta = json.loads(js.read_text())
+            if meta.get("storage") == "stream":  # streamed by simulate(out=...): memory-mapped rows
+                from .stream import load_streamed
+
+                return load_streamed(path, meta)
         if not npz.exists() or not js.exists():
             raise TrajectoryFileError(
                 f"no saved trajectory in {path}: expected trajectory.npz and trajectory.json "

@@ -198,7 +198,7 @@ def test_interrupt_returns_and_saves_partial(tmp_path, monkeypatch):
     monkeypatch.setattr(flow_module.MirrorFlowField, "__call__", interrupting)
     data = random_separable(n=10, d=3, seed=7)
     out = tmp_path / "run"
-    tr = simulate(TwoLayerReLU(3, 4), data, Euclidean(), log_t_end=30.0, n_save=200, rtol=1e-10, out=out)
+    tr = simulate(TwoLayerReLU(3, 4), data, Euclidean(), log_t_end=30.0, n_save=200, rtol=1e-10, out=out, kinks="naive")
     assert tr.status == Status.INTERRUPTED
     assert "interrupted" in tr.message.lower()
     assert 1 < len(tr) < 201
