@@ -53,6 +53,32 @@ def finite_rms_norm(x: Tensor) -> Tensor:
     return torch.where(torch.isfinite(v), v, torch.full_like(v, float("inf")))
 
 
+def initial_step(func, t0: Tensor, y0: Tensor, order: int, rtol, atol, cap: float) -> Tensor:
+    """Hairer–Nørsett–Wanner's initial step (Solving ODEs I, §II.4), with the trial step capped at ``cap``.
+
+    torchdiffeq's version takes a trial step 0.01‖y‖/‖f‖, which is astronomically long when the loss (and
+    so the field) is tiny — e.g. a run started near convergence — and in log-time the field grows like
+    e^{Δs} over a step Δs, so the trial overflows and the step size comes back as 0. Capping the trial at
+    Δs ≤ 1 in log-time (the field's own scale), or at the first save interval in plain time, avoids that.
+
+    Returns:
+        the first step, a positive float64 scalar tensor (two field evaluations).
+    """
+    f0 = func(t0, y0)
+    scale = atol + torch.abs(y0) * rtol
+    d0 = finite_rms_norm(y0 / scale)
+    d1 = finite_rms_norm(f0 / scale)
+    h0 = torch.full_like(d0, 1e-6) if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1
+    h0 = torch.clamp(h0, max=cap)
+    f1 = func(t0 + h0, y0 + h0 * f0)
+    d2 = finite_rms_norm((f1 - f0) / scale) / h0
+    if not torch.isfinite(d2):
+        return (h0 * 1e-3).to(t0.dtype)
+    dmax = torch.maximum(d1, d2)
+    h1 = torch.clamp(h0 * 1e-3, min=1e-6 * h0) if dmax <= 1e-15 else (0.01 / dmax) ** (1.0 / (order + 1))
+    return torch.minimum(100 * h0, torch.clamp(h1, max=cap)).to(t0.dtype)
+
+
 class CountingField:
     """Wraps a field for torchdiffeq: counts accepted/rejected steps and non-finite evaluations, enforces a
     budget of accepted steps."""
@@ -113,6 +139,9 @@ class SmoothDriver:
         )
         opts.setdefault("max_num_steps", 2**31 - 1)
         self.solver = SOLVERS[method](func=func, y0=y0, rtol=rtol, atol=atol, **opts)
+        if self.solver.first_step is None:
+            cap = 1.0 if field.log_time else float(tt[1] - tt[0])
+            self.solver.first_step = initial_step(func, tt[0], y0, self.solver.order, rtol, atol, cap)
         self.solver._before_integrate(tt)
         try:
             for k in range(1, len(tt)):

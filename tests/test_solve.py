@@ -262,3 +262,14 @@ def test_dataset_dimension_mismatch_raises():
     data = make_dataset(np.ones((3, 2)) * [[1, 0.5]], np.array([1.0, 1.0, 1.0]))
     with pytest.raises(FlowSimError, match="input_dim"):
         simulate(Linear(3), data, Euclidean())
+
+
+def test_start_near_convergence_does_not_overflow_first_step():
+    # torchdiffeq's initial-step heuristic takes a trial step ~0.01‖z‖/‖f‖, huge when L ≈ e^-9; in log-time
+    # the field then overflows at the trial point and the step size came back as 0 (status nonfinite).
+    data = random_separable(n=12, d=3, seed=0)
+    w = 9.0 * svm_l2(data.Z.numpy()).w
+    tr = simulate(Linear(3), data, Euclidean(), theta0=w, log_t_end=30.0, n_save=20)
+    assert tr.success, tr.message
+    assert tr.stats["n_nonfinite_evals"] == 0
+    assert np.all(np.diff(tr.diagnostics["log_loss"]) < 0)
