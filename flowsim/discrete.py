@@ -57,7 +57,6 @@ References:
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time as _time
 from typing import Any
@@ -66,12 +65,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .data import Dataset, make_dataset
+from .data import Dataset
 from .diagnostics import compute_diagnostics
-from .errors import InvalidDataError, InvalidParameterError
-from .losses import AbstractLoss, get_loss
+from .errors import InvalidParameterError
+from .losses import AbstractLoss
 from .models import AbstractModel
-from .potentials import AbstractPotential, HyperbolicEntropy, get_potential
+from .potentials import AbstractPotential, HyperbolicEntropy
+from .setup import num_threads, prepare_problem
 from .trajectory import Status, Trajectory, environment_metadata
 
 __all__ = ["mirror_descent", "compare_trajectories", "SCHEDULES", "VARIANTS", "DualGradient"]
@@ -110,39 +110,6 @@ class DualGradient:
             (g,) = torch.autograd.grad(q, th, grad_outputs=torch.exp(log_c - m))
         log_L = self.loss.log_value(qd)
         return float(log_L), float(m), g
-
-
-def _as_potential(potential: str | AbstractPotential | dict) -> AbstractPotential:
-    if isinstance(potential, AbstractPotential):
-        return potential
-    if isinstance(potential, dict):
-        params = dict(potential)
-        return get_potential(params.pop("name"), **params)
-    return get_potential(str(potential))
-
-
-def _as_dataset(data: Dataset | tuple) -> Dataset:
-    if isinstance(data, Dataset):
-        return data
-    if isinstance(data, tuple | list) and len(data) == 2:
-        return make_dataset(data[0], data[1])
-    raise InvalidParameterError(
-        f"data must be a flowsim Dataset or an (X, y) pair, got {type(data).__name__}; "
-        "see flowsim.data.load_dataset or flowsim.data.make_dataset"
-    )
-
-
-@contextlib.contextmanager
-def _num_threads(n: int | None):
-    if n is None:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def _positive_real(name: str, value: Any, example: str) -> float:
@@ -283,30 +250,21 @@ def mirror_descent(
         raise InvalidParameterError(
             f"model must be a flowsim model (e.g. flowsim.models.Linear(d)), got {type(model).__name__}"
         )
-    pot = _as_potential(potential)
-    loss_fn = get_loss(loss)
+    prob = prepare_problem(
+        model, data, potential, loss, theta0=theta0, init_scale=init_scale, seed=seed, device=device, threads=threads
+    )
+    pot, loss_fn, dataset, X, y, theta, threads = (
+        prob.potential,
+        prob.loss,
+        prob.dataset,
+        prob.X,
+        prob.y,
+        prob.theta0,
+        prob.threads,
+    )
     eta, growth, diverge = _check_args(
         step_size, schedule, variant, n_steps, log_t_end, n_save, max_steps, pot, step_growth, divergence_log_factor
     )
-    dataset = _as_dataset(data)
-    if dataset.d != model.input_dim:
-        raise InvalidDataError(
-            f"the data have d = {dataset.d} features but the model expects input_dim = {model.input_dim}; "
-            "build the model with the data's dimension"
-        )
-    dev = torch.device(device) if device is not None else dataset.X.device
-    X = dataset.X.to(device=dev, dtype=torch.float64)
-    y = dataset.y.to(device=dev, dtype=torch.float64)
-    if theta0 is None:
-        theta = model.init(scale=init_scale, seed=seed, dtype=torch.float64, device=dev)
-    else:
-        theta = torch.as_tensor(theta0, dtype=torch.float64, device=dev).clone()
-    if theta.shape != (model.num_params,):
-        raise InvalidParameterError(
-            f"theta0 must have shape ({model.num_params},) for {model!r}, got {tuple(theta.shape)}"
-        )
-    if threads == "auto":
-        threads = 1 if X.shape[0] * model.num_params <= 2_000_000 else None
 
     # ---- save grid: log t values (clock horizon) or step indices (n_steps only)
     lt_end = float(log_t_end) if log_t_end is not None else None
@@ -375,7 +333,7 @@ def mirror_descent(
         return lt_end is not None and log_t >= lt_end
 
     start = _time.perf_counter()
-    with _num_threads(threads if isinstance(threads, int) else None):
+    with num_threads(threads):
         try:
             if progress:
                 from tqdm.auto import tqdm

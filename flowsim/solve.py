@@ -16,14 +16,13 @@ References:
 
 from __future__ import annotations
 
-import contextlib
 import time as _time
 from typing import Any
 
 import numpy as np
 import torch
 
-from .data import Dataset, make_dataset
+from .data import Dataset
 from .diagnostics import compute_diagnostics
 from .errors import HorizonError, InvalidParameterError
 from .flow import TIME_MODES, MirrorFlowField
@@ -36,34 +35,14 @@ from .integrate import (
     StepFailed,
     StiffDriver,
 )
-from .losses import AbstractLoss, get_loss
+from .losses import AbstractLoss
 from .models import AbstractModel
-from .potentials import AbstractPotential, get_potential
+from .potentials import AbstractPotential
+from .setup import num_threads, prepare_problem
 from .timegrid import check_grid, log_t_from_s, s_from_log_t, save_grid, t_from_s
 from .trajectory import Status, Trajectory, environment_metadata
 
 __all__ = ["simulate", "ADAPTIVE_METHODS", "STIFF_METHODS"]
-
-
-def _as_potential(potential: str | AbstractPotential | dict) -> AbstractPotential:
-    if isinstance(potential, AbstractPotential):
-        return potential
-    if isinstance(potential, dict):
-        params = dict(potential)
-        name = params.pop("name")
-        return get_potential(name, **params)
-    return get_potential(str(potential))
-
-
-def _as_dataset(data: Dataset | tuple) -> Dataset:
-    if isinstance(data, Dataset):
-        return data
-    if isinstance(data, tuple | list) and len(data) == 2:
-        return make_dataset(data[0], data[1])
-    raise InvalidParameterError(
-        f"data must be a flowsim Dataset or an (X, y) pair, got {type(data).__name__}; "
-        "see flowsim.data.load_dataset or flowsim.data.make_dataset"
-    )
 
 
 def _time_grid(time: str, log_t_end, save_log_t, n_save, log_t_start) -> np.ndarray:
@@ -151,19 +130,6 @@ def _run_driver(driver, field, z0: torch.Tensor, tau: torch.Tensor, save) -> tup
     except (RuntimeError, FloatingPointError, OverflowError) as e:
         status, message = Status.FAILED, f"{Status.FAILED.hint} ({type(e).__name__}: {str(e)[:300]})"
     return status, message
-
-
-@contextlib.contextmanager
-def _num_threads(n: int | None):
-    if n is None:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def simulate(
@@ -263,35 +229,14 @@ def simulate(
             raise InvalidParameterError(f"{name} must be a positive finite number, got {tol}")
     if int(max_steps) < 1:
         raise InvalidParameterError(f"max_steps must be ≥ 1, got {max_steps}")
-    if not isinstance(model, AbstractModel):
-        raise InvalidParameterError(
-            f"model must be a flowsim model (e.g. flowsim.models.TwoLayerReLU(d, m)), got {type(model).__name__}"
-        )
-    pot = _as_potential(potential)
-    loss_fn = get_loss(loss)
-    dataset = _as_dataset(data)
-    if dataset.d != model.input_dim:
-        from .errors import InvalidDataError
-
-        raise InvalidDataError(
-            f"the data have d = {dataset.d} features but the model expects input_dim = {model.input_dim}; "
-            "build the model with the data's dimension"
-        )
+    prob = prepare_problem(
+        model, data, potential, loss, theta0=theta0, init_scale=init_scale, seed=seed, device=device, threads=threads
+    )
+    pot, loss_fn, dataset, X, y, theta0_t, threads = (
+        prob.potential, prob.loss, prob.dataset, prob.X, prob.y, prob.theta0, prob.threads
+    )
+    dev = prob.device
     s_grid = _time_grid(time, log_t_end, save_log_t, n_save, log_t_start)
-    dev = torch.device(device) if device is not None else dataset.X.device
-    X = dataset.X.to(device=dev, dtype=torch.float64)
-    y = dataset.y.to(device=dev, dtype=torch.float64)
-
-    if theta0 is None:
-        theta0_t = model.init(scale=init_scale, seed=seed, dtype=torch.float64, device=dev)
-    else:
-        theta0_t = torch.as_tensor(theta0, dtype=torch.float64, device=dev).clone()
-    if theta0_t.shape != (model.num_params,):
-        raise InvalidParameterError(
-            f"theta0 must have shape ({model.num_params},) for {model!r}, got {tuple(theta0_t.shape)}"
-        )
-    if threads == "auto":
-        threads = 1 if X.shape[0] * model.num_params <= 2_000_000 else None
 
     driver = _make_driver(model, kinks, method, rtol, atol, max_steps, solver_options)
     config = {
@@ -346,7 +291,7 @@ def simulate(
         data_arrays = {"X": X.cpu().numpy(), "y": y.cpu().numpy()}
         if theta0 is not None:
             data_arrays["theta0"] = theta0_t.cpu().numpy()
-        with _num_threads(threads if isinstance(threads, int) else None):
+        with num_threads(threads):
             return run_streamed(
                 out=out,
                 make_driver=lambda opts, budget: _make_driver(model, kinks, method, rtol, atol, budget, opts),
@@ -385,7 +330,7 @@ def simulate(
 
     status, message = Status.SUCCESS, Status.SUCCESS.hint
     start = _time.perf_counter()
-    with _num_threads(threads if isinstance(threads, int) else None):
+    with num_threads(threads):
         try:
             if progress:
                 from tqdm.auto import tqdm

@@ -1,0 +1,132 @@
+"""Shared set-up of a run (flow or discrete): resolve the potential, loss and data, place them on a device,
+build θ₀, and pick a thread count. Used by :func:`flowsim.simulate` and
+:func:`flowsim.discrete.mirror_descent` so both validate their inputs the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .data import Dataset, make_dataset
+from .errors import InvalidDataError, InvalidParameterError
+from .losses import AbstractLoss, get_loss
+from .models import AbstractModel
+from .potentials import AbstractPotential, get_potential
+
+__all__ = ["Problem", "prepare_problem", "as_potential", "as_dataset", "num_threads"]
+
+
+def as_potential(potential: str | AbstractPotential | dict) -> AbstractPotential:
+    """A potential object from an object, a name, or a dict ``{"name": ..., **params}``.
+
+    Raises:
+        InvalidParameterError: unknown name or invalid parameters (from :func:`get_potential`).
+    """
+    if isinstance(potential, AbstractPotential):
+        return potential
+    if isinstance(potential, dict):
+        params = dict(potential)
+        name = params.pop("name")
+        return get_potential(name, **params)
+    return get_potential(str(potential))
+
+
+def as_dataset(data: Dataset | tuple) -> Dataset:
+    """A :class:`Dataset` from a Dataset or an ``(X, y)`` pair (validated by :func:`make_dataset`).
+
+    Raises:
+        InvalidParameterError: for anything else; InvalidDataError: for bad arrays.
+    """
+    if isinstance(data, Dataset):
+        return data
+    if isinstance(data, tuple | list) and len(data) == 2:
+        return make_dataset(data[0], data[1])
+    raise InvalidParameterError(
+        f"data must be a flowsim Dataset or an (X, y) pair, got {type(data).__name__}; "
+        "see flowsim.data.load_dataset or flowsim.data.make_dataset"
+    )
+
+
+@contextlib.contextmanager
+def num_threads(n: int | None):
+    """Temporarily set torch's intra-op thread count (None: leave it)."""
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+@dataclass
+class Problem:
+    """A validated run set-up: potential, loss, data on the device, initial θ₀ `(p,)` and thread count."""
+
+    potential: AbstractPotential
+    loss: AbstractLoss
+    dataset: Dataset
+    X: Tensor
+    y: Tensor
+    theta0: Tensor
+    threads: int | None
+    device: torch.device
+
+
+def prepare_problem(
+    model: AbstractModel,
+    data: Dataset | tuple,
+    potential: str | AbstractPotential | dict,
+    loss: str | AbstractLoss,
+    *,
+    theta0: Any = None,
+    init_scale: float = 1.0,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    threads: int | str | None = "auto",
+) -> Problem:
+    """Validate and resolve the inputs shared by flow and discrete runs.
+
+    Args:
+        model: a flowsim model; data: Dataset or (X, y); potential, loss: objects or names.
+        theta0: initial parameters `(p,)`; default ``model.init(scale=init_scale, seed=seed)``.
+        device: torch device (default: the data's device).
+        threads: "auto" (1 thread when n·p ≤ 2e6: small problems are op-overhead bound), an int, or None.
+
+    Raises:
+        InvalidParameterError: not a flowsim model, wrong θ₀ shape, unknown potential/loss.
+        InvalidDataError: bad data, or a feature count different from ``model.input_dim``.
+    """
+    if not isinstance(model, AbstractModel):
+        raise InvalidParameterError(
+            f"model must be a flowsim model (e.g. flowsim.models.TwoLayerReLU(d, m)), got {type(model).__name__}"
+        )
+    pot = as_potential(potential)
+    loss_fn = get_loss(loss)
+    dataset = as_dataset(data)
+    if dataset.d != model.input_dim:
+        raise InvalidDataError(
+            f"the data have d = {dataset.d} features but the model expects input_dim = {model.input_dim}; "
+            "build the model with the data's dimension"
+        )
+    dev = torch.device(device) if device is not None else dataset.X.device
+    X = dataset.X.to(device=dev, dtype=torch.float64)
+    y = dataset.y.to(device=dev, dtype=torch.float64)
+    if theta0 is None:
+        theta = model.init(scale=init_scale, seed=seed, dtype=torch.float64, device=dev)
+    else:
+        theta = torch.as_tensor(theta0, dtype=torch.float64, device=dev).clone()
+    if theta.shape != (model.num_params,):
+        raise InvalidParameterError(
+            f"theta0 must have shape ({model.num_params},) for {model!r}, got {tuple(theta.shape)}"
+        )
+    if threads == "auto":
+        threads = 1 if X.shape[0] * model.num_params <= 2_000_000 else None
+    return Problem(pot, loss_fn, dataset, X, y, theta, threads if isinstance(threads, int) else None, dev)
