@@ -918,7 +918,9 @@ class FilippovDriver:
                 return None, {}
             mb = margin(float(xb))[0] if xb < 1.0 else end_margin
             if mb < 0:
-                x = brentq(lambda x: margin(x)[0], xa, float(xb), xtol=1e-15, rtol=1e-15)
+                # samples after the first were ≥ 0; at the step start α may already sit (a hair) outside [0, 1]
+                ma = margin(xa)[0] if xa == 0.0 else 0.0
+                x = xa if ma <= 0 else brentq(lambda x: margin(x)[0], xa, float(xb), xtol=1e-15, rtol=1e-15)
                 _, al = margin(min(1.0, x + 1e-12 * (xb - xa)))
                 worst = torch.minimum(al, 1.0 - al)
                 forced = {}

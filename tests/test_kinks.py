@@ -224,3 +224,28 @@ def test_deep_relu_falls_back_to_naive():
 
     with pytest.raises(InvalidParameterError, match="two-layer"):
         simulate(DeepReLU(3, [4, 2]), ds, log_t_end=0.0, n_save=3, kinks="filippov")
+
+
+def test_sliding_alpha_outside_box_at_step_start_does_not_crash():
+    # Regression: a sliding α a hair outside [0, 1] at the start of a step made the exit search call brentq
+    # on a bracket without a sign change (ValueError). Setting of CASES C15's quick tier, m = 40, p = 3.
+    from flowsim import simulate
+    from flowsim.data import student_teacher_relu
+    from flowsim.models import TwoLayerReLU
+    from flowsim.potentials import PPower
+
+    data = student_teacher_relu(n=20, d=5, teacher_width=2, seed=0, margin=0.1)
+    tr = simulate(
+        TwoLayerReLU(5, 40),
+        data,
+        PPower(3.0),
+        log_t_end=6.0,
+        n_save=10,
+        init_scale=0.1,
+        seed=1,
+        rtol=1e-6,
+        atol=1e-9,
+        kinks="filippov",
+    )
+    assert tr.success, tr.message
+    assert tr.diagnostics["balance_drift"].max() < 1e-5
