@@ -30,9 +30,7 @@ def test_c1_single_point_closed_form(time):
         log_ts = np.array([np.log(1e3), np.log(1e10), np.log(1e30), 1000.0])
     else:
         log_ts = np.array([np.log(1.0), np.log(1e3), np.log(1e10)])
-    tr = simulate(
-        Linear(3), data, Euclidean(), theta0=theta0, save_log_t=log_ts, time=time, rtol=1e-11, atol=1e-13
-    )
+    tr = simulate(Linear(3), data, Euclidean(), theta0=theta0, save_log_t=log_ts, time=time, rtol=1e-11, atol=1e-13)
     assert tr.status == Status.SUCCESS, tr.message
     u = -1.0 * tr.theta[1:] @ x
     u_exact = np.logaddexp(u0, np.log(x @ x) + log_ts)  # u(t) = log(e^{u0} + ‖x‖² t)
@@ -46,9 +44,7 @@ def test_c1_single_point_closed_form(time):
 
 
 # ---------------------------------------------------------------- C4: the loss decreases
-@pytest.mark.parametrize(
-    "potential", [Euclidean(), HyperbolicEntropy(0.1), PPower(3.0), SmoothedHomogeneous(3.0, 0.1)]
-)
+@pytest.mark.parametrize("potential", [Euclidean(), HyperbolicEntropy(0.1), PPower(3.0), SmoothedHomogeneous(3.0, 0.1)])
 def test_c4_loss_decreases_and_field_is_descent(potential):
     data = random_separable(n=15, d=4, seed=1)
     model = TwoLayerReLUPower(4, 5, power=2)
@@ -206,9 +202,7 @@ def test_interrupt_returns_and_saves_partial(tmp_path, monkeypatch):
     loaded = Trajectory.load(out)
     assert loaded.status == Status.INTERRUPTED
     np.testing.assert_array_equal(loaded.theta, tr.theta)
-    np.testing.assert_array_equal(
-        loaded.diagnostics["normalized_margin"], tr.diagnostics["normalized_margin"]
-    )
+    np.testing.assert_array_equal(loaded.diagnostics["normalized_margin"], tr.diagnostics["normalized_margin"])
 
 
 def test_max_steps_status_keeps_partial():
@@ -273,3 +267,28 @@ def test_start_near_convergence_does_not_overflow_first_step():
     assert tr.success, tr.message
     assert tr.stats["n_nonfinite_evals"] == 0
     assert np.all(np.diff(tr.diagnostics["log_loss"]) < 0)
+
+
+def test_interrupt_under_filippov_driver_returns_and_saves_partial(tmp_path, monkeypatch):
+    # The Filippov driver evaluates fixed-pattern fields, not MirrorFlowField.__call__; both use loss_weights.
+    original = flow_module.MirrorFlowField.loss_weights
+    calls = {"n": 0}
+
+    def interrupting(self, tau, q):
+        calls["n"] += 1
+        if calls["n"] == 400:
+            raise KeyboardInterrupt
+        return original(self, tau, q)
+
+    monkeypatch.setattr(flow_module.MirrorFlowField, "loss_weights", interrupting)
+    data = random_separable(n=10, d=3, seed=7)
+    out = tmp_path / "run"
+    tr = simulate(
+        TwoLayerReLU(3, 4), data, Euclidean(), log_t_end=30.0, n_save=200, rtol=1e-10, out=out, kinks="filippov"
+    )
+    assert tr.config["solver"]["kinks"] == "filippov"
+    assert tr.status == Status.INTERRUPTED
+    assert 1 < len(tr) < 201
+    loaded = Trajectory.load(out)
+    assert loaded.status == Status.INTERRUPTED
+    np.testing.assert_array_equal(loaded.theta, tr.theta)
