@@ -77,7 +77,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         ],
         "flow": {"loss": "exponential", "time": "log"},
         "init": {"scale": 0.5, "seed": 0},
-        "solver": {"method": "dopri5", "rtol": 1e-5, "atol": 1e-8, "max_steps": 2_000_000},
+        # kinks = "naive" for now: on digits (≈3,300 transversal crossings to log t = 8) exact Filippov event
+        # handling costs ≈12× the RHS evaluations of naive stepping (measured: 30,715 vs 2,480 for gradient
+        # flow) and the smoothed p = 3 run alone exceeds 9 minutes, beyond the main job's 10-minute budget.
+        # Naive's balance drift here is ≈3e-7 (Filippov: 4e-11). Switch to "filippov" for exact runs.
+        "solver": {"method": "dopri5", "rtol": 1e-5, "atol": 1e-8, "max_steps": 2_000_000, "kinks": "naive"},
         "horizon": {"log_t_end": 8.0, "n_save": 80},
         "output": {"plots": True},
     },
