@@ -39,6 +39,17 @@ def test_quick_checks_pass_and_write_figures(tmp_path):
     assert "| C1 |" in report and "closed form" in report
 
 
+def test_whole_quick_tier_passes_through_the_cli(tmp_path, capsys):
+    # Acceptance of `flowsim validate`: the quick tier (every case C1–C15) passes in CI.
+    code = main(["validate", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0, out[-3000:]
+    assert "15 passed, 0 failed, 0 errors" in out
+    report = (tmp_path / "report.md").read_text()
+    for k in range(1, 16):
+        assert f"| C{k} |" in report
+
+
 # ---------------------------------------------------------------- failures of the reference are errors, never passes
 def test_reference_solver_failure_is_error(monkeypatch):
     def broken(*args, **kwargs):
