@@ -10,6 +10,10 @@ with the same loss, initialization, solver and horizon. A TOML file has these ta
     [[potentials]] name = "hyperbolic_entropy", beta = 0.1, label = "HE β=0.1" (label optional)
     [flow]         loss = "exponential" | "logistic", time = "log" | "linear"
     [init]         scale, seed
+
+A **sweep** gives lists of values for ``[init] scale``/``seed`` or a potential parameter (e.g.
+``beta = [0.01, 0.1, 1.0]``, ``seed = [0, 1, 2]``): every combination is one member, and ``flowsim run``
+integrates the members as one batched ensemble (:func:`sweep_members`, :mod:`flowsim.ensemble`).
     [solver]       method, rtol, atol, max_steps; method = "md" runs discrete mirror descent
                    (flowsim.discrete) with step_size, schedule, variant, rollback
                    kinks = "auto" | "filippov" | "naive" (ReLU kinks, see flowsim.kinks)
@@ -32,7 +36,16 @@ try:  # Python ≥ 3.11
 except ModuleNotFoundError:  # pragma: no cover
     import tomli as tomllib  # type: ignore[no-redef]
 
-__all__ = ["PRESETS", "DEFAULT_PRESET", "load_config", "get_preset", "validate_config", "SCHEMA"]
+__all__ = [
+    "PRESETS",
+    "DEFAULT_PRESET",
+    "load_config",
+    "get_preset",
+    "validate_config",
+    "SCHEMA",
+    "is_sweep",
+    "sweep_members",
+]
 
 # table -> allowed keys (None: free keyword arguments forwarded to a factory, checked there)
 SCHEMA: dict[str, set[str] | None] = {
@@ -179,16 +192,91 @@ def validate_config(raw: dict[str, Any], *, source: str = "config") -> dict[str,
         ("horizon", "log_t_end"),
         ("init", "scale"),
     }
+    sweepable = {("init", "scale"), ("init", "seed")}  # a list of values is a sweep (see sweep_members)
     for table, key in numeric:
         v = cfg[table][key]
-        if not isinstance(v, int | float) or isinstance(v, bool):
-            raise ConfigError(f"{source}: [{table}] {key} must be a number, got {v!r}")
+        for item in _sweep_values(v, source, f"[{table}] {key}") if (table, key) in sweepable else [v]:
+            if not isinstance(item, int | float) or isinstance(item, bool):
+                raise ConfigError(f"{source}: [{table}] {key} must be a number, got {item!r}")
     for table, key in (("horizon", "n_save"), ("init", "seed"), ("solver", "max_steps")):
         v = cfg[table][key]
-        if not isinstance(v, int) or isinstance(v, bool):
-            raise ConfigError(f"{source}: [{table}] {key} must be an integer, got {v!r}")
+        for item in _sweep_values(v, source, f"[{table}] {key}") if (table, key) in sweepable else [v]:
+            if not isinstance(item, int) or isinstance(item, bool):
+                raise ConfigError(f"{source}: [{table}] {key} must be an integer, got {item!r}")
+    for i, pot in enumerate(cfg["potentials"]):
+        for key, value in pot.items():
+            if key not in ("name", "label"):
+                _sweep_values(value, source, f"potentials[{i}] {key}")
     _check_md_solver(cfg["solver"], source)
     return cfg
+
+
+def _sweep_values(value: Any, source: str, where: str) -> list[Any]:
+    """The values of a sweepable key: a non-empty list as given, a scalar as a one-element list."""
+    if isinstance(value, list):
+        if not value:
+            raise ConfigError(f"{source}: {where} is an empty list; give at least one value, e.g. [0, 1, 2]")
+        return list(value)
+    return [value]
+
+
+def is_sweep(cfg: dict[str, Any]) -> bool:
+    """True when a validated configuration gives a list of values for [init] scale/seed or a potential parameter."""
+    if isinstance(cfg["init"]["scale"], list) or isinstance(cfg["init"]["seed"], list):
+        return True
+    return any(isinstance(v, list) for pot in cfg["potentials"] for k, v in pot.items() if k not in ("name", "label"))
+
+
+def sweep_members(cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """Expand a validated configuration into ensemble members: one per combination of swept values.
+
+    For each ``[[potentials]]`` table, the Cartesian product of its list-valued parameters × ``[init] scale``
+    × ``[init] seed`` (scalars count as one value), in that order (last fastest).
+
+    Returns:
+        A list of dicts ``{"potential": {"name": ..., **params}, "init_scale", "seed", "label"}``; labels are
+        the potential's label (or ``name(params)``) followed by the swept values, e.g.
+        ``"hyperbolic_entropy(beta=0.1) seed=2"``.
+
+    Example:
+        >>> cfg = {"init": {"scale": 1.0, "seed": [0, 1]},
+        ...        "potentials": [{"name": "hyperbolic_entropy", "beta": [0.1, 1.0]}]}
+        >>> [m["label"] for m in sweep_members(cfg)]  # doctest: +NORMALIZE_WHITESPACE
+        ['hyperbolic_entropy(beta=0.1) seed=0', 'hyperbolic_entropy(beta=0.1) seed=1',
+         'hyperbolic_entropy(beta=1.0) seed=0', 'hyperbolic_entropy(beta=1.0) seed=1']
+    """
+    import itertools
+
+    scales = _sweep_values(cfg["init"]["scale"], "config", "[init] scale")
+    seeds = _sweep_values(cfg["init"]["seed"], "config", "[init] seed")
+    members = []
+    for pot in cfg["potentials"]:
+        keys = [k for k in pot if k not in ("name", "label")]
+        swept = [k for k in keys if isinstance(pot[k], list)]
+        for combo in itertools.product(*(_sweep_values(pot[k], "config", k) for k in keys)):
+            params = dict(zip(keys, combo, strict=True))
+            if "label" in pot:
+                base = str(pot["label"])
+                extra = [f"{k}={params[k]}" for k in swept]
+            else:
+                inner = ", ".join(f"{k}={v}" for k, v in params.items())
+                base = f"{pot['name']}({inner})" if inner else str(pot["name"])
+                extra = []
+            for scale, seed in itertools.product(scales, seeds):
+                parts = list(extra)
+                if len(scales) > 1:
+                    parts.append(f"scale={scale}")
+                if len(seeds) > 1:
+                    parts.append(f"seed={seed}")
+                members.append(
+                    {
+                        "potential": {"name": pot["name"], **params},
+                        "init_scale": float(scale),
+                        "seed": int(seed),
+                        "label": " ".join([base, *parts]),
+                    }
+                )
+    return members
 
 
 def _check_md_solver(solver: dict[str, Any], source: str) -> None:

@@ -80,13 +80,12 @@ class MirrorFlowField:
         return torch.exp(log_c)
 
     def dual_velocity(self, tau: Tensor | float, theta: Tensor) -> Tensor:
-        """dz/dτ at primal point θ, shape `(p,)`: Σ_i c_i ∇_θ q_i(θ) (autograd through the model)."""
-        with torch.enable_grad():
-            th = theta.detach().requires_grad_(True)
-            q = self.margins(th)
-            c = self.loss_weights(tau, q.detach())
-            (g,) = torch.autograd.grad(q, th, grad_outputs=c)
-        return g
+        """dz/dτ at primal point θ, shape `(p,)`: Σ_i c_i y_i ∇_θ f(θ; x_i), one vector–Jacobian product
+        (:meth:`~flowsim.models.AbstractModel.forward_and_vjp`: closed form for two-layer models, autograd
+        otherwise)."""
+        f, vjp = self.model.forward_and_vjp(theta, self.X)
+        c = self.loss_weights(tau, self.y * f)
+        return vjp(c * self.y)
 
     def __call__(self, tau: Tensor, z: Tensor) -> Tensor:
         self.nfe += 1

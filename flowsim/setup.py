@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from .data import Dataset, make_dataset
+from .device import resolve_device
 from .errors import InvalidDataError, InvalidParameterError
 from .losses import AbstractLoss, get_loss
 from .models import AbstractModel
@@ -97,7 +98,8 @@ def prepare_problem(
     Args:
         model: a flowsim model; data: Dataset or (X, y); potential, loss: objects or names.
         theta0: initial parameters `(p,)`; default ``model.init(scale=init_scale, seed=seed)``.
-        device: torch device (default: the data's device).
+        device: torch device, or "auto" (CUDA when present and n·p is large, :mod:`flowsim.device`);
+            default: the data's device.
         threads: "auto" (1 thread when n·p ≤ 2e6: small problems are op-overhead bound), an int, or None.
 
     Raises:
@@ -116,7 +118,7 @@ def prepare_problem(
             f"the data have d = {dataset.d} features but the model expects input_dim = {model.input_dim}; "
             "build the model with the data's dimension"
         )
-    dev = torch.device(device) if device is not None else dataset.X.device
+    dev = resolve_device(device, work=dataset.n * model.num_params, default=dataset.X.device)
     X = dataset.X.to(device=dev, dtype=torch.float64)
     y = dataset.y.to(device=dev, dtype=torch.float64)
     if theta0 is None:

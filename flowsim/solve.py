@@ -189,7 +189,8 @@ def simulate(
         diagnostics: compute margins, norms, balance etc. at save times (:mod:`flowsim.diagnostics`).
         active_threshold: a neuron is active if its mass is ≥ this fraction of the largest mass.
         threads: torch threads during the run; "auto" uses 1 for small problems (op overhead dominates).
-        device: torch device for the run (default: the data's device; CPU).
+        device: torch device for the run, or "auto" (CUDA when present and n·p is large enough to gain,
+            else CPU; :func:`flowsim.device.resolve_device`). Default: the data's device (CPU).
         kinks: handling of ReLU kinks (switching surfaces of models with ``has_kinks``): "naive"
             integrates straight through them; "filippov" locates switching events and integrates sliding
             modes (:mod:`flowsim.kinks`); "auto" (default) picks "filippov" for models with kinks when it is

@@ -1,0 +1,63 @@
+"""Device and thread choice for a run: ``device="auto"`` and ``threads="auto"`` (DESIGN §7).
+
+Tiny systems are overhead-bound (a torch op costs ~10 µs on CPU, more to launch on a GPU), so CUDA only
+pays once the per-evaluation work is large. The work measure is n·p·K: data points × parameters × ensemble
+members, about the multiply-adds of one forward pass of the whole batch.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import InvalidParameterError
+
+__all__ = ["AUTO_CUDA_MIN_WORK", "SMALL_PROBLEM_WORK", "resolve_device", "resolve_threads"]
+
+# n·p·K above which device="auto" picks CUDA when present (a medium problem, n = 1000, p = 16,640, is 1.7e7).
+# Not measured on a GPU in this session; chosen so that one batched matrix product costs well above the
+# ~0.3 ms of kernel launches of one right-hand side on a GPU.
+AUTO_CUDA_MIN_WORK = 4_000_000
+# n·p·K up to which threads="auto" uses one CPU thread (op overhead dominates; threads only add syncs).
+SMALL_PROBLEM_WORK = 2_000_000
+
+
+def resolve_device(
+    device: str | torch.device | None, *, work: int, default: torch.device | None = None
+) -> torch.device:
+    """The torch device of a run.
+
+    Args:
+        device: ``"auto"`` (CUDA when present and ``work`` ≥ :data:`AUTO_CUDA_MIN_WORK`, else CPU), a device
+            or its name, or None (``default``, else CPU).
+        work: n·p·K, the size of one batched evaluation.
+        default: device used for None (e.g. the data's device).
+
+    Returns:
+        The device.
+
+    Raises:
+        InvalidParameterError: for a name torch does not know, or "cuda" without a CUDA device.
+    """
+    if device is None:
+        return default if default is not None else torch.device("cpu")
+    if isinstance(device, str) and device == "auto":
+        use_cuda = torch.cuda.is_available() and work >= AUTO_CUDA_MIN_WORK
+        return torch.device("cuda" if use_cuda else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise InvalidParameterError(f"device must be 'auto', 'cpu', 'cuda' or a torch.device, got {device!r}") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidParameterError("device='cuda' was asked for but no CUDA device is available; use device='auto'")
+    return dev
+
+
+def resolve_threads(threads: int | str | None, *, work: int, device: torch.device) -> int | None:
+    """Torch CPU threads for a run: "auto" is 1 for small CPU problems, else unchanged (None)."""
+    if threads == "auto":
+        return 1 if device.type == "cpu" and work <= SMALL_PROBLEM_WORK else None
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise InvalidParameterError(f"threads must be 'auto', None or a positive int, got {threads!r}")
+    return threads

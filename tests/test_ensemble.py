@@ -1,0 +1,168 @@
+"""Ensembles (flowsim.ensemble), device choice, config sweeps and the closed-form two-layer gradient."""
+
+import numpy as np
+import pytest
+import torch
+
+from flowsim import simulate
+from flowsim.config import is_sweep, sweep_members, validate_config
+from flowsim.data import make_dataset
+from flowsim.device import resolve_device, resolve_threads
+from flowsim.ensemble import Member, members_grid, simulate_ensemble
+from flowsim.errors import ConfigError, InvalidParameterError
+from flowsim.experiment import run_experiment
+from flowsim.models import AbstractModel, Linear, TwoLayerLeakyReLU, TwoLayerReLU, TwoLayerReLUPower
+from flowsim.trajectory import Status
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+KW = dict(log_t_end=3.0, n_save=12, rtol=1e-8, atol=1e-10, diagnostics=False)
+
+
+def _data(n=24, d=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, d, generator=g, dtype=torch.float64)
+    w = torch.randn(d, generator=g, dtype=torch.float64)
+    return make_dataset(X, torch.sign(X @ w))
+
+
+MEMBERS = [
+    Member({"name": "hyperbolic_entropy", "beta": 0.1}, 0.5, 0),
+    Member({"name": "hyperbolic_entropy", "beta": 1.0}, 0.5, 1),
+    Member("euclidean", 0.3, 2),
+    Member({"name": "p_power", "p": 3.0}, 0.5, 3),
+    Member({"name": "smoothed_homogeneous", "p": 3.0, "lam": 0.5}, 0.5, 4),  # Newton inverse: grouped
+]
+
+
+@pytest.fixture(scope="module")
+def sequential_runs():
+    """Each member run alone by simulate, at the ensemble's tolerances and at tight ones (the reference)."""
+    ds, model = _data(), TwoLayerReLUPower(4, 5)
+    tight = {**KW, "rtol": 1e-12, "atol": 1e-14}
+    runs = []
+    for m in MEMBERS:
+        init = {"init_scale": m.init_scale, "seed": m.seed, "kinks": "naive"}
+        runs.append((simulate(model, ds, m.potential, **init, **KW), simulate(model, ds, m.potential, **init, **tight)))
+    return ds, model, runs
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("step", ["per_member", "shared"])
+def test_batched_matches_sequential(device, step, sequential_runs):
+    ds, model, runs = sequential_runs
+    ens = simulate_ensemble(model, ds, MEMBERS, step=step, device=device, **KW)
+    for tr, (ref, exact) in zip(ens, runs, strict=True):
+        assert tr.status == Status.SUCCESS and ref.status == Status.SUCCESS
+        assert tr.z.shape == ref.z.shape
+        np.testing.assert_allclose(tr.s, ref.s, rtol=0, atol=0)
+        # agreement to solver tolerance: the batched run is as close to a tight reference as the sequential one
+        err_batched = np.abs(tr.z - exact.z).max()
+        err_sequential = np.abs(ref.z - exact.z).max()
+        assert err_batched <= 10 * err_sequential + 1e-9 * np.abs(exact.z).max()
+        assert np.abs(tr.z - ref.z).max() <= 1e-4 * np.abs(ref.z).max()
+        assert tr.stats["ensemble_size"] == len(MEMBERS)
+        if step == "per_member":  # the same step sequence as torchdiffeq's dopri5, up to rounding
+            assert abs(tr.stats["n_accepted"] - ref.stats["n_accepted"]) <= 0.05 * ref.stats["n_accepted"] + 2
+
+
+def test_diverging_member_is_reported_and_others_finish():
+    ds = _data(n=12, d=3)
+    model = Linear(3)
+    w_true = torch.linalg.lstsq(ds.X, ds.y.unsqueeze(-1)).solution.squeeze(-1)
+    bad = -1e306 * w_true / w_true.abs().max()  # every margin ≈ −1e306: the loss weights overflow
+    members = [
+        Member("euclidean", 0.1, 0),
+        Member("euclidean", theta0=bad),
+        Member({"name": "he", "beta": 0.5}, 0.1, 1),
+    ]
+    ens = simulate_ensemble(model, ds, members, **KW)
+    assert ens[1].status in (Status.NONFINITE, Status.STEP_UNDERFLOW)
+    assert "non-finite" in ens[1].message and ens[1].stats["n_nonfinite_evals"] > 0
+    assert np.isfinite(ens[1].z).all() and len(ens[1]) >= 1  # the partial trajectory is kept
+    for i in (0, 2):
+        m = members[i]
+        ref = simulate(model, ds, m.potential, init_scale=m.init_scale, seed=m.seed, **KW)
+        assert ens[i].status == Status.SUCCESS
+        assert np.abs(ens[i].z - ref.z).max() <= 1e-6 * np.abs(ref.z).max()
+
+
+def test_ensemble_errors_and_kinks():
+    ds = _data()
+    with pytest.raises(InvalidParameterError, match="filippov.*not available for ensembles"):
+        simulate_ensemble(TwoLayerReLU(4, 3), ds, MEMBERS[:1], kinks="filippov")
+    with pytest.raises(InvalidParameterError, match="batched dopri5 only"):
+        simulate_ensemble(TwoLayerReLU(4, 3), ds, MEMBERS[:1], method="radau")
+    with pytest.raises(InvalidParameterError, match="at least one member"):
+        simulate_ensemble(TwoLayerReLU(4, 3), ds, [])
+    with pytest.raises(InvalidParameterError, match="unknown member field"):
+        simulate_ensemble(TwoLayerReLU(4, 3), ds, [{"potential": "euclidean", "beta": 1.0}])
+    tr = simulate_ensemble(TwoLayerReLU(4, 3), ds, MEMBERS[:2], kinks="auto", **{**KW, "log_t_end": -2.0})
+    assert all(t.success and t.config["solver"]["kinks"] == "naive" for t in tr)
+
+
+def test_members_grid_and_diagnostics():
+    members = members_grid(["euclidean", {"name": "he", "beta": 0.1}], [0.5, 1.0], [0, 1, 2])
+    assert len(members) == 12 and members[-1].seed == 2 and members[0].potential == "euclidean"
+    ens = simulate_ensemble(Linear(4), _data(), members[:3], log_t_end=2.0, n_save=5)
+    assert "normalized_margin" in ens[0].diagnostics and len(ens[0].diagnostics["loss"]) == len(ens[0])
+
+
+@pytest.mark.parametrize(
+    "model", [TwoLayerReLU(5, 7), TwoLayerLeakyReLU(5, 7, 0.2), TwoLayerReLUPower(5, 7, 2), TwoLayerReLUPower(5, 7, 3)]
+)
+def test_closed_form_vjp_matches_autograd(model):
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(30, 5, generator=g, dtype=torch.float64)
+    X[0] = 0.0  # a point on every switching surface: autograd's convention σ′(0) must be kept
+    for theta in (model.init(seed=2), torch.stack([model.init(seed=k, scale=2.0**k) for k in range(3)])):
+        w = torch.randn(theta.shape[:-1] + (30,), generator=g, dtype=torch.float64)
+        f, vjp = model.forward_and_vjp(theta, X)
+        f_ref, vjp_ref = AbstractModel.forward_and_vjp(model, theta, X)  # the autograd default
+        g_ref = vjp_ref(w)
+        assert torch.equal(f, f_ref)
+        assert float((vjp(w) - g_ref).abs().max() / g_ref.abs().max()) <= 1e-12
+
+
+def test_device_and_threads():
+    assert resolve_device("auto", work=100) == torch.device("cpu")
+    assert resolve_device(None, work=100) == torch.device("cpu")
+    assert resolve_threads("auto", work=100, device=torch.device("cpu")) == 1
+    assert resolve_threads("auto", work=10**9, device=torch.device("cpu")) is None
+    if not torch.cuda.is_available():
+        with pytest.raises(InvalidParameterError, match="no CUDA device"):
+            resolve_device("cuda", work=1)
+    tr = simulate(Linear(4), _data(), "euclidean", device="auto", log_t_end=1.0, n_save=3)
+    assert tr.success
+
+
+SWEEP = {
+    "data": {"name": "iris", "a": 0, "b": 1},
+    "model": {"name": "linear"},
+    "potentials": [{"name": "hyperbolic_entropy", "beta": [0.01, 0.1, 1.0]}, {"name": "euclidean", "label": "GF"}],
+    "init": {"scale": 0.1, "seed": [0, 1]},
+    "horizon": {"log_t_end": 3.0, "n_save": 8},
+    "output": {"plots": False},
+}
+
+
+def test_sweep_config_expands():
+    cfg = validate_config(SWEEP)
+    assert is_sweep(cfg) and not is_sweep(validate_config({**SWEEP, "potentials": [{"name": "euclidean"}], "init": {}}))
+    members = sweep_members(cfg)
+    assert len(members) == 8
+    assert [m["potential"].get("beta") for m in members[:6]] == [0.01, 0.01, 0.1, 0.1, 1.0, 1.0]
+    assert [m["seed"] for m in members] == [0, 1] * 4
+    assert members[0]["label"] == "hyperbolic_entropy(beta=0.01) seed=0" and members[-1]["label"] == "GF seed=1"
+    with pytest.raises(ConfigError, match="empty list"):
+        validate_config({**SWEEP, "init": {"seed": []}})
+    with pytest.raises(ConfigError, match="must be an integer"):
+        validate_config({**SWEEP, "init": {"seed": [0, 1.5]}})
+
+
+def test_sweep_runs_as_ensemble(tmp_path):
+    res = run_experiment(validate_config(SWEEP), tmp_path, log=lambda *a: None)
+    assert len(res.trajectories) == 8 and all(t.success for t in res.trajectories)
+    assert {t.stats["ensemble_size"] for t in res.trajectories} == {8}
+    lines = (tmp_path / "summary.csv").read_text().strip().splitlines()
+    assert len(lines) == 9 and lines[1].startswith("hyperbolic_entropy(beta=0.01) seed=0")
+    assert (tmp_path / "GF_seed_1" / "trajectory.json").exists()
