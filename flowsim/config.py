@@ -13,7 +13,8 @@ with the same loss, initialization, solver and horizon. A TOML file has these ta
 
 A **sweep** gives lists of values for ``[init] scale``/``seed`` or a potential parameter (e.g.
 ``beta = [0.01, 0.1, 1.0]``, ``seed = [0, 1, 2]``): every combination is one member, and ``flowsim run``
-integrates the members as one batched ensemble (:func:`sweep_members`, :mod:`flowsim.ensemble`).
+integrates the members through :func:`flowsim.ensemble.simulate_ensemble` (:func:`sweep_members`) with
+``[solver] kinks``: one batched computation without Filippov handling, one member at a time under it.
     [solver]       method, rtol, atol, max_steps; method = "md" runs discrete mirror descent
                    (flowsim.discrete) with step_size, schedule, variant, rollback
                    kinks = "auto" | "filippov" | "naive" (ReLU kinks, see flowsim.kinks)
@@ -173,9 +174,7 @@ def validate_config(raw: dict[str, Any], *, source: str = "config") -> dict[str,
         if allowed is not None:
             unknown = sorted(set(value) - allowed)
             if unknown:
-                raise ConfigError(
-                    f"{source}: unknown key(s) {unknown} in [{table}]; valid keys are {sorted(allowed)}"
-                )
+                raise ConfigError(f"{source}: unknown key(s) {unknown} in [{table}]; valid keys are {sorted(allowed)}")
         cfg[table] = _plain(value)
     for table in ("data", "model"):
         if table not in cfg or "name" not in cfg[table]:

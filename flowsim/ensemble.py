@@ -17,8 +17,16 @@ drop out of the batch. ``step="shared"`` gives every active member the smallest 
 (one step size for the batch, as torchdiffeq on the stacked state); see ``benchmarks/ensembles.py`` for
 the comparison.
 
-ReLU kinks are integrated naively (straight through): Filippov handling (:mod:`flowsim.kinks`) is per
-trajectory and not available for ensembles.
+ReLU kinks (``kinks``, same meaning as :func:`flowsim.simulate`): with ``"naive"`` the batched integrator
+steps straight through the switching surfaces. Members that need Filippov handling (``"filippov"``, or
+``"auto"`` on a model with kinks that :func:`flowsim.kinks.supports`) are **not batched**: each is run on
+its own by ``flowsim.simulate(..., kinks="filippov")``, one after the other, and returned in member order
+with the same :class:`Trajectory` fields and statuses (plus the driver's event statistics). The
+event-driven Filippov driver cannot share steps across members: every member has its own switching events
+(crossings, sliding entries and exits), at which its integration stops, switches the activation pattern and
+restarts, so a common step sequence does not exist. Members share the model, so in practice a whole
+ensemble takes one path or the other: batched for smooth models (and for ``"naive"``), sequential under
+Filippov handling for two-layer ReLU / leaky-ReLU models with ``"auto"`` or ``"filippov"``.
 
 References:
     Dormand & Prince, "A family of embedded Runge–Kutta formulae", J. Comput. Appl. Math. 1980.
@@ -48,11 +56,11 @@ from .losses import AbstractLoss, get_loss
 from .models import AbstractModel
 from .potentials import AbstractPotential, Euclidean, HyperbolicEntropy, PPower
 from .setup import as_dataset, as_potential, num_threads
-from .solve import _time_grid
+from .solve import KINKS_MODES, _filippov_available, _time_grid
 from .timegrid import log_t_from_s, t_from_s
 from .trajectory import Status, Trajectory, environment_metadata
 
-__all__ = ["Member", "members_grid", "simulate_ensemble", "BatchedMirrorFlowField", "STEP_MODES"]
+__all__ = ["Member", "members_grid", "simulate_ensemble", "resolve_kinks", "BatchedMirrorFlowField", "STEP_MODES"]
 
 STEP_MODES = ("per_member", "shared")
 
@@ -454,6 +462,54 @@ def _member_label(member: Member, potential: AbstractPotential) -> str:
     return f"{potential.name}({params}) {init}" if params else f"{potential.name} {init}"
 
 
+def resolve_kinks(model: AbstractModel, kinks: str) -> str:
+    """The kink handling an ensemble of ``model`` gets: "naive" (batched) or "filippov" (member by member).
+
+    Same rule as :func:`flowsim.simulate`: "auto" is "filippov" for models with kinks that
+    :func:`flowsim.kinks.supports` (two-layer ReLU / leaky ReLU) and "naive" otherwise (smooth models, deep
+    ReLU nets).
+
+    Raises:
+        InvalidParameterError: an unknown mode, or "filippov" for a smooth or unsupported model.
+
+    Example:
+        >>> from flowsim.models import Linear, TwoLayerReLU
+        >>> resolve_kinks(Linear(3), "auto"), resolve_kinks(TwoLayerReLU(3, 4), "auto")
+        ('naive', 'filippov')
+    """
+    if kinks not in KINKS_MODES:
+        raise InvalidParameterError(f"kinks must be one of {KINKS_MODES}, got {kinks!r}")
+    if kinks == "auto":
+        return "filippov" if model.has_kinks and _filippov_available(model) else "naive"
+    if kinks == "filippov":
+        if not model.has_kinks:
+            raise InvalidParameterError(
+                f"kinks='filippov' needs a model with ReLU kinks; {model!r} is smooth: use kinks='naive'"
+            )
+        if not _filippov_available(model):
+            raise InvalidParameterError(
+                f"kinks='filippov' supports two-layer ReLU/leaky-ReLU models; {type(model).__name__} is not "
+                "supported yet: use kinks='naive'"
+            )
+    return kinks
+
+
+def _member_config(
+    model, pot, loss_fn, dataset, solver: dict, s_grid, member: Member, K: int, i: int, dev, path: str
+) -> dict:
+    """The trajectory config of member ``i`` (the batched path's; also used for members never started)."""
+    return {
+        "model": model.config(),
+        "potential": {"name": pot.name, **pot.params()},
+        "loss": loss_fn.name,
+        "data": {"name": dataset.name, "n": dataset.n, "d": dataset.d, **dict(dataset.info)},
+        "solver": solver,
+        "horizon": {"log_t_end": float(log_t_from_s(s_grid[-1])), "n_save": int(s_grid.size)},
+        "init": {"scale": member.init_scale, "seed": member.seed, "theta0_given": member.theta0 is not None},
+        "ensemble": {"size": K, "index": i, "label": _member_label(member, pot), "device": str(dev), "path": path},
+    }
+
+
 def simulate_ensemble(
     model: AbstractModel,
     data: Dataset | tuple,
@@ -475,14 +531,22 @@ def simulate_ensemble(
     active_threshold: float = 1e-2,
     threads: int | str | None = "auto",
     device: str | torch.device | None = "auto",
-    kinks: str = "naive",
+    kinks: str = "auto",
 ) -> list[Trajectory]:
-    """Integrate the mirror flows of K members as one batched computation; one :class:`Trajectory` each.
+    """Integrate the mirror flows of K members, batched where possible; one :class:`Trajectory` each.
 
     Same conventions as :func:`flowsim.simulate` (log-time, sum loss, horizon in log t, float64); the
     members differ in potential and initialization (:class:`Member`). Each member gets its own status,
     stats and partial trajectory: a member that diverges (non-finite field, step underflow) or runs out of
     steps is frozen and reported while the others finish.
+
+    What is batched: with naive kink handling (smooth models; ``kinks="naive"``; ``"auto"`` on models
+    Filippov handling does not support) all members are one computation, a batched dopri5 with per-member
+    step sizes. What is not: under Filippov handling (``kinks="filippov"``, or ``"auto"`` on two-layer ReLU /
+    leaky-ReLU models) each member is run alone by ``flowsim.simulate(..., kinks="filippov")``, one after
+    the other, because the event-driven Filippov driver stops, switches and restarts at every member's own
+    switching events and so cannot share steps across members. Those members' results equal per-member
+    ``simulate`` calls exactly; the cost is K sequential runs (no batching speed-up).
 
     Args:
         model: the model shared by all members.
@@ -490,33 +554,35 @@ def simulate_ensemble(
         members: :class:`Member` objects or dicts of their fields (``{"potential": ..., "seed": ...}``).
         loss, log_t_end, n_save, log_t_start, save_log_t, time, rtol, atol, max_steps, diagnostics,
             active_threshold: as in :func:`flowsim.simulate` (``max_steps`` per member).
-        method: "dopri5" only (the batched integrator).
+        method: "dopri5" only (the batched integrator; also the Filippov driver's smooth-segment method).
         step: "per_member" (default: own step size, accept/reject per member) or "shared" (every active
-            member takes the smallest proposed step).
+            member takes the smallest proposed step). Batched path only.
         solver_options: ``{"first_step": h}`` (initial step in τ for every member).
-        threads: "auto" (one thread for small CPU problems), None or an int.
-        device: "auto" (CUDA when present and n·p·K is large, see :mod:`flowsim.device`), a device, or
-            None (the data's device).
-        kinks: "naive" or "auto" (both integrate straight through ReLU kinks).
+        threads: "auto" (one thread for small CPU problems), None or an int. Under Filippov handling it is
+            passed to each ``simulate`` call.
+        device: "auto" (CUDA when present and n·p·K is large, see :mod:`flowsim.device`; n·p under
+            Filippov handling, which runs one member at a time), a device, or None (the data's device).
+        kinks: "auto" (default), "filippov" or "naive", as in :func:`flowsim.simulate` (see
+            :func:`resolve_kinks`).
 
     Returns:
-        One trajectory per member, in order; ``stats`` hold the member's ``nfe`` (batched evaluations it took
-        part in), ``n_accepted``, ``n_rejected``, ``n_nonfinite_evals``, ``last_dt`` and the batch's
-        ``batch_nfe``, ``batch_steps``, ``ensemble_size`` and ``wall_time`` (whole batch).
+        One trajectory per member, in order. Batched path: ``stats`` hold the member's ``nfe`` (batched
+        evaluations it took part in), ``n_accepted``, ``n_rejected``, ``n_nonfinite_evals``, ``last_dt`` and
+        the batch's ``batch_nfe``, ``batch_steps`` and ``wall_time`` (whole batch). Filippov path: the
+        member's own ``simulate`` stats (``nfe``, ``n_crossings``, ``n_sliding_entries``, ``sliding_time``,
+        ..., ``wall_time`` of that member's run). Both add ``ensemble_size``, ``ensemble_index`` and
+        ``ensemble_path`` ("batched" or "sequential_filippov"); ``config["ensemble"]`` says the same. If a
+        Filippov member is interrupted (Ctrl-C), the members after it are not started: they are returned
+        with their initial point only and status ``interrupted``.
 
     Raises:
-        InvalidParameterError: empty ``members``, unknown fields, a method other than dopri5,
-            ``kinks="filippov"``, bad tolerances or step mode, a wrong ``theta0`` shape.
+        InvalidParameterError: empty ``members``, unknown fields, a method other than dopri5, an unknown
+            ``kinks`` mode or ``kinks="filippov"`` for a smooth or unsupported model, bad tolerances or step
+            mode, a wrong ``theta0`` shape.
         HorizonError, InvalidDataError: as :func:`flowsim.simulate`.
     """
-    if kinks == "filippov":
-        raise InvalidParameterError(
-            "kinks='filippov' is not available for ensembles: Filippov sliding is handled per trajectory. "
-            "Use kinks='naive' (integrate straight through ReLU kinks) or run the members one by one with "
-            "flowsim.simulate(..., kinks='filippov')"
-        )
-    if kinks not in ("naive", "auto"):
-        raise InvalidParameterError(f"kinks must be 'naive' or 'auto' for ensembles, got {kinks!r}")
+    if kinks not in KINKS_MODES:
+        raise InvalidParameterError(f"kinks must be one of {KINKS_MODES}, got {kinks!r}")
     if method != "dopri5":
         raise InvalidParameterError(
             f"ensembles integrate with a batched dopri5 only, got method={method!r}; run stiff methods member "
@@ -538,6 +604,7 @@ def simulate_ensemble(
     members = [m if isinstance(m, Member) else _member_from_dict(m) for m in members]
     if not members:
         raise InvalidParameterError("an ensemble needs at least one member")
+    path_kinks = resolve_kinks(model, kinks)
     K = len(members)
     potentials = [as_potential(m.potential) for m in members]
     loss_fn = get_loss(loss)
@@ -549,11 +616,9 @@ def simulate_ensemble(
             f"the data have d = {dataset.d} features but the model expects input_dim = {model.input_dim}"
         )
     s_grid = _time_grid(time, log_t_end, save_log_t, n_save, log_t_start)
-    work = dataset.n * model.num_params * K
+    filippov = path_kinks == "filippov"
+    work = dataset.n * model.num_params * (1 if filippov else K)
     dev = resolve_device(device, work=work, default=dataset.X.device)
-    n_threads = resolve_threads(threads, work=work, device=dev)
-    X = dataset.X.to(device=dev, dtype=torch.float64)
-    y = dataset.y.to(device=dev, dtype=torch.float64)
     theta0 = []
     for i, m in enumerate(members):
         if m.theta0 is None:
@@ -565,6 +630,35 @@ def simulate_ensemble(
                 f"member {i}: theta0 must have shape ({model.num_params},) for {model!r}, got {tuple(th.shape)}"
             )
         theta0.append(th)
+    if filippov:
+        return _filippov_members(
+            model,
+            dataset,
+            members,
+            potentials,
+            theta0,
+            loss_fn,
+            s_grid,
+            dev,
+            threads=threads,
+            diagnostics=diagnostics,
+            active_threshold=active_threshold,
+            simulate_kwargs=dict(
+                log_t_end=log_t_end,
+                n_save=n_save,
+                log_t_start=log_t_start,
+                save_log_t=save_log_t,
+                time=time,
+                method=method,
+                rtol=rtol,
+                atol=atol,
+                max_steps=max_steps,
+                solver_options=opts,
+            ),
+        )
+    n_threads = resolve_threads(threads, work=work, device=dev)
+    X = dataset.X.to(device=dev, dtype=torch.float64)
+    y = dataset.y.to(device=dev, dtype=torch.float64)
     z0 = torch.stack([pot.mirror_map(th) for pot, th in zip(potentials, theta0, strict=True)])
     tau_np = s_grid if time == "log" else t_from_s(s_grid)
     grid = torch.as_tensor(tau_np, dtype=torch.float64, device=dev)
@@ -577,6 +671,16 @@ def simulate_ensemble(
     stepper.start(z0, grid)
     interrupted = False
     start = _time.perf_counter()
+    solver = {
+        "kinks": "naive",
+        "method": "dopri5",
+        "rtol": rtol,
+        "atol": atol,
+        "max_steps": int(max_steps),
+        "time": time,
+        "options": opts,
+        "ensemble_step": step,
+    }
     with num_threads(n_threads), torch.no_grad():
         try:
             stepper.run(z0, grid, saved)
@@ -614,28 +718,11 @@ def simulate_ensemble(
                 "batch_steps": stepper.batch_steps,
                 "ensemble_size": K,
                 "ensemble_index": i,
+                "ensemble_path": "batched",
                 "wall_time": wall,
                 "final_log_t": float(log_t_from_s(s_i[-1])),
             }
-            config = {
-                "model": model.config(),
-                "potential": {"name": pot.name, **pot.params()},
-                "loss": loss_fn.name,
-                "data": {"name": dataset.name, "n": dataset.n, "d": dataset.d, **dict(dataset.info)},
-                "solver": {
-                    "kinks": "naive",
-                    "method": "dopri5",
-                    "rtol": rtol,
-                    "atol": atol,
-                    "max_steps": int(max_steps),
-                    "time": time,
-                    "options": opts,
-                    "ensemble_step": step,
-                },
-                "horizon": {"log_t_end": float(log_t_from_s(s_grid[-1])), "n_save": int(s_grid.size)},
-                "init": {"scale": m.init_scale, "seed": m.seed, "theta0_given": m.theta0 is not None},
-                "ensemble": {"size": K, "index": i, "label": _member_label(m, pot), "device": str(dev)},
-            }
+            config = _member_config(model, pot, loss_fn, dataset, solver, s_grid, m, K, i, dev, "batched")
             trajectories.append(
                 Trajectory(
                     s=s_i,
@@ -650,6 +737,109 @@ def simulate_ensemble(
                 )
             )
     return trajectories
+
+
+def _filippov_members(
+    model: AbstractModel,
+    dataset: Dataset,
+    members: list[Member],
+    potentials: list[AbstractPotential],
+    theta0: list[Tensor],
+    loss_fn: AbstractLoss,
+    s_grid: np.ndarray,
+    dev: torch.device,
+    *,
+    threads,
+    diagnostics: bool,
+    active_threshold: float,
+    simulate_kwargs: dict,
+) -> list[Trajectory]:
+    """Members under Filippov handling: one ``simulate(..., kinks="filippov")`` each, in member order.
+
+    Not batched: the event-driven driver (:class:`flowsim.kinks.FilippovDriver`) restarts at each member's
+    own switching events. After an interrupted member the rest are returned unstarted (initial point only).
+    """
+    from .solve import simulate
+
+    K = len(members)
+    path = "sequential_filippov"
+    kw = simulate_kwargs
+    solver = {
+        "kinks": "filippov",
+        "method": kw["method"],
+        "rtol": kw["rtol"],
+        "atol": kw["atol"],
+        "max_steps": int(kw["max_steps"]),
+        "time": kw["time"],
+        "options": dict(kw["solver_options"]),
+    }
+    trajectories: list[Trajectory] = []
+    interrupted = False
+    for i, (m, pot, th0) in enumerate(zip(members, potentials, theta0, strict=True)):
+        if interrupted:
+            config = _member_config(model, pot, loss_fn, dataset, solver, s_grid, m, K, i, dev, path)
+            trajectories.append(
+                _unstarted(model, dataset, pot, th0, loss_fn, s_grid, config, diagnostics, active_threshold)
+            )
+            continue
+        tr = simulate(
+            model,
+            dataset,
+            pot,
+            loss=loss_fn,
+            theta0=m.theta0,
+            init_scale=m.init_scale,
+            seed=m.seed,
+            diagnostics=diagnostics,
+            active_threshold=active_threshold,
+            threads=threads,
+            device=dev,
+            kinks="filippov",
+            **simulate_kwargs,
+        )
+        tr.stats.update({"ensemble_size": K, "ensemble_index": i, "ensemble_path": path})
+        tr.config["ensemble"] = {
+            "size": K,
+            "index": i,
+            "label": _member_label(m, pot),
+            "device": str(dev),
+            "path": path,
+        }
+        trajectories.append(tr)
+        interrupted = tr.status == Status.INTERRUPTED
+    return trajectories
+
+
+def _unstarted(model, dataset, pot, theta0, loss_fn, s_grid, config: dict, diagnostics, active_threshold):
+    """The trajectory of a member never run (an earlier member was interrupted): its initial point only."""
+    X = dataset.X.to(device=theta0.device, dtype=torch.float64)
+    y = dataset.y.to(device=theta0.device, dtype=torch.float64)
+    theta = theta0.unsqueeze(0)
+    s = np.asarray(s_grid[:1], dtype=np.float64)
+    diags = (
+        compute_diagnostics(model, pot, loss_fn, X, y, theta, s, active_threshold=active_threshold)
+        if diagnostics
+        else {}
+    )
+    ens = config["ensemble"]
+    return Trajectory(
+        s=s,
+        theta=theta.cpu().numpy(),
+        z=pot.mirror_map(theta).cpu().numpy(),
+        diagnostics=diags,
+        stats={
+            "nfe": 0,
+            "ensemble_size": ens["size"],
+            "ensemble_index": ens["index"],
+            "ensemble_path": ens["path"],
+            "wall_time": 0.0,
+            "final_log_t": float(log_t_from_s(s[-1])),
+        },
+        status=Status.INTERRUPTED,
+        message=f"{Status.INTERRUPTED.hint} (an earlier member was interrupted; this one was not started)",
+        config=config,
+        metadata=environment_metadata(),
+    )
 
 
 def _member_from_dict(spec: dict) -> Member:

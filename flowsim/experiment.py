@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .data import Dataset, load_dataset
-from .errors import ConfigError
+from .errors import ConfigError, InvalidParameterError
 from .models import get_model
 from .potentials import get_potential
 from .solve import simulate
@@ -196,14 +196,17 @@ def run_experiment(
 
 
 def _run_sweep(config: dict[str, Any], model, dataset, out_dir, *, progress: bool, log):
-    """Run the members of a sweep (:func:`flowsim.config.sweep_members`) as one batched ensemble.
+    """Run the members of a sweep (:func:`flowsim.config.sweep_members`) through :func:`simulate_ensemble`.
 
-    dopri5 sweeps are one :func:`flowsim.ensemble.simulate_ensemble` call (ReLU kinks integrated naively);
-    other flow methods run the members one by one with :func:`simulate`. Each member is saved to
-    ``out/<label>/``.
+    dopri5 sweeps are one :func:`flowsim.ensemble.simulate_ensemble` call with the configuration's
+    ``[solver] kinks``: without Filippov handling (smooth models, ``kinks = "naive"``) the members are one
+    batched computation; under Filippov handling (``"filippov"``, or ``"auto"`` on two-layer ReLU models) they
+    are run one by one (the event-driven driver cannot share steps across members). Other flow methods run
+    the members one by one with :func:`simulate`. The log line says which path is used. Each member is saved
+    to ``out/<label>/``.
     """
     from .config import sweep_members
-    from .ensemble import Member, simulate_ensemble
+    from .ensemble import Member, resolve_kinks, simulate_ensemble
 
     members = sweep_members(config)
     solver = config["solver"]
@@ -223,16 +226,19 @@ def _run_sweep(config: dict[str, Any], model, dataset, out_dir, *, progress: boo
         "max_steps": solver["max_steps"],
     }
     if solver["method"] == "dopri5":
-        if kinks == "filippov":
-            raise ConfigError(
-                '[solver] kinks = "filippov" cannot be used with a sweep: ensembles integrate ReLU kinks '
-                'naively. Use kinks = "naive" (or "auto"), or run the values as separate experiments'
+        try:
+            path = resolve_kinks(model, kinks)
+        except InvalidParameterError as e:
+            raise ConfigError(f"[solver] kinks: {e}") from e
+        if path == "filippov":
+            log(
+                f"[flowsim] sweep: {len(members)} members one by one with Filippov kink handling (kinks = "
+                f'"{kinks}"; not batched: each member has its own switching events)'
             )
-        note = " (ReLU kinks integrated naively: Filippov handling is per trajectory)" if model.has_kinks else ""
-        log(f"[flowsim] sweep: {len(members)} members as one batched ensemble{note}")
-        trajs = simulate_ensemble(
-            model, dataset, [Member(**m) for m in members], kinks="naive", device="auto", **common
-        )
+        else:
+            note = " (ReLU kinks integrated naively)" if model.has_kinks else ""
+            log(f"[flowsim] sweep: {len(members)} members as one batched ensemble{note}")
+        trajs = simulate_ensemble(model, dataset, [Member(**m) for m in members], kinks=path, device="auto", **common)
     else:
         log(f"[flowsim] sweep: {len(members)} members one by one ({solver['method']} is not batched)")
         trajs = [

@@ -6,12 +6,12 @@ import torch
 
 from flowsim import simulate
 from flowsim.config import is_sweep, sweep_members, validate_config
-from flowsim.data import make_dataset
+from flowsim.data import make_dataset, student_teacher_relu
 from flowsim.device import resolve_device, resolve_threads
-from flowsim.ensemble import Member, members_grid, simulate_ensemble
+from flowsim.ensemble import Member, members_grid, resolve_kinks, simulate_ensemble
 from flowsim.errors import ConfigError, InvalidParameterError
 from flowsim.experiment import run_experiment
-from flowsim.models import AbstractModel, Linear, TwoLayerLeakyReLU, TwoLayerReLU, TwoLayerReLUPower
+from flowsim.models import AbstractModel, DeepReLU, Linear, TwoLayerLeakyReLU, TwoLayerReLU, TwoLayerReLUPower
 from flowsim.trajectory import Status
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -88,16 +88,52 @@ def test_diverging_member_is_reported_and_others_finish():
 
 def test_ensemble_errors_and_kinks():
     ds = _data()
-    with pytest.raises(InvalidParameterError, match="filippov.*not available for ensembles"):
-        simulate_ensemble(TwoLayerReLU(4, 3), ds, MEMBERS[:1], kinks="filippov")
+    with pytest.raises(InvalidParameterError, match="filippov.*smooth"):
+        simulate_ensemble(Linear(4), ds, MEMBERS[:1], kinks="filippov")
+    with pytest.raises(InvalidParameterError, match="kinks must be one of"):
+        simulate_ensemble(Linear(4), ds, MEMBERS[:1], kinks="exact")
     with pytest.raises(InvalidParameterError, match="batched dopri5 only"):
         simulate_ensemble(TwoLayerReLU(4, 3), ds, MEMBERS[:1], method="radau")
     with pytest.raises(InvalidParameterError, match="at least one member"):
         simulate_ensemble(TwoLayerReLU(4, 3), ds, [])
     with pytest.raises(InvalidParameterError, match="unknown member field"):
         simulate_ensemble(TwoLayerReLU(4, 3), ds, [{"potential": "euclidean", "beta": 1.0}])
-    tr = simulate_ensemble(TwoLayerReLU(4, 3), ds, MEMBERS[:2], kinks="auto", **{**KW, "log_t_end": -2.0})
+    tr = simulate_ensemble(TwoLayerReLU(4, 3), ds, MEMBERS[:2], kinks="naive", **{**KW, "log_t_end": -2.0})
     assert all(t.success and t.config["solver"]["kinks"] == "naive" for t in tr)
+    assert all(t.stats["ensemble_path"] == "batched" for t in tr)
+    # "auto" means what it means for simulate: Filippov for two-layer ReLU, naive (batched) for smooth models
+    assert resolve_kinks(TwoLayerReLU(4, 3), "auto") == "filippov"
+    assert resolve_kinks(TwoLayerReLUPower(4, 3), "auto") == "naive"
+    assert resolve_kinks(DeepReLU(4, [3, 3]), "auto") == "naive"  # not supported by the Filippov driver
+    tr = simulate_ensemble(TwoLayerReLU(4, 3), ds, MEMBERS[:2], **{**KW, "log_t_end": -2.0})  # default "auto"
+    assert all(t.success and t.config["solver"]["kinks"] == "filippov" for t in tr)
+    assert [t.stats["ensemble_path"] for t in tr] == ["sequential_filippov"] * 2
+
+
+FILIPPOV_MEMBERS = [
+    Member("euclidean", 0.5, 0),
+    Member({"name": "hyperbolic_entropy", "beta": 0.1}, 0.5, 1),
+]
+
+
+def test_filippov_ensemble_equals_per_member_simulate():
+    ds, model = student_teacher_relu(n=10, d=3, seed=0), TwoLayerReLU(3, 4)
+    kw = dict(log_t_end=2.0, n_save=10, rtol=1e-8, atol=1e-10)
+    ens = simulate_ensemble(model, ds, FILIPPOV_MEMBERS, kinks="filippov", **kw)
+    assert len(ens) == len(FILIPPOV_MEMBERS)
+    for i, (tr, m) in enumerate(zip(ens, FILIPPOV_MEMBERS, strict=True)):
+        ref = simulate(model, ds, m.potential, init_scale=m.init_scale, seed=m.seed, kinks="filippov", **kw)
+        assert tr.status == ref.status == Status.SUCCESS
+        assert tr.z.shape == ref.z.shape
+        np.testing.assert_allclose(tr.s, ref.s, rtol=0, atol=0)
+        np.testing.assert_allclose(tr.z, ref.z, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(tr.theta, ref.theta, rtol=0, atol=1e-10)
+        assert tr.stats["n_crossings"] == ref.stats["n_crossings"] and "sliding_time" in tr.stats
+        assert tr.stats["nfe"] == ref.stats["nfe"]
+        assert tr.config["solver"]["kinks"] == "filippov" and tr.config["ensemble"]["index"] == i
+        assert tr.stats["ensemble_size"] == 2 and tr.stats["ensemble_path"] == "sequential_filippov"
+        assert np.max(tr.diagnostics["balance_drift"]) <= 1e-7  # exact on the Filippov solution
+    assert sum(tr.stats["n_crossings"] for tr in ens) > 0  # the problem does cross switching surfaces
 
 
 def test_members_grid_and_diagnostics():
@@ -157,6 +193,58 @@ def test_sweep_config_expands():
         validate_config({**SWEEP, "init": {"seed": []}})
     with pytest.raises(ConfigError, match="must be an integer"):
         validate_config({**SWEEP, "init": {"seed": [0, 1.5]}})
+
+
+def test_filippov_ensemble_interrupted_member_stops_the_rest(monkeypatch):
+    import dataclasses
+
+    import flowsim.solve
+
+    real, calls = flowsim.solve.simulate, []
+
+    def interrupted_simulate(*args, **kwargs):  # as if Ctrl-C hit the first member's run
+        calls.append(kwargs["seed"])
+        return dataclasses.replace(real(*args, **kwargs), status=Status.INTERRUPTED)
+
+    monkeypatch.setattr(flowsim.solve, "simulate", interrupted_simulate)
+    ds, model = student_teacher_relu(n=10, d=3, seed=0), TwoLayerReLU(3, 4)
+    ens = simulate_ensemble(model, ds, FILIPPOV_MEMBERS, kinks="filippov", log_t_end=-1.0, n_save=4)
+    assert calls == [0] and [t.status for t in ens] == [Status.INTERRUPTED] * 2
+    assert len(ens[1]) == 1 and "not started" in ens[1].message and ens[1].stats["nfe"] == 0
+    assert ens[1].config["ensemble"]["index"] == 1 and "normalized_margin" in ens[1].diagnostics
+
+
+def test_filippov_sweep_runs(tmp_path):
+    cfg = {
+        "data": {"name": "student_teacher", "n": 10, "d": 3, "seed": 0},
+        "model": {"name": "two_layer_relu", "width": 4},
+        "potentials": [{"name": "hyperbolic_entropy", "beta": [0.1, 1.0]}],
+        "init": {"scale": 0.5, "seed": 0},
+        "solver": {"kinks": "filippov", "rtol": 1e-8, "atol": 1e-10},
+        "horizon": {"log_t_end": 2.0, "n_save": 8},
+        "output": {"plots": False},
+    }
+    lines = []
+    res = run_experiment(validate_config(cfg), tmp_path, log=lines.append)
+    assert len(res.trajectories) == 2 and all(t.success for t in res.trajectories)
+    assert any("one by one with Filippov" in line for line in lines)
+    for tr, beta in zip(res.trajectories, [0.1, 1.0], strict=True):
+        assert tr.config["solver"]["kinks"] == "filippov" and "n_crossings" in tr.stats
+        assert tr.config["potential"]["beta"] == beta
+    ref = simulate(
+        TwoLayerReLU(3, 4),
+        res.dataset,
+        {"name": "hyperbolic_entropy", "beta": 1.0},
+        init_scale=0.5,
+        kinks="filippov",
+        log_t_end=2.0,
+        n_save=8,
+        rtol=1e-8,
+        atol=1e-10,
+        diagnostics=False,
+    )
+    np.testing.assert_allclose(res.trajectories[1].z, ref.z, rtol=0, atol=1e-10)
+    assert (tmp_path / "hyperbolic_entropy_beta_1.0" / "trajectory.json").exists()
 
 
 def test_sweep_runs_as_ensemble(tmp_path):
