@@ -978,8 +978,8 @@ class FilippovDriver:
         from .diagnostics import balance
 
         js = torch.unique(jj)
-        B_ref = balance(self.model, pot, pot.inverse_mirror_map(z_ref).unsqueeze(0))[0][0, js]
         th_ref = pot.inverse_mirror_map(z_ref)
+        B_ref = balance(self.model, pot, th_ref.unsqueeze(0))[0][0, js]
         W_ref, a_ref = sw.split(th_ref)
         gw, ga = W_ref[js], -a_ref[js]  # directions (K, d), (K,)
         z = z.clone()

@@ -141,18 +141,7 @@ def load_streamed(path: Path, meta: dict[str, Any]) -> Trajectory:
     for key in ("s", "z", "theta"):
         if key not in arrays:
             raise TrajectoryFileError(f"{root} has no {key}.npy: not a complete streamed trajectory")
-    diags = {k[len("diag__") :]: v for k, v in arrays.items() if k.startswith("diag__")}
-    return Trajectory(
-        s=arrays["s"],
-        theta=arrays["theta"],
-        z=arrays["z"],
-        diagnostics=diags,
-        stats=meta["stats"],
-        status=Status(meta["status"]),
-        message=meta["message"],
-        config=meta["config"],
-        metadata=meta["metadata"],
-    )
+    return Trajectory.from_arrays(arrays, meta)
 
 
 def _write_meta(path: Path, n_saved: int, status: Status, message: str, stats, config, metadata) -> None:

@@ -171,6 +171,13 @@ class Trajectory:
             )
         with np.load(npz) as data:
             arrays = {k: data[k] for k in data.files}
+        return cls.from_arrays(arrays, meta)
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict) -> Trajectory:
+        """Build a trajectory from saved arrays (``s``, ``theta``, ``z``, ``diag__<name>``) and its JSON metadata
+        (``stats``, ``status``, ``message``, ``config``, ``metadata``); shared by :meth:`load` and
+        :func:`flowsim.stream.load_stream`."""
         diags = {k[len("diag__") :]: v for k, v in arrays.items() if k.startswith("diag__")}
         return cls(
             s=arrays["s"],
