@@ -12,19 +12,25 @@ through them makes an adaptive Runge–Kutta solver chatter (tiny steps, first-o
    inactive) are evaluated along the step's dense output at 9 points, with a Hermite check for a dip below
    zero between samples (a surface can be crossed and re-crossed inside one step). Roots are located on
    the dense output for all brackets at once (batched Illinois regula falsi: one inverse mirror map per
-   iteration). Then either
+   iteration, 6–14 evaluations per step). Then either
    * **exact restart** (default for every step that is not a "soft" one below): the step is **redone**
      from its start to the earliest event time (a full RK step: the dopri5 dense output is 4th order and
      measurably less accurate — balance drift ×7 (gradient flow) to ×140 (hyperbolic entropy) at rtol 1e-6
      on the reference problem with ``event_state="interpolate"``), and a new segment starts there; or
-   * **soft crossings** (``soft_crossings=True``, default): when every crossing of the step is transversal
-     (both one-sided fields move h the same way at the crossing), touches no sliding neuron or point and
-     there are at most 64 of them, the step is kept and its end corrected in closed form — the pattern
-     difference of the crossed points, integrated from each crossing time to the step end along the dense
-     output (Gauss–Legendre, no RHS evaluation). The neglected coupling (second order) is measured with
-     the evaluation the next segment needs anyway; the step falls back to an exact restart when it exceeds
-     ``soft_fraction`` (0.25) of the step's error tolerance. Balance is restored per crossed neuron
-     (second-order defect). Set ``solver_options={"soft_crossings": False}`` for restarts at every crossing.
+   * **soft crossings** (``soft_crossings=True``, default): crossings that are transversal (both one-sided
+     fields move h the same way at the crossing, ḣ along the piecewise field) and touch no sliding neuron
+     or point are switched inside the step, and the state corrected in closed form — the pattern difference
+     of the crossed points, integrated from each crossing time on along the dense output (Gauss–Legendre on
+     per-point pattern levels, no RHS evaluation; hundreds of crossings cost about one field evaluation).
+     When all of the step's crossings qualify the whole step is kept; otherwise the step is **truncated** at
+     the first crossing that does not (its state by a redo RK step, the earlier crossings corrected) and
+     that crossing is classified at the next segment start. The corrected state must leave every other
+     surface on its side (else fewer crossings are kept) and the neglected coupling (second order, measured
+     with the evaluation the next segment needs anyway) must stay below ``soft_fraction`` (0.25) of the
+     step's error tolerance (else the kept part is shortened once, then an exact restart). Balance is
+     restored per crossed neuron (second-order defect). Crowded steps are the point: the main job's digits
+     runs have steps with hundreds of crossings. ``solver_options={"soft_crossings": False}`` restarts at
+     every crossing.
 3. **Crossing vs sliding vs grazing** is decided at every segment start from the one-sided fields, for all
    surfaces at zero (|h| ≤ tolerance) at once, by the box-LCP of each neuron (below), not from the side the
    event fired on. Sliding surfaces whose α sits at a bound with ḣ pointing away are released there.
@@ -65,6 +71,7 @@ References:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -97,7 +104,7 @@ _N_SAMPLES = 8  # sub-intervals of an accepted step scanned for sign changes
 _ZERO_FACTOR = 10.0  # |h| ≤ this × (error scale of h) counts as "at zero"
 _ASSERT_FACTOR = 1e4  # a surface further than this × (error scale) on the wrong side is a bug
 _ALPHA_EPS = 1e-7  # α within this of a bound is at the bound
-_MAX_SOFT = 64  # most crossings switched softly (with an event correction) in one step
+_MAX_SOFT = 1024  # most crossings switched softly (with an event correction) in one step (memory: K² pairs)
 _MAX_NULL_SEGMENTS = 200  # consecutive segments of zero length before giving up
 
 
@@ -151,6 +158,17 @@ def _poly_eval(coeff: list[Tensor], x: Tensor) -> tuple[Tensor, Tensor]:
 # ----------------------------------------------------------------------------------------------------------
 # switching systems: pattern fields, surfaces, classification
 # ----------------------------------------------------------------------------------------------------------
+
+
+class _Correction(NamedTuple):
+    """Closed-form effect of the soft crossings of one step (see :meth:`_TwoLayerSwitching.crossing_correction`)."""
+
+    dz: Tensor  # Δz at the end of the corrected part, (p,)
+    dF_end: Tensor  # pattern difference ΔF at the end, (p,)
+    hdot_before: Tensor  # ḣ_k just before crossing k, (K,)
+    hdot_after: Tensor  # ḣ_k just after crossing k, (K,)
+    dz_moment: Tensor  # ∫ Δz dτ over the corrected part, (p,)
+    dtau: Tensor  # crossing-time shifts δτ_k (applied to dz), (K,)
 
 
 class _TwoLayerSwitching:
@@ -357,67 +375,150 @@ class _TwoLayerSwitching:
             zx = c + x.unsqueeze(1) * zx
         return (self.X[i] * self.pot.inverse_mirror_map(zx)).sum(-1)
 
-    def crossing_correction(self, coeff: Tensor, t0: Tensor, dt: Tensor, xc: Tensor, ii: Tensor, jj: Tensor):
+    def crossing_correction(
+        self, coeff: Tensor, t0: Tensor, dt: Tensor, xc: Tensor, ii: Tensor, jj: Tensor, x_end: float = 1.0
+    ):
         """Closed-form effect of transversal crossings inside one step integrated with the old pattern.
 
-        The crossings (i_k, j_k) happen at step fractions ``xc`` (sorted, `(K,)`). On each sub-interval
-        between crossing times the activation pattern is fixed, so the exact field is the old-pattern field
-        plus the pattern difference ΔF(z, τ) of the points that crossed — only those points' terms change
-        (their loss weight c_i included). ΔF is integrated along the step's dense output z_old(τ) with 3-point
-        Gauss–Legendre on every sub-interval (no RHS evaluation): Δz = ∫ ΔF dτ is the first-order correction
-        of the step end; the coupling J·Δz (the state moved) is second order and is measured by the caller.
+        The crossings (i_k, j_k) happen at step fractions ``xc`` (sorted, `(K,)`, all < ``x_end``: the corrected
+        part of the step is [0, x_end], x_end ≤ 1). Between crossing times the
+        activation pattern is fixed, so the exact field is the old-pattern field plus the pattern difference
+        of the points that crossed — only those points' terms change (their loss weight c_i included). Point i
+        contributes one *level* per crossing k of it: its pattern after its crossings up to k, valid from x_k
+        to its next crossing (or the step end). Each level's term F_i(P_k) − F_i(P_old) is a smooth function of
+        the dense output z_old(τ); it is evaluated at 8 Gauss–Legendre nodes of [0, x_end] and integrated
+        over its own sub-interval with the interpolating polynomial's exact weights (no RHS evaluation). Cost
+        O(8 · K · m) plus one (9, p) inverse mirror map, so hundreds of crossings cost about one evaluation.
+        Δz = ∫ ΔF dτ is the first-order correction of the state at x_end; the coupling J·Δz (the state moved) is
+        second order and is measured by the caller.
+
+        ḣ_k at crossing k, just before and just after it, is ḣ along the old dense output plus the velocity
+        jumps of the crossings of the same neuron up to k (excluded / included): flipping (i', j) changes
+        ż_{w_j} by (1 − s₋) a_j c_i' y_i' Δg x_i' (f_i' is continuous at its crossing, h_i'j = 0); other
+        neurons' crossings change neuron j's field only through c (second order).
 
         Returns:
-            (Δz `(p,)`, ΔF at the step end `(p,)`, ḣ_k just before and just after crossing k `(K,)` each,
-            the latter two along the exact (piecewise) field: used to check that every crossing is transversal).
+            a :class:`_Correction`: Δz `(p,)`, ΔF at x_end `(p,)`, ḣ_k just before and just after crossing k
+            `(K,)` each (used to check that every crossing is transversal), ∫ Δz dτ `(p,)` (the coupling
+            estimate's length scale) and the crossing-time shifts δτ_k `(K,)` (already applied to Δz).
         """
         K = xc.shape[0]
         dtype, dev = coeff.dtype, coeff.device
-        pts, loc = torch.unique(ii, return_inverse=True)  # affected points
-        u = torch.tensor([0.5 - 0.15**0.5, 0.5, 0.5 + 0.15**0.5], dtype=dtype, device=dev)
-        wq = torch.tensor([5.0 / 18, 8.0 / 18, 5.0 / 18], dtype=dtype, device=dev)
-        bounds = torch.cat([xc, torch.ones(1, dtype=dtype, device=dev)])
-        lens = bounds[1:] - bounds[:-1]  # (K,)
-        xq = (bounds[:-1].unsqueeze(1) + lens.unsqueeze(1) * u).reshape(-1)  # (3K,)
-        wts = (lens.unsqueeze(1) * wq).reshape(-1) * dt
-        ar = torch.arange(K, device=dev)
-        flips_q = ar.unsqueeze(0) <= ar.repeat_interleave(3).unsqueeze(1)  # node in sub-interval ≥ k
-        xn = torch.cat([xq, torch.ones(1, dtype=dtype, device=dev), xc, xc])
-        flips = torch.cat(
-            [
-                flips_q,
-                torch.ones(1, K, dtype=torch.bool, device=dev),
-                ar.unsqueeze(0) < ar.unsqueeze(1),  # just before crossing k
-                ar.unsqueeze(0) <= ar.unsqueeze(1),  # just after crossing k
-            ]
-        )  # (Q, K): crossing k' applied at node q
-        Z, dZ = _poly_eval(list(coeff), xn)
+        gx, _ = _gl_nodes(dtype, dev)  # (N,) nodes in (0, 1)
+        N = gx.shape[0]
+        nodes = x_end * torch.cat([gx, torch.ones(1, dtype=dtype, device=dev)])  # + the end
+        Z, _ = _poly_eval(list(coeff), nodes)
         Th = self.pot.inverse_mirror_map(Z)
         W, a = self.split(Th)  # (Q, m, d), (Q, m)
+        pts, loc = torch.unique(ii, return_inverse=True)  # affected points
         XI, yI = self.X[pts], self.y[pts]
         H = torch.einsum("id,qmd->qim", XI, W)  # (Q, nI, m)
+        tau = (t0 + nodes * dt).unsqueeze(1)
         P_old = self.P[pts]  # (nI, m); crossing points have no sliding surfaces (checked by the caller)
-        F = torch.zeros(xn.shape[0], pts.shape[0], self.m, dtype=torch.bool, device=dev)
-        F[:, loc, jj] = flips  # (Q, nI, m)
-        P_new = torch.where(F, 1.0 - P_old, P_old)
-        G_old, G_new = self._gate(P_old), self._gate(P_new)
-        tau = (t0 + xn * dt).unsqueeze(1)
-        c_old = self.field.loss_weights(tau, yI * ((G_old * H) * a.unsqueeze(1)).sum(-1))
-        c_new = self.field.loss_weights(tau, yI * ((G_new * H) * a.unsqueeze(1)).sum(-1))
-        Dc = (c_new.unsqueeze(-1) * G_new - c_old.unsqueeze(-1) * G_old) * yI.unsqueeze(-1)  # (Q, nI, m)
-        dW = a.unsqueeze(-1) * torch.einsum("qim,id->qmd", Dc, XI)
-        da = (Dc * H).sum(1)
-        dF = torch.cat([dW.reshape(dW.shape[0], -1), da], dim=1)  # (Q, p)
-        nq = 3 * K
-        corr = (wts.unsqueeze(1) * dF[:nq]).sum(0)
-        # ḣ_k = x_i · D_j ⊙ ż_wj along the exact field at the crossing (one side each)
-        Dg = self.pot.inverse_hessian_diag(Th)
-        zdot = dZ / dt + dF
-        Wd, _ = self.split(Dg * zdot)  # (Q, m, d)
+        G_old = self._gate(P_old)
+        c_old = self.field.loss_weights(tau, yI * ((G_old * H) * a.unsqueeze(1)).sum(-1))  # (Q, nI)
+        # levels: point i_k's pattern after its crossings up to k
+        ar = torch.arange(K, device=dev)
+        same_pt = loc.unsqueeze(1) == loc.unsqueeze(0)
+        upto = (same_pt & (ar.unsqueeze(0) <= ar.unsqueeze(1))).to(dtype)  # [k, k']
+        flips = (upto @ torch.nn.functional.one_hot(jj, self.m).to(dtype)) > 0  # (K, m)
+        P0 = P_old[loc]
+        Gk = self._gate(torch.where(flips, 1.0 - P0, P0))
+        Hk = H[:, loc]  # (Q, K, m)
+        yk = yI[loc]
+        ck = self.field.loss_weights(tau, yk * ((Gk * Hk) * a.unsqueeze(1)).sum(-1))  # (Q, K)
+        Dc = (ck.unsqueeze(-1) * Gk - c_old[:, loc].unsqueeze(-1) * G_old[loc]) * yk.unsqueeze(-1)  # (Q, K, m)
+        # level k lives on [x_k, next crossing of the same point (or x_end)]
+        later = same_pt & (ar.unsqueeze(0) > ar.unsqueeze(1))
+        inf = torch.full_like(xc, float("inf"))
+        xnext = torch.where(later, xc.unsqueeze(0), inf.unsqueeze(0)).min(1).values
+        last = torch.isinf(xnext)
+        xnext = torch.where(last, torch.full_like(xc, x_end), xnext)
+        wts = _gl_interval_weights(gx, xc / x_end, xnext / x_end) * (x_end * dt)  # (K, N)
+        wts2 = _gl_interval_weights(gx, xc / x_end, xnext / x_end, moment=True) * (x_end * dt) ** 2
         Xk = self.X[ii]
-        hd_before = (Xk * Wd[nq + 1 : nq + 1 + K][ar, jj]).sum(-1)
-        hd_after = (Xk * Wd[nq + 1 + K :][ar, jj]).sum(-1)
-        return corr, dF[nq], hd_before, hd_after
+        Acoef = torch.einsum("kq,qm,qkm->km", wts, a[:N], Dc[:N])
+        corr_W = Acoef.T @ Xk  # (m, d)
+        corr_a = torch.einsum("kq,qkm->m", wts, Dc[:N] * Hk[:N])
+        corr = torch.cat([corr_W.reshape(-1), corr_a])
+        # ∫ Δz dτ over the corrected part = ∫ (τ_end − τ) ΔF dτ: sets the length scale of the coupling estimate
+        A2 = torch.einsum("kq,qm,qkm->km", wts2, a[:N], Dc[:N])
+        corr2 = torch.cat([(A2.T @ Xk).reshape(-1), torch.einsum("kq,qkm->m", wts2, Dc[:N] * Hk[:N])])
+        lastf = last.to(dtype).unsqueeze(1)
+        dF1_W = (lastf * a[N] * Dc[N]).T @ Xk
+        dF1_a = (lastf * Dc[N] * Hk[N]).sum(0)
+        dF1 = torch.cat([dF1_W.reshape(-1), dF1_a])
+        # ḣ at each crossing: along the old dense output, plus the same-neuron velocity jumps
+        P = coeff.shape[0]
+        Cw = coeff[:, : self.md].reshape(P, self.m, self.d)[:, jj]  # (P, K, d)
+        Ca = coeff[:, self.md :][:, jj]  # (P, K)
+        pw = xc.unsqueeze(1) ** torch.arange(P, dtype=dtype, device=dev)  # (K, P)
+        dpw = torch.zeros_like(pw)
+        dpw[:, 1:] = pw[:, :-1] * torch.arange(1, P, dtype=dtype, device=dev)
+        zw = torch.einsum("kp,pkd->kd", pw, Cw)
+        dzw = torch.einsum("kp,pkd->kd", dpw, Cw) / dt
+        thw = self.pot.inverse_mirror_map(zw)
+        Dk = self.pot.inverse_hessian_diag(thw)  # (K, d)
+        ak = self.pot.inverse_mirror_map((pw * Ca.T).sum(1))  # a_j at x_k
+        hd_dense = (Xk * Dk * dzw).sum(-1)
+        c_x = (_gl_interp_matrix(gx, xc / x_end) * ck[:N].T).sum(1)  # c_i(x_k) (continuous at the crossing)
+        s_old = self.P[ii, jj]
+        u = (1.0 - self.slope) * (1.0 - 2.0 * s_old) * self.y[ii] * c_x  # velocity jump / (a_j x_i)
+        gram = (Xk * Dk) @ Xk.T  # [k, k'] = x_k · D_k x_k'
+        same_j = jj.unsqueeze(1) == jj.unsqueeze(0)
+        before = (same_j & (ar.unsqueeze(0) < ar.unsqueeze(1))).to(dtype)
+        hd_before = hd_dense + ak * ((before * gram) @ u)
+        hd_after = hd_before + ak * gram.diagonal() * u
+        # crossing-time shifts: the earlier crossings of neuron j moved h_k by Δh_k = x_k · D_j Δz_wj(τ_k) (first
+        # order), so the corrected trajectory crosses at τ_k + δτ_k, δτ_k = −Δh_k / ḣ_k; the pattern difference
+        # of crossing k then starts δτ_k later: Δz −= (jump of ż at crossing k)·δτ_k (second order, not small
+        # when ḣ_k is: the caller limits |δτ_k|)
+        lag = (xc.unsqueeze(1) - xc.unsqueeze(0)) * dt  # τ_k − τ_k'
+        dh = ak * ((before * gram * lag) @ u)
+        dtau = torch.where(hd_before != 0, -dh / torch.where(hd_before != 0, hd_before, 1.0), 0.0)
+        jump = (ak * u * dtau).unsqueeze(1) * Xk  # (K, d): ż_wj jump × δτ_k
+        shift = torch.zeros(self.m, self.d, dtype=dtype, device=dev).index_add_(0, jj, jump)
+        shift2 = torch.zeros_like(shift).index_add_(0, jj, jump * ((x_end - xc) * dt).unsqueeze(1))
+        corr[: self.md] -= shift.reshape(-1)
+        corr2[: self.md] -= shift2.reshape(-1)
+        return _Correction(corr, dF1, hd_before, hd_after, corr2, dtau)
+
+
+_GL_N = 8  # Gauss–Legendre nodes per step for the soft-crossing correction integrals
+_GL_CACHE: dict = {}
+
+
+def _gl_nodes(dtype, device) -> tuple[Tensor, Tensor]:
+    """Gauss–Legendre nodes and weights on [0, 1] (`(N,)` each) and, cached, the inverse Vandermonde matrix."""
+    key = (dtype, str(device))
+    if key not in _GL_CACHE:
+        u, w = np.polynomial.legendre.leggauss(_GL_N)
+        vinv = np.linalg.inv(np.vander(u, _GL_N, increasing=True))  # L_q(u) = Σ_p vinv[p, q] u^p
+        _GL_CACHE[key] = tuple(torch.as_tensor(v, dtype=dtype, device=device) for v in (0.5 * (u + 1), 0.5 * w, vinv))
+    gx, gw, _ = _GL_CACHE[key]
+    return gx, gw
+
+
+def _gl_vinv(gx: Tensor) -> Tensor:
+    return _GL_CACHE[(gx.dtype, str(gx.device))][2]
+
+
+def _gl_interval_weights(gx: Tensor, lo: Tensor, hi: Tensor, moment: bool = False) -> Tensor:
+    """Weights w `(K, N)` with Σ_q w_kq g(gx_q) = ∫_{lo_k}^{hi_k} p(s) ds, p the interpolant of g at the nodes gx
+    (``moment``: ∫ (1 − s) p(s) ds)."""
+    N = gx.shape[0]
+    pw = torch.arange(1, N + 2, dtype=gx.dtype, device=gx.device)
+    ua, ub = (2 * lo - 1).unsqueeze(1), (2 * hi - 1).unsqueeze(1)
+    mom = (ub**pw - ua**pw) / (2 * pw)  # ∫ u^p ds over [lo, hi], u = 2s − 1, p = 0..N
+    if moment:  # 1 − s = (1 − u)/2
+        mom = 0.5 * (mom[:, :N] - mom[:, 1:])
+    return mom[:, :N] @ _gl_vinv(gx)
+
+
+def _gl_interp_matrix(gx: Tensor, x: Tensor) -> Tensor:
+    """Lagrange basis of the nodes gx at points x: `(K, N)`, Σ_q L_kq g(gx_q) = p(x_k)."""
+    pw = torch.arange(gx.shape[0], dtype=gx.dtype, device=gx.device)
+    return ((2 * x - 1).unsqueeze(1) ** pw) @ _gl_vinv(gx)
 
 
 def _horner(coeff: Tensor, x: float) -> Tensor:
@@ -550,7 +651,10 @@ class FilippovDriver:
         self.soft_crossings = bool(self.options.pop("soft_crossings", True))
         self.soft_fraction = float(self.options.pop("soft_fraction", 0.25))
         self.n_soft_steps = 0
+        self.max_soft_per_step = 0
         self.soft_fallbacks: dict = {}
+        self.soft_truncations: dict = {}
+        self.truncated_growth = float(self.options.pop("truncated_growth", 2.0))
         # state at an event: "interpolate" (the accepted step's dense output) or "redo" (an RK step to it)
         self.event_state = str(self.options.pop("event_state", "redo"))
         if self.event_state not in ("interpolate", "redo"):
@@ -578,9 +682,12 @@ class FilippovDriver:
         """Solver statistics; times in the integration variable τ (log-time s by default).
 
         ``n_crossings`` counts every transversal crossing; ``n_soft_crossings`` the subset corrected inside a
-        kept step (``n_soft_steps`` steps); ``soft_fallbacks`` why a step with crossings was restarted exactly
-        instead ("many": more than 64 crossings, "error": coupling above ``soft_fraction``, "sliding",
-        "not_transversal", "side", "sliding_exit", "save", "recross", "at_start").
+        kept step (``n_soft_steps`` steps, at most ``max_soft_crossings_per_step`` in one); ``soft_fallbacks``
+        why a step with crossings was restarted exactly instead (reasons: "error": coupling above
+        ``soft_fraction``, "sliding", "not_transversal", "side", "sliding_exit", "save", "recross", "many" (over
+        1,024), "at_start"); ``soft_truncations`` counts the soft steps kept only up to a crossing that could not
+        be switched softly (or a sliding exit), by reason.
+        ``n_redo_steps`` counts RK steps redone to an event or a truncation point.
         """
         sw = self.sw
         return {
@@ -596,7 +703,9 @@ class FilippovDriver:
             "n_dip_events": self.n_dip_events,
             "n_soft_crossings": self.n_soft_crossings,
             "n_soft_steps": self.n_soft_steps,
+            "max_soft_crossings_per_step": self.max_soft_per_step,
             "soft_fallbacks": dict(self.soft_fallbacks),
+            "soft_truncations": dict(self.soft_truncations),
             "n_exit_events": self.n_exit_events,
             "n_redo_steps": self.n_redo,
             "n_null_segments": self.n_null_segments,
@@ -655,6 +764,7 @@ class FilippovDriver:
                 seg_start = float(tau)
                 solver = SOLVERS[method](func=func, y0=z, rtol=rtol, atol=atol, first_step=first_step, **opts)
                 solver._before_integrate(torch.stack([tau, grid[-1]]))
+                self._rk = (func, solver.tableau)  # for redo steps to an event
                 f0 = solver.rk_state.f1
                 sw.lam = float(f0.norm() / z.norm().clamp_min(torch.finfo(z.dtype).tiny))
                 # components at zero at the segment start get a hysteresis band (they may sit a hair off)
@@ -670,10 +780,10 @@ class FilippovDriver:
                     t_save = grid[k] if k < len(grid) else None
                     ev = self._find_event(new, prev, band, seg, t_save)
                     soft = ev is not None and ev[0] == "soft"
-                    t_stop = t1 if (ev is None or soft) else ev[0]
+                    t_stop = t1 if ev is None else (ev[2] if soft else ev[0])
                     while k < len(grid) and grid[k] <= t_stop:
-                        if soft and bool(grid[k] >= t1):
-                            zk = ev[1]  # the corrected step end (save times never lie inside a soft step)
+                        if soft and bool(grid[k] >= t_stop):
+                            zk = ev[1]  # the corrected end (save times never lie inside a soft step's corrected part)
                         else:
                             zk = _interp_evaluate(new.interp_coeff, t0, t1, grid[k])
                         save(float(grid[k]), zk)
@@ -685,8 +795,8 @@ class FilippovDriver:
                             break
                         continue
                     if soft:
-                        # transversal crossings kept inside the step: new pattern already set, end corrected
-                        tau_e, z = t1, ev[1]
+                        # transversal crossings kept inside the step (or its first part): new pattern set, corrected
+                        tau_e, z, forced = ev[2], ev[1], ev[3]
                     else:
                         tau_e, forced = ev
                         if not bool(tau_e > t0):
@@ -703,9 +813,12 @@ class FilippovDriver:
                             # output (4th order, error-controlled with the step) is the state at the event
                             z = _interp_evaluate(new.interp_coeff, t0, t1, tau_e)
                     self._track_sliding(float(t0), float(tau_e), z)
+                    first_step = new.dt
+                    if soft and bool(tau_e < t1):
+                        # a truncated soft step: the crossings are crowded, start the next segment near the kept length
+                        first_step = torch.minimum(new.dt, self.truncated_growth * (tau_e - t0))
                     tau = tau_e
                     self._last = (float(tau), z)
-                    first_step = new.dt
                     break
                 if k == len(grid):
                     break
@@ -755,14 +868,15 @@ class FilippovDriver:
             )
 
     def _find_event(self, new, prev, band: Tensor, seg: _SegmentField, t_save):
-        """Switching event inside the accepted step [t0, t1]: None, ``("soft", z1)`` or ``(τ_e, forced)``.
+        """Switching event in the accepted step [t0, t1]: None, ``("soft", z_e, τ_e, forced)`` or ``(τ_e, forced)``.
 
         Candidates are sign changes of σ h between 9 samples of the dense output, plus dips below zero
         between two samples flagged by the cubic Hermite interpolant of (σh, σḣ) and confirmed on the dense
         output. Every crossing is located as a root on the dense output. When all crossings of the step are
-        transversal (``soft_crossings``, :meth:`_soft_step`), the step is kept and its end corrected in closed
-        form: ``("soft", z1)``. Otherwise the earliest event (crossing, confirmed dip or a sliding α leaving
-        [0, 1]) is returned: ``(τ_e, forced sides)``; the caller continues from the dense output there.
+        transversal (``soft_crossings``, :meth:`_soft_step`), the step (or its part up to τ_e) is kept and the
+        state corrected in closed form: ``("soft", z_e, τ_e)``. Otherwise the earliest event (crossing,
+        confirmed dip or a sliding α leaving [0, 1]) is returned: ``(τ_e, forced sides)``; the caller redoes
+        the step to there.
         ``t_save``: the next save time (a soft step must not save inside its corrected part).
         """
         sw = self.sw
@@ -812,6 +926,7 @@ class FilippovDriver:
         x_exit, forced = None, {}
         if sw.n_sliding:
             x_exit, forced = self._find_exit(new, prev, seg, x_cross)
+        self._exit_cache = None
         if x_cross is None and x_exit is None:
             return None
         if x_exit is not None and (x_cross is None or x_exit < x_cross):
@@ -870,7 +985,7 @@ class FilippovDriver:
             active = ~done & ((b - a) > 1e-13)
             if not bool(active.any()):
                 break
-            denom = fa - fb
+            denom = fb - fa  # regula falsi: the secant through (a, fa), (b, fb) crosses zero at b − fb(b − a)/(fb − fa)
             x = torch.where(denom != 0, b - fb * (b - a) / torch.where(denom != 0, denom, 1.0), 0.5 * (a + b))
             x = torch.where((x > a) & (x < b), x, 0.5 * (a + b))
             fx = g(x)
@@ -889,22 +1004,35 @@ class FilippovDriver:
         return torch.where(done, root, b)  # else g(b) < 0: the first point on the far side (to 1e-13)
 
     def _soft_step(self, new, prev, C: Tensor, cross: Tensor, xs: Tensor, sigf, bandf, seg, t_save):
-        """Keep an accepted step whose crossings are all transversal, correcting its end in closed form.
+        """Keep an accepted step (or its first part) whose crossings are transversal, correcting it in closed form.
 
-        Crossings are located exactly (roots on the dense output). The old-pattern step is exact up to the
-        first crossing; the pattern difference of the crossed points is integrated from each crossing to
-        the step end along the dense output (:meth:`_TwoLayerSwitching.crossing_correction`, no RHS
-        evaluation). The neglected coupling (the field's response to the moved state, second order) is
-        measured with the one evaluation the next segment needs anyway, f_new(z1): with
-        m = f_new(z1) − f_old(z1_old) − ΔF(z1_old), the neglected integral is ≈ ½(τ1 − τ_c)·m. The step is kept
-        when that is below ``soft_fraction`` of the step's error tolerance (RMS norm, as torchdiffeq's error
-        control); otherwise — and when a crossing is not transversal on both sides (a sliding or grazing
-        candidate), touches a sliding neuron or point, a save time lies inside the corrected part, or after
-        the correction some surface is on the wrong side — None: the caller handles the earliest crossing
-        exactly. The per-neuron balance B_j is restored to its step-end value along (θ_wj, −θ_aj) (every
-        fixed-pattern field conserves it; the correction's defect is second order).
+        Crossings are located exactly (roots on the dense output) and sorted by time. The old-pattern step is
+        exact up to the first crossing; the pattern difference of the crossed points is integrated from each
+        crossing on along the dense output (:meth:`_TwoLayerSwitching.crossing_correction`, no RHS
+        evaluation). A crossing that cannot be switched softly — not transversal on both sides (ḣ along the
+        piecewise field: a sliding or grazing candidate, or a cascade of crossings of one neuron that turns it
+        back), touching a sliding neuron or point, crossed twice in the step, or beyond the first 1,024 — ends
+        the kept part: the step is then **truncated** there, x_end = its crossing time, the state at x_end
+        computed by an RK step of the old pattern from the step start (one redo, as an exact restart), and the
+        crossings before it corrected softly; that crossing is then classified at the next segment start like
+        any event. With no such crossing the whole step is kept (x_end = 1, no redo).
 
-        Returns ``("soft", z1)`` (the new pattern set, f_new(z1) cached for the next segment) or None.
+        The neglected coupling (the field's response to the moved state, second order) is measured with the one
+        evaluation the next segment needs anyway, f_new(z_e): with m = f_new(z_e) − f_old(z_e,old) − ΔF(z_e,old),
+        the neglected integral ∫ J Δz dτ is ≈ L·m with L = |∫ Δz dτ| / |Δz(τ_e)| (both from the quadrature;
+        ½(τ_e − τ_c) for a single crossing at τ_c, at most τ_e − τ_c). The kept part must keep that below
+        ``soft_fraction`` of the step's error tolerance (RMS norm, as torchdiffeq's error control); when it
+        does not, the kept part is shortened once (to the crossings before the fraction of it where the
+        estimate, quadratic in length, would pass) and checked again. The per-neuron balance B_j is restored
+        to its uncorrected value along (θ_wj, −θ_aj) (every fixed-pattern field conserves it; the
+        correction's defect is second order).
+
+        A sliding α leaving [0, 1] inside the kept part ends it there (the exit's forced sides are returned for
+        the next classification, as for an exact exit event).
+
+        Returns ``("soft", z_e, τ_e, forced)`` (the new pattern set, f_new(z_e) cached for the next segment) or None:
+        the caller handles the earliest crossing exactly (``soft_fallbacks`` counts why: "at_start", "save",
+        "sliding_exit", "side", "error", or the reason of a first crossing that cannot be switched softly).
         """
         sw = self.sw
         pot = self.field.potential
@@ -914,58 +1042,120 @@ class FilippovDriver:
             why[reason] = why.get(reason, 0) + 1
             return None
 
-        cnt = cross.sum(0)
-        idxs = torch.nonzero(cnt).flatten()
-        if idxs.numel() > _MAX_SOFT:
-            return fail("many")
-        if bool((cnt[idxs] > 1).any()):
-            return fail("recross")
-        ii, jj = idxs // sw.m, idxs % sw.m
-        if sw.n_sliding and (bool(sw.sliding[:, jj].any()) or bool(sw.sliding[ii].any())):
-            return fail("sliding")
-        k = cross[:, idxs].to(torch.int8).argmax(0)
-        x = self._roots(C, idxs, xs[k], xs[k + 1], sigf, bandf)
-        if bool((x <= 0).any()):
-            return fail("at_start")
         t0, t1 = prev.t1, new.t1
         dt = t1 - t0
-        if t_save is not None and bool(t_save < t1) and bool(t_save > t0 + dt * x.min()):
-            return fail("save")
-        if sw.n_sliding and self._find_exit(new, prev, seg, None)[0] is not None:
-            return fail("sliding_exit")
+        cnt = cross.sum(0)
+        idxs = torch.nonzero(cnt).flatten()
+        k = cross[:, idxs].to(torch.int8).argmax(0)
+        x = self._roots(C, idxs, xs[k], xs[k + 1], sigf, bandf)
         order = torch.argsort(x)
-        x, ii, jj = x[order], ii[order], jj[order]
-        corr, dF1, hd_b, hd_a = sw.crossing_correction(C, t0, dt, x, ii, jj)
-        s_old = sw.sigma[ii, jj]
-        if not bool(((s_old * hd_b < 0) & (s_old * hd_a < -1e-2 * hd_b.abs())).all()):
-            return fail("not_transversal")
-        z1 = self._restore_balance(new.y1 + corr, new.y1, jj)
-        snap = (sw.mode.clone(), sw.alpha0.clone())
-        mode = sw.mode.clone()
-        mode[ii, jj] = ACTIVE + INACTIVE - mode[ii, jj]
-        sw.mode = mode
-        sw._refresh()
-        theta = pot.inverse_mirror_map(z1)
-        zero = _ZERO_FACTOR * sw.error_scale(theta, z1, self.rtol, self.atol)
-        if bool(((~sw.sliding) & (sw.sigma * sw.surfaces(theta) < -zero)).any()):
+        x, idxs = x[order], idxs[order]
+        if bool(x[0] <= 0):
+            return fail("at_start")
+        ii, jj = idxs // sw.m, idxs % sw.m
+        K = int(idxs.numel())
+        # the first crossing that cannot be switched softly (K: none)
+        bad = {"recross": cnt[idxs] > 1}
+        if sw.n_sliding:
+            bad["sliding"] = sw.sliding[:, jj].any(0) | sw.sliding[ii].any(1)
+        kb, reason = min(K, _MAX_SOFT), "many"
+        for r, flag in bad.items():
+            f = torch.nonzero(flag[:kb]).flatten()
+            if f.numel():
+                kb, reason = int(f[0]), r
+        if kb == 0:
+            return fail(reason)
+        x_end = 1.0 if kb == K else float(x[kb])
+        cc = sw.crossing_correction(C, t0, dt, x[:kb], ii[:kb], jj[:kb], x_end)
+        s_old = sw.sigma[ii[:kb], jj[:kb]]
+        hd_b, hd_a = cc.hdot_before, cc.hdot_after
+        ok = (s_old * hd_b < 0) & (s_old * hd_a < -1e-2 * hd_b.abs())
+        # the corrected crossing time must stay near the located one, inside the kept part
+        x_shift = x[:kb] + cc.dtau / dt
+        ok &= (cc.dtau.abs() <= 0.1 * dt) & (x_shift > 0) & (x_shift < x_end)
+        if not bool(ok.all()):
+            kb, reason = int(torch.nonzero(~ok).flatten()[0]), "not_transversal"
+            if kb == 0:
+                return fail(reason)
+            x_end = float(x[kb])
+            cc = sw.crossing_correction(C, t0, dt, x[:kb], ii[:kb], jj[:kb], x_end)
+        forced: dict = {}
+        if sw.n_sliding:
+            x_exit, f_exit = self._find_exit(new, prev, seg, None)  # cached: the caller's fallback reuses it
+            if x_exit is not None and x_exit < x_end:
+                # a sliding α leaves [0, 1] first: keep the crossings before it, end there with its forced sides
+                kb_exit = int((x[:kb] < x_exit).sum())
+                if kb_exit == 0:
+                    return fail("sliding_exit")
+                kb, reason, x_end, forced = kb_exit, "sliding_exit", float(x_exit), f_exit
+                cc = sw.crossing_correction(C, t0, dt, x[:kb], ii[:kb], jj[:kb], x_end)
+        for attempt in range(2):
+            # the corrected state must leave every other surface on its side: checked first on the dense output
+            # (no RHS evaluation), halving the kept crossings while it does not (a crowded step: the corrected
+            # trajectory crosses surfaces the old one does not)
+            while not self._sides_ok(_horner(C, x_end) + cc.dz, ii[:kb], jj[:kb]):
+                if kb == 1:
+                    return fail("side")
+                kb, reason, forced = kb // 2, "side", {}
+                x_end = float(x[kb])
+                cc = sw.crossing_correction(C, t0, dt, x[:kb], ii[:kb], jj[:kb], x_end)
+            t_e = t1 if x_end >= 1.0 else t0 + dt * x_end
+            if t_save is not None and bool(t_save < t_e) and bool(t_save > t0 + dt * x[0]):
+                return fail("save")
+            if x_end >= 1.0:
+                z_e, f_e = new.y1, new.f1
+            else:  # the state at x_end: an RK step of the old pattern (as an exact restart's redo)
+                func, tableau = self._rk
+                z_e, f_e = _runge_kutta_step(func, prev.y1, prev.f1, t0, t_e - t0, t_e, tableau)[:2]
+                self.n_redo += 1
+            z1 = self._restore_balance(z_e + cc.dz, z_e, jj[:kb])
+            if not self._sides_ok(z1, ii[:kb], jj[:kb]):
+                return fail("side")
+            snap = (sw.mode.clone(), sw.alpha0.clone())
+            mode = sw.mode.clone()
+            mode[ii[:kb], jj[:kb]] = ACTIVE + INACTIVE - mode[ii[:kb], jj[:kb]]
+            sw.mode = mode
+            sw._refresh()
+            theta = pot.inverse_mirror_map(z1)
+            self.field.nfe += 1
+            f1_new, _ = sw.velocity(t_e, theta)
+            tol = self.atol + self.rtol * torch.maximum(prev.y1.abs(), z_e.abs())
+            # neglected ∫ J Δz dτ ≈ L·m with L = |∫ Δz dτ| / |Δz(τ_e)| (= ½(τ_e − τ_c) for one crossing)
+            r1, r2, rm = (
+                float((v / tol).square().mean().sqrt()) for v in (cc.dz, cc.dz_moment, f1_new - f_e - cc.dF_end)
+            )
+            ratio = min(r2 / max(r1, 1e-300), float((x_end - x[0]) * dt)) * rm
+            if ratio <= self.soft_fraction:
+                break
             sw.mode, sw.alpha0 = snap
             sw._refresh()
-            return fail("side")
-        self.field.nfe += 1
-        f1_new, _ = sw.velocity(t1, theta)
-        tol = self.atol + self.rtol * torch.maximum(prev.y1.abs(), new.y1.abs())
-        err = 0.5 * float((1.0 - x[0]) * dt) * (f1_new - new.f1 - dF1).abs()
-        ratio = float((err / tol).square().mean().sqrt())
-        if not ratio <= self.soft_fraction:
-            sw.mode, sw.alpha0 = snap
-            sw._refresh()
-            return fail("error")
-        self.n_soft_crossings += int(idxs.numel())  # a subset of n_crossings
-        self.n_crossings += int(idxs.numel())
+            # shorten the kept part: the estimate grows like its length squared
+            x_ok = float(x[0]) + 0.7 * (x_end - float(x[0])) * (self.soft_fraction / ratio) ** 0.5
+            kb_new = int((x[:kb] < x_ok).sum())
+            if attempt == 1 or not 0 < kb_new < kb:
+                return fail("error")
+            kb, reason, x_end, forced = kb_new, "error", float(x[kb_new]), {}
+            cc = sw.crossing_correction(C, t0, dt, x[:kb], ii[:kb], jj[:kb], x_end)
+        if x_end < 1.0:
+            self.soft_truncations[reason] = self.soft_truncations.get(reason, 0) + 1
+        self.n_soft_crossings += kb  # a subset of n_crossings
+        self.max_soft_per_step = max(self.max_soft_per_step, kb)
+        self.n_crossings += kb
         self.n_soft_steps += 1
         if not sw.n_sliding:
-            seg.cache = (float(t1), z1, sw.mode.clone(), f1_new)
-        return "soft", z1
+            seg.cache = (float(t_e), z1, sw.mode.clone(), f1_new)
+        if forced:
+            self.n_exit_events += 1
+        return "soft", z1, t_e, forced
+
+    def _sides_ok(self, z: Tensor, ii: Tensor, jj: Tensor) -> bool:
+        """Whether every non-sliding surface is on its side at z (|h| band: 10 error scales) once (ii, jj) flip."""
+        sw = self.sw
+        theta = self.field.potential.inverse_mirror_map(z)
+        zero = _ZERO_FACTOR * sw.error_scale(theta, z, self.rtol, self.atol)
+        sigma = sw.sigma.clone()
+        sigma[ii, jj] = -sigma[ii, jj]
+        return not bool(((~sw.sliding) & (sigma * sw.surfaces(theta) < -zero)).any())
 
     def _restore_balance(self, z: Tensor, z_ref: Tensor, jj: Tensor) -> Tensor:
         """Move z along (θ_wj, −θ_aj) in dual coordinates so that B_j(z) = B_j(z_ref) for neurons ``jj``.
@@ -998,7 +1188,19 @@ class FilippovDriver:
         return z
 
     def _find_exit(self, new, prev, seg: _SegmentField, x_max):
-        """Earliest time in the step where a sliding α leaves [0, 1] (equivalent control on the dense output)."""
+        """Earliest time in the step where a sliding α leaves [0, 1] (equivalent control on the dense output).
+
+        A full search (``x_max`` None) is remembered for the same step: a later call for it returns that result
+        (an exit after ``x_max`` is then returned too; callers compare it with their crossing time).
+        """
+        cache = getattr(self, "_exit_cache", None)
+        if cache is not None and cache[0] is new:
+            return cache[1]
+        out = self._find_exit_search(new, prev, seg, x_max)
+        self._exit_cache = (new, out) if x_max is None else None
+        return out
+
+    def _find_exit_search(self, new, prev, seg: _SegmentField, x_max):
         sw = self.sw
         pot = self.field.potential
         t0, t1 = prev.t1, new.t1

@@ -252,3 +252,130 @@ def test_sliding_alpha_outside_box_at_step_start_does_not_crash():
     )
     assert tr.success, tr.message
     assert tr.diagnostics["balance_drift"].max() < 1e-5
+
+
+def _fixed_pattern_field(field, P, z, tau):
+    """Independent dz/dτ of a two-layer ReLU net with the activation pattern P `(n, m)` frozen (numpy-free torch)."""
+    theta = field.potential.inverse_mirror_map(z)
+    m, d = P.shape[1], field.X.shape[1]
+    W, a = theta[: m * d].reshape(m, d), theta[m * d :]
+    H = field.X @ W.T
+    f = (P * H) @ a
+    cy = field.loss_weights(tau, field.y * f) * field.y
+    zW = a[:, None] * ((P * cy[:, None]).T @ field.X)
+    za = ((P * H) * cy[:, None]).sum(0)
+    return torch.cat([zW.reshape(-1), za])
+
+
+@pytest.mark.parametrize("x_end", [1.0, 0.9])
+def test_soft_crossing_correction_matches_adaptive_quadrature(x_end):
+    """The closed-form soft-crossing correction (8-node interpolation on per-point pattern levels) against
+    scipy's adaptive quadrature of the piecewise pattern difference along the same dense output: Δz = ∫ ΔF dτ,
+    ∫ Δz dτ to 1e-8 relative (the interpolation error; the integrand changes by ~15% over the step) and ΔF at
+    the end to rounding. Point 0 crosses twice (two levels); every crossing is on its own neuron, so no
+    crossing-time shift applies (δτ = 0).
+    """
+    from scipy.integrate import quad_vec
+
+    from flowsim.flow import MirrorFlowField
+    from flowsim.kinks import _TwoLayerSwitching
+    from flowsim.losses import get_loss
+    from flowsim.potentials import HyperbolicEntropy
+
+    gen = torch.Generator().manual_seed(3)
+    n, d, m = 6, 3, 4
+    X = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    y = torch.tensor([1.0, -1.0, 1.0, 1.0, -1.0, -1.0], dtype=torch.float64)
+    model = TwoLayerReLU(d, m)
+    field = MirrorFlowField(model, HyperbolicEntropy(0.5), get_loss("exponential"), X, y)
+    sw = _TwoLayerSwitching(model, field)
+    sw.mode = (torch.rand(n, m, generator=gen) > 0.5).long()  # ACTIVE = 1, INACTIVE = 0
+    sw._refresh()
+    p = model.num_params
+    coeff = torch.cat([torch.randn(1, p, generator=gen), 0.02 * torch.randn(4, p, generator=gen)]).double()
+    t0, dt = torch.tensor(0.3, dtype=torch.float64), torch.tensor(0.2, dtype=torch.float64)
+    xc = torch.tensor([0.1, 0.25, 0.4, 0.55], dtype=torch.float64)
+    ii, jj = torch.tensor([0, 2, 0, 3]), torch.tensor([1, 3, 0, 2])
+    cc = sw.crossing_correction(coeff, t0, dt, xc, ii, jj, x_end)
+    assert torch.equal(cc.dtau, torch.zeros_like(cc.dtau))
+
+    P_old = sw.P.clone()
+
+    def pattern(s):
+        P = P_old.clone()
+        for k in range(len(xc)):
+            if s >= float(xc[k]):
+                P[ii[k], jj[k]] = 1.0 - P[ii[k], jj[k]]
+        return P
+
+    def dF(s):
+        z = sum(coeff[q] * s**q for q in range(coeff.shape[0]))
+        tau = t0 + s * dt
+        return (_fixed_pattern_field(field, pattern(s), z, tau) - _fixed_pattern_field(field, P_old, z, tau)).numpy()
+
+    pts = [float(v) for v in xc]
+    ref = quad_vec(dF, 0.0, x_end, points=pts, epsabs=1e-14, epsrel=1e-12)[0] * float(dt)
+    ref2 = quad_vec(lambda s: (x_end - s) * dF(s), 0.0, x_end, points=pts, epsabs=1e-14, epsrel=1e-12)[0]
+    ref2 *= float(dt) ** 2
+    assert np.abs(cc.dz.numpy() - ref).max() <= 1e-8 * np.abs(ref).max()
+    assert np.abs(cc.dz_moment.numpy() - ref2).max() <= 1e-8 * np.abs(ref2).max()
+    assert np.allclose(cc.dF_end.numpy(), dF(x_end), rtol=1e-12, atol=1e-14)
+
+
+def test_event_roots_converge_superlinearly():
+    """Batched Illinois regula falsi: roots of smooth functions to 1e-13 in at most 12 evaluations (bisection
+    from the 1/8-step brackets would need 40)."""
+    import types
+
+    calls = []
+
+    def surfaces_at(C, x, idx):
+        calls.append(1)
+        return torch.stack([torch.cos(3 * x[0]) - 0.5 * x[0], x[1] ** 3 + x[1] - 0.3, 0.2 - x[2] ** 2])[idx]
+
+    fake = types.SimpleNamespace(sw=types.SimpleNamespace(surfaces_at=surfaces_at))
+    idx = torch.arange(3)
+    a = torch.tensor([0.375, 0.25, 0.375], dtype=torch.float64)
+    b = torch.tensor([0.5, 0.375, 0.5], dtype=torch.float64)
+    sig = torch.tensor([1.0, -1.0, 1.0], dtype=torch.float64)  # g = σh + band falls from ≥ 0 to < 0
+    C = torch.zeros(1, dtype=torch.float64)  # the dense output: only its dtype is used by the fake surfaces
+    root = FilippovDriver._roots(fake, C, idx, a, b, sig, torch.zeros(3, dtype=torch.float64))
+    from scipy.optimize import brentq
+
+    expect = [
+        brentq(lambda x: math.cos(3 * x) - 0.5 * x, 0.375, 0.5, xtol=1e-15),
+        brentq(lambda x: x**3 + x - 0.3, 0.25, 0.375, xtol=1e-15),
+        math.sqrt(0.2),
+    ]
+    assert np.abs(root.numpy() - np.array(expect)).max() <= 1e-13
+    assert len(calls) <= 12
+
+
+@pytest.fixture(scope="module")
+def crowded_digits():
+    """Digits 0 vs 1 (120 points, non-negative pixels): hundreds of surfaces cross within the first steps."""
+    from flowsim.data import load_dataset, make_dataset
+
+    full = load_dataset("digits", a=0, b=1)
+    return make_dataset(full.X[:120], full.y[:120], name="digits_sub"), TwoLayerReLU(64, 8)
+
+
+@pytest.mark.parametrize("potential", ["euclidean", {"name": "hyperbolic_entropy", "beta": 0.05}])
+def test_crowded_soft_steps_match_exact_reference(crowded_digits, potential):
+    """Crowded crossings (digits, ≈280-430 crossings before log t = 0.01, up to 15 kept per step): soft steps
+    (kept whole or truncated) at rtol 1e-5 agree with exact restarts at rtol 1e-9 to 5·rtol relative
+    (measured 0.9·rtol for gradient flow, 2.2·rtol for hyperbolic entropy; exact restarts at rtol 1e-5:
+    1.0·rtol and 0.7·rtol), with fewer RHS evaluations than exact restarts at rtol 1e-5 (measured ≈ half)."""
+    ds, model = crowded_digits
+    kw = dict(log_t_end=0.01, n_save=3, init_scale=0.5, seed=0)
+    ref = simulate(model, ds, potential, rtol=1e-9, atol=1e-12, solver_options={"soft_crossings": False}, **kw)
+    exact = simulate(model, ds, potential, rtol=1e-5, atol=1e-8, solver_options={"soft_crossings": False}, **kw)
+    soft = simulate(model, ds, potential, rtol=1e-5, atol=1e-8, **kw)
+    scale = np.abs(ref.theta[-1]).max()
+    err_soft = np.abs(soft.theta[-1] - ref.theta[-1]).max() / scale
+    err_exact = np.abs(exact.theta[-1] - ref.theta[-1]).max() / scale
+    assert abs(soft.stats["n_crossings"] - ref.stats["n_crossings"]) <= 2 and ref.stats["n_crossings"] > 250
+    assert soft.stats["n_soft_crossings"] > 0.5 * soft.stats["n_crossings"]
+    assert sum(soft.stats["soft_truncations"].values()) > 0
+    assert err_soft <= 5e-5, (err_soft, err_exact)
+    assert soft.stats["nfe"] < exact.stats["nfe"]
