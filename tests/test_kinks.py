@@ -379,3 +379,46 @@ def test_crowded_soft_steps_match_exact_reference(crowded_digits, potential):
     assert sum(soft.stats["soft_truncations"].values()) > 0
     assert err_soft <= 5e-5, (err_soft, err_exact)
     assert soft.stats["nfe"] < exact.stats["nfe"]
+
+
+def test_soft_steps_never_save_uncorrected_states_without_exact_saves():
+    """With ``exact_saves=False`` several save times can lie inside one step; a soft step must not leave a save
+    after its first crossing on the uncorrected dense output. All saves agree with an exact-restart reference
+    at rtol 1e-10 to 20·rtol (regression: saves after the first pending one were not checked)."""
+    from flowsim.data import load_dataset
+
+    data = load_dataset("iris")
+    kw = dict(log_t_end=3.0, log_t_start=-3.0, n_save=400, init_scale=0.5, seed=0)
+    model = TwoLayerReLU(data.d, 8)
+    ref = simulate(model, data, "euclidean", rtol=1e-10, atol=1e-13, solver_options={"soft_crossings": False}, **kw)
+    tr = simulate(model, data, "euclidean", rtol=1e-6, atol=1e-9, solver_options={"exact_saves": False}, **kw)
+    assert tr.stats["n_soft_crossings"] > 0
+    err = np.abs(tr.theta - ref.theta).max(1) / np.abs(ref.theta).max(1)
+    assert err.max() <= 2e-5
+
+
+def test_stuck_activation_state_fails_fast_with_partial_trajectory():
+    """A degenerate sliding entry/exit cycle that makes no progress (digits, hyperbolic entropy, rtol 1e-3) must
+    end the run after 200 consecutive zero-length segments with a clear message and the partial trajectory,
+    not loop for hours (regression: the guard compared a cumulative count against a bound it could never
+    reach)."""
+    from flowsim.data import load_dataset
+
+    data = load_dataset("digits", a=0, b=1)
+    tr = simulate(
+        TwoLayerReLU(64, 8),
+        data,
+        {"name": "hyperbolic_entropy", "beta": 0.05},
+        rtol=1e-3,
+        atol=1e-6,
+        log_t_end=3.0,
+        n_save=20,
+        init_scale=0.5,
+        seed=0,
+    )
+    if tr.status.value != "success":  # the cycle occurs: it must be reported, not spun on
+        assert tr.status.value == "failed"
+        assert "consecutive zero-length segments" in tr.message
+        assert tr.stats["n_segments"] < 1000 and len(tr.log_t) >= 2
+    else:  # (once the cycle itself is resolved) the run reaches its horizon
+        assert tr.log_t[-1] == pytest.approx(3.0)
