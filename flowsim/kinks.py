@@ -147,13 +147,18 @@ class FilippovInvariantError(RuntimeError):
     """A switching surface ended a segment on the side opposite to its activation state (a missed event)."""
 
 
+def _powers(x: Tensor, P: int) -> tuple[Tensor, Tensor]:
+    """x^p and d(x^p)/dx for p = 0..P−1 at points ``x`` `(K,)` → `(K, P)` each."""
+    pw = x.unsqueeze(1) ** torch.arange(P, dtype=x.dtype, device=x.device)
+    dpw = torch.zeros_like(pw)
+    dpw[:, 1:] = pw[:, :-1] * torch.arange(1, P, dtype=x.dtype, device=x.device)
+    return pw, dpw
+
+
 def _poly_eval(coeff: list[Tensor], x: Tensor) -> tuple[Tensor, Tensor]:
     """Dense-output polynomial Σ_p c_p x^p and its x-derivative at points ``x`` `(K,)` → `(K, p)` each."""
     C = torch.stack(coeff)  # (P, dim)
-    P = C.shape[0]
-    pw = x.unsqueeze(1) ** torch.arange(P, dtype=x.dtype, device=x.device)  # (K, P)
-    dpw = torch.zeros_like(pw)
-    dpw[:, 1:] = pw[:, :-1] * torch.arange(1, P, dtype=x.dtype, device=x.device)
+    pw, dpw = _powers(x, C.shape[0])
     return pw @ C, dpw @ C
 
 
@@ -406,7 +411,7 @@ class _TwoLayerSwitching:
         """
         K = xc.shape[0]
         dtype, dev = coeff.dtype, coeff.device
-        gx, _ = _gl_nodes(dtype, dev)  # (N,) nodes in (0, 1)
+        gx = _gl_nodes(dtype, dev)  # (N,) nodes in (0, 1)
         N = gx.shape[0]
         nodes = x_end * torch.cat([gx, torch.ones(1, dtype=dtype, device=dev)])  # + the end
         Z, _ = _poly_eval(list(coeff), nodes)
@@ -454,9 +459,7 @@ class _TwoLayerSwitching:
         P = coeff.shape[0]
         Cw = coeff[:, : self.md].reshape(P, self.m, self.d)[:, jj]  # (P, K, d)
         Ca = coeff[:, self.md :][:, jj]  # (P, K)
-        pw = xc.unsqueeze(1) ** torch.arange(P, dtype=dtype, device=dev)  # (K, P)
-        dpw = torch.zeros_like(pw)
-        dpw[:, 1:] = pw[:, :-1] * torch.arange(1, P, dtype=dtype, device=dev)
+        pw, dpw = _powers(xc, P)  # (K, P)
         zw = torch.einsum("kp,pkd->kd", pw, Cw)
         dzw = torch.einsum("kp,pkd->kd", dpw, Cw) / dt
         thw = self.pot.inverse_mirror_map(zw)
@@ -490,19 +493,18 @@ _GL_N = 8  # Gauss–Legendre nodes per step for the soft-crossing correction in
 _GL_CACHE: dict = {}
 
 
-def _gl_nodes(dtype, device) -> tuple[Tensor, Tensor]:
-    """Gauss–Legendre nodes and weights on [0, 1] (`(N,)` each) and, cached, the inverse Vandermonde matrix."""
+def _gl_nodes(dtype, device) -> Tensor:
+    """Gauss–Legendre nodes on [0, 1], `(N,)` (cached with the inverse Vandermonde matrix of their interpolant)."""
     key = (dtype, str(device))
     if key not in _GL_CACHE:
-        u, w = np.polynomial.legendre.leggauss(_GL_N)
+        u, _ = np.polynomial.legendre.leggauss(_GL_N)
         vinv = np.linalg.inv(np.vander(u, _GL_N, increasing=True))  # L_q(u) = Σ_p vinv[p, q] u^p
-        _GL_CACHE[key] = tuple(torch.as_tensor(v, dtype=dtype, device=device) for v in (0.5 * (u + 1), 0.5 * w, vinv))
-    gx, gw, _ = _GL_CACHE[key]
-    return gx, gw
+        _GL_CACHE[key] = tuple(torch.as_tensor(v, dtype=dtype, device=device) for v in (0.5 * (u + 1), vinv))
+    return _GL_CACHE[key][0]
 
 
 def _gl_vinv(gx: Tensor) -> Tensor:
-    return _GL_CACHE[(gx.dtype, str(gx.device))][2]
+    return _GL_CACHE[(gx.dtype, str(gx.device))][1]
 
 
 def _gl_interval_weights(gx: Tensor, lo: Tensor, hi: Tensor, moment: bool = False) -> Tensor:
@@ -615,8 +617,10 @@ class FilippovDriver:
         options: extra torchdiffeq options (``first_step`` is used for the first segment only), plus the
             driver's own: ``soft_crossings`` (bool, default True: transversal crossings corrected inside a
             kept step), ``soft_fraction`` (default 0.05: the coupling error allowed, as a fraction of the
-            step's error tolerance), ``event_state`` ("redo" (default): an RK step to the event time;
-            "interpolate": the dense output there, cheaper and less accurate), ``exact_saves`` (default True).
+            step's error tolerance), ``truncated_growth`` (default 2: after a truncated soft step the next
+            segment's first step is at most this × the kept length), ``event_state`` ("redo" (default): an RK
+            step to the event time; "interpolate": the dense output there, cheaper and less accurate),
+            ``exact_saves`` (default True).
 
     Raises:
         InvalidParameterError: for a model this driver cannot handle, or an unknown ``event_state``.
@@ -657,6 +661,8 @@ class FilippovDriver:
         self.soft_fallbacks: dict = {}
         self.soft_truncations: dict = {}
         self.truncated_growth = float(self.options.pop("truncated_growth", 2.0))
+        self._exit_cache: tuple | None = None  # (step, result) of the last full sliding-exit search
+        self._rk: tuple | None = None  # (segment field, RK tableau) for redo steps
         # state at an event: "interpolate" (the accepted step's dense output) or "redo" (an RK step to it)
         self.event_state = str(self.options.pop("event_state", "redo"))
         if self.event_state not in ("interpolate", "redo"):
@@ -1042,7 +1048,6 @@ class FilippovDriver:
         "sliding_exit", "side", "error", or the reason of a first crossing that cannot be switched softly).
         """
         sw = self.sw
-        pot = self.field.potential
         why = self.soft_fallbacks
 
         def fail(reason: str):
@@ -1100,7 +1105,7 @@ class FilippovDriver:
             # the corrected state must leave every other surface on its side: checked first on the dense output
             # (no RHS evaluation), halving the kept crossings while it does not (a crowded step: the corrected
             # trajectory crosses surfaces the old one does not)
-            while not self._sides_ok(_horner(C, x_end) + cc.dz, ii[:kb], jj[:kb]):
+            while self._sides_ok(_horner(C, x_end) + cc.dz, ii[:kb], jj[:kb]) is None:
                 if kb == 1:
                     return fail("side")
                 kb, reason, forced = kb // 2, "side", {}
@@ -1116,14 +1121,14 @@ class FilippovDriver:
                 z_e, f_e = _runge_kutta_step(func, prev.y1, prev.f1, t0, t_e - t0, t_e, tableau)[:2]
                 self.n_redo += 1
             z1 = self._restore_balance(z_e + cc.dz, z_e, jj[:kb])
-            if not self._sides_ok(z1, ii[:kb], jj[:kb]):
+            theta = self._sides_ok(z1, ii[:kb], jj[:kb])
+            if theta is None:
                 return fail("side")
             snap = (sw.mode.clone(), sw.alpha0.clone())
             mode = sw.mode.clone()
             mode[ii[:kb], jj[:kb]] = ACTIVE + INACTIVE - mode[ii[:kb], jj[:kb]]
             sw.mode = mode
             sw._refresh()
-            theta = pot.inverse_mirror_map(z1)
             self.field.nfe += 1
             f1_new, _ = sw.velocity(t_e, theta)
             tol = self.atol + self.rtol * torch.maximum(prev.y1.abs(), z_e.abs())
@@ -1155,14 +1160,15 @@ class FilippovDriver:
             self.n_exit_events += 1
         return "soft", z1, t_e, forced
 
-    def _sides_ok(self, z: Tensor, ii: Tensor, jj: Tensor) -> bool:
-        """Whether every non-sliding surface is on its side at z (|h| band: 10 error scales) once (ii, jj) flip."""
+    def _sides_ok(self, z: Tensor, ii: Tensor, jj: Tensor) -> Tensor | None:
+        """θ(z) if every non-sliding surface is on its side at z (|h| band: 10 error scales) once (ii, jj) flip,
+        else None."""
         sw = self.sw
         theta = self.field.potential.inverse_mirror_map(z)
         zero = _ZERO_FACTOR * sw.error_scale(theta, z, self.rtol, self.atol)
         sigma = sw.sigma.clone()
         sigma[ii, jj] = -sigma[ii, jj]
-        return not bool(((~sw.sliding) & (sigma * sw.surfaces(theta) < -zero)).any())
+        return None if bool(((~sw.sliding) & (sigma * sw.surfaces(theta) < -zero)).any()) else theta
 
     def _restore_balance(self, z: Tensor, z_ref: Tensor, jj: Tensor) -> Tensor:
         """Move z along (θ_wj, −θ_aj) in dual coordinates so that B_j(z) = B_j(z_ref) for neurons ``jj``.
@@ -1200,7 +1206,7 @@ class FilippovDriver:
         A full search (``x_max`` None) is remembered for the same step: a later call for it returns that result
         (an exit after ``x_max`` is then returned too; callers compare it with their crossing time).
         """
-        cache = getattr(self, "_exit_cache", None)
+        cache = self._exit_cache
         if cache is not None and cache[0] is new:
             return cache[1]
         out = self._find_exit_search(new, prev, seg, x_max)
