@@ -360,24 +360,38 @@ def crowded_digits():
     return make_dataset(full.X[:120], full.y[:120], name="digits_sub"), TwoLayerReLU(64, 8)
 
 
-@pytest.mark.parametrize("potential", ["euclidean", {"name": "hyperbolic_entropy", "beta": 0.05}])
-def test_crowded_soft_steps_match_exact_reference(crowded_digits, potential):
-    """Crowded crossings (digits, ≈280-430 crossings before log t = 0.01, up to 15 kept per step): soft steps
-    (kept whole or truncated) at rtol 1e-5 agree with exact restarts at rtol 1e-9 to 5·rtol relative
-    (measured 0.9·rtol for gradient flow, 2.2·rtol for hyperbolic entropy; exact restarts at rtol 1e-5:
-    1.0·rtol and 0.7·rtol), with fewer RHS evaluations than exact restarts at rtol 1e-5 (measured ≈ half)."""
+_CROWDED_KW = dict(log_t_end=0.01, n_save=3, init_scale=0.5, seed=0)
+
+
+@pytest.fixture(scope="module", params=["euclidean", {"name": "hyperbolic_entropy", "beta": 0.05}], ids=["gf", "he"])
+def crowded_reference(request, crowded_digits):
+    """Exact restarts at every crossing, rtol 1e-10, on the crowded digits problem (the reference)."""
     ds, model = crowded_digits
-    kw = dict(log_t_end=0.01, n_save=3, init_scale=0.5, seed=0)
-    ref = simulate(model, ds, potential, rtol=1e-9, atol=1e-12, solver_options={"soft_crossings": False}, **kw)
-    exact = simulate(model, ds, potential, rtol=1e-5, atol=1e-8, solver_options={"soft_crossings": False}, **kw)
-    soft = simulate(model, ds, potential, rtol=1e-5, atol=1e-8, **kw)
+    ref = simulate(
+        model, ds, request.param, rtol=1e-10, atol=1e-13, solver_options={"soft_crossings": False}, **_CROWDED_KW
+    )
+    return request.param, ref
+
+
+@pytest.mark.parametrize("rtol", [1e-5, 1e-7])
+def test_crowded_soft_steps_match_exact_reference(crowded_digits, crowded_reference, rtol):
+    """Crowded crossings (digits, ≈280-430 crossings before log t = 0.01, up to 15 kept per step): soft steps
+    (kept whole or truncated, with the second-order coupling correction) agree with exact restarts at rtol 1e-10
+    to 5·rtol relative at rtol 1e-5 and 1e-7 — the error follows the tolerance, it does not grow like √rtol
+    (measured 0.4·rtol and 0.6·rtol for gradient flow, 0.6·rtol and 1.0·rtol for hyperbolic entropy; exact
+    restarts 0.1-1.1·rtol), with fewer RHS evaluations than exact restarts at the same rtol (measured 40-85%)."""
+    ds, model = crowded_digits
+    potential, ref = crowded_reference
+    kw = dict(rtol=rtol, atol=rtol * 1e-3, **_CROWDED_KW)
+    exact = simulate(model, ds, potential, solver_options={"soft_crossings": False}, **kw)
+    soft = simulate(model, ds, potential, **kw)
     scale = np.abs(ref.theta[-1]).max()
     err_soft = np.abs(soft.theta[-1] - ref.theta[-1]).max() / scale
     err_exact = np.abs(exact.theta[-1] - ref.theta[-1]).max() / scale
     assert abs(soft.stats["n_crossings"] - ref.stats["n_crossings"]) <= 2 and ref.stats["n_crossings"] > 250
-    assert soft.stats["n_soft_crossings"] > 0.5 * soft.stats["n_crossings"]
+    assert soft.stats["n_soft_crossings"] > 0.4 * soft.stats["n_crossings"]  # measured 0.49-0.78
     assert sum(soft.stats["soft_truncations"].values()) > 0
-    assert err_soft <= 5e-5, (err_soft, err_exact)
+    assert err_soft <= 5 * rtol, (err_soft, err_exact)
     assert soft.stats["nfe"] < exact.stats["nfe"]
 
 
@@ -397,11 +411,12 @@ def test_soft_steps_never_save_uncorrected_states_without_exact_saves():
     assert err.max() <= 2e-5
 
 
-def test_stuck_activation_state_fails_fast_with_partial_trajectory():
-    """A degenerate sliding entry/exit cycle that makes no progress (digits, hyperbolic entropy, rtol 1e-3) must
-    end the run after 200 consecutive zero-length segments with a clear message and the partial trajectory,
-    not loop for hours (regression: the guard compared a cumulative count against a bound it could never
-    reach)."""
+def test_sliding_entry_exit_cycle_resolved_at_loose_tolerance():
+    """Digits, hyperbolic entropy, rtol 1e-3: a neuron's sliding surface sat 10 error scales off the surface at
+    its entry, the Baumgarte term λ h_S then pushed the equivalent-control α outside [0, 1] at once (−0.13
+    where the box-LCP gave 0.43), the exit forced a side, the next classification slid again: 200 zero-length
+    segments (regression). The Baumgarte factor is now capped at the segment start (α moves at most half way
+    to a bound): the run reaches its horizon with almost no zero-length segments."""
     from flowsim.data import load_dataset
 
     data = load_dataset("digits", a=0, b=1)
@@ -416,9 +431,30 @@ def test_stuck_activation_state_fails_fast_with_partial_trajectory():
         init_scale=0.5,
         seed=0,
     )
-    if tr.status.value != "success":  # the cycle occurs: it must be reported, not spun on
-        assert tr.status.value == "failed"
-        assert "consecutive zero-length segments" in tr.message
-        assert tr.stats["n_segments"] < 1000 and len(tr.log_t) >= 2
-    else:  # (once the cycle itself is resolved) the run reaches its horizon
-        assert tr.log_t[-1] == pytest.approx(3.0)
+    assert tr.status.value == "success", tr.message
+    assert tr.log_t[-1] == pytest.approx(3.0)
+    assert tr.stats["n_sliding_entries"] > 10  # the sliding modes happen (measured 102)
+    assert tr.stats["n_null_segments"] <= 10  # measured 2
+    assert tr.diagnostics["balance_drift"].max() <= 1e-3  # measured 9.4e-5 at rtol 1e-3
+
+
+def test_stuck_activation_state_fails_fast_with_partial_trajectory(monkeypatch):
+    """An activation state that never settles (every segment ends where it starts: here an event at the segment
+    start forced on every step) must end the run after 200 consecutive zero-length segments with a clear
+    message and the partial trajectory, not loop for hours (regression: the guard compared a cumulative count
+    against a bound it could never reach)."""
+    from flowsim.data import load_dataset
+
+    calls = {"n": 0}
+    find_event = FilippovDriver._find_event
+
+    def stuck(self, new, prev, band, seg, saves):
+        calls["n"] += 1
+        return find_event(self, new, prev, band, seg, saves) if calls["n"] < 20 else (prev.t1, {})
+
+    monkeypatch.setattr(FilippovDriver, "_find_event", stuck)
+    data = load_dataset("iris")
+    tr = simulate(TwoLayerReLU(data.d, 8), data, "euclidean", log_t_end=3.0, n_save=20, init_scale=0.5, seed=0)
+    assert tr.status.value == "failed"
+    assert "201 consecutive zero-length segments" in tr.message
+    assert tr.stats["n_segments"] < 300 and len(tr.log_t) >= 2
