@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from .losses import AbstractLoss
-from .models import AbstractModel, AbstractPiecewiseLinearTwoLayer, AbstractTwoLayer
+from .models import AbstractModel, AbstractPiecewiseLinearTwoLayer, AbstractTwoLayer, DeepReLU
 from .potentials import AbstractPotential
 from .timegrid import log_t_from_s
 
@@ -90,9 +90,9 @@ def compute_diagnostics(
         (log(t·L)), ``q_min``, ``l2_norm``, ``normalized_margin``, ``horizon_norm`` (Q∞^{1/α}),
         ``q_margin``, ``smoothed_margin``, ``smoothed_q_margin``, ``norm_<layer>`` per named tensor, and for
         models with hidden neurons ``balance`` `(k, m)`, ``balance_drift``, ``balance_drift_abs``; for
-        two-layer models ``neuron_mass`` `(k, m)` and ``active_neurons``; for two-layer (leaky-)ReLU models
-        the activation pattern ``active_pairs``, ``zero_pairs`` (pairs on a switching surface: sliding) and
-        ``zero_neurons`` (:func:`flowsim.kinks.activation_summary`).
+        two-layer models ``neuron_mass`` `(k, m)` and ``active_neurons``; for two-layer (leaky-)ReLU and deep
+        ReLU models the activation pattern ``active_pairs``, ``zero_pairs`` (pairs on a switching surface:
+        sliding) and ``zero_neurons`` (:func:`flowsim.kinks.activation_summary`).
     """
     theta = theta.to(dtype=torch.float64)
     L = float(model.degree)
@@ -139,7 +139,7 @@ def compute_diagnostics(
         mmax = mass.max(dim=1, keepdim=True).values
         out["neuron_mass"] = mass.cpu().numpy()
         out["active_neurons"] = (mass >= active_threshold * mmax).sum(dim=1).cpu().numpy()
-    if isinstance(model, AbstractPiecewiseLinearTwoLayer):
+    if isinstance(model, (AbstractPiecewiseLinearTwoLayer, DeepReLU)):
         from .kinks import activation_summary  # activation pattern: active pairs, pairs on a surface
 
         out.update(activation_summary(model, theta, X))

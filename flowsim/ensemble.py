@@ -466,8 +466,8 @@ def resolve_kinks(model: AbstractModel, kinks: str) -> str:
     """The kink handling an ensemble of ``model`` gets: "naive" (batched) or "filippov" (member by member).
 
     Same rule as :func:`flowsim.simulate`: "auto" is "filippov" for models with kinks that
-    :func:`flowsim.kinks.supports` (two-layer ReLU / leaky ReLU) and "naive" otherwise (smooth models, deep
-    ReLU nets).
+    :func:`flowsim.kinks.auto_filippov` (two-layer ReLU / leaky ReLU) and "naive" otherwise (smooth models, deep
+    ReLU nets; "filippov" may be asked for them).
 
     Raises:
         InvalidParameterError: an unknown mode, or "filippov" for a smooth or unsupported model.
@@ -480,7 +480,7 @@ def resolve_kinks(model: AbstractModel, kinks: str) -> str:
     if kinks not in KINKS_MODES:
         raise InvalidParameterError(f"kinks must be one of {KINKS_MODES}, got {kinks!r}")
     if kinks == "auto":
-        return "filippov" if model.has_kinks and _filippov_available(model) else "naive"
+        return "filippov" if model.has_kinks and _filippov_available(model, auto=True) else "naive"
     if kinks == "filippov":
         if not model.has_kinks:
             raise InvalidParameterError(
@@ -488,8 +488,8 @@ def resolve_kinks(model: AbstractModel, kinks: str) -> str:
             )
         if not _filippov_available(model):
             raise InvalidParameterError(
-                f"kinks='filippov' supports two-layer ReLU/leaky-ReLU models; {type(model).__name__} is not "
-                "supported yet: use kinks='naive'"
+                f"kinks='filippov' supports two-layer ReLU/leaky-ReLU models and deep ReLU models; "
+                f"{type(model).__name__} is not supported: use kinks='naive'"
             )
     return kinks
 

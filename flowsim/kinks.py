@@ -27,13 +27,13 @@ through them makes an adaptive Runge–Kutta solver chatter (tiny steps, first-o
      that crossing is classified at the next segment start. The corrected state must leave every other
      surface on its side (else fewer crossings are kept). The coupling (the field's response to the moved
      state, second order) is measured with the evaluation the next segment needs anyway and added (J·∫Δz dτ
-     along Δz, one more evaluation at the corrected state); what it misses (the part of ∫Δz dτ not along Δz)
-     must stay below ``soft_fraction`` (0.1) and the added term below ``soft_cap`` (2) of the step's error
-     tolerance (else the kept part is shortened once, then an exact restart). Measured on digits 0 vs 1
-     from rtol 1e-5 to 1e-7: the global error stays at 0.4-3× rtol, as exact restarts (0.1-3×), for 35-85%
-     of their RHS evaluations (fewest where crossings crowd); without the coupling term, a 0.05 limit on the
-     neglected coupling was needed for the same accuracy, at 1.5-2× the evaluations (0.25 let the error grow
-     to 5-15× rtol). Balance is
+     along Δz, one more evaluation at the corrected state; the part of ∫Δz dτ not along Δz by one more
+     difference of the field where it exceeds ``soft_fraction`` (0.1) of the step's error tolerance); the
+     added term must stay below ``soft_cap`` (1) of the tolerance (else the kept part is shortened once, then
+     an exact restart). Measured on digits 0 vs 1 from rtol 1e-5 to 1e-8: the global error stays at 0.3-5×
+     rtol, as exact restarts (0.1-3×), for 35-90% of their RHS evaluations (fewest where crossings crowd);
+     without the coupling term, a 0.05 limit on the neglected coupling was needed for that accuracy, at up to
+     2× the evaluations (0.25 let the error grow to 5-15× rtol). Balance is
      restored for every neuron (second-order defect) and the coupling term keeps it to first order. Crowded
      steps are the point: the main job's digits
      runs have steps with hundreds of crossings. ``solver_options={"soft_crossings": False}`` restarts at
@@ -58,9 +58,21 @@ through them makes an adaptive Runge–Kutta solver chatter (tiny steps, first-o
    per-neuron balance B_j = Σ_k Q(w_jk) − Q(a_j) exactly (d/dτ B_j = a_j Σ_i c_i y_i g_ij h_ij −
    a_j Σ_i c_i y_i g_ij h_ij = 0), so the balance drift measures the integration error alone. The segment
    ends when some α_k leaves [0, 1] (located like a crossing, on the dense output).
-5. **Deep ReLU nets** (:class:`~flowsim.models.DeepReLU`) are not handled yet: sliding there is a
-   nonlinear complementarity problem (the α's of different layers multiply). :func:`supports` says no, and
-   ``kinks="auto"`` integrates them naively; ``kinks="filippov"`` raises for them.
+5. **Deep ReLU nets** (:class:`~flowsim.models.DeepReLU`): the surfaces are the hidden pre-activations
+   h⁽ˡ⁾_ij of every layer; within a segment the pattern of every layer is fixed (closed-form backpropagation
+   through it). Crossings are located and stepped to exactly (no soft crossings). Sliding: on h_k = 0 the
+   unit's output α h_k vanishes whatever α, so f_i and c_i do not depend on α and ∇f_i is affine in α with
+   slope u_k ∇h_k (u_k = ∂f_i/∂a_k); the Filippov field is v₀ + Σ_k r_k α_k ∇h_k, r_k = c_i y_i u_k — the
+   two-layer structure with rows ∇h_k, one box-LCP for all sliding surfaces (they couple through shared
+   layers) — **as long as no point slides in two layers at once**. A point's surfaces at zero outside its
+   sliding layer may only cross or keep their side (decided by their one-sided ḣ). Where a point would slide
+   in two layers at once its field is multilinear in those α's (a nonlinear complementarity problem; the
+   Filippov set on such an intersection does not even give a unique velocity): not handled, the run stops
+   with :class:`FilippovInvariantError` and its partial trajectory. That happens often (5 of 6 small
+   configurations before log t = 1), so ``kinks="auto"`` keeps deep nets naive (:func:`auto_filippov`) and
+   ``kinks="filippov"`` asks for this explicitly. Measured: DeepReLU(4, [6, 5]) on student–teacher data
+   (n = 20), gradient flow to log t = 2 at rtol 1e-6: 1,492 RHS evaluations, 1.0 s (69 crossings, 13 sliding
+   entries), 1.9e-6 from the rtol 1e-8 run; naive dopri5 1.5 million evaluations, 538 s, 1.4e-4 off.
 
 Time: the integration variable τ is log-time s = log(1 + t) by default (``time="log"``), plain t otherwise;
 all times in :meth:`FilippovDriver.stats` are in τ.
@@ -91,7 +103,7 @@ from torchdiffeq._impl.rk_common import _runge_kutta_step
 
 from .errors import InvalidParameterError
 from .integrate import MaxStepsReached, NonFiniteField, finite_rms_norm
-from .models import AbstractModel, AbstractPiecewiseLinearTwoLayer
+from .models import AbstractModel, AbstractPiecewiseLinearTwoLayer, DeepReLU
 
 __all__ = [
     "FilippovDriver",
@@ -101,6 +113,7 @@ __all__ = [
     "ACTIVE",
     "SLIDING",
     "activation_summary",
+    "auto_filippov",
     "solve_filippov",
     "supports",
 ]
@@ -113,33 +126,54 @@ _ASSERT_FACTOR = 1e4  # a surface further than this × (error scale) on the wron
 _ALPHA_EPS = 1e-7  # α within this of a bound is at the bound
 _MAX_SOFT = 1024  # most crossings switched softly (with an event correction) in one step (memory: K² pairs)
 _MAX_NULL_SEGMENTS = 200  # consecutive segments of zero length before giving up
+_MAX_DEEP_AT_ZERO = 64  # most surfaces of a deep net classified together at a segment start
 
 
 def supports(model: AbstractModel) -> bool:
-    """Whether :class:`FilippovDriver` handles ``model`` (two-layer ReLU / leaky-ReLU nets).
+    """Whether :class:`FilippovDriver` can integrate ``model``: two-layer ReLU / leaky-ReLU nets and deep ReLU
+    nets (:class:`~flowsim.models.DeepReLU`; their sliding with the limit of module docstring item 5)."""
+    return isinstance(model, (AbstractPiecewiseLinearTwoLayer, DeepReLU))
 
-    ``kinks="auto"`` uses Filippov handling for supported models and naive integration otherwise (deep ReLU
-    nets, for now).
+
+def auto_filippov(model: AbstractModel) -> bool:
+    """Whether ``kinks="auto"`` picks Filippov handling for ``model``: models whose sliding modes are handled
+    completely (two-layer ReLU / leaky-ReLU nets).
+
+    Deep ReLU nets stay naive under "auto": a data point sliding in two hidden layers at once (not handled)
+    is common — measured on 5 of 6 small configurations (student–teacher and iris, 2-3 hidden layers, three
+    potentials) before log t = 1 — and would stop the run; ``kinks="filippov"`` asks for it explicitly.
     """
     return isinstance(model, AbstractPiecewiseLinearTwoLayer)
 
 
 def activation_summary(model: AbstractModel, theta: Tensor, X: Tensor, rel_tol: float = 1e-7) -> dict:
-    """Activation pattern of a two-layer net at saved states: active pairs and pairs on a switching surface.
+    """Activation pattern of a two-layer or deep ReLU net at saved states: active pairs and pairs on a switching
+    surface (deep nets: all hidden layers, a pair is (point, hidden unit)).
 
     Args:
-        model: a two-layer (leaky-)ReLU model.
+        model: a two-layer (leaky-)ReLU model or a :class:`~flowsim.models.DeepReLU`.
         theta: parameters, shape `(k, p)`.
         X: inputs, shape `(n, d)`.
-        rel_tol: (i, j) is on its surface when |h_ij| ≤ rel_tol · ‖x_i‖ ‖w_j‖.
+        rel_tol: (i, j) is on its surface when |h_ij| ≤ rel_tol · ‖input_i‖ ‖w_j‖ (the unit's layer input and
+            incoming weights).
 
     Returns:
         dict of int64 numpy arrays of shape `(k,)`: ``active_pairs`` (#{h_ij > tol}), ``zero_pairs``
-        (#{|h_ij| ≤ tol}: sliding or switching surfaces) and ``zero_neurons`` (neurons with a zero pair).
+        (#{|h_ij| ≤ tol}: sliding or switching surfaces) and ``zero_neurons`` (hidden units with a zero pair).
     """
-    W = model.unflatten(theta)["W"]  # (k, m, d)
-    H = X @ W.transpose(-1, -2)  # (k, n, m)
-    tol = rel_tol * torch.linalg.vector_norm(X, dim=1)[:, None] * torch.linalg.vector_norm(W, dim=-1)[:, None, :]
+    if isinstance(model, DeepReLU):
+        Ws = model._views(theta)
+        Hs = model.preactivations(theta, X)  # (k, n, h_l) each
+        ins = [X.expand(theta.shape[0], *X.shape)] + [torch.relu(h) for h in Hs[:-1]]
+        Hl, tl = [], []
+        for W, h, a in zip(Ws[:-1], Hs, ins, strict=True):
+            Hl.append(h)
+            tl.append(torch.linalg.vector_norm(a, dim=-1)[..., None] * torch.linalg.vector_norm(W, dim=-1)[:, None])
+        H, tol = torch.cat(Hl, -1), rel_tol * torch.cat(tl, -1)
+    else:
+        W = model.unflatten(theta)["W"]  # (k, m, d)
+        H = X @ W.transpose(-1, -2)  # (k, n, m)
+        tol = rel_tol * torch.linalg.vector_norm(X, dim=1)[:, None] * torch.linalg.vector_norm(W, dim=-1)[:, None, :]
     zero = H.abs() <= tol
     return {
         "active_pairs": ((H > tol).sum((1, 2))).cpu().numpy(),
@@ -181,6 +215,67 @@ class _Correction(NamedTuple):
     hdot_after: Tensor  # ḣ_k just after crossing k, (K,)
     dz_moment: Tensor  # ∫ Δz dτ over the corrected part, (p,)
     dtau: Tensor  # crossing-time shifts δτ_k (applied to dz), (K,)
+
+
+def _candidate_lcp(u: Tensor, XC: Tensor, r: Tensor, sq: Tensor, fixed: Tensor, att: Tensor, pinned: Tensor) -> Tensor:
+    """Filippov α of surfaces at zero that share a velocity block (module docstring, item 4).
+
+    The block's velocity is u + Σ_k r_k α_k g_k (g_k = ∇h_k, rows of ``XC`` `(K, q)`; ``u`` `(q,)` the velocity
+    at α = 0) and ḣ_k = g_k · D (u + Σ r α g), D = diag(``sq``²). Attracting surfaces (``att``, r_k < 0) get
+    α from the bounded least-squares problem min_{α∈[0,1]} ½‖Aα − t‖², A = D^{1/2} Gᵀ diag(−r), t = D^{1/2} u
+    (its KKT conditions are the Filippov conditions); repelling ones keep their side (``fixed``, 0/1) unless
+    the field there points through, then they flip; ``pinned`` ones stay at ``fixed``. Returns α `(K,)`.
+    """
+    al = fixed.clone()
+    for _ in range(2 * len(r) + 2):
+        rep = ~att
+        base = u + (XC[rep].T @ (r[rep] * al[rep])) if bool(rep.any()) else u
+        t = sq * base
+        if bool(att.any()):
+            A = (sq.unsqueeze(1) * XC[att].T) * (-r[att])
+            sol = lsq_linear(
+                A.cpu().numpy(), t.cpu().numpy(), bounds=(0.0, 1.0), method="bvls", tol=1e-14, lsmr_tol=None
+            )
+            al[att] = torch.as_tensor(sol.x, dtype=u.dtype, device=u.device)
+            resid = t - A @ al[att]
+        else:
+            resid = t
+        hdot = XC @ (sq * resid)  # ḣ on all candidates
+        flip = rep & ~pinned & (((al > 0.5) & (hdot < 0)) | ((al < 0.5) & (hdot > 0)))
+        if not bool(flip.any()):
+            break
+        al[flip] = 1.0 - al[flip]
+    return al
+
+
+def _equivalent_control(
+    sw, key, scale: dict | None, u: Tensor, XS: Tensor, R: Tensor, sq: Tensor, a0: Tensor, hS: Tensor
+) -> Tensor:
+    """Equivalent-control α of a sliding block (velocity u + Σ r α g, R = −r, rows g of ``XS``): the
+    minimum-change solution of Aᵀ(t − Aα) = −λ diag(−r) h_S (ḣ_S = −λ h_S, the Baumgarte term), from ``a0``.
+
+    The Baumgarte part is scaled by a factor fixed at a segment's first evaluation (``scale`` is then the dict
+    being filled, else None and ``sw.bg_scale[key]`` is used) so that it moves α at most half way to [0, 1]'s
+    bounds there: near the edge of the "at zero" band λ h_S could otherwise push α out at once (a sliding
+    entry/exit cycle).
+    """
+    A = (sq.unsqueeze(1) * XS.T) * R  # (q, k)
+    t = sq * u
+    M = A.T @ A
+    if M.shape[0] == 1:
+        Minv = 1.0 / M if bool(M[0, 0] > 0) else torch.zeros_like(M)
+    else:
+        Minv = torch.linalg.pinv(M, hermitian=True, rtol=1e-12)
+    delta = Minv @ (A.T @ (t - A @ a0))
+    if sw.lam:
+        d_bg = Minv @ (sw.lam * R * hS)
+        if scale is not None:  # the segment's first evaluation (its start): fix the Baumgarte factor
+            al_eq = a0 + delta
+            room = float(torch.minimum(al_eq, 1.0 - al_eq).min())
+            big = float(d_bg.abs().max())
+            scale[key] = min(1.0, 0.5 * max(room, 0.0) / big) if big > 0 else 1.0
+        delta = delta + (scale[key] if scale is not None else sw.bg_scale.get(key, 1.0)) * d_bg
+    return a0 + delta
 
 
 class _TwoLayerSwitching:
@@ -259,26 +354,8 @@ class _TwoLayerSwitching:
             for j in self.slide_neurons:
                 S = self.slide_sets[j]
                 XS = self.X[S]
-                sq = D[j].sqrt()
                 R = -(1.0 - self.slope) * a[j] * cy[S]  # −r_k (> 0 on an attracting surface)
-                A = (sq.unsqueeze(1) * XS.T) * R  # (d, k)
-                t = sq * uW[j]
-                a0 = ref[S, j]
-                M = A.T @ A
-                if M.shape[0] == 1:
-                    Minv = 1.0 / M if bool(M[0, 0] > 0) else torch.zeros_like(M)
-                else:
-                    Minv = torch.linalg.pinv(M, hermitian=True, rtol=1e-12)
-                delta = Minv @ (A.T @ (t - A @ a0))
-                if self.lam:
-                    d_bg = Minv @ (self.lam * R * H[S, j])
-                    if scale is not None:  # the segment's first evaluation (its start): fix the Baumgarte factor
-                        al_eq = a0 + delta
-                        room = float(torch.minimum(al_eq, 1.0 - al_eq).min())
-                        big = float(d_bg.abs().max())
-                        scale[j] = min(1.0, 0.5 * max(room, 0.0) / big) if big > 0 else 1.0
-                    delta = delta + (scale[j] if scale is not None else self.bg_scale.get(j, 1.0)) * d_bg
-                al = a0 + delta
+                al = _equivalent_control(self, j, scale, uW[j], XS, R, D[j].sqrt(), ref[S, j], H[S, j])
                 alpha[S, j] = al
                 Pf[S, j] = al
                 rows.append((j, uW[j] + (1.0 - self.slope) * a[j] * ((cy[S] * al) @ XS)))
@@ -328,37 +405,14 @@ class _TwoLayerSwitching:
                 fixed = torch.where(
                     old[C, j] == SLIDING, (self.alpha0[C, j] > 0.5).to(H.dtype), (old[C, j] == ACTIVE).to(H.dtype)
                 )
+                pinned = torch.zeros_like(att)
                 if forced:
                     for k, i in enumerate(C.tolist()):
                         if (i, j) in forced:
                             fixed[k] = float(forced[(i, j)])
                             att[k] = False
-                al = fixed.clone()
-                sq = D[j].sqrt()
-                XC = self.X[C]
-                for _ in range(2 * len(C) + 2):
-                    # bounded LS on the attracting candidates, repelling ones at their side
-                    rep = ~att
-                    base = uW[j] + (XC[rep].T @ (r[rep] * al[rep])) if bool(rep.any()) else uW[j]
-                    t = sq * base
-                    if bool(att.any()):
-                        A = (sq.unsqueeze(1) * XC[att].T) * (-r[att])
-                        sol = lsq_linear(
-                            A.numpy(), t.numpy(), bounds=(0.0, 1.0), method="bvls", tol=1e-14, lsmr_tol=None
-                        )
-                        al[att] = torch.as_tensor(sol.x, dtype=H.dtype)
-                        resid = t - A @ al[att]
-                    else:
-                        resid = t
-                    hdot = XC @ (sq * resid)  # ḣ on all candidates
-                    flip = rep & (((al > 0.5) & (hdot < 0)) | ((al < 0.5) & (hdot > 0)))
-                    if forced:
-                        for k, i in enumerate(C.tolist()):
-                            if (i, j) in forced:
-                                flip[k] = False
-                    if not bool(flip.any()):
-                        break
-                    al[flip] = 1.0 - al[flip]
+                            pinned[k] = True
+                al = _candidate_lcp(uW[j], self.X[C], r, D[j].sqrt(), fixed, att, pinned)
                 for k, i in enumerate(C.tolist()):
                     v = float(al[k])
                     if bool(att[k]) and _ALPHA_EPS < v < 1.0 - _ALPHA_EPS:
@@ -509,6 +563,274 @@ class _TwoLayerSwitching:
         return _Correction(corr, dF1, hd_before, hd_after, corr2, dtau)
 
 
+class _DeepSwitching:
+    """Switching system of a deep ReLU net (:class:`~flowsim.models.DeepReLU`): the hidden pre-activations
+    h⁽ˡ⁾_ij of all layers side by side, shape `(n, M)`, M = Σ_l h_l (column c ↔ layer l, unit j).
+
+    Within a segment the activation pattern P of every layer is fixed and the field is the gradient field of
+    the fixed-pattern network (closed-form backpropagation). Sliding: on a surface h_k = 0 (point i, layer l,
+    unit j) the unit's output α h_k is 0 whatever α, so f_i and the loss weight c_i do not depend on α, and
+    ∇_θ f_i is affine in α with slope u_k ∇_θ h_k (u_k = ∂f_i/∂a_k, the output's sensitivity to the unit). The
+    Filippov field is then v₀ + Σ_k r_k α_k ∇h_k with r_k = c_i y_i u_k, exactly the two-layer structure (rows
+    ∇h_k instead of x_i, one velocity block for all sliding surfaces: they couple through shared layers), as
+    long as no point has sliding (or at-zero) surfaces in two layers at once. There the α's of different
+    layers multiply (f_i is multilinear in its own pattern across layers): a nonlinear complementarity problem,
+    not handled — the run stops with :class:`FilippovInvariantError` (use ``kinks="naive"``).
+    """
+
+    supports_soft = False
+
+    def __init__(self, model, field) -> None:
+        self.model = model
+        self.field = field
+        self.pot = field.potential
+        self.X = field.X
+        self.y = field.y
+        self.n = self.X.shape[0]
+        self.widths = [int(w) for w in model.widths]
+        self.cuts = np.cumsum([0, *self.widths]).tolist()
+        self.M = self.cuts[-1]
+        self.layer_of = torch.cat(
+            [torch.full((w,), l, dtype=torch.long, device=self.X.device) for l, w in enumerate(self.widths)]
+        )
+        self.spans = [(start, stop) for _, start, stop, _ in model._layout]  # flat slices of W_1, …, W_L
+        self.xabs = self.X.abs()
+        self.mode = torch.zeros(self.n, self.M, dtype=torch.long, device=self.X.device)
+        self.alpha0 = torch.zeros(self.n, self.M, dtype=self.X.dtype, device=self.X.device)
+        self.lam = 0.0
+        self.bg_scale: dict | None = None
+        self._refresh()
+
+    def _refresh(self) -> None:
+        self.P = (self.mode == ACTIVE).to(self.X.dtype)
+        self.sliding = self.mode == SLIDING
+        self.sigma = torch.where(self.mode == ACTIVE, 1.0, -1.0).to(self.X.dtype)
+        self.n_sliding = int(self.sliding.sum())
+        self.S = torch.nonzero(self.sliding)  # (K, 2): point, column
+
+    def init_mode(self, theta: Tensor) -> None:
+        # the network's own pre-activations (true ReLU upstream; surfaces() continues the current pattern)
+        self.mode = torch.where(torch.cat(self.model.preactivations(theta, self.X), -1) > 0, ACTIVE, INACTIVE)
+        self._refresh()
+
+    # -- the fixed-pattern network --
+    def _layers(self, P: Tensor) -> list[Tensor]:
+        return [P[..., a:b] for a, b in zip(self.cuts[:-1], self.cuts[1:], strict=True)]
+
+    def _forward(self, theta: Tensor, P: Tensor):
+        """Weights, pre-activations h⁽ˡ⁾ (`(…, n, h_l)` each), layer inputs a⁽ˡ⁾ (a⁽⁰⁾ = X) and outputs f."""
+        Ws = self.model._views(theta)
+        a, hs = [self.X], []
+        for W, Pl in zip(Ws[:-1], self._layers(P), strict=True):
+            h = a[-1] @ W.mT
+            hs.append(h)
+            a.append(Pl * h)
+        return Ws, hs, a, (a[-1] @ Ws[-1].mT).squeeze(-1)
+
+    def _field(self, tau, theta: Tensor, P: Tensor):
+        """dz/dτ = Σ_i c_i y_i ∇_θ f_i of the pattern-P network `(p,)`, with c·y `(n,)`, the sensitivities
+        u = ∂f_i/∂a⁽ˡ⁾_ij `(n, M)`, the pre-activations `(n, M)` and the forward pass."""
+        Ws, hs, a, f = self._forward(theta, P)
+        cy = self.field.loss_weights(tau, self.y * f) * self.y
+        L = len(hs)
+        grads: list = [None] * (L + 1)
+        grads[L] = (cy @ a[L]).unsqueeze(0)
+        cur = Ws[L].expand(self.n, -1)  # ∂f_i/∂a⁽ᴸ⁾
+        us: list = [None] * L
+        for l, Pl in reversed(list(enumerate(self._layers(P)))):
+            us[l] = cur
+            d = Pl * cur  # ∂f_i/∂h⁽ˡ⁾
+            grads[l] = (cy.unsqueeze(1) * d).T @ a[l]
+            cur = d @ Ws[l]
+        v = torch.cat([g.reshape(-1) for g in grads])
+        return v, cy, torch.cat(us, -1), torch.cat(hs, -1), (Ws, a)
+
+    def _surface_grads(self, idx: Tensor, P: Tensor, fwd) -> Tensor:
+        """∇_θ h_k of the surfaces ``idx`` `(K, 2)` (point, column) with pattern P upstream, `(K, p)`."""
+        Ws, a = fwd
+        Pls = self._layers(P)
+        p = self.spans[-1][1]
+        rows = torch.zeros(idx.shape[0], p, dtype=self.X.dtype, device=self.X.device)
+        for k, (i, c) in enumerate(idx.tolist()):
+            l = int(self.layer_of[c])
+            j = c - self.cuts[l]
+            start, stop = self.spans[l]
+            rows[k, start:stop].view(Ws[l].shape)[j] = a[l][i]
+            cur = Ws[l][j]  # ∂h_k/∂a⁽ˡ⁾_i
+            for l2 in range(l - 1, -1, -1):
+                d = Pls[l2][i] * cur
+                start, stop = self.spans[l2]
+                rows[k, start:stop] = torch.outer(d, a[l2][i]).reshape(-1)
+                cur = d @ Ws[l2]
+        return rows
+
+    # -- hooks of the generic event core (FilippovDriver) --
+    def surfaces(self, theta: Tensor) -> Tensor:
+        return torch.cat(self._forward(theta, torch.where(self.sliding, self.alpha0, self.P))[1], -1)
+
+    def surface_rates(self, theta: Tensor, theta_dot: Tensor) -> Tensor:
+        """ḣ along θ̇ (forward mode through the fixed pattern), shape `(…, n, M)`."""
+        Ws, dWs = self.model._views(theta), self.model._views(theta_dot)
+        P = torch.where(self.sliding, self.alpha0, self.P)
+        a, da, out = self.X, None, []
+        for W, dW, Pl in zip(Ws[:-1], dWs[:-1], self._layers(P), strict=True):
+            h = a @ W.mT
+            dh = a @ dW.mT if da is None else a @ dW.mT + da @ W.mT
+            out.append(dh)
+            a, da = Pl * h, Pl * dh
+        return torch.cat(out, -1)
+
+    def surfaces_at(self, coeff: Tensor, x: Tensor, idx: Tensor) -> Tensor:
+        """h of surfaces ``idx`` (flat indices, `(B,)`) at step fractions ``x`` `(B,)` of a step's dense output."""
+        Z, _ = _poly_eval(list(coeff), x)
+        H = self.surfaces(self.pot.inverse_mirror_map(Z)).flatten(1)
+        return H[torch.arange(idx.shape[0], device=idx.device), idx]
+
+    def error_scale(self, theta: Tensor, z: Tensor, rtol: float, atol: float) -> Tensor:
+        """Scale of the error in h implied by the solver tolerance on z, shape `(n, M)` (first-order bound
+        propagated through the layers)."""
+        eth = self.pot.inverse_hessian_diag(theta) * (rtol * z.abs() + atol)
+        Ws, eWs = self.model._views(theta.abs()), self.model._views(eth)
+        Pe = torch.where(self.sliding, 1.0, self.P)
+        ma = ea = None  # |activations| and their error, propagated
+        ms, es = [], []
+        for W, eW, Pl in zip(Ws[:-1], eWs[:-1], self._layers(Pe), strict=True):
+            if ma is None:
+                m, e = self.xabs @ W.mT, self.xabs @ eW.mT
+            else:
+                m, e = ma @ W.mT, ea @ W.mT + ma @ eW.mT
+            ms.append(m)
+            es.append(e)
+            ma, ea = Pl * m, Pl * e
+        return torch.cat(es, -1) + torch.finfo(theta.dtype).eps * torch.cat(ms, -1)
+
+    def velocity(self, tau, theta: Tensor, alpha_ref: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """dz/dτ of the current activation state and the sliding α's (or None), shapes `(p,)`, `(n, M)`."""
+        v0, cy, U, H, fwd = self._field(tau, theta, self.P)  # sliding entries at α = 0
+        if not self.n_sliding:
+            return v0, None
+        S = self.S
+        G = self._surface_grads(S, self.P, fwd)
+        r = cy[S[:, 0]] * U[S[:, 0], S[:, 1]]
+        sq = self.pot.inverse_hessian_diag(theta).sqrt()
+        ref = self.alpha0 if alpha_ref is None else alpha_ref
+        scale = {} if self.bg_scale is None else None
+        al = _equivalent_control(self, 0, scale, v0, G, -r, sq, ref[S[:, 0], S[:, 1]], H[S[:, 0], S[:, 1]])
+        if scale is not None:
+            self.bg_scale = scale
+        alpha = torch.full_like(H, float("nan"))
+        alpha[S[:, 0], S[:, 1]] = al
+        return v0 + G.T @ (r * al), alpha
+
+    def _binary_candidates(self, C: Tensor, old: Tensor) -> Tensor:
+        """Candidates `(K, 2)` that may only cross or stay: a point's surfaces at zero outside its sliding
+        layer (the layer of its sliding surfaces, else its lowest layer at zero), `(K,)` bool."""
+        binary = torch.zeros(C.shape[0], dtype=torch.bool, device=C.device)
+        layer = self.layer_of[C[:, 1]]
+        for i in torch.unique(C[:, 0]).tolist():
+            rows = torch.nonzero(C[:, 0] == i).flatten()
+            if torch.unique(layer[rows]).numel() < 2:
+                continue
+            sl = old[i, C[rows, 1]] == SLIDING
+            keep = int(layer[rows][sl].min()) if bool(sl.any()) else int(layer[rows].min())
+            binary[rows] = layer[rows] != keep
+        return binary
+
+    def classify(self, tau, theta: Tensor, zero: Tensor, forced: dict | None = None) -> dict:
+        """Set the activation state at a segment start; returns transition counts (as the two-layer case, with
+        all surfaces at zero in one block).
+
+        A point's surfaces at zero outside its sliding layer (the layer of its sliding surfaces, else its
+        lowest one at zero) may only cross or keep their side (pass 1, decided by the one-sided ḣ with the
+        point's other surfaces at their current state); the rest, at most one layer per point, are classified
+        together by the box-LCP (pass 2).
+
+        Raises:
+            FilippovInvariantError: a point would slide in two layers at once (not supported), or more than 64
+                surfaces are at zero at once.
+        """
+        h = self.surfaces(theta)
+        old = self.mode.clone()
+        new = torch.where(h > 0, ACTIVE, INACTIVE)
+        cand = (h.abs() <= zero) | (old == SLIDING)
+        new = torch.where(cand, torch.where(old == SLIDING, INACTIVE, old), new)
+        alpha0 = torch.zeros_like(self.alpha0)
+        counts = {"unresolved": 0}
+        C = torch.nonzero(cand)
+        if C.shape[0]:
+            if C.shape[0] > _MAX_DEEP_AT_ZERO:
+                raise FilippovInvariantError(
+                    f"{C.shape[0]} switching surfaces of the deep net are at zero at once (at most "
+                    f"{_MAX_DEEP_AT_ZERO} supported); use kinks='naive'"
+                )
+            side = torch.where(
+                old == SLIDING, (self.alpha0 > 0.5).to(h.dtype), (old == ACTIVE).to(h.dtype)
+            )  # current side (sliding → nearer bound)
+            pinned = torch.zeros(C.shape[0], dtype=torch.bool, device=h.device)
+            for k, ic in enumerate(C.tolist()):
+                if forced and tuple(ic) in forced:
+                    side[ic[0], ic[1]] = float(forced[tuple(ic)])
+                    pinned[k] = True
+            binary = self._binary_candidates(C, old)
+            Pbase = (new == ACTIVE).to(h.dtype)
+            if bool(binary.any()):
+                # pass 1: surfaces of a point at zero outside its sliding layer can only cross or stay (the
+                # point's other candidates at their current state: sliding α, or side)
+                Pcur = Pbase.clone()
+                Pcur[cand] = torch.where(old == SLIDING, self.alpha0, side)[cand]
+                B = C[binary]
+                Pcur[B[:, 0], B[:, 1]] = 0.0
+                v0, cy, U, _, fwd = self._field(tau, theta, Pcur)
+                self.field.nfe += 1
+                G = self._surface_grads(B, Pcur, fwd)
+                r = cy[B[:, 0]] * U[B[:, 0], B[:, 1]]
+                D = self.pot.inverse_hessian_diag(theta)
+                hd0 = G @ (D * v0)  # ḣ on the inactive side
+                hd1 = hd0 + r * ((G * G) @ D)  # on the active side
+                for k, (i, c) in enumerate(B.tolist()):
+                    if bool(pinned[binary][k]):
+                        v = float(side[i, c])
+                    elif float(hd0[k]) > 0 and float(hd1[k]) > 0:
+                        v = 1.0
+                    elif float(hd0[k]) < 0 and float(hd1[k]) < 0:
+                        v = 0.0
+                    elif float(hd0[k]) > 0 > float(hd1[k]):
+                        layers = torch.unique(self.layer_of[C[C[:, 0] == i, 1]]).tolist()
+                        raise FilippovInvariantError(
+                            f"data point {i} would slide on switching surfaces in hidden layers {layers} at once: "
+                            "its Filippov field is multilinear in their α's (a nonlinear complementarity "
+                            "problem, not supported); use kinks='naive'"
+                        )
+                    else:  # repelling (or grazing): keeps its side
+                        v = float(side[i, c])
+                    new[i, c] = ACTIVE if v > 0.5 else INACTIVE
+                    Pbase[i, c] = v
+                C, pinned = C[~binary], pinned[~binary]
+        if C.shape[0]:
+            # pass 2: the rest, at most one layer per point, in one block (the field is affine in their α's)
+            Pbase[C[:, 0], C[:, 1]] = 0.0
+            v0, cy, U, _, fwd = self._field(tau, theta, Pbase)
+            self.field.nfe += 1
+            G = self._surface_grads(C, Pbase, fwd)
+            r = cy[C[:, 0]] * U[C[:, 0], C[:, 1]]
+            att = (r < 0) & ~pinned
+            sq = self.pot.inverse_hessian_diag(theta).sqrt()
+            al = _candidate_lcp(v0, G, r, sq, side[C[:, 0], C[:, 1]], att, pinned)
+            for k, (i, c) in enumerate(C.tolist()):
+                v = float(al[k])
+                if bool(att[k]) and _ALPHA_EPS < v < 1.0 - _ALPHA_EPS:
+                    new[i, c] = SLIDING
+                    alpha0[i, c] = v
+                else:
+                    new[i, c] = ACTIVE if v > 0.5 else INACTIVE
+        counts.update(_transitions(old, new))
+        self.mode = new
+        self.alpha0 = alpha0
+        self.bg_scale = None
+        self._refresh()
+        return counts
+
+
 _GL_N = 8  # Gauss–Legendre nodes per step for the soft-crossing correction integrals
 _GL_CACHE: dict = {}
 
@@ -617,16 +939,17 @@ class FilippovDriver:
     :func:`flowsim.simulate` picks it for models with ``has_kinks`` (``kinks="auto"`` or ``"filippov"``).
     The method is described in :mod:`flowsim.kinks`: smooth RK segments of a fixed activation state,
     crossings located inside accepted steps on the dense output and stepped to exactly, sliding modes by the
-    per-neuron box-LCP (two-layer nets).
+    per-neuron box-LCP (two-layer nets) or one box-LCP for all sliding surfaces (deep nets).
 
     Limits:
         * Two-layer ReLU / leaky-ReLU nets (:class:`~flowsim.models.AbstractPiecewiseLinearTwoLayer`): exact
           crossings and sliding. A repelling surface (both one-sided fields point away; the Filippov solution
           is not unique there) keeps the side the trajectory came from. A neuron with w_j = 0 (all its
           surfaces at zero) is handled by the degenerate box-LCP, whose velocity is unique.
-        * Deep ReLU nets: not supported by this driver; ``kinks="auto"`` integrates them naively (sliding
-          there is a nonlinear complementarity problem — the α's of different layers multiply — and even
-          exact crossings need the fixed-pattern pre-activations of every layer; not implemented yet).
+        * Deep ReLU nets (:class:`~flowsim.models.DeepReLU`, with ``kinks="filippov"``; "auto" keeps them
+          naive): exact crossings; sliding as long as no data point slides in two layers at once (module
+          docstring, item 5), else :class:`FilippovInvariantError`. No soft crossings (every crossing is an
+          exact restart).
         * Separable potentials only (all flowsim potentials are).
 
     Args:
@@ -636,12 +959,12 @@ class FilippovDriver:
         max_steps: budget of accepted steps for the whole run (all segments).
         options: extra torchdiffeq options (``first_step`` is used for the first segment only), plus the
             driver's own: ``soft_crossings`` (bool, default True: transversal crossings corrected inside a
-            kept step), ``soft_fraction`` (default 0.1: the coupling error not corrected, as a fraction of
-            the step's error tolerance), ``soft_cap`` (default 2: the largest coupling correction, same
-            units), ``truncated_growth`` (default 2: after a truncated soft step the next segment's first step
-            is at most this × the kept length), ``event_state`` ("redo" (default): an RK
-            step to the event time; "interpolate": the dense output there, cheaper and less accurate),
-            ``exact_saves`` (default True).
+            kept step), ``soft_fraction`` (default 0.1: above this fraction of the step's error tolerance the
+            coupling part not along Δz is corrected by one more field difference), ``soft_cap`` (default 1:
+            the largest coupling correction, same units), ``truncated_growth`` (default 2: after a truncated
+            soft step the next segment's first step is at most this × the kept length), ``event_state``
+            ("redo" (default): an RK step to the event time; "interpolate": the dense output there, cheaper
+            and less accurate), ``exact_saves`` (default True).
 
     Raises:
         InvalidParameterError: for a model this driver cannot handle, or an unknown ``event_state``.
@@ -682,7 +1005,8 @@ class FilippovDriver:
         self.soft_fallbacks: dict = {}
         self.soft_truncations: dict = {}
         self.truncated_growth = float(self.options.pop("truncated_growth", 2.0))
-        self.soft_cap = float(self.options.pop("soft_cap", 2.0))
+        self.soft_cap = float(self.options.pop("soft_cap", 1.0))
+        self.n_coupling_differences = 0
         self._exit_cache: tuple | None = None  # (step, result) of the last full sliding-exit search
         self._rk: tuple | None = None  # (segment field, RK tableau) for redo steps
         # state at an event: "interpolate" (the accepted step's dense output) or "redo" (an RK step to it)
@@ -697,10 +1021,10 @@ class FilippovDriver:
 
     @staticmethod
     def _check_model(model) -> None:
-        if not isinstance(model, AbstractPiecewiseLinearTwoLayer):
+        if not supports(model):
             raise InvalidParameterError(
-                f"kinks='filippov' supports two-layer ReLU/leaky-ReLU models; {type(model).__name__} is not "
-                "supported yet: use kinks='naive'"
+                f"kinks='filippov' supports two-layer ReLU/leaky-ReLU models and deep ReLU models; "
+                f"{type(model).__name__} is not supported: use kinks='naive'"
             )
 
     # ---- protocol ----
@@ -713,8 +1037,8 @@ class FilippovDriver:
 
         ``n_crossings`` counts every transversal crossing; ``n_soft_crossings`` the subset corrected inside a
         kept step (``n_soft_steps`` steps, at most ``max_soft_crossings_per_step`` in one); ``soft_fallbacks``
-        why a step with crossings was restarted exactly instead (reasons: "error": coupling above
-        ``soft_fraction`` or ``soft_cap``, "sliding", "not_transversal", "side", "sliding_exit", "save",
+        why a step with crossings was restarted exactly instead (reasons: "error": coupling correction above
+        ``soft_cap``, "sliding", "not_transversal", "side", "sliding_exit", "save",
         "recross", "many" (over 1,024), "at_start"); ``soft_truncations`` counts the soft steps kept only up to a
         crossing that could not be switched softly (or a sliding exit), by reason.
         ``n_redo_steps`` counts RK steps redone to an event or a truncation point.
@@ -734,6 +1058,7 @@ class FilippovDriver:
             "n_soft_crossings": self.n_soft_crossings,
             "n_soft_steps": self.n_soft_steps,
             "max_soft_crossings_per_step": self.max_soft_per_step,
+            "n_coupling_differences": self.n_coupling_differences,
             "soft_fallbacks": dict(self.soft_fallbacks),
             "soft_truncations": dict(self.soft_truncations),
             "n_exit_events": self.n_exit_events,
@@ -777,6 +1102,7 @@ class FilippovDriver:
         theta = pot.inverse_mirror_map(z)
         sw.init_mode(theta)
         forced: dict = {}
+        sticky: tuple = (float("nan"), {})  # (τ, forced sides) of the last classification
         null_run = 0  # consecutive zero-length segments
         self._last = (float(tau), z)
         # Baumgarte rate: the state's relative rate of change (from the previous segment's first evaluation; set
@@ -787,6 +1113,11 @@ class FilippovDriver:
                 theta = pot.inverse_mirror_map(z)
                 zero = _ZERO_FACTOR * sw.error_scale(theta, z, self.rtol, self.atol)
                 self._check_sides(theta, zero)
+                if forced and float(tau) == sticky[0]:
+                    # a sliding exit at the time of the previous one (no progress): the surfaces forced off
+                    # there stay off, else two surfaces at their exit point can take turns re-entering
+                    forced = {**sticky[1], **forced}
+                sticky = (float(tau), forced)
                 c = sw.classify(tau, theta, zero, forced)
                 forced = {}
                 self.n_crossings += c["crossings"]
@@ -876,6 +1207,8 @@ class FilippovDriver:
 
     # ---- helpers ----
     def _make_switching(self, field):
+        if isinstance(self.model, DeepReLU):
+            return _DeepSwitching(self.model, field)
         return _TwoLayerSwitching(self.model, field)
 
     def _track_sliding(self, t0: float, t1: float, z: Tensor) -> None:
@@ -1058,9 +1391,11 @@ class FilippovDriver:
         evaluation the next segment needs anyway, f_new(z_1): m = f_new(z_1) − f_old(z_e) − ΔF(τ_e) ≈ J Δz. The
         neglected integral ∫ J δz dτ ≈ J ∫ Δz dτ; writing ∫ Δz dτ = L Δz + r (L the tolerance-weighted
         projection, both from the quadrature; r = 0 for one crossing, L = ½(τ_e − τ_c)), E = L·m is added
-        (every neuron's balance restored again) and f_new re-evaluated at the corrected state. The kept part
-        must keep the missed part |r|·|m|/|Δz| below ``soft_fraction`` and |E| below ``soft_cap`` of the step's
-        error tolerance (RMS norm, as torchdiffeq's error control); when it does not, the kept part is shortened
+        (every neuron's balance restored again) and f_new re-evaluated at the corrected state. Where the missed
+        part |r|·|m|/|Δz| exceeds ``soft_fraction`` of the step's error tolerance, J r is added too, from one
+        more evaluation (f_new(z_1 + r) − f_new(z_1); ``n_coupling_differences`` counts them). |E| must stay
+        below ``soft_cap`` of the error tolerance (RMS norm, as torchdiffeq's error control); when it does
+        not, the kept part is shortened
         once (to the crossings before the fraction of it where the estimates,
         quadratic in length, would pass) and checked again. Every neuron's balance B_j is restored
         to its uncorrected value along (θ_wj, −θ_aj) (every fixed-pattern field conserves it; the
@@ -1164,8 +1499,9 @@ class FilippovDriver:
             # second-order coupling: the moved state changes the field, δz(τ_e) gains ∫ J δz dτ ≈ J·∫ Δz dτ. The
             # one evaluation the next segment needs anyway gives J along Δz: m = f_new(z_1) − f_new(z_e) ≈ J Δz
             # (f_new(z_e) = f_old(z_e) + ΔF(τ_e)). With ∫ Δz dτ = L Δz + r (L the tolerance-weighted projection;
-            # r = 0 for one crossing), E = L m is added; r is not, its effect |J r| ≈ |r| |m| / |Δz| is the estimate
-            # that must stay below soft_fraction, and |E| below soft_cap, of the error tolerance (RMS norm).
+            # r = 0 for one crossing), E = L m is added; where r's effect |J r| ≈ |r| |m| / |Δz| exceeds soft_fraction
+            # of the error tolerance, J r is added too (a difference of the new field); |E| must stay below soft_cap
+            # (RMS norm, in units of the error tolerance).
             m_dir = f1_new - f_e - cc.dF_end
             dz_t, dz2_t = cc.dz / tol, cc.dz_moment / tol
             n1 = float(dz_t.square().sum())
@@ -1174,14 +1510,21 @@ class FilippovDriver:
             E = L * m_dir
             est = float((dz2_t - L * dz_t).square().sum().sqrt()) * r_m / n1**0.5 if n1 > 0 else 0.0
             size = abs(L) * r_m
-            if est <= self.soft_fraction and size <= self.soft_cap:
+            if size <= self.soft_cap:
+                if est > self.soft_fraction:
+                    # the part of ∫ Δz dτ not along Δz: J r by a difference of the new field (one more evaluation)
+                    r_vec = cc.dz_moment - L * cc.dz
+                    f_r, _ = sw.velocity(t_e, self.field.potential.inverse_mirror_map(z1 + r_vec))
+                    self.field.nfe += 1
+                    self.n_coupling_differences += 1
+                    E = E + (f_r - f1_new)
                 # the exact flow conserves every B_j, the approximation error of E need not: restored again
                 z1 = self._restore_balance(z1 + E, z_e, all_j)
                 theta = self.field.potential.inverse_mirror_map(z1)
                 self.field.nfe += 1
                 f1_new, _ = sw.velocity(t_e, theta)  # the next segment's first evaluation
                 break
-            ratio = max(est / self.soft_fraction, size / self.soft_cap)
+            ratio = size / self.soft_cap
             sw.mode, sw.alpha0 = snap
             sw._refresh()
             # shorten the kept part: the estimate grows like its length squared

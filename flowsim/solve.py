@@ -82,7 +82,7 @@ def _make_driver(model: AbstractModel, kinks: str, method, rtol, atol, max_steps
             )
         return StiffDriver(method, rtol, atol, max_steps, solver_options)
     if kinks == "auto":
-        kinks = "filippov" if model.has_kinks and _filippov_available(model) else "naive"
+        kinks = "filippov" if model.has_kinks and _filippov_available(model, auto=True) else "naive"
     if kinks == "filippov":
         if not model.has_kinks:
             raise InvalidParameterError(
@@ -94,13 +94,14 @@ def _make_driver(model: AbstractModel, kinks: str, method, rtol, atol, max_steps
     return SmoothDriver(method, rtol, atol, max_steps, solver_options)
 
 
-def _filippov_available(model: AbstractModel | None = None) -> bool:
-    """Whether :mod:`flowsim.kinks` imports (and, given a model, supports it; deep ReLU falls back to naive)."""
+def _filippov_available(model: AbstractModel | None = None, auto: bool = False) -> bool:
+    """Whether :mod:`flowsim.kinks` imports (and, given a model, supports it; ``auto``: is picked for it by
+    ``kinks="auto"``)."""
     try:
         from . import kinks
     except ImportError:
         return False
-    return model is None or kinks.supports(model)
+    return model is None or (kinks.auto_filippov(model) if auto else kinks.supports(model))
 
 
 def _run_driver(driver, field, z0: torch.Tensor, tau: torch.Tensor, save) -> tuple[Status, str]:
@@ -193,8 +194,9 @@ def simulate(
             else CPU; :func:`flowsim.device.resolve_device`). Default: the data's device (CPU).
         kinks: handling of ReLU kinks (switching surfaces of models with ``has_kinks``): "naive"
             integrates straight through them; "filippov" locates switching events and integrates sliding
-            modes (:mod:`flowsim.kinks`); "auto" (default) picks "filippov" for models with kinks when it is
-            available and "naive" otherwise.
+            modes (:mod:`flowsim.kinks`; two-layer and deep ReLU nets); "auto" (default) picks "filippov" for
+            two-layer (leaky-)ReLU models and "naive" otherwise (deep ReLU nets: see
+            :func:`flowsim.kinks.auto_filippov`).
         progress: show a tqdm progress bar on log t.
         out: directory to save the trajectory to (also on failure or interruption). Save points are
             **streamed** there as they come (memory-mapped ``.npy`` rows, :mod:`flowsim.stream`), so memory
