@@ -466,8 +466,8 @@ def resolve_kinks(model: AbstractModel, kinks: str) -> str:
     """The kink handling an ensemble of ``model`` gets: "naive" (batched) or "filippov" (member by member).
 
     Same rule as :func:`flowsim.simulate`: "auto" is "filippov" for models with kinks that
-    :func:`flowsim.kinks.auto_filippov` (two-layer ReLU / leaky ReLU) and "naive" otherwise (smooth models, deep
-    ReLU nets; "filippov" may be asked for them).
+    :func:`flowsim.kinks.auto_filippov` (two-layer ReLU / leaky ReLU, one-hidden-layer deep ReLU) and "naive"
+    otherwise (smooth models, deeper ReLU nets; "filippov" may be asked for them).
 
     Raises:
         InvalidParameterError: an unknown mode, or "filippov" for a smooth or unsupported model.

@@ -68,11 +68,16 @@ through them makes an adaptive Runge–Kutta solver chatter (tiny steps, first-o
    sliding layer may only cross or keep their side (decided by their one-sided ḣ). Where a point would slide
    in two layers at once its field is multilinear in those α's (a nonlinear complementarity problem; the
    Filippov set on such an intersection does not even give a unique velocity): not handled, the run stops
-   with :class:`FilippovInvariantError` and its partial trajectory. That happens often (5 of 6 small
-   configurations before log t = 1), so ``kinks="auto"`` keeps deep nets naive (:func:`auto_filippov`) and
-   ``kinks="filippov"`` asks for this explicitly. Measured: DeepReLU(4, [6, 5]) on student–teacher data
-   (n = 20), gradient flow to log t = 2 at rtol 1e-6: 1,492 RHS evaluations, 1.0 s (69 crossings, 13 sliding
-   entries), 1.9e-6 from the rtol 1e-8 run; naive dopri5 1.5 million evaluations, 538 s, 1.4e-4 off.
+   with :class:`FilippovInvariantError` and its partial trajectory. A point's pre-activations above a layer
+   where none of its units is clearly active are not switching surfaces of their own: exactly 0 (no unit at
+   zero either) or proportional to the one unit at zero (the master), whose classification they follow with
+   the pattern of its active side; they are not watched for events. Two-layer sliding still stopped the run
+   in 10 of 11 configurations tried (before log t = 2.2), so ``kinks="auto"`` uses Filippov only for one
+   hidden layer (:func:`auto_filippov`) and ``kinks="filippov"`` asks for it explicitly. Measured:
+   DeepReLU(4, [6, 5]) on student–teacher data (n = 20, init scale 0.5, seed 0), gradient flow to log t = 2 at
+   rtol 1e-6, atol 1e-9: 1,492 RHS evaluations, 1.0 s (69 crossings, 13 sliding entries), 1.9e-6 from the
+   rtol 1e-8 run; naive dopri5 1.5 million evaluations, 538 s, 1.4e-4 off. DeepReLU(4, [3]) (one hidden
+   layer), log t = −2 at rtol 1e-8: 163 evaluations, 0.08 s; naive did not finish in 100 s.
 
 Time: the integration variable τ is log-time s = log(1 + t) by default (``time="log"``), plain t otherwise;
 all times in :meth:`FilippovDriver.stats` are in τ.
@@ -137,12 +142,15 @@ def supports(model: AbstractModel) -> bool:
 
 def auto_filippov(model: AbstractModel) -> bool:
     """Whether ``kinks="auto"`` picks Filippov handling for ``model``: models whose sliding modes are handled
-    completely (two-layer ReLU / leaky-ReLU nets).
+    completely — two-layer ReLU / leaky-ReLU nets, and deep ReLU nets with one hidden layer.
 
-    Deep ReLU nets stay naive under "auto": a data point sliding in two hidden layers at once (not handled)
-    is common — measured on 5 of 6 small configurations (student–teacher and iris, 2-3 hidden layers, three
-    potentials) before log t = 1 — and would stop the run; ``kinks="filippov"`` asks for it explicitly.
+    Deep ReLU nets with two or more hidden layers stay naive under "auto": a data point that would slide in two
+    hidden layers at once (not handled) stopped the run in 10 of the 11 configurations tried (student–teacher
+    and iris, 2-3 hidden layers, three potentials, init scales 0.1-2; at log t −2.3 to 2.2);
+    ``kinks="filippov"`` asks for it explicitly.
     """
+    if isinstance(model, DeepReLU):
+        return len(model.widths) == 1
     return isinstance(model, AbstractPiecewiseLinearTwoLayer)
 
 
@@ -169,7 +177,9 @@ def activation_summary(model: AbstractModel, theta: Tensor, X: Tensor, rel_tol: 
         for W, h, a in zip(Ws[:-1], Hs, ins, strict=True):
             Hl.append(h)
             tl.append(torch.linalg.vector_norm(a, dim=-1)[..., None] * torch.linalg.vector_norm(W, dim=-1)[:, None])
+        # a unit whose layer input is 0 has h = 0 identically (dead input): not on a switching surface
         H, tol = torch.cat(Hl, -1), rel_tol * torch.cat(tl, -1)
+        tol = torch.where(tol > 0, tol, -1.0)
     else:
         W = model.unflatten(theta)["W"]  # (k, m, d)
         H = X @ W.transpose(-1, -2)  # (k, n, m)
@@ -573,9 +583,10 @@ class _DeepSwitching:
     ∇_θ f_i is affine in α with slope u_k ∇_θ h_k (u_k = ∂f_i/∂a_k, the output's sensitivity to the unit). The
     Filippov field is then v₀ + Σ_k r_k α_k ∇h_k with r_k = c_i y_i u_k, exactly the two-layer structure (rows
     ∇h_k instead of x_i, one velocity block for all sliding surfaces: they couple through shared layers), as
-    long as no point has sliding (or at-zero) surfaces in two layers at once. There the α's of different
-    layers multiply (f_i is multilinear in its own pattern across layers): a nonlinear complementarity problem,
-    not handled — the run stops with :class:`FilippovInvariantError` (use ``kinks="naive"``).
+    long as no point slides in two layers at once (its surfaces at zero outside its sliding layer may only
+    cross or keep their side). Where it would, the α's of different layers multiply (f_i is multilinear in its
+    own pattern across layers): a nonlinear complementarity problem, not handled — the run stops with
+    :class:`FilippovInvariantError` (use ``kinks="naive"``).
     """
 
     supports_soft = False
@@ -607,6 +618,15 @@ class _DeepSwitching:
         self.sigma = torch.where(self.mode == ACTIVE, 1.0, -1.0).to(self.X.dtype)
         self.n_sliding = int(self.sliding.sum())
         self.S = torch.nonzero(self.sliding)  # (K, 2): point, column
+        # inert surfaces: no unit of the layer below is active (and live) for that point, so its pre-activations
+        # in this layer are exactly 0 (every unit below inactive: dead) or slaved to the one sliding unit below
+        # (h ∝ h_master ≈ 0); they are not independent switching surfaces and are not watched for events
+        inert = torch.zeros_like(self.sliding)
+        for l in range(1, len(self.widths)):
+            lo, hi = self.cuts[l - 1], self.cuts[l]
+            live = ((self.mode[:, lo:hi] == ACTIVE) & ~inert[:, lo:hi]).any(1, keepdim=True)
+            inert[:, hi : self.cuts[l + 1]] = ~live
+        self.inert = inert
 
     def init_mode(self, theta: Tensor) -> None:
         # the network's own pre-activations (true ReLU upstream; surfaces() continues the current pattern)
@@ -754,6 +774,10 @@ class _DeepSwitching:
         new = torch.where(h > 0, ACTIVE, INACTIVE)
         cand = (h.abs() <= zero) | (old == SLIDING)
         new = torch.where(cand, torch.where(old == SLIDING, INACTIVE, old), new)
+        slaves = self._slaved(theta, new, cand)
+        for i, lo, hi, pat, _ in slaves:  # not switching surfaces: their pattern on the master's active side
+            cand[i, lo:hi] = False
+            new[i, lo:hi] = torch.where(pat, ACTIVE, INACTIVE)
         alpha0 = torch.zeros_like(self.alpha0)
         counts = {"unresolved": 0}
         C = torch.nonzero(cand)
@@ -823,12 +847,58 @@ class _DeepSwitching:
                     alpha0[i, c] = v
                 else:
                     new[i, c] = ACTIVE if v > 0.5 else INACTIVE
+        for i, lo, hi, _, master in slaves:
+            if master is not None and int(new[i, master]) == INACTIVE:  # the master turned off: dead above it
+                new[i, lo:hi] = INACTIVE
         counts.update(_transitions(old, new))
         self.mode = new
         self.alpha0 = alpha0
         self.bg_scale = None
         self._refresh()
         return counts
+
+    def _slaved(self, theta: Tensor, new: Tensor, cand: Tensor) -> list:
+        """Layers of a point whose pre-activations are not independent switching surfaces, `[(point, first
+        column, end column, pattern (bool), master column or None)]`.
+
+        When no unit of layer l is clearly active for point i (active and not at zero), its layer-(l+1)
+        pre-activations are W (P ⊙ h⁽ˡ⁾): exactly 0 if no unit of layer l is at zero either (dead: master
+        None), else, with one unit j at zero (the master), proportional to h_j — they vanish with it and their
+        signs on its active side are those of ∂h⁽ˡ⁺¹⁾/∂h_j (propagated further up the same way). Their pattern
+        there is what the master's one-sided field needs; they follow the master's classification. (Two or more
+        units at zero with none active: not slaved, classified as candidates.)
+        """
+        L = len(self.widths)
+        if L < 2:
+            return []
+        clear = (new == ACTIVE) & ~cand
+        Ws = self.model._views(theta)
+        need = torch.zeros(self.n, dtype=torch.bool, device=new.device)
+        for l in range(L - 1):
+            need |= ~clear[:, self.cuts[l] : self.cuts[l + 1]].any(1)
+        out = []
+        for i in torch.nonzero(need).flatten().tolist():
+            master, s = None, None
+            for l in range(L):
+                lo, hi = self.cuts[l], self.cuts[l + 1]
+                if s is not None or master == -1:
+                    if master == -1:
+                        pat = torch.zeros(hi - lo, dtype=torch.bool, device=new.device)
+                    else:
+                        s = Ws[l] @ s  # ∂h⁽ˡ⁾/∂h_master on the master's active side
+                        pat = s > 0
+                        s = s * pat
+                    out.append((i, lo, hi, pat, None if master == -1 else master))
+                    continue
+                if l < L - 1 and not bool(clear[i, lo:hi].any()):
+                    zc = torch.nonzero(cand[i, lo:hi]).flatten()
+                    if zc.numel() == 0:
+                        master = -1
+                    elif zc.numel() == 1:
+                        master = lo + int(zc[0])
+                        s = torch.zeros(hi - lo, dtype=theta.dtype, device=theta.device)
+                        s[int(zc[0])] = 1.0
+        return out
 
 
 _GL_N = 8  # Gauss–Legendre nodes per step for the soft-crossing correction integrals
@@ -932,6 +1002,25 @@ class _SegmentField:
         self.drv.n_rejected += 1
 
 
+def _option_bool(options: dict, name: str, default: bool) -> bool:
+    value = options.pop(name, default)
+    if not isinstance(value, (bool, np.bool_)):
+        raise InvalidParameterError(f"solver option {name!r} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _option_positive(options: dict, name: str, default: float, zero_ok: bool = False) -> float:
+    value = options.pop(name, default)
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        x = float("nan")
+    if isinstance(value, bool) or not (x >= 0.0 if zero_ok else x > 0.0) or x == float("inf"):
+        bound = "≥ 0" if zero_ok else "> 0"
+        raise InvalidParameterError(f"solver option {name!r} must be a finite number {bound}, got {value!r}")
+    return x
+
+
 class FilippovDriver:
     """Integration driver that treats ReLU kinks in the sense of Filippov (event location + sliding modes).
 
@@ -998,14 +1087,14 @@ class FilippovDriver:
         self.n_soft_crossings = 0
         self._dt_last = 0.0
         # transversal crossings corrected in closed form inside a kept step (see FilippovDriver._soft_step)
-        self.soft_crossings = bool(self.options.pop("soft_crossings", True))
-        self.soft_fraction = float(self.options.pop("soft_fraction", 0.1))
+        self.soft_crossings = _option_bool(self.options, "soft_crossings", True)
+        self.soft_fraction = _option_positive(self.options, "soft_fraction", 0.1, zero_ok=True)
         self.n_soft_steps = 0
         self.max_soft_per_step = 0
         self.soft_fallbacks: dict = {}
         self.soft_truncations: dict = {}
-        self.truncated_growth = float(self.options.pop("truncated_growth", 2.0))
-        self.soft_cap = float(self.options.pop("soft_cap", 1.0))
+        self.truncated_growth = _option_positive(self.options, "truncated_growth", 2.0)
+        self.soft_cap = _option_positive(self.options, "soft_cap", 1.0)
         self.n_coupling_differences = 0
         self._exit_cache: tuple | None = None  # (step, result) of the last full sliding-exit search
         self._rk: tuple | None = None  # (segment field, RK tableau) for redo steps
@@ -1013,7 +1102,7 @@ class FilippovDriver:
         self.event_state = str(self.options.pop("event_state", "redo"))
         if self.event_state not in ("interpolate", "redo"):
             raise InvalidParameterError(f"event_state must be 'interpolate' or 'redo', got {self.event_state!r}")
-        self.exact_saves = bool(self.options.pop("exact_saves", True))
+        self.exact_saves = _option_bool(self.options, "exact_saves", True)
         self.sliding_time = 0.0
         self.sliding_surface_time = 0.0
         self.max_side_violation = 0.0
@@ -1228,6 +1317,9 @@ class FilippovDriver:
         h = sw.surfaces(theta)
         scale = zero / _ZERO_FACTOR
         v = torch.where(sw.sliding, -h.abs(), sw.sigma * h) / scale
+        inert = getattr(sw, "inert", None)  # deep nets: surfaces slaved to a unit below (not switching surfaces)
+        if inert is not None:
+            v = torch.where(inert & ~sw.sliding, 0.0, v)
         worst = float((-v).max())
         self.max_side_violation = max(self.max_side_violation, worst)
         if worst > _ASSERT_FACTOR:
@@ -1260,8 +1352,10 @@ class FilippovDriver:
         sig = sw.sigma
         g = (sig * sw.surfaces(Th) + band).flatten(1)  # (K+1, N); event: g crosses from ≥ 0 to < 0
         dg = (sig * sw.surface_rates(Th, dTh)).flatten(1)
-        slid = sw.sliding.flatten()
-        if sw.n_sliding:
+        inert = getattr(sw, "inert", None)  # deep nets: surfaces slaved to a unit below (not switching surfaces)
+        inert = sw.sliding if inert is None else sw.sliding | inert
+        if sw.n_sliding or bool(inert.any()):
+            slid = inert.flatten()
             g[:, slid] = float("inf")
             dg[:, slid] = 0.0
         ga, gb = g[:-1], g[1:]

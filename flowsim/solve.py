@@ -195,8 +195,8 @@ def simulate(
         kinks: handling of ReLU kinks (switching surfaces of models with ``has_kinks``): "naive"
             integrates straight through them; "filippov" locates switching events and integrates sliding
             modes (:mod:`flowsim.kinks`; two-layer and deep ReLU nets); "auto" (default) picks "filippov" for
-            two-layer (leaky-)ReLU models and "naive" otherwise (deep ReLU nets: see
-            :func:`flowsim.kinks.auto_filippov`).
+            two-layer (leaky-)ReLU models and one-hidden-layer deep ReLU models, "naive" otherwise (deeper ReLU
+            nets: see :func:`flowsim.kinks.auto_filippov`).
         progress: show a tqdm progress bar on log t.
         out: directory to save the trajectory to (also on failure or interruption). Save points are
             **streamed** there as they come (memory-mapped ``.npy`` rows, :mod:`flowsim.stream`), so memory

@@ -218,6 +218,28 @@ def test_leaky_relu_runs_and_conserves_balance():
     assert tr.diagnostics["balance_drift"].max() <= 1e-9
 
 
+@pytest.mark.parametrize(
+    "option",
+    [
+        {"soft_cap": 0.0},
+        {"soft_cap": -1},
+        {"soft_fraction": float("nan")},
+        {"soft_fraction": "abc"},
+        {"truncated_growth": float("inf")},
+        {"soft_crossings": "False"},
+        {"exact_saves": 1},
+    ],
+)
+def test_bad_driver_options_raise_clear_errors(option):
+    """Driver options are checked up front (found by review: soft_cap = 0 raised ZeroDivisionError mid-run, a
+    negative cap a complex-number error, and the string "False" meant True)."""
+    from flowsim.errors import InvalidParameterError
+
+    ds = student_teacher_relu(n=10, d=3, seed=0)
+    with pytest.raises(InvalidParameterError, match=f"solver option '{next(iter(option))}'"):
+        simulate(TwoLayerReLU(3, 4), ds, "euclidean", log_t_end=-2.0, n_save=2, solver_options=option)
+
+
 def test_deep_relu_pattern_field_and_surfaces_match_autograd():
     """Deep ReLU switching system: the fixed-pattern field (closed-form backpropagation) equals the model's
     autograd field away from kinks; ∇_θ h_k equals autograd; ḣ along θ̇ equals central differences."""
@@ -288,6 +310,28 @@ def test_deep_relu_filippov_sliding_converges_and_conserves_balance(deep_problem
     assert np.nanmax(tr9.diagnostics["balance_drift"]) <= 1e-9
     # the activation pattern (all layers) sees exactly the sliding surfaces on h = 0
     assert tr9.diagnostics["zero_pairs"][-1] == tr9.stats["n_sliding_at_end"]
+
+
+def test_deep_relu_dead_and_reviving_layers_are_not_switching_surfaces():
+    """DeepReLU(4, [1, 3]): when a point's single first-layer unit turns off, its second-layer pre-activations are
+    exactly 0 (and proportional to that unit's h while it is near 0). They are not switching surfaces of their
+    own (regression, found by review: they were classified as surfaces at zero in a second layer and stopped the
+    run at log t 0.04 as "sliding in two layers", or missed an event). Before the first sliding mode (log t
+    0.8: 22 crossings, deaths and revivals) Filippov agrees with naive dopri5 at rtol 1e-10 (measured 1.2e-7);
+    to log t = 4 the run succeeds and the activation pattern counts exactly the sliding surfaces."""
+    ds = student_teacher_relu(n=20, d=4, seed=0)
+    model = DeepReLU(4, [1, 3])
+    kw = dict(log_t_end=0.8, n_save=5, rtol=1e-10, atol=1e-13, seed=0, init_scale=0.5)
+    fil = simulate(model, ds, "euclidean", kinks="filippov", **kw)
+    nai = simulate(model, ds, "euclidean", kinks="naive", **kw)
+    assert fil.stats["n_crossings"] >= 15 and fil.stats["n_sliding_entries"] == 0
+    assert np.abs(fil.theta - nai.theta).max() <= 1e-6 * np.abs(fil.theta).max()
+    tr = simulate(
+        model, ds, "euclidean", kinks="filippov", **{**kw, "log_t_end": 4.0, "n_save": 20, "rtol": 1e-6, "atol": 1e-9}
+    )
+    assert tr.status.value == "success", tr.message
+    assert tr.stats["n_sliding_at_end"] >= 1 and tr.diagnostics["zero_pairs"][-1] == tr.stats["n_sliding_at_end"]
+    assert np.nanmax(tr.diagnostics["balance_drift"]) <= 1e-6  # measured 1.1e-7
 
 
 def test_deep_relu_two_layer_sliding_stops_with_partial_trajectory(deep_problem):
