@@ -67,7 +67,7 @@ from torch import Tensor
 
 from .data import Dataset
 from .diagnostics import compute_diagnostics
-from .errors import InvalidParameterError
+from .errors import InvalidParameterError, positive_real
 from .losses import AbstractLoss
 from .models import AbstractModel
 from .potentials import AbstractPotential, HyperbolicEntropy
@@ -112,17 +112,8 @@ class DualGradient:
         return float(log_L), float(m), g
 
 
-def _positive_real(name: str, value: Any, example: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
-        raise InvalidParameterError(f"{name} must be a positive finite number (e.g. {example}), got {value!r}")
-    v = float(value)
-    if not (math.isfinite(v) and v > 0):
-        raise InvalidParameterError(f"{name} must be a positive finite number (e.g. {example}), got {value!r}")
-    return v
-
-
 def _check_args(step_size, schedule, variant, n_steps, log_t_end, n_save, max_steps, pot, step_growth, diverge):
-    eta = _positive_real("step_size", step_size, "step_size=0.1")
+    eta = positive_real("step_size", step_size, "step_size=0.1")
     if schedule not in SCHEDULES:
         raise InvalidParameterError(
             f'schedule must be one of {SCHEDULES}, got {schedule!r} ("constant": η_k = η; '
@@ -156,12 +147,12 @@ def _check_args(step_size, schedule, variant, n_steps, log_t_end, n_save, max_st
         raise InvalidParameterError(f"n_save must be an integer ≥ 2 (t = 0 and the end), got {n_save!r}")
     if isinstance(max_steps, bool) or not isinstance(max_steps, int | np.integer) or max_steps < 1:
         raise InvalidParameterError(f"max_steps must be a positive integer, got {max_steps!r}")
-    growth = _positive_real("step_growth", step_growth, "step_growth=1.1")
+    growth = positive_real("step_growth", step_growth, "step_growth=1.1")
     if growth < 1.0:
         raise InvalidParameterError(
             f"step_growth must be ≥ 1 (η is multiplied by it after accepted steps), got {growth}"
         )
-    div = _positive_real("divergence_log_factor", diverge, "divergence_log_factor=50.0")
+    div = positive_real("divergence_log_factor", diverge, "divergence_log_factor=50.0")
     return eta, growth, div
 
 

@@ -52,3 +52,20 @@ class ReferenceSolverError(FlowSimError, RuntimeError):
 
 class TrajectoryFileError(FlowSimError, OSError):
     """A saved trajectory could not be read (missing files, wrong format version)."""
+
+
+def positive_real(name: str, value, example: str) -> float:
+    """``value`` as a float, checked to be a finite number > 0 (bool and non-numbers rejected).
+
+    Raises:
+        InvalidParameterError: otherwise, naming ``name`` and an ``example`` of a valid value.
+    """
+    import math
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InvalidParameterError(f"{name} must be a positive finite number (e.g. {example}), got {value!r}")
+    v = float(value)
+    if not (math.isfinite(v) and v > 0):
+        raise InvalidParameterError(f"{name} must be a positive finite number (e.g. {example}), got {value!r}")
+    return v

@@ -106,7 +106,7 @@ from torchdiffeq._impl.misc import _check_inputs
 from torchdiffeq._impl.odeint import SOLVERS
 from torchdiffeq._impl.rk_common import _runge_kutta_step
 
-from .errors import InvalidParameterError
+from .errors import InvalidParameterError, positive_real
 from .integrate import MaxStepsReached, NonFiniteField, finite_rms_norm
 from .models import AbstractModel, AbstractPiecewiseLinearTwoLayer, DeepReLU
 
@@ -288,7 +288,28 @@ def _equivalent_control(
     return a0 + delta
 
 
-class _TwoLayerSwitching:
+class _ActivationState:
+    """Activation state shared by the switching systems: a mode per surface (active / inactive / sliding), the
+    sliding α's at a segment start, and the pattern P, sliding mask, sides σ derived from them."""
+
+    def _init_state(self, shape: tuple, dtype, device) -> None:
+        self.dtype = dtype
+        self.mode = torch.zeros(shape, dtype=torch.long, device=device)
+        self.alpha0 = torch.zeros(shape, dtype=dtype, device=device)
+        self.lam = 0.0  # Baumgarte rate of the current segment
+        # per sliding block, the factor on the Baumgarte term λ h_S, fixed at a segment's first evaluation so that
+        # it moves α at most half way to [0, 1]'s bounds there (None: not yet fixed for this segment)
+        self.bg_scale: dict | None = None
+        self._refresh()
+
+    def _refresh(self) -> None:
+        self.P = (self.mode == ACTIVE).to(self.dtype)
+        self.sliding = self.mode == SLIDING
+        self.sigma = torch.where(self.mode == ACTIVE, 1.0, -1.0).to(self.dtype)
+        self.n_sliding = int(self.sliding.sum())
+
+
+class _TwoLayerSwitching(_ActivationState):
     """Switching system of a two-layer (leaky-)ReLU net: surfaces h_ij = ⟨w_j, x_i⟩, shape `(n, m)`."""
 
     def __init__(self, model: AbstractPiecewiseLinearTwoLayer, field) -> None:
@@ -302,22 +323,13 @@ class _TwoLayerSwitching:
         self.md = self.m * self.d
         self.slope = float(model.negative_slope)
         self.xabs = self.X.abs()
-        self.mode = torch.zeros(self.n, self.m, dtype=torch.long, device=self.X.device)
-        self.alpha0 = torch.zeros(self.n, self.m, dtype=self.X.dtype, device=self.X.device)
-        self.lam = 0.0
-        # per sliding neuron, the factor on the Baumgarte term λ h_S, fixed at a segment's first evaluation so that
-        # it moves α at most half way to [0, 1]'s bounds there (None: not yet fixed for this segment)
-        self.bg_scale: dict | None = None
-        self._refresh()
+        self._init_state((self.n, self.m), self.X.dtype, self.X.device)
 
     # -- state bookkeeping --
     def _refresh(self) -> None:
-        self.P = (self.mode == ACTIVE).to(self.X.dtype)
-        self.sliding = self.mode == SLIDING
-        self.sigma = torch.where(self.mode == ACTIVE, 1.0, -1.0).to(self.X.dtype)
+        super()._refresh()
         self.slide_neurons = [int(j) for j in torch.nonzero(self.sliding.any(0)).flatten()]
         self.slide_sets = {j: torch.nonzero(self.sliding[:, j]).flatten() for j in self.slide_neurons}
-        self.n_sliding = int(self.sliding.sum())
 
     def split(self, theta: Tensor) -> tuple[Tensor, Tensor]:
         return theta[..., : self.md].reshape(*theta.shape[:-1], self.m, self.d), theta[..., self.md :]
@@ -573,7 +585,7 @@ class _TwoLayerSwitching:
         return _Correction(corr, dF1, hd_before, hd_after, corr2, dtau)
 
 
-class _DeepSwitching:
+class _DeepSwitching(_ActivationState):
     """Switching system of a deep ReLU net (:class:`~flowsim.models.DeepReLU`): the hidden pre-activations
     h⁽ˡ⁾_ij of all layers side by side, shape `(n, M)`, M = Σ_l h_l (column c ↔ layer l, unit j).
 
@@ -606,17 +618,10 @@ class _DeepSwitching:
         )
         self.spans = [(start, stop) for _, start, stop, _ in model._layout]  # flat slices of W_1, …, W_L
         self.xabs = self.X.abs()
-        self.mode = torch.zeros(self.n, self.M, dtype=torch.long, device=self.X.device)
-        self.alpha0 = torch.zeros(self.n, self.M, dtype=self.X.dtype, device=self.X.device)
-        self.lam = 0.0
-        self.bg_scale: dict | None = None
-        self._refresh()
+        self._init_state((self.n, self.M), self.X.dtype, self.X.device)
 
     def _refresh(self) -> None:
-        self.P = (self.mode == ACTIVE).to(self.X.dtype)
-        self.sliding = self.mode == SLIDING
-        self.sigma = torch.where(self.mode == ACTIVE, 1.0, -1.0).to(self.X.dtype)
-        self.n_sliding = int(self.sliding.sum())
+        super()._refresh()
         self.S = torch.nonzero(self.sliding)  # (K, 2): point, column
         # inert surfaces: no unit of the layer below is active (and live) for that point, so its pre-activations
         # in this layer are exactly 0 (every unit below inactive: dead) or slaved to the one sliding unit below
@@ -666,21 +671,24 @@ class _DeepSwitching:
         return v, cy, torch.cat(us, -1), torch.cat(hs, -1), (Ws, a)
 
     def _surface_grads(self, idx: Tensor, P: Tensor, fwd) -> Tensor:
-        """∇_θ h_k of the surfaces ``idx`` `(K, 2)` (point, column) with pattern P upstream, `(K, p)`."""
+        """∇_θ h_k of the surfaces ``idx`` `(K, 2)` (point, column) with pattern P upstream, `(K, p)` (batched
+        per layer: backpropagation from each surface's layer down to the input)."""
         Ws, a = fwd
         Pls = self._layers(P)
-        p = self.spans[-1][1]
-        rows = torch.zeros(idx.shape[0], p, dtype=self.X.dtype, device=self.X.device)
-        for k, (i, c) in enumerate(idx.tolist()):
-            l = int(self.layer_of[c])
-            j = c - self.cuts[l]
+        rows = torch.zeros(idx.shape[0], self.spans[-1][1], dtype=self.X.dtype, device=self.X.device)
+        layer = self.layer_of[idx[:, 1]]
+        for l in torch.unique(layer).tolist():
+            ks = torch.nonzero(layer == l).flatten()
+            pts, js = idx[ks, 0], idx[ks, 1] - self.cuts[l]
             start, stop = self.spans[l]
-            rows[k, start:stop].view(Ws[l].shape)[j] = a[l][i]
-            cur = Ws[l][j]  # ∂h_k/∂a⁽ˡ⁾_i
+            block = torch.zeros(ks.numel(), *Ws[l].shape, dtype=rows.dtype, device=rows.device)
+            block[torch.arange(ks.numel(), device=rows.device), js] = a[l][pts]  # ∂h_k/∂W_l[j] = a⁽ˡ⁾_i
+            rows[ks, start:stop] = block.reshape(ks.numel(), -1)
+            cur = Ws[l][js]  # ∂h_k/∂a⁽ˡ⁾_i, (K_l, fan_in)
             for l2 in range(l - 1, -1, -1):
-                d = Pls[l2][i] * cur
+                d = Pls[l2][pts] * cur
                 start, stop = self.spans[l2]
-                rows[k, start:stop] = torch.outer(d, a[l2][i]).reshape(-1)
+                rows[ks, start:stop] = (d.unsqueeze(2) * a[l2][pts].unsqueeze(1)).reshape(ks.numel(), -1)
                 cur = d @ Ws[l2]
         return rows
 
@@ -1011,14 +1019,9 @@ def _option_bool(options: dict, name: str, default: bool) -> bool:
 
 def _option_positive(options: dict, name: str, default: float, zero_ok: bool = False) -> float:
     value = options.pop(name, default)
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        x = float("nan")
-    if isinstance(value, bool) or not (x >= 0.0 if zero_ok else x > 0.0) or x == float("inf"):
-        bound = "≥ 0" if zero_ok else "> 0"
-        raise InvalidParameterError(f"solver option {name!r} must be a finite number {bound}, got {value!r}")
-    return x
+    if zero_ok and not isinstance(value, bool) and value == 0:
+        return 0.0
+    return positive_real(f"solver option {name!r}" + (" (or 0)" if zero_ok else ""), value, f"{name}={default}")
 
 
 class FilippovDriver:
@@ -1353,9 +1356,8 @@ class FilippovDriver:
         g = (sig * sw.surfaces(Th) + band).flatten(1)  # (K+1, N); event: g crosses from ≥ 0 to < 0
         dg = (sig * sw.surface_rates(Th, dTh)).flatten(1)
         inert = getattr(sw, "inert", None)  # deep nets: surfaces slaved to a unit below (not switching surfaces)
-        inert = sw.sliding if inert is None else sw.sliding | inert
-        if sw.n_sliding or bool(inert.any()):
-            slid = inert.flatten()
+        if sw.n_sliding or inert is not None:
+            slid = (sw.sliding if inert is None else sw.sliding | inert).flatten()
             g[:, slid] = float("inf")
             dg[:, slid] = 0.0
         ga, gb = g[:-1], g[1:]
@@ -1869,7 +1871,7 @@ def _box_lcp(b: Tensor, M: Tensor, side: Tensor, free: Tensor, tol: float) -> tu
     return best, True
 
 
-class _AffineSwitching:
+class _AffineSwitching(_ActivationState):
     """Switching-system adapter of a :class:`PiecewiseAffineSystem` for the :class:`FilippovDriver` event core."""
 
     supports_soft = False
@@ -1878,16 +1880,7 @@ class _AffineSwitching:
         self.sys = system
         self.field = field
         self.k = int(system.h(y0).numel())
-        self.mode = torch.zeros(self.k, dtype=torch.long)
-        self.alpha0 = torch.zeros(self.k, dtype=y0.dtype)
-        self.lam = 0.0
-        self._refresh()
-
-    def _refresh(self) -> None:
-        self.P = (self.mode == ACTIVE).to(torch.float64)
-        self.sliding = self.mode == SLIDING
-        self.sigma = torch.where(self.mode == ACTIVE, 1.0, -1.0).to(torch.float64)
-        self.n_sliding = int(self.sliding.sum())
+        self._init_state((self.k,), torch.float64, y0.device)
 
     def init_mode(self, y: Tensor) -> None:
         self.mode = torch.where(self.sys.h(y) > 0, ACTIVE, INACTIVE)
