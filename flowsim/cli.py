@@ -19,8 +19,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .config import DEFAULT_PRESET, get_preset, load_config
     from .experiment import format_table, run_experiment
 
+    workers = _workers(args.workers)
     if args.resume is not None:
-        return _resume(Path(args.resume), progress=not args.no_progress and sys.stderr.isatty())
+        return _resume(Path(args.resume), progress=not args.no_progress and sys.stderr.isatty(), workers=workers)
     if args.config is not None and args.preset is not None:
         raise FlowSimError("give either --preset NAME or --config FILE.toml, not both")
     config = (
@@ -30,7 +31,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("flowsim_runs") / config["experiment"]["name"]
     print(f"[flowsim] experiment {config['experiment']['name']!r}: {config['experiment']['description']}")
     print(f"[flowsim] writing to {out}")
-    result = run_experiment(config, out, progress=not args.no_progress and sys.stderr.isatty())
+    result = run_experiment(config, out, progress=not args.no_progress and sys.stderr.isatty(), workers=workers)
     table = format_table(result.rows)
     print()
     print(table)
@@ -39,7 +40,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0 if not bad else 3
 
 
-def _resume(path: Path, progress: bool) -> int:
+def _workers(text: str) -> int | str:
+    """``--workers``: "auto" or an integer (run_experiment checks it, with an InvalidParameterError)."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def _resume(path: Path, progress: bool, workers: int | str) -> int:
     """``flowsim run --resume DIR``: one run (DIR/run.json) or an experiment (DIR/config.json)."""
     import json
 
@@ -56,7 +65,7 @@ def _resume(path: Path, progress: bool) -> int:
         raise FlowSimError(f"--resume {path}: no run.json (a simulate run) or config.json (an experiment) there")
     config = json.loads((path / "config.json").read_text())
     print(f"[flowsim] resuming experiment {config['experiment']['name']!r} in {path}")
-    result = run_experiment(config, path, progress=progress, resume=True)
+    result = run_experiment(config, path, progress=progress, resume=True, workers=workers)
     print()
     print(format_table(result.rows))
     return 0 if all(r["status"] == "success" for r in result.rows) else 3
@@ -182,6 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="TOML experiment file (see flowsim.config for the format)")
     run.add_argument("--out", help="output directory (default: flowsim_runs/<experiment name>)")
     run.add_argument("--resume", metavar="DIR", help="continue a killed run or experiment from its checkpoints")
+    run.add_argument(
+        "--workers",
+        default="auto",
+        metavar="N",
+        help='processes running the potentials concurrently: an integer ≥ 1 or "auto" (default: one per potential '
+        "up to the CPU cores for small problems, else 1)",
+    )
     _add_md_arguments(run, method=True)
     run.add_argument(
         "--no-progress", action="store_true", help="no progress bars (they are shown only on a terminal anyway)"

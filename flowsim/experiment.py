@@ -8,17 +8,24 @@ from __future__ import annotations
 
 import csv
 import json
+import multiprocessing
+import os
 import re
+import signal
+import sys
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from .data import Dataset, load_dataset
+from .device import SMALL_PROBLEM_WORK
 from .errors import ConfigError, InvalidParameterError
-from .models import get_model
-from .potentials import get_potential
+from .models import AbstractModel, get_model
+from .potentials import AbstractPotential, get_potential
 from .solve import simulate
 from .trajectory import Trajectory
 
@@ -112,24 +119,99 @@ def run_experiment(
     progress: bool = False,
     log=print,
     resume: bool = False,
+    workers: int | str = "auto",
 ) -> ExperimentResult:
     """Run every potential of a validated configuration (see :mod:`flowsim.config`).
+
+    The potentials' runs are independent; with ``workers`` > 1 they run concurrently, one worker process per
+    run (at most ``workers`` at a time), each rebuilding data, model and potential from the configuration.
+    Results are the same as one after another (bitwise: same thread counts, same arithmetic) and keep the
+    configuration's order.
 
     Args:
         config: a validated configuration (from :func:`flowsim.config.get_preset` or ``load_config``).
         out: output directory: ``<label>/`` trajectories, ``summary.csv``, ``summary.txt``,
             ``config.json`` and PNG plots. None writes nothing.
-        progress: progress bars on log t.
+        progress: progress bars on log t (one run at a time only; worker processes show none).
         log: a print-like function for progress lines.
         resume: continue each run from its last checkpoint in ``out/<label>/`` (``flowsim run --resume``);
             finished runs are reloaded as they are.
+        workers: worker processes, ``"auto"`` (default) or an int ≥ 1. ``"auto"`` is one process per run (up to
+            2 per CPU core: run times are not known in advance) when the problem is small (n·p ≤
+            :data:`flowsim.device.SMALL_PROBLEM_WORK`, where a run uses one thread) and the data are on the CPU,
+            else 1. An int N > 1 runs min(N, runs) processes, each
+            with one thread for small problems, else CPU cores // N threads. 1 runs the potentials one after
+            another in this process. Sweeps (list values, :func:`flowsim.config.is_sweep`) ignore it. Worker
+            processes are forked on Linux when CUDA is not initialized and every worker runs one thread (a
+            forked child using OpenMP threads after its parent did can hang), else spawned (scripts that call
+            this need an ``if __name__ == "__main__":`` guard then).
 
     Returns:
-        an :class:`ExperimentResult`. Runs that fail keep their partial trajectories and statuses.
+        an :class:`ExperimentResult`. Runs that fail keep their partial trajectories and statuses. On Ctrl-C,
+        one after another: the interrupted run is kept and the remaining potentials are skipped; in worker
+        processes: every running run is interrupted and kept (workers get the SIGINT too), the runs not yet
+        started are skipped.
 
     Raises:
-        ConfigError: when the data, model or potential arguments in the configuration are invalid.
+        ConfigError: when the data, model or potential arguments in the configuration are invalid (before any
+            run starts).
+        InvalidParameterError: when ``workers`` is neither "auto" nor an int ≥ 1.
+        Exception: the first error (in configuration order) raised inside a worker process, or
+            ``BrokenProcessPool`` when a worker process died, re-raised after the other runs were collected
+            and the summary and plots written for them.
     """
+    if workers != "auto" and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise InvalidParameterError(
+            f'workers must be "auto" or an integer ≥ 1 (flowsim run --workers N), got {workers!r}'
+        )
+    dataset, model = _build(config)
+    out_dir = Path(out) if out is not None else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
+    from .config import is_sweep
+
+    if is_sweep(config):  # lists of values: one batched ensemble (flowsim.ensemble)
+        labels, trajs = _run_sweep(config, model, dataset, out_dir, progress=progress, log=log)
+        return _finish(config, model, dataset, labels, trajs, out_dir)
+    potentials = [_potential(pot_cfg) for pot_cfg in config["potentials"]]  # validates them all first
+    labels = [_label(pot_cfg) for pot_cfg in config["potentials"]]
+    subs = [out_dir / _slug(label) if out_dir is not None else None for label in labels]
+    cores = os.cpu_count() or 1
+    small = dataset.n * model.num_params <= SMALL_PROBLEM_WORK
+    if workers == "auto":
+        # one process per run (up to 2 per core): run times are not known in advance, and the OS sharing the
+        # cores keeps a long run listed last from waiting for the others
+        workers = min(len(labels), 2 * cores) if small and dataset.X.device.type == "cpu" else 1
+    workers = min(workers, len(labels))
+    if workers > 1:
+        return _run_parallel(
+            config,
+            model,
+            dataset,
+            labels,
+            subs,
+            out_dir,
+            workers=workers,
+            threads=1 if small else max(1, cores // workers),
+            resume=resume,
+            log=log,
+        )
+    done_labels, trajs = [], []
+    for label, potential, sub in zip(labels, potentials, subs, strict=True):
+        log(f"[flowsim] {label}: {model!r} on {dataset.name} (n={dataset.n}, d={dataset.d})")
+        tr = _run_one(config, model, dataset, potential, progress=progress, out=sub, resume=resume)
+        log(f"[flowsim]   {_outcome(tr)}")
+        done_labels.append(label)
+        trajs.append(tr)
+        if tr.status.value == "interrupted":
+            log("[flowsim] interrupted: partial results kept; skipping the remaining potentials")
+            break
+    return _finish(config, model, dataset, done_labels, trajs, out_dir)
+
+
+def _build(config: dict[str, Any]) -> tuple[Dataset, AbstractModel]:
+    """The data set and model of a configuration (``[data]``, ``[model]``; input_dim from the data)."""
     data_cfg = dict(config["data"])
     try:
         dataset = load_dataset(data_cfg.pop("name"), **data_cfg)
@@ -141,58 +223,116 @@ def run_experiment(
         model = get_model(model_cfg.pop("name"), **model_cfg)
     except TypeError as e:
         raise ConfigError(f"[model]: {e}") from e
-    out_dir = Path(out) if out is not None else None
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
-    from .config import is_sweep
+    return dataset, model
 
-    if is_sweep(config):  # lists of values: one batched ensemble (flowsim.ensemble)
-        labels, trajs = _run_sweep(config, model, dataset, out_dir, progress=progress, log=log)
-        return _finish(config, model, dataset, labels, trajs, out_dir)
-    labels, trajs = [], []
-    for pot_cfg in config["potentials"]:
-        params = {k: v for k, v in pot_cfg.items() if k not in ("name", "label")}
-        try:
-            potential = get_potential(pot_cfg["name"], **params)
-        except TypeError as e:
-            raise ConfigError(f"[[potentials]] {pot_cfg['name']}: {e}") from e
-        label = _label(pot_cfg)
-        log(f"[flowsim] {label}: {model!r} on {dataset.name} (n={dataset.n}, d={dataset.d})")
-        sub = out_dir / _slug(label) if out_dir is not None else None
-        if config["solver"]["method"] == "md":  # discrete mirror descent (flowsim.discrete)
-            tr = _run_discrete(config, model, dataset, potential, progress=progress, out=sub)
-        else:
-            tr = simulate(
-                model,
-                dataset,
-                potential,
-                loss=config["flow"]["loss"],
-                time=config["flow"]["time"],
-                log_t_end=config["horizon"]["log_t_end"],
-                n_save=config["horizon"]["n_save"],
-                log_t_start=config["horizon"]["log_t_start"],
-                init_scale=config["init"]["scale"],
-                seed=config["init"]["seed"],
-                method=config["solver"]["method"],
-                rtol=config["solver"]["rtol"],
-                atol=config["solver"]["atol"],
-                max_steps=config["solver"]["max_steps"],
-                kinks=config["solver"].get("kinks", "auto"),
-                progress=progress,
-                out=sub,
-                resume=resume,
+
+def _potential(pot_cfg: dict[str, Any]) -> AbstractPotential:
+    """The potential of one ``[[potentials]]`` table."""
+    params = {k: v for k, v in pot_cfg.items() if k not in ("name", "label")}
+    try:
+        return get_potential(pot_cfg["name"], **params)
+    except TypeError as e:
+        raise ConfigError(f"[[potentials]] {pot_cfg['name']}: {e}") from e
+
+
+def _outcome(tr: Trajectory) -> str:
+    return f"{tr.status.value}: log t = {tr.log_t[-1]:.4g}, nfe = {tr.stats['nfe']}, {tr.stats['wall_time']:.1f} s"
+
+
+def _run_one(
+    config: dict[str, Any], model, dataset, potential, *, progress: bool, out, resume: bool, threads="auto"
+) -> Trajectory:
+    """One potential's run: :func:`simulate`, or mirror descent for ``[solver] method = "md"``."""
+    if config["solver"]["method"] == "md":  # discrete mirror descent (flowsim.discrete)
+        return _run_discrete(config, model, dataset, potential, progress=progress, out=out, threads=threads)
+    return simulate(
+        model,
+        dataset,
+        potential,
+        loss=config["flow"]["loss"],
+        time=config["flow"]["time"],
+        log_t_end=config["horizon"]["log_t_end"],
+        n_save=config["horizon"]["n_save"],
+        log_t_start=config["horizon"]["log_t_start"],
+        init_scale=config["init"]["scale"],
+        seed=config["init"]["seed"],
+        method=config["solver"]["method"],
+        rtol=config["solver"]["rtol"],
+        atol=config["solver"]["atol"],
+        max_steps=config["solver"]["max_steps"],
+        kinks=config["solver"].get("kinks", "auto"),
+        threads=threads,
+        progress=progress,
+        out=out,
+        resume=resume,
+    )
+
+
+def _worker_run(
+    config: dict[str, Any], pot_cfg: dict[str, Any], out, resume: bool, threads: int, interruptible: bool
+) -> Trajectory:
+    """A worker process's run: rebuild data, model and potential from the configuration, run, return it.
+
+    With ``interruptible`` (the parent does not ignore SIGINT), Ctrl-C (SIGINT, ignored by the worker until
+    here) interrupts the run, which keeps what it computed.
+    """
+    if interruptible:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    torch.set_num_threads(threads)  # before any torch op: a forked child must not reuse its parent's OpenMP pool
+    dataset, model = _build(config)
+    potential = _potential(pot_cfg)
+    return _run_one(config, model, dataset, potential, progress=False, out=out, resume=resume, threads=threads)
+
+
+def _run_parallel(config, model, dataset, labels, subs, out_dir, *, workers: int, threads: int, resume, log):
+    """Run the potentials in worker processes, at most ``workers`` at a time (see :func:`run_experiment`).
+
+    Each run has a one-process :class:`ProcessPoolExecutor` of its own, so that a worker process that dies
+    takes only its own run down (a shared pool terminates all its workers when one dies).
+    """
+    fork = sys.platform.startswith("linux") and not torch.cuda.is_initialized() and threads == 1
+    ctx = multiprocessing.get_context("fork" if fork else "spawn")
+    each = f"{threads} torch thread{'s' if threads > 1 else ''} each"
+    log(f"[flowsim] {len(labels)} runs in {workers} worker processes ({ctx.get_start_method()}, {each})")
+    interruptible = signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+    todo = list(range(len(labels)))
+    running: dict[Future, tuple[int, ProcessPoolExecutor]] = {}
+    trajs: dict[int, Trajectory] = {}
+    errors: dict[int, BaseException] = {}
+    interrupted = False
+    while running or (todo and not interrupted):
+        while todo and not interrupted and len(running) < workers:
+            i = todo.pop(0)
+            log(f"[flowsim] {labels[i]}: {model!r} on {dataset.name} (n={dataset.n}, d={dataset.d})")
+            pool = ProcessPoolExecutor(
+                1, mp_context=ctx, initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN)
             )
-        log(
-            f"[flowsim]   {tr.status.value}: log t = {tr.log_t[-1]:.4g}, nfe = {tr.stats['nfe']}, "
-            f"{tr.stats['wall_time']:.1f} s"
-        )
-        labels.append(label)
-        trajs.append(tr)
-        if tr.status.value == "interrupted":
-            log("[flowsim] interrupted: partial results kept; skipping the remaining potentials")
-            break
-    return _finish(config, model, dataset, labels, trajs, out_dir)
+            args = (config, config["potentials"][i], subs[i], resume, threads, interruptible)
+            running[pool.submit(_worker_run, *args)] = (i, pool)
+        try:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+        except KeyboardInterrupt:  # the workers got the SIGINT too: their runs stop and return what they have
+            if not interrupted:
+                log("[flowsim] interrupted: partial results kept; collecting the running runs, skipping the rest")
+            interrupted = True
+            continue
+        for fut in done:
+            i, pool = running.pop(fut)
+            pool.shutdown(wait=False)  # wait() is the only blocking call, where Ctrl-C is handled
+            try:
+                trajs[i] = fut.result()
+            except BaseException as e:  # raised in the worker (any exception), or BrokenProcessPool: it died
+                errors[i] = e
+                log(f"[flowsim]   {labels[i]}: failed in its worker process: {type(e).__name__}: {e}")
+                continue
+            log(f"[flowsim]   {labels[i]}: {_outcome(trajs[i])}")
+    order = sorted(trajs)
+    if order:  # (none when every run failed)
+        result = _finish(config, model, dataset, [labels[i] for i in order], [trajs[i] for i in order], out_dir)
+    if errors:
+        log(f"[flowsim] {len(errors)} run(s) failed; the other runs' results are kept (summary and plots)")
+        raise errors[min(errors)]
+    return result
 
 
 def _run_sweep(config: dict[str, Any], model, dataset, out_dir, *, progress: bool, log):
@@ -277,7 +417,9 @@ def _finish(config, model, dataset, labels, trajs, out_dir) -> ExperimentResult:
     return ExperimentResult(config, dataset, labels, trajs, rows, out_dir)
 
 
-def _run_discrete(config: dict[str, Any], model, dataset, potential, *, progress: bool, out, **overrides):
+def _run_discrete(
+    config: dict[str, Any], model, dataset, potential, *, progress: bool, out, threads="auto", **overrides
+):
     """One mirror-descent run of an experiment (``[solver] method = "md"``) on the experiment's horizon."""
     from .discrete import mirror_descent
 
@@ -297,6 +439,7 @@ def _run_discrete(config: dict[str, Any], model, dataset, potential, *, progress
         init_scale=config["init"]["scale"],
         seed=config["init"]["seed"],
         max_steps=solver["max_steps"],
+        threads=threads,
         progress=progress,
         out=out,
     )
