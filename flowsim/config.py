@@ -93,7 +93,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "init": {"scale": 0.5, "seed": 0},
         # kinks = "filippov": exact Filippov handling of the ≈3,300 transversal crossings and the sliding modes on
         # digits. Measured 2026-11-30 to log t = 8 (1 thread), error vs a Filippov rtol 1e-9 reference: the three
-        # runs take 4.9 / 2.4 / 11.9 s with max relative θ error 1.0e-5 / 2.1e-5 / 2.2e-5; naive stepping at the
+        # runs take 5.4 / 2.6 / 11.8 s with max relative θ error 1.0e-5 / 2.1e-5 / 2.2e-5; naive stepping at the
         # same rtol takes 0.9 / 1.3 / 1.4 s but is off by 1.7e-4 / 2.1e-3 / 1.8e-4 (hyperbolic entropy's margin
         # by 6e-3 relative, balance drift 2.8e-3), and matching Filippov's accuracy costs it far more (hyperbolic
         # entropy at rtol 1e-7: 183 s, θ error 5.4e-5). kinks = "naive" is the fast, inexact alternative.
