@@ -62,7 +62,8 @@ through them makes an adaptive Runge–Kutta solver chatter (tiny steps, first-o
    X_Sᵀ μ (:meth:`_TwoLayerSwitching.project_sliding`; balance changes at second order; stats
    ``n_sliding_projections``, ``max_projected_offset``). The main job's runs need none; PPower(3) on
    student–teacher data to log t = 4 needed 9-19 at rtol 1e-6 to 1e-10 (offsets up to 1.9e3 error scales;
-   before, the runs at rtol ≤ 1e-8 stopped with FilippovInvariantError). Deep nets have no projection.
+   before, the runs at rtol ≤ 1e-8 stopped with FilippovInvariantError); deep nets project all their sliding
+   surfaces at once (:meth:`_DeepSwitching.project_sliding`).
 5. **Deep ReLU nets** (:class:`~flowsim.models.DeepReLU`): the surfaces are the hidden pre-activations
    h⁽ˡ⁾_ij of every layer; within a segment the pattern of every layer is fixed (closed-form backpropagation
    through it). Crossings are located and stepped to exactly (no soft crossings). Sliding: on h_k = 0 the
@@ -294,6 +295,31 @@ def _equivalent_control(
     return a0 + delta
 
 
+def _project_onto_surfaces(pot, z0: Tensor, G: Tensor, h_fn, rows_fn, h0: Tensor, tol: Tensor) -> Tensor:
+    """z0 + Gᵀ μ with |h(∇Φ*(z0 + Gᵀ μ))| ≤ ``tol`` `(K,)` (a dual-space projection onto surfaces h = 0).
+
+    ``G`` `(K, q)`: the directions (∇_θ h at the start, the directions the Filippov α's move z in), ``h_fn(θ)``
+    `(K,)`, ``rows_fn(θ)`` ∇_θ h `(K, q)` at θ, ``h0`` = h at z0. Damped Newton on μ, Jacobian ∇h D Gᵀ,
+    D = (∇²Φ)⁻¹ (h ∘ ∇Φ* along Gᵀμ is the gradient of a convex function when ∇h is constant), with backtracking
+    on |h|: D can change by orders of magnitude along a step (p-power potentials near 0).
+    """
+    mu = torch.zeros(G.shape[0], dtype=z0.dtype, device=z0.device)
+    h = h0
+    for _ in range(50):
+        if bool((h.abs() <= tol).all()):
+            break
+        th = pot.inverse_mirror_map(z0 + G.T @ mu)
+        J = (rows_fn(th) * pot.inverse_hessian_diag(th)) @ G.T
+        step = torch.linalg.lstsq(J, h.unsqueeze(1)).solution.squeeze(1)
+        for _ in range(30):
+            h_new = h_fn(pot.inverse_mirror_map(z0 + G.T @ (mu - step)))
+            if bool(h_new.norm() < h.norm()):
+                break
+            step = 0.5 * step
+        mu, h = mu - step, h_new
+    return z0 + G.T @ mu
+
+
 class _ActivationState:
     """Activation state shared by the switching systems: a mode per surface (active / inactive / sliding), the
     sliding α's at a segment start, and the pattern P, sliding mask, sides σ derived from them."""
@@ -477,22 +503,10 @@ class _TwoLayerSwitching(_ActivationState):
         zW, za = self.split(z.clone())
         for j in torch.nonzero(off.any(0)).flatten().tolist():
             S = self.slide_sets[j]
-            XS, tol = self.X[S], 0.01 * band[S, j]
-            mu = torch.zeros(len(S), dtype=z.dtype, device=z.device)
-            hS = h[S, j]
-            for _ in range(50):
-                if bool((hS.abs() <= tol).all()):
-                    break
-                w = self.pot.inverse_mirror_map(zW[j] + XS.T @ mu)
-                J = (XS * self.pot.inverse_hessian_diag(w)) @ XS.T
-                step = torch.linalg.lstsq(J, hS.unsqueeze(1)).solution.squeeze(1)
-                for _ in range(30):  # backtracking on |h_S|: D can change by orders of magnitude along the step
-                    h_new = XS @ self.pot.inverse_mirror_map(zW[j] + XS.T @ (mu - step))
-                    if bool(h_new.norm() < hS.norm()):
-                        break
-                    step = 0.5 * step
-                mu, hS = mu - step, h_new
-            zW[j] = zW[j] + XS.T @ mu
+            XS = self.X[S]
+            zW[j] = _project_onto_surfaces(
+                self.pot, zW[j], XS, lambda w, XS=XS: XS @ w, lambda w, XS=XS: XS, h[S, j], 0.01 * band[S, j]
+            )
         return torch.cat([zW.reshape(-1), za])
 
     # -- hooks of the generic event core (FilippovDriver) --
@@ -733,6 +747,29 @@ class _DeepSwitching(_ActivationState):
                 rows[ks, start:stop] = (d.unsqueeze(2) * a[l2][pts].unsqueeze(1)).reshape(ks.numel(), -1)
                 cur = d @ Ws[l2]
         return rows
+
+    def project_sliding(self, z: Tensor, theta: Tensor, band: Tensor) -> Tensor | None:
+        """Put the sliding surfaces back on h = 0 when one drifted off by more than ``band`` `(n, M)`; else None.
+
+        As :meth:`_TwoLayerSwitching.project_sliding`, for all sliding surfaces at once (they share one
+        velocity block): z + Gᵀ μ with G = ∇_θ h_S at the start (the directions of the Filippov α's), Newton on
+        μ with the Jacobian ∇_θ h_S D Gᵀ (∇h_S depends on θ here), to 1% of the band.
+        """
+        P = torch.where(self.sliding, self.alpha0, self.P)
+        h = self.surfaces(theta)
+        if not bool((self.sliding & (h.abs() > band)).any()):
+            return None
+        S = self.S
+
+        def h_fn(th: Tensor) -> Tensor:
+            return self.surfaces(th)[S[:, 0], S[:, 1]]
+
+        def rows_fn(th: Tensor) -> Tensor:
+            Ws, _, a, _ = self._forward(th, P)
+            return self._surface_grads(S, P, (Ws, a))
+
+        G = rows_fn(theta)
+        return _project_onto_surfaces(self.pot, z, G, h_fn, rows_fn, h[S[:, 0], S[:, 1]], 0.01 * band[S[:, 0], S[:, 1]])
 
     # -- hooks of the generic event core (FilippovDriver) --
     def surfaces(self, theta: Tensor) -> Tensor:
@@ -1255,7 +1292,7 @@ class FilippovDriver:
             while k < len(grid):
                 theta = pot.inverse_mirror_map(z)
                 zero = _ZERO_FACTOR * sw.error_scale(theta, z, self.rtol, self.atol)
-                if sw.n_sliding and hasattr(sw, "project_sliding"):
+                if sw.n_sliding and hasattr(sw, "project_sliding"):  # (not the generic affine systems)
                     zp = sw.project_sliding(z, theta, zero)
                     if zp is not None:  # sliding surfaces drifted off h = 0: back onto it (issue: "project if needed")
                         off = float((sw.surfaces(theta).abs() / zero)[sw.sliding].max()) * _ZERO_FACTOR
