@@ -299,7 +299,8 @@ def _project_onto_surfaces(pot, z0: Tensor, G: Tensor, h_fn, rows_fn, h0: Tensor
     """z0 + Gᵀ μ with |h(∇Φ*(z0 + Gᵀ μ))| ≤ ``tol`` `(K,)` (a dual-space projection onto surfaces h = 0).
 
     ``G`` `(K, q)`: the directions (∇_θ h at the start, the directions the Filippov α's move z in), ``h_fn(θ)``
-    `(K,)`, ``rows_fn(θ)`` ∇_θ h `(K, q)` at θ, ``h0`` = h at z0. Damped Newton on μ, Jacobian ∇h D Gᵀ,
+    `(K,)`, ``rows_fn(θ)`` ∇_θ h `(K, q)` at θ, ``h0`` = h at z0. Damped Newton on μ (steps by the
+    pseudo-inverse: torch.linalg.lstsq gave run-to-run differences in the last bits), Jacobian ∇h D Gᵀ,
     D = (∇²Φ)⁻¹ (h ∘ ∇Φ* along Gᵀμ is the gradient of a convex function when ∇h is constant), with backtracking
     on |h|: D can change by orders of magnitude along a step (p-power potentials near 0).
     """
@@ -310,7 +311,7 @@ def _project_onto_surfaces(pot, z0: Tensor, G: Tensor, h_fn, rows_fn, h0: Tensor
             break
         th = pot.inverse_mirror_map(z0 + G.T @ mu)
         J = (rows_fn(th) * pot.inverse_hessian_diag(th)) @ G.T
-        step = torch.linalg.lstsq(J, h.unsqueeze(1)).solution.squeeze(1)
+        step = torch.linalg.pinv(J) @ h
         for _ in range(30):
             h_new = h_fn(pot.inverse_mirror_map(z0 + G.T @ (mu - step)))
             if bool(h_new.norm() < h.norm()):
