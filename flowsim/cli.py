@@ -37,7 +37,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(table)
     print(f"\n[flowsim] outputs in {out}: summary.txt, summary.csv, config.json, *.png, one folder per run")
     bad = [r for r in result.rows if r["status"] != "success"]
-    return 0 if not bad else 3
+    if result.skipped:
+        print(f"[flowsim] not run (interrupted): {', '.join(result.skipped)}")
+    return 0 if not bad and not result.skipped else 3
 
 
 def _workers(text: str) -> int | str:
@@ -68,7 +70,9 @@ def _resume(path: Path, progress: bool, workers: int | str) -> int:
     result = run_experiment(config, path, progress=progress, resume=True, workers=workers)
     print()
     print(format_table(result.rows))
-    return 0 if all(r["status"] == "success" for r in result.rows) else 3
+    if result.skipped:
+        print(f"[flowsim] not run (interrupted): {', '.join(result.skipped)}")
+    return 0 if all(r["status"] == "success" for r in result.rows) and not result.skipped else 3
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ import re
 import signal
 import sys
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,8 @@ SUMMARY_COLUMNS = (
 
 @dataclass
 class ExperimentResult:
-    """Trajectories of one experiment (one per potential), its summary rows and output directory."""
+    """Trajectories of one experiment (one per potential), its summary rows and output directory; ``skipped``:
+    the labels of runs not run (or stopped before they started) after a Ctrl-C."""
 
     config: dict[str, Any]
     dataset: Dataset
@@ -55,6 +56,7 @@ class ExperimentResult:
     trajectories: list[Trajectory]
     rows: list[dict[str, Any]]
     out: Path | None
+    skipped: list[str] = field(default_factory=list)
 
 
 def _slug(text: str) -> str:
@@ -105,7 +107,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         return str(v)
 
     cells = [[fmt(r[c]) for c in SUMMARY_COLUMNS] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(SUMMARY_COLUMNS)]
+    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(SUMMARY_COLUMNS)]
     line = "  ".join(c.ljust(w) for c, w in zip(SUMMARY_COLUMNS, widths, strict=True))
     out = [line, "-" * len(line)]
     out += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
@@ -150,7 +152,8 @@ def run_experiment(
         an :class:`ExperimentResult`. Runs that fail keep their partial trajectories and statuses. On Ctrl-C,
         one after another: the interrupted run is kept and the remaining potentials are skipped; in worker
         processes: every running run is interrupted and kept (workers get the SIGINT too), the runs not yet
-        started are skipped.
+        started are skipped (``skipped``; a worker still starting up when Ctrl-C comes runs to its end or is
+        listed there). A SIGINT to the parent alone skips the runs not started and waits for the running ones.
 
     Raises:
         ConfigError: when the data, model or potential arguments in the configuration are invalid (before any
@@ -207,7 +210,9 @@ def run_experiment(
         if tr.status.value == "interrupted":
             log("[flowsim] interrupted: partial results kept; skipping the remaining potentials")
             break
-    return _finish(config, model, dataset, done_labels, trajs, out_dir)
+    result = _finish(config, model, dataset, done_labels, trajs, out_dir)
+    result.skipped = labels[len(done_labels) :]
+    return result
 
 
 def _build(config: dict[str, Any]) -> tuple[Dataset, AbstractModel]:
@@ -274,14 +279,19 @@ def _worker_run(
     """A worker process's run: rebuild data, model and potential from the configuration, run, return it.
 
     With ``interruptible`` (the parent does not ignore SIGINT), Ctrl-C (SIGINT, ignored by the worker until
-    here) interrupts the run, which keeps what it computed.
+    here) interrupts the run, which keeps what it computed; None when it came before the run started.
     """
-    if interruptible:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
     torch.set_num_threads(threads)  # before any torch op: a forked child must not reuse its parent's OpenMP pool
-    dataset, model = _build(config)
-    potential = _potential(pot_cfg)
-    return _run_one(config, model, dataset, potential, progress=False, out=out, resume=resume, threads=threads)
+    if hasattr(signal, "pthread_sigmask"):  # blocked by the parent while it started this process
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    try:
+        if interruptible:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        dataset, model = _build(config)
+        potential = _potential(pot_cfg)
+        return _run_one(config, model, dataset, potential, progress=False, out=out, resume=resume, threads=threads)
+    except KeyboardInterrupt:  # before the run started (simulate itself keeps an interrupted run's results)
+        return None
 
 
 def _run_parallel(config, model, dataset, labels, subs, out_dir, *, workers: int, threads: int, resume, log):
@@ -300,16 +310,26 @@ def _run_parallel(config, model, dataset, labels, subs, out_dir, *, workers: int
     trajs: dict[int, Trajectory] = {}
     errors: dict[int, BaseException] = {}
     interrupted = False
+    skipped: list[int] = []
+    mask = hasattr(signal, "pthread_sigmask")
     while running or (todo and not interrupted):
-        while todo and not interrupted and len(running) < workers:
-            i = todo.pop(0)
-            log(f"[flowsim] {labels[i]}: {model!r} on {dataset.name} (n={dataset.n}, d={dataset.d})")
-            pool = ProcessPoolExecutor(
-                1, mp_context=ctx, initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN)
-            )
-            args = (config, config["potentials"][i], subs[i], resume, threads, interruptible)
-            running[pool.submit(_worker_run, *args)] = (i, pool)
         try:
+            # SIGINT is blocked while a worker starts: a Ctrl-C inside submit() (after the fork, before the pool's
+            # manager thread runs) left a worker waiting for its task forever; it arrives at the unblock instead
+            if mask:
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            try:
+                while todo and not interrupted and len(running) < workers:
+                    i = todo.pop(0)
+                    log(f"[flowsim] {labels[i]}: {model!r} on {dataset.name} (n={dataset.n}, d={dataset.d})")
+                    pool = ProcessPoolExecutor(
+                        1, mp_context=ctx, initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN)
+                    )
+                    args = (config, config["potentials"][i], subs[i], resume, threads, interruptible)
+                    running[pool.submit(_worker_run, *args)] = (i, pool)
+            finally:
+                if mask:
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
             done, _ = wait(running, return_when=FIRST_COMPLETED)
         except KeyboardInterrupt:  # the workers got the SIGINT too: their runs stop and return what they have
             if not interrupted:
@@ -320,18 +340,26 @@ def _run_parallel(config, model, dataset, labels, subs, out_dir, *, workers: int
             i, pool = running.pop(fut)
             pool.shutdown(wait=False)  # wait() is the only blocking call, where Ctrl-C is handled
             try:
-                trajs[i] = fut.result()
+                tr = fut.result()
             except BaseException as e:  # raised in the worker (any exception), or BrokenProcessPool: it died
                 errors[i] = e
                 log(f"[flowsim]   {labels[i]}: failed in its worker process: {type(e).__name__}: {e}")
                 continue
-            log(f"[flowsim]   {labels[i]}: {_outcome(trajs[i])}")
+            if tr is None:
+                skipped.append(i)
+                log(f"[flowsim]   {labels[i]}: interrupted before it started")
+                continue
+            trajs[i] = tr
+            log(f"[flowsim]   {labels[i]}: {_outcome(tr)}")
     order = sorted(trajs)
     if order:  # (none when every run failed)
         result = _finish(config, model, dataset, [labels[i] for i in order], [trajs[i] for i in order], out_dir)
+        result.skipped = [labels[i] for i in sorted(skipped + todo)]
     if errors:
         log(f"[flowsim] {len(errors)} run(s) failed; the other runs' results are kept (summary and plots)")
         raise errors[min(errors)]
+    if not order:  # every run was interrupted before it started: nothing to summarise
+        return ExperimentResult(config, dataset, [], [], [], out_dir, skipped=list(labels))
     return result
 
 

@@ -119,3 +119,11 @@ def test_a_worker_process_that_dies_keeps_the_others(tmp_path, monkeypatch):
     )
     rows = (tmp_path / "summary.csv").read_text().splitlines()
     assert [r.split(",")[:2] for r in rows[1:]] == [["hyperbolic entropy β=0.1", "success"], ["p-power p=3", "success"]]
+
+
+def test_summary_table_of_no_runs_has_its_header():
+    """An experiment interrupted before any run started has no rows; the table is its header (was a TypeError)."""
+    from flowsim.experiment import SUMMARY_COLUMNS, format_table
+
+    lines = format_table([]).splitlines()
+    assert len(lines) == 2 and lines[0].split() == list(SUMMARY_COLUMNS)
