@@ -55,15 +55,16 @@ through them makes an adaptive Runge–Kutta solver chatter (tiny steps, first-o
    back to the surface *without a projection*: every fixed-pattern field — whatever α — conserves the
    per-neuron balance B_j = Σ_k Q(w_jk) − Q(a_j) exactly (d/dτ B_j = a_j Σ_i c_i y_i g_ij h_ij −
    a_j Σ_i c_i y_i g_ij h_ij = 0), so the balance drift measures the integration error alone. The segment
-   ends when some α_k leaves [0, 1] (located like a crossing, on the dense output). Where the Baumgarte term
-   cannot hold the surface — the metric D singular, e.g. a p-power potential (φ″(0) = 0) when a sliding
-   neuron's weight passes through 0 — a sliding surface more than 100 error scales off h = 0 after a step ends
-   the segment, and at every segment start sliding surfaces outside the at-zero band are projected back along
-   X_Sᵀ μ (:meth:`_TwoLayerSwitching.project_sliding`; balance changes at second order; stats
-   ``n_sliding_projections``, ``max_projected_offset``). The main job's runs need none; PPower(3) on
-   student–teacher data to log t = 4 needed 9-19 at rtol 1e-6 to 1e-10 (offsets up to 1.9e3 error scales;
-   before, the runs at rtol ≤ 1e-8 stopped with FilippovInvariantError); deep nets project all their sliding
-   surfaces at once (:meth:`_DeepSwitching.project_sliding`).
+   ends when some α_k leaves [0, 1] (located like a crossing, on the dense output). Where the Baumgarte term cannot
+   hold the surface — the metric D singular or not smooth where a sliding neuron's weight passes through 0: p-power
+   terms |x|^{p−2} in φ″ (PPower with p > 2; review: PPowerPlusQuadratic too, offsets of 12-247 error scales with
+   the same errors with and without projection) — a sliding surface more than 100 error scales off h = 0 after a
+   step ends the segment, and at every segment start sliding surfaces outside the at-zero band are projected back
+   along X_Sᵀ μ (:meth:`_TwoLayerSwitching.project_sliding`; balance changes at second order; stats
+   ``n_sliding_projections``, ``max_projected_offset``). The main job's runs need none; PPower(3) on student–teacher
+   data to log t = 4 needed 9-19 at rtol 1e-6 to 1e-10 (offsets up to 1.9e3 error scales; before, the runs at rtol ≤
+   1e-8 stopped with FilippovInvariantError); deep nets project all their sliding surfaces at once
+   (:meth:`_DeepSwitching.project_sliding`).
 5. **Deep ReLU nets** (:class:`~flowsim.models.DeepReLU`): the surfaces are the hidden pre-activations
    h⁽ˡ⁾_ij of every layer; within a segment the pattern of every layer is fixed (closed-form backpropagation
    through it). Crossings are located and stepped to exactly (no soft crossings). Sliding: on h_k = 0 the
@@ -493,9 +494,9 @@ class _TwoLayerSwitching(_ActivationState):
         the state (so the balance B_j changes only at second order: ∂B_j/∂z_wj · X_Sᵀ = h_S ≈ 0), with μ from a
         damped Newton iteration on h_S(∇Φ*(z_wj + X_Sᵀ μ)) = 0 (h_S is the gradient of the convex function
         μ ↦ Σ_k φ*((z_wj + X_Sᵀ μ)_k): Jacobian X_S D X_Sᵀ, D = (∇²Φ)⁻¹), to 1% of ``band``. The Baumgarte term
-        keeps the drift inside the band along smooth sliding; it does not where D is singular, e.g. p-power
-        potentials (φ″(0) = 0) when a sliding neuron's weight passes through 0 (measured: 1.8e4 error scales in
-        one segment, student–teacher data, PPower(3), rtol 1e-9).
+        keeps the drift inside the band along smooth sliding; it does not where D is singular or not smooth, e.g.
+        p-power terms in φ″ when a sliding neuron's weight passes through 0 (measured: 1.8e4 error scales in one
+        segment, student–teacher data, PPower(3), rtol 1e-9).
         """
         h = self.surfaces(theta)
         off = self.sliding & (h.abs() > band)
