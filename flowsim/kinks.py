@@ -336,6 +336,26 @@ class _ActivationState:
         self.bg_scale: dict | None = None
         self._refresh()
 
+    @staticmethod
+    def _assign(new: Tensor, alpha0: Tensor, idx: tuple, al: Tensor, att: Tensor | None = None) -> None:
+        """Modes of the classified surfaces ``idx`` from their Filippov α `(K,)`: α strictly inside [0, 1] (of an
+        attracting surface, ``att``) → sliding with α₀ = α, else the side of the nearer bound."""
+        sl = (al > _ALPHA_EPS) & (al < 1.0 - _ALPHA_EPS)
+        if att is not None:
+            sl &= att
+        new[idx] = torch.where(sl, SLIDING, torch.where(al > 0.5, ACTIVE, INACTIVE))
+        alpha0[idx] = torch.where(sl, al, 0.0)
+
+    def _commit(self, old: Tensor, new: Tensor, alpha0: Tensor, counts: dict) -> dict:
+        """Set the classified state (a new segment: Baumgarte factors unset); returns ``counts`` with the
+        transition counts added."""
+        counts.update(_transitions(old, new))
+        self.mode = new
+        self.alpha0 = alpha0
+        self.bg_scale = None
+        self._refresh()
+        return counts
+
     def _refresh(self) -> None:
         self.P = (self.mode == ACTIVE).to(self.dtype)
         self.sliding = self.mode == SLIDING
@@ -469,19 +489,8 @@ class _TwoLayerSwitching(_ActivationState):
                             att[k] = False
                             pinned[k] = True
                 al = _candidate_lcp(uW[j], self.X[C], r, D[j].sqrt(), fixed, att, pinned)
-                for k, i in enumerate(C.tolist()):
-                    v = float(al[k])
-                    if bool(att[k]) and _ALPHA_EPS < v < 1.0 - _ALPHA_EPS:
-                        new[i, j] = SLIDING
-                        alpha0[i, j] = v
-                    else:
-                        new[i, j] = ACTIVE if v > 0.5 else INACTIVE
-        counts.update(_transitions(old, new))
-        self.mode = new
-        self.alpha0 = alpha0
-        self.bg_scale = None
-        self._refresh()
-        return counts
+                self._assign(new, alpha0, (C, j), al, att)
+        return self._commit(old, new, alpha0, counts)
 
     def init_mode(self, theta: Tensor) -> None:
         self.mode = torch.where(self.surfaces(theta) > 0, ACTIVE, INACTIVE)
@@ -929,22 +938,11 @@ class _DeepSwitching(_ActivationState):
             att = (r < 0) & ~pinned
             sq = self.pot.inverse_hessian_diag(theta).sqrt()
             al = _candidate_lcp(v0, G, r, sq, side[C[:, 0], C[:, 1]], att, pinned)
-            for k, (i, c) in enumerate(C.tolist()):
-                v = float(al[k])
-                if bool(att[k]) and _ALPHA_EPS < v < 1.0 - _ALPHA_EPS:
-                    new[i, c] = SLIDING
-                    alpha0[i, c] = v
-                else:
-                    new[i, c] = ACTIVE if v > 0.5 else INACTIVE
+            self._assign(new, alpha0, (C[:, 0], C[:, 1]), al, att)
         for i, lo, hi, _, master in slaves:
             if master is not None and int(new[i, master]) == INACTIVE:  # the master turned off: dead above it
                 new[i, lo:hi] = INACTIVE
-        counts.update(_transitions(old, new))
-        self.mode = new
-        self.alpha0 = alpha0
-        self.bg_scale = None
-        self._refresh()
-        return counts
+        return self._commit(old, new, alpha0, counts)
 
     def _slaved(self, theta: Tensor, new: Tensor, cand: Tensor) -> list:
         """Layers of a point whose pre-activations are not independent switching surfaces, `[(point, first
@@ -2084,18 +2082,8 @@ class _AffineSwitching(_ActivationState):
             scale = float(b.abs().max()) + float(M.abs().max()) + 1e-300
             al, ok = _box_lcp(b, M, side, free, 1e-12 * scale)
             counts["unresolved"] += int(not ok)
-            for kk, i in enumerate(C):
-                v = float(al[kk])
-                if _ALPHA_EPS < v < 1.0 - _ALPHA_EPS:
-                    new[i] = SLIDING
-                    alpha0[i] = v
-                else:
-                    new[i] = ACTIVE if v > 0.5 else INACTIVE
-        counts.update(_transitions(old, new))
-        self.mode = new
-        self.alpha0 = alpha0
-        self._refresh()
-        return counts
+            self._assign(new, alpha0, (torch.tensor(C, dtype=torch.long, device=new.device),), al)
+        return self._commit(old, new, alpha0, counts)
 
 
 class _AffineFilippovDriver(FilippovDriver):
