@@ -521,19 +521,14 @@ def run_comparison(
     """
     from .discrete import compare_trajectories
 
-    data_cfg = dict(config["data"])
-    dataset = load_dataset(data_cfg.pop("name"), **data_cfg)
-    model_cfg = dict(config["model"])
-    model_cfg.setdefault("input_dim", dataset.d)
-    model = get_model(model_cfg.pop("name"), **model_cfg)
+    dataset, model = _build(config)
     out_dir = Path(out) if out is not None else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
     rows, labels, runs = [], [], []
     method = config["solver"]["method"] if config["solver"]["method"] != "md" else "dopri5"
     for pot_cfg in config["potentials"]:
-        params = {k: v for k, v in pot_cfg.items() if k not in ("name", "label")}
-        potential = get_potential(pot_cfg["name"], **params)
+        potential = _potential(pot_cfg)
         label = _label(pot_cfg)
         sub = out_dir / _slug(label) if out_dir is not None else None
         log(f"[flowsim] {label}: mirror descent ({schedule}, η = {step_size:g}) then the flow at its times")
