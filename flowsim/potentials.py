@@ -30,6 +30,7 @@ References:
 from __future__ import annotations
 
 import abc
+import functools
 import inspect
 import math
 import warnings
@@ -82,8 +83,16 @@ def _as_tensor(x: Any) -> Tensor:
 
 
 def _const(value: float, like: Tensor) -> Tensor:
-    """A 0-d tensor holding `value` with the dtype and device of `like`."""
-    return torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    """A 0-d tensor holding `value` with the dtype and device of `like` (cached: read-only, never modified)."""
+    return _cached_const(value, like.dtype, like.device)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_const(value: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    # a normal tensor even when first asked for under inference mode (the Filippov driver's): autograd
+    # (Hessians of generic potentials) may save it for backward later
+    with torch.inference_mode(False):
+        return torch.as_tensor(value, dtype=dtype, device=device)
 
 
 # --------------------------------------------------------------------------------------------------
