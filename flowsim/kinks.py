@@ -249,12 +249,17 @@ def _candidate_lcp(u: Tensor, XC: Tensor, r: Tensor, sq: Tensor, fixed: Tensor, 
         rep = ~att
         base = u + (XC[rep].T @ (r[rep] * al[rep])) if bool(rep.any()) else u
         t = sq * base
-        if bool(att.any()):
+        n_att = int(att.sum())
+        if n_att:
             A = (sq.unsqueeze(1) * XC[att].T) * (-r[att])
-            sol = lsq_linear(
-                A.cpu().numpy(), t.cpu().numpy(), bounds=(0.0, 1.0), method="bvls", tol=1e-14, lsmr_tol=None
-            )
-            al[att] = torch.as_tensor(sol.x, dtype=u.dtype, device=u.device)
+            AA = float(A.square().sum()) if n_att == 1 else 0.0
+            if AA > 0:  # one attracting surface: the minimizer of a convex quadratic on [0, 1], clipped
+                al[att] = (A[:, 0] @ t / AA).clamp(0.0, 1.0)
+            else:
+                sol = lsq_linear(
+                    A.cpu().numpy(), t.cpu().numpy(), bounds=(0.0, 1.0), method="bvls", tol=1e-14, lsmr_tol=None
+                )
+                al[att] = torch.as_tensor(sol.x, dtype=u.dtype, device=u.device)
             resid = t - A @ al[att]
         else:
             resid = t
@@ -384,6 +389,12 @@ class _TwoLayerSwitching(_ActivationState):
         super()._refresh()
         self.slide_neurons = [int(j) for j in torch.nonzero(self.sliding.any(0)).flatten()]
         self.slide_sets = {j: torch.nonzero(self.sliding[:, j]).flatten() for j in self.slide_neurons}
+        # neurons sliding on one surface (most of them) get their equivalent control in closed form, batched
+        single = [j for j in self.slide_neurons if self.slide_sets[j].numel() == 1]
+        self.slide_multi = [j for j in self.slide_neurons if self.slide_sets[j].numel() > 1]
+        dev = self.mode.device
+        self.single_j = torch.tensor(single, dtype=torch.long, device=dev)
+        self.single_i = torch.cat([self.slide_sets[j] for j in single]) if single else self.single_j
 
     def split(self, theta: Tensor) -> tuple[Tensor, Tensor]:
         return theta[..., : self.md].reshape(*theta.shape[:-1], self.m, self.d), theta[..., self.md :]
@@ -427,7 +438,14 @@ class _TwoLayerSwitching(_ActivationState):
             Pf = self.P.clone()
             ref = self.alpha0 if alpha_ref is None else alpha_ref
             scale = {} if self.bg_scale is None else None
-            for j in self.slide_neurons:
+            zW = uW.clone()
+            if self.single_j.numel():
+                js, is_ = self.single_j, self.single_i
+                al, row = self._single_control(js, is_, scale, uW, D, a, cy, H, ref)
+                alpha[is_, js] = al
+                Pf[is_, js] = al
+                zW[js] = row
+            for j in self.slide_multi:
                 S = self.slide_sets[j]
                 XS = self.X[S]
                 R = -(1.0 - self.slope) * a[j] * cy[S]  # −r_k (> 0 on an attracting surface)
@@ -437,12 +455,37 @@ class _TwoLayerSwitching(_ActivationState):
                 rows.append((j, uW[j] + (1.0 - self.slope) * a[j] * ((cy[S] * al) @ XS)))
             if scale is not None:
                 self.bg_scale = scale
-            zW = uW.clone()
             for j, row in rows:
                 zW[j] = row
             G = self._gate(Pf)
         za = ((G * H) * cy.unsqueeze(1)).sum(0)
         return torch.cat([zW.reshape(-1), za]), alpha
+
+    def _single_control(self, js, is_, scale, uW, D, a, cy, H, ref) -> tuple[Tensor, Tensor]:
+        """:func:`_equivalent_control` of the neurons ``js`` `(J,)` sliding on one surface each (points ``is_``),
+        batched: with A = D_j^{1/2} x_i R_j (R_j = −(1 − s) a_j c_i), α = α₀ + A·(D^{1/2}u − A α₀)/|A|² plus the
+        scaled Baumgarte part λ R_j h_ij / |A|². Returns α `(J,)` and the neurons' velocity rows `(J, d)`."""
+        XS = self.X[is_]  # (J, d)
+        R = -(1.0 - self.slope) * a[js] * cy[is_]
+        A = D[js].sqrt() * XS * R.unsqueeze(1)
+        M = A.square().sum(1)
+        Minv = torch.where(M > 0, 1.0 / torch.where(M > 0, M, 1.0), 0.0)
+        a0 = ref[is_, js]
+        delta = Minv * (A * (D[js].sqrt() * uW[js] - A * a0.unsqueeze(1))).sum(1)
+        if self.lam:
+            d_bg = Minv * (self.lam * R * H[is_, js])
+            if scale is not None:  # the segment's first evaluation: fix the Baumgarte factors
+                al_eq = a0 + delta
+                room = torch.minimum(al_eq, 1.0 - al_eq).clamp_min(0.0)
+                big = d_bg.abs()
+                f = torch.where(big > 0, (0.5 * room / torch.where(big > 0, big, 1.0)).clamp_max(1.0), 1.0)
+                scale.update(zip(js.tolist(), f.tolist(), strict=True))
+            else:
+                f = torch.tensor([self.bg_scale.get(j, 1.0) for j in js.tolist()], dtype=M.dtype, device=M.device)
+            delta = delta + f * d_bg
+        al = a0 + delta
+        row = uW[js] + ((1.0 - self.slope) * a[js] * cy[is_] * al).unsqueeze(1) * XS
+        return al, row
 
     # -- classification at a segment start --
     def classify(self, tau, theta: Tensor, zero: Tensor, forced: dict | None = None) -> dict:
@@ -599,7 +642,8 @@ class _TwoLayerSwitching(_ActivationState):
         gx = _gl_nodes(dtype, dev)  # (N,) nodes in (0, 1)
         N = gx.shape[0]
         nodes = x_end * torch.cat([gx, torch.ones(1, dtype=dtype, device=dev)])  # + the end
-        Z, _ = _poly_eval(list(coeff), nodes)
+        P = coeff.shape[0]
+        Z = _powers(nodes, P)[0] @ coeff
         Th = self.pot.inverse_mirror_map(Z)
         W, a = self.split(Th)  # (Q, m, d), (Q, m)
         pts, loc = torch.unique(ii, return_inverse=True)  # affected points
@@ -626,27 +670,27 @@ class _TwoLayerSwitching(_ActivationState):
         xnext = torch.where(later, xc.unsqueeze(0), inf.unsqueeze(0)).min(1).values
         last = torch.isinf(xnext)
         xnext = torch.where(last, torch.full_like(xc, x_end), xnext)
-        wts = _gl_interval_weights(gx, xc / x_end, xnext / x_end) * (x_end * dt)  # (K, N)
-        wts2 = _gl_interval_weights(gx, xc / x_end, xnext / x_end, moment=True) * (x_end * dt) ** 2
+        # (2, K, N): the weights of ∫ ΔF dτ and (the coupling estimate's length scale) of ∫ Δz dτ over the
+        # corrected part = ∫ (τ_end − τ) ΔF dτ
+        wts = _gl_interval_weights(gx, xc / x_end, xnext / x_end)
+        wts = wts * torch.stack([x_end * dt, (x_end * dt) ** 2]).reshape(2, 1, 1)
         Xk = self.X[ii]
-        Acoef = torch.einsum("kq,qm,qkm->km", wts, a[:N], Dc[:N])
-        corr_W = Acoef.T @ Xk  # (m, d)
-        corr_a = torch.einsum("kq,qkm->m", wts, Dc[:N] * Hk[:N])
-        corr = torch.cat([corr_W.reshape(-1), corr_a])
-        # ∫ Δz dτ over the corrected part = ∫ (τ_end − τ) ΔF dτ: sets the length scale of the coupling estimate
-        A2 = torch.einsum("kq,qm,qkm->km", wts2, a[:N], Dc[:N])
-        corr2 = torch.cat([(A2.T @ Xk).reshape(-1), torch.einsum("kq,qkm->m", wts2, Dc[:N] * Hk[:N])])
+        wq = wts.transpose(1, 2).unsqueeze(-1)  # (2, N, K, 1)
+        Acoef = (wq * (a[:N].unsqueeze(1) * Dc[:N])).sum(1)  # (2, K, m)
+        corr_Ws = Acoef.transpose(1, 2) @ Xk  # (2, m, d)
+        corr_as = (wq * (Dc[:N] * Hk[:N])).sum((1, 2))  # (2, m)
+        corr = torch.cat([corr_Ws[0].reshape(-1), corr_as[0]])
+        corr2 = torch.cat([corr_Ws[1].reshape(-1), corr_as[1]])
         lastf = last.to(dtype).unsqueeze(1)
         dF1_W = (lastf * a[N] * Dc[N]).T @ Xk
         dF1_a = (lastf * Dc[N] * Hk[N]).sum(0)
         dF1 = torch.cat([dF1_W.reshape(-1), dF1_a])
         # ḣ at each crossing: along the old dense output, plus the same-neuron velocity jumps
-        P = coeff.shape[0]
         Cw = coeff[:, : self.md].reshape(P, self.m, self.d)[:, jj]  # (P, K, d)
         Ca = coeff[:, self.md :][:, jj]  # (P, K)
         pw, dpw = _powers(xc, P)  # (K, P)
-        zw = torch.einsum("kp,pkd->kd", pw, Cw)
-        dzw = torch.einsum("kp,pkd->kd", dpw, Cw) / dt
+        zw = (pw.T.unsqueeze(-1) * Cw).sum(0)
+        dzw = (dpw.T.unsqueeze(-1) * Cw).sum(0) / dt
         thw = self.pot.inverse_mirror_map(zw)
         Dk = self.pot.inverse_hessian_diag(thw)  # (K, d)
         ak = self.pot.inverse_mirror_map((pw * Ca.T).sum(1))  # a_j at x_k
@@ -1037,16 +1081,15 @@ def _gl_vinv(gx: Tensor) -> Tensor:
     return _GL_CACHE[(gx.dtype, str(gx.device))][1]
 
 
-def _gl_interval_weights(gx: Tensor, lo: Tensor, hi: Tensor, moment: bool = False) -> Tensor:
-    """Weights w `(K, N)` with Σ_q w_kq g(gx_q) = ∫_{lo_k}^{hi_k} p(s) ds, p the interpolant of g at the nodes gx
-    (``moment``: ∫ (1 − s) p(s) ds)."""
+def _gl_interval_weights(gx: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+    """Weights w `(2, K, N)`: Σ_q w_0kq g(gx_q) = ∫_{lo_k}^{hi_k} p(s) ds and Σ_q w_1kq g(gx_q) = ∫ (1 − s) p(s) ds
+    over the same interval, p the interpolant of g at the nodes gx."""
     N = gx.shape[0]
     pw = torch.arange(1, N + 2, dtype=gx.dtype, device=gx.device)
     ua, ub = (2 * lo - 1).unsqueeze(1), (2 * hi - 1).unsqueeze(1)
     mom = (ub**pw - ua**pw) / (2 * pw)  # ∫ u^p ds over [lo, hi], u = 2s − 1, p = 0..N
-    if moment:  # 1 − s = (1 − u)/2
-        mom = 0.5 * (mom[:, :N] - mom[:, 1:])
-    return mom[:, :N] @ _gl_vinv(gx)
+    # 1 − s = (1 − u)/2
+    return torch.stack([mom[:, :N], 0.5 * (mom[:, :N] - mom[:, 1:])]) @ _gl_vinv(gx)
 
 
 def _gl_interp_matrix(gx: Tensor, x: Tensor) -> Tensor:
