@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import sys
+import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -312,6 +313,8 @@ def _run_parallel(config, model, dataset, labels, subs, out_dir, *, workers: int
     interrupted = False
     skipped: list[int] = []
     mask = hasattr(signal, "pthread_sigmask")
+    plots = out_dir is not None and config.get("output", {}).get("plots", True)
+    preload: threading.Thread | None = None
     while running or (todo and not interrupted):
         try:
             # SIGINT is blocked while a worker starts: a Ctrl-C inside submit() (after the fork, before the pool's
@@ -330,6 +333,10 @@ def _run_parallel(config, model, dataset, labels, subs, out_dir, *, workers: int
             finally:
                 if mask:
                     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+            if preload is None and plots and not todo and len(running) < (os.cpu_count() or 1):
+                # a core is idle (every run started): load matplotlib meanwhile (started after the last fork)
+                preload = threading.Thread(target=_preload_plotting, daemon=True)
+                preload.start()
             done, _ = wait(running, return_when=FIRST_COMPLETED)
         except KeyboardInterrupt:  # the workers got the SIGINT too: their runs stop and return what they have
             if not interrupted:
@@ -351,6 +358,8 @@ def _run_parallel(config, model, dataset, labels, subs, out_dir, *, workers: int
                 continue
             trajs[i] = tr
             log(f"[flowsim]   {labels[i]}: {_outcome(tr)}")
+    if preload is not None:
+        preload.join()
     order = sorted(trajs)
     if order:  # (none when every run failed)
         result = _finish(config, model, dataset, [labels[i] for i in order], [trajs[i] for i in order], out_dir)
@@ -361,6 +370,16 @@ def _run_parallel(config, model, dataset, labels, subs, out_dir, *, workers: int
     if not order:  # every run was interrupted before it started: nothing to summarise
         return ExperimentResult(config, dataset, [], [], [], out_dir, skipped=list(labels))
     return result
+
+
+def _preload_plotting() -> None:
+    """Import matplotlib and draw one throwaway figure (font cache, Agg renderer) while the last runs finish."""
+    try:
+        from . import plotting
+
+        plotting.warm_up()
+    except Exception:  # noqa: BLE001 - only a head start: the plots themselves report any real error
+        pass
 
 
 def _run_sweep(config: dict[str, Any], model, dataset, out_dir, *, progress: bool, log):

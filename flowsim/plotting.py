@@ -140,6 +140,19 @@ def plot_features(
     return _finish(fig, path)
 
 
+def warm_up() -> None:
+    """Draw one small throwaway figure in memory (matplotlib's font cache and the Agg renderer get loaded), so
+    that the first real figure does not pay for it; used while an experiment's last runs finish."""
+    import io
+
+    fig, ax = plt.subplots(figsize=(2, 2), constrained_layout=True)
+    ax.plot([0, 1], [0, 1], label="x")
+    ax.set_xlabel("log t")
+    ax.legend()
+    fig.savefig(io.BytesIO(), format="png", dpi=50)
+    plt.close(fig)
+
+
 def experiment_plots(labels, trajectories, model, dataset, out_dir: str | Path) -> list[Path]:
     """Write margins.png, loss.png and (two-layer models) neurons.png, features.png to ``out_dir``."""
     out_dir = Path(out_dir)
