@@ -224,6 +224,20 @@ def _poly_eval(coeff: list[Tensor], x: Tensor) -> tuple[Tensor, Tensor]:
 # ----------------------------------------------------------------------------------------------------------
 
 
+class _CrossingRates(NamedTuple):
+    """Per-crossing quantities of the soft crossings of one step (:meth:`_TwoLayerSwitching.crossing_rates`)."""
+
+    hdot_before: Tensor  # ḣ_k just before crossing k, (K,)
+    hdot_after: Tensor  # ḣ_k just after crossing k, (K,)
+    dtau: Tensor  # crossing-time shifts δτ_k, (K,)
+    jump: Tensor  # ż_wj jump × δτ_k, (K, d)
+    gate: Tensor  # gate of point i_k's pattern after its crossings up to k, (K, m)
+
+    def head(self, k: int) -> _CrossingRates:
+        """The first k crossings' quantities (crossing k depends on crossings ≤ k only)."""
+        return _CrossingRates(*(t[:k] for t in self))
+
+
 class _Correction(NamedTuple):
     """Closed-form effect of the soft crossings of one step (see :meth:`_TwoLayerSwitching.crossing_correction`)."""
 
@@ -610,92 +624,41 @@ class _TwoLayerSwitching(_ActivationState):
         Xi = self.X[i]
         return (Xi * th).sum(-1), (Xi * self.pot.inverse_hessian_diag(th) * dzx).sum(-1)
 
-    def crossing_correction(
-        self, coeff: Tensor, t0: Tensor, dt: Tensor, xc: Tensor, ii: Tensor, jj: Tensor, x_end: float = 1.0
-    ):
-        """Closed-form effect of transversal crossings inside one step integrated with the old pattern.
-
-        The crossings (i_k, j_k) happen at step fractions ``xc`` (sorted, `(K,)`, all < ``x_end``: the corrected
-        part of the step is [0, x_end], x_end ≤ 1). Between crossing times the
-        activation pattern is fixed, so the exact field is the old-pattern field plus the pattern difference
-        of the points that crossed — only those points' terms change (their loss weight c_i included). Point i
-        contributes one *level* per crossing k of it: its pattern after its crossings up to k, valid from x_k
-        to its next crossing (or the step end). Each level's term F_i(P_k) − F_i(P_old) is a smooth function of
-        the dense output z_old(τ); it is evaluated at 8 Gauss–Legendre nodes of [0, x_end] and integrated
-        over its own sub-interval with the interpolating polynomial's exact weights (no RHS evaluation). Cost
-        O(8 · K · m) plus one (9, p) inverse mirror map, so hundreds of crossings cost about one evaluation.
-        Δz = ∫ ΔF dτ is the first-order correction of the state at x_end; the coupling J·Δz (the state moved) is
-        second order and is measured by the caller.
+    def crossing_rates(self, coeff: Tensor, t0: Tensor, dt: Tensor, xc: Tensor, ii: Tensor, jj: Tensor):
+        """Per-crossing quantities of transversal crossings inside one step (see :meth:`crossing_correction`).
 
         ḣ_k at crossing k, just before and just after it, is ḣ along the old dense output plus the velocity
         jumps of the crossings of the same neuron up to k (excluded / included): flipping (i', j) changes
         ż_{w_j} by (1 − s₋) a_j c_i' y_i' Δg x_i' (f_i' is continuous at its crossing, h_i'j = 0); other
-        neurons' crossings change neuron j's field only through c (second order).
+        neurons' crossings change neuron j's field only through c (second order). Crossing k's quantities
+        depend on crossings ≤ k only, so those of the first kb crossings are the first kb rows
+        (:meth:`_CrossingRates.head`): computed once per step, whatever part of it is kept.
 
         Returns:
-            a :class:`_Correction`: Δz `(p,)`, ΔF at x_end `(p,)`, ḣ_k just before and just after crossing k
-            `(K,)` each (used to check that every crossing is transversal), ∫ Δz dτ `(p,)` (the coupling
-            estimate's length scale) and the crossing-time shifts δτ_k `(K,)` (already applied to Δz).
+            a :class:`_CrossingRates` for the K crossings (``xc`` sorted, `(K,)`).
         """
         K = xc.shape[0]
         dtype, dev = coeff.dtype, coeff.device
-        gx = _gl_nodes(dtype, dev)  # (N,) nodes in (0, 1)
-        N = gx.shape[0]
-        nodes = x_end * torch.cat([gx, torch.ones(1, dtype=dtype, device=dev)])  # + the end
         P = coeff.shape[0]
-        Z = _powers(nodes, P)[0] @ coeff
-        Th = self.pot.inverse_mirror_map(Z)
-        W, a = self.split(Th)  # (Q, m, d), (Q, m)
-        pts, loc = torch.unique(ii, return_inverse=True)  # affected points
-        XI, yI = self.X[pts], self.y[pts]
-        H = torch.einsum("id,qmd->qim", XI, W)  # (Q, nI, m)
-        tau = (t0 + nodes * dt).unsqueeze(1)
-        P_old = self.P[pts]  # (nI, m); crossing points have no sliding surfaces (checked by the caller)
-        G_old = self._gate(P_old)
-        c_old = self.field.loss_weights(tau, yI * ((G_old * H) * a.unsqueeze(1)).sum(-1))  # (Q, nI)
-        # levels: point i_k's pattern after its crossings up to k
         ar = torch.arange(K, device=dev)
-        same_pt = loc.unsqueeze(1) == loc.unsqueeze(0)
+        pw, dpw = _powers(xc, P)  # (K, P)
+        Th = self.pot.inverse_mirror_map(pw @ coeff)  # θ at the crossings, (K, p)
+        W, a = self.split(Th)  # (K, m, d), (K, m)
+        Xk = self.X[ii]
+        # point i_k's pattern after its crossings up to k (the level it enters at x_k)
+        same_pt = ii.unsqueeze(1) == ii.unsqueeze(0)
         upto = (same_pt & (ar.unsqueeze(0) <= ar.unsqueeze(1))).to(dtype)  # [k, k']
         flips = (upto @ torch.nn.functional.one_hot(jj, self.m).to(dtype)) > 0  # (K, m)
-        P0 = P_old[loc]
+        P0 = self.P[ii]  # crossing points have no sliding surfaces (checked by the caller)
         Gk = self._gate(torch.where(flips, 1.0 - P0, P0))
-        Hk = H[:, loc]  # (Q, K, m)
-        yk = yI[loc]
-        ck = self.field.loss_weights(tau, yk * ((Gk * Hk) * a.unsqueeze(1)).sum(-1))  # (Q, K)
-        Dc = (ck.unsqueeze(-1) * Gk - c_old[:, loc].unsqueeze(-1) * G_old[loc]) * yk.unsqueeze(-1)  # (Q, K, m)
-        # level k lives on [x_k, next crossing of the same point (or x_end)]
-        later = same_pt & (ar.unsqueeze(0) > ar.unsqueeze(1))
-        inf = torch.full_like(xc, float("inf"))
-        xnext = torch.where(later, xc.unsqueeze(0), inf.unsqueeze(0)).min(1).values
-        last = torch.isinf(xnext)
-        xnext = torch.where(last, torch.full_like(xc, x_end), xnext)
-        # (2, K, N): the weights of ∫ ΔF dτ and (the coupling estimate's length scale) of ∫ Δz dτ over the
-        # corrected part = ∫ (τ_end − τ) ΔF dτ
-        wts = _gl_interval_weights(gx, xc / x_end, xnext / x_end)
-        wts = wts * torch.stack([x_end * dt, (x_end * dt) ** 2]).reshape(2, 1, 1)
-        Xk = self.X[ii]
-        wq = wts.transpose(1, 2).unsqueeze(-1)  # (2, N, K, 1)
-        Acoef = (wq * (a[:N].unsqueeze(1) * Dc[:N])).sum(1)  # (2, K, m)
-        corr_Ws = Acoef.transpose(1, 2) @ Xk  # (2, m, d)
-        corr_as = (wq * (Dc[:N] * Hk[:N])).sum((1, 2))  # (2, m)
-        corr = torch.cat([corr_Ws[0].reshape(-1), corr_as[0]])
-        corr2 = torch.cat([corr_Ws[1].reshape(-1), corr_as[1]])
-        lastf = last.to(dtype).unsqueeze(1)
-        dF1_W = (lastf * a[N] * Dc[N]).T @ Xk
-        dF1_a = (lastf * Dc[N] * Hk[N]).sum(0)
-        dF1 = torch.cat([dF1_W.reshape(-1), dF1_a])
-        # ḣ at each crossing: along the old dense output, plus the same-neuron velocity jumps
+        Hk = (W @ Xk.unsqueeze(-1)).squeeze(-1)  # h_{i_k j}(x_k), (K, m)
+        # c_i(x_k): continuous at the crossing (h_{i_k j_k} = 0 there: flip k does not change f_i)
+        c_x = self.field.loss_weights(t0 + xc * dt, self.y[ii] * (Gk * Hk * a).sum(-1))
+        Dk = self.pot.inverse_hessian_diag(W[ar, jj])  # (K, d)
+        ak = a[ar, jj]  # a_j at x_k
         Cw = coeff[:, : self.md].reshape(P, self.m, self.d)[:, jj]  # (P, K, d)
-        Ca = coeff[:, self.md :][:, jj]  # (P, K)
-        pw, dpw = _powers(xc, P)  # (K, P)
-        zw = (pw.T.unsqueeze(-1) * Cw).sum(0)
         dzw = (dpw.T.unsqueeze(-1) * Cw).sum(0) / dt
-        thw = self.pot.inverse_mirror_map(zw)
-        Dk = self.pot.inverse_hessian_diag(thw)  # (K, d)
-        ak = self.pot.inverse_mirror_map((pw * Ca.T).sum(1))  # a_j at x_k
         hd_dense = (Xk * Dk * dzw).sum(-1)
-        c_x = (_gl_interp_matrix(gx, xc / x_end) * ck[:N].T).sum(1)  # c_i(x_k) (continuous at the crossing)
         s_old = self.P[ii, jj]
         u = (1.0 - self.slope) * (1.0 - 2.0 * s_old) * self.y[ii] * c_x  # velocity jump / (a_j x_i)
         gram = (Xk * Dk) @ Xk.T  # [k, k'] = x_k · D_k x_k'
@@ -711,11 +674,93 @@ class _TwoLayerSwitching(_ActivationState):
         dh = ak * ((before * gram * lag) @ u)
         dtau = torch.where(hd_before != 0, -dh / torch.where(hd_before != 0, hd_before, 1.0), 0.0)
         jump = (ak * u * dtau).unsqueeze(1) * Xk  # (K, d): ż_wj jump × δτ_k
-        shift = torch.zeros(self.m, self.d, dtype=dtype, device=dev).index_add_(0, jj, jump)
-        shift2 = torch.zeros_like(shift).index_add_(0, jj, jump * ((x_end - xc) * dt).unsqueeze(1))
-        corr[: self.md] -= shift.reshape(-1)
-        corr2[: self.md] -= shift2.reshape(-1)
-        return _Correction(corr, dF1, hd_before, hd_after, corr2, dtau)
+        return _CrossingRates(hd_before, hd_after, dtau, jump, Gk)
+
+    def crossing_correction(
+        self,
+        coeff: Tensor,
+        t0: Tensor,
+        dt: Tensor,
+        xc: Tensor,
+        ii: Tensor,
+        jj: Tensor,
+        x_end: float = 1.0,
+        rates: _CrossingRates | None = None,
+    ):
+        """Closed-form effect of transversal crossings inside one step integrated with the old pattern.
+
+        The crossings (i_k, j_k) happen at step fractions ``xc`` (sorted, `(K,)`, all < ``x_end``: the corrected
+        part of the step is [0, x_end], x_end ≤ 1). Between crossing times the
+        activation pattern is fixed, so the exact field is the old-pattern field plus the pattern difference
+        of the points that crossed — only those points' terms change (their loss weight c_i included). Point i
+        contributes one *level* per crossing k of it: its pattern after its crossings up to k, valid from x_k
+        to its next crossing (or the step end). Each level's term F_i(P_k) − F_i(P_old) is a smooth function of
+        the dense output z_old(τ); it is evaluated at 8 Gauss–Legendre nodes of [0, x_end] and integrated
+        over its own sub-interval with the interpolating polynomial's exact weights (no RHS evaluation). Cost
+        O(8 · K · m) plus one (9, p) inverse mirror map, so hundreds of crossings cost about one evaluation.
+        Δz = ∫ ΔF dτ is the first-order correction of the state at x_end; the coupling J·Δz (the state moved) is
+        second order and is measured by the caller. The crossing-time shifts δτ_k (:meth:`crossing_rates`) are
+        applied.
+
+        ``rates``: :meth:`crossing_rates` of these crossings (or of more, the first K rows are used); computed
+        here when None.
+
+        Returns:
+            a :class:`_Correction`: Δz `(p,)`, ΔF at x_end `(p,)`, ḣ_k just before and just after crossing k
+            `(K,)` each (used to check that every crossing is transversal), ∫ Δz dτ `(p,)` (the coupling
+            estimate's length scale) and the crossing-time shifts δτ_k `(K,)` (already applied to Δz).
+        """
+        K = xc.shape[0]
+        rates = self.crossing_rates(coeff, t0, dt, xc, ii, jj) if rates is None else rates.head(K)
+        dtype, dev = coeff.dtype, coeff.device
+        gx = _gl_nodes(dtype, dev)  # (N,) nodes in (0, 1)
+        N = gx.shape[0]
+        nodes = x_end * torch.cat([gx, torch.ones(1, dtype=dtype, device=dev)])  # + the end
+        P = coeff.shape[0]
+        Z = _powers(nodes, P)[0] @ coeff
+        Th = self.pot.inverse_mirror_map(Z)
+        W, a = self.split(Th)  # (Q, m, d), (Q, m)
+        pts, loc = torch.unique(ii, return_inverse=True)  # affected points
+        XI, yI = self.X[pts], self.y[pts]
+        H = (W.unsqueeze(1) @ XI.unsqueeze(-1).unsqueeze(0)).squeeze(-1)  # (Q, nI, m)
+        tau = (t0 + nodes * dt).unsqueeze(1)
+        P_old = self.P[pts]  # (nI, m); crossing points have no sliding surfaces (checked by the caller)
+        G_old = self._gate(P_old)
+        c_old = self.field.loss_weights(tau, yI * ((G_old * H) * a.unsqueeze(1)).sum(-1))  # (Q, nI)
+        # levels: point i_k's pattern after its crossings up to k
+        Gk = rates.gate
+        Hk = H[:, loc]  # (Q, K, m)
+        yk = yI[loc]
+        ck = self.field.loss_weights(tau, yk * ((Gk * Hk) * a.unsqueeze(1)).sum(-1))  # (Q, K)
+        Dc = (ck.unsqueeze(-1) * Gk - c_old[:, loc].unsqueeze(-1) * G_old[loc]) * yk.unsqueeze(-1)  # (Q, K, m)
+        # level k lives on [x_k, next crossing of the same point (or x_end)]
+        ar = torch.arange(K, device=dev)
+        later = (loc.unsqueeze(1) == loc.unsqueeze(0)) & (ar.unsqueeze(0) > ar.unsqueeze(1))
+        inf = torch.full_like(xc, float("inf"))
+        xnext = torch.where(later, xc.unsqueeze(0), inf.unsqueeze(0)).min(1).values
+        last = torch.isinf(xnext)
+        xnext = torch.where(last, torch.full_like(xc, x_end), xnext)
+        # (2, K, N): the weights of ∫ ΔF dτ and (the coupling estimate's length scale) of ∫ Δz dτ over the
+        # corrected part = ∫ (τ_end − τ) ΔF dτ
+        wts = _gl_interval_weights(gx, xc / x_end, xnext / x_end)
+        wts = wts * torch.stack([x_end * dt, (x_end * dt) ** 2]).reshape(2, 1, 1)
+        Xk = self.X[ii]
+        wq = wts.transpose(1, 2).unsqueeze(-1)  # (2, N, K, 1)
+        Acoef = (wq * (a[:N].unsqueeze(1) * Dc[:N])).sum(1)  # (2, K, m)
+        corr_Ws = Acoef.transpose(1, 2) @ Xk  # (2, m, d)
+        corr_as = (wq * (Dc[:N] * Hk[:N])).sum((1, 2))  # (2, m)
+        lastf = last.to(dtype).unsqueeze(1)
+        dF1_W = (lastf * a[N] * Dc[N]).T @ Xk
+        dF1_a = (lastf * Dc[N] * Hk[N]).sum(0)
+        dF1 = torch.cat([dF1_W.reshape(-1), dF1_a])
+        # the crossing-time shifts (crossing_rates): Δz −= jump·δτ_k, ∫ Δz dτ −= jump·δτ_k·(τ_end − τ_k)
+        shift = torch.zeros(2, self.m, self.d, dtype=dtype, device=dev)
+        shift[0].index_add_(0, jj, rates.jump)
+        shift[1].index_add_(0, jj, rates.jump * ((x_end - xc) * dt).unsqueeze(1))
+        corr_Ws = corr_Ws - shift
+        corr = torch.cat([corr_Ws[0].reshape(-1), corr_as[0]])
+        corr2 = torch.cat([corr_Ws[1].reshape(-1), corr_as[1]])
+        return _Correction(corr, dF1, rates.hdot_before, rates.hdot_after, corr2, rates.dtau)
 
 
 class _DeepSwitching(_ActivationState):
@@ -1759,19 +1804,19 @@ class FilippovDriver:
         if kb == 0:
             return fail(reason)
         x_end = 1.0 if kb == K else float(x[kb])
-        cc = sw.crossing_correction(C, t0, dt, x[:kb], ii[:kb], jj[:kb], x_end)
+        # per-crossing rates, once for the step (crossing k's depend on crossings ≤ k: any kept prefix reuses them)
+        rates = sw.crossing_rates(C, t0, dt, x[:kb], ii[:kb], jj[:kb])
         s_old = sw.sigma[ii[:kb], jj[:kb]]
-        hd_b, hd_a = cc.hdot_before, cc.hdot_after
+        hd_b, hd_a = rates.hdot_before, rates.hdot_after
         ok = (s_old * hd_b < 0) & (s_old * hd_a < -1e-2 * hd_b.abs())
         # the corrected crossing time must stay near the located one, inside the kept part
-        x_shift = x[:kb] + cc.dtau / dt
-        ok &= (cc.dtau.abs() <= 0.1 * dt) & (x_shift > 0) & (x_shift < x_end)
+        x_shift = x[:kb] + rates.dtau / dt
+        ok &= (rates.dtau.abs() <= 0.1 * dt) & (x_shift > 0) & (x_shift < x_end)
         if not bool(ok.all()):
             kb, reason = int(torch.nonzero(~ok).flatten()[0]), "not_transversal"
             if kb == 0:
                 return fail(reason)
             x_end = float(x[kb])
-            cc = sw.crossing_correction(C, t0, dt, x[:kb], ii[:kb], jj[:kb], x_end)
         forced: dict = {}
         if sw.n_sliding:
             x_exit, f_exit = self._find_exit(new, prev, seg, None)  # cached: the caller's fallback reuses it
@@ -1781,7 +1826,7 @@ class FilippovDriver:
                 if kb_exit == 0:
                     return fail("sliding_exit")
                 kb, reason, x_end, forced = kb_exit, "sliding_exit", float(x_exit), f_exit
-                cc = sw.crossing_correction(C, t0, dt, x[:kb], ii[:kb], jj[:kb], x_end)
+        cc = sw.crossing_correction(C, t0, dt, x[:kb], ii[:kb], jj[:kb], x_end, rates)
         for attempt in range(2):
             # the corrected state must leave every other surface on its side: checked first on the dense output
             # (no RHS evaluation), halving the kept crossings while it does not (a crowded step: the corrected
@@ -1791,7 +1836,7 @@ class FilippovDriver:
                     return fail("side")
                 kb, reason, forced = kb // 2, "side", {}
                 x_end = float(x[kb])
-                cc = sw.crossing_correction(C, t0, dt, x[:kb], ii[:kb], jj[:kb], x_end)
+                cc = sw.crossing_correction(C, t0, dt, x[:kb], ii[:kb], jj[:kb], x_end, rates)
             t_e = t1 if x_end >= 1.0 else t0 + dt * x_end
             if bool(((saves < t_e) & (saves > t0 + dt * x[0])).any()):  # (only without exact_saves)
                 return fail("save")
@@ -1850,7 +1895,7 @@ class FilippovDriver:
             if attempt == 1 or not 0 < kb_new < kb:
                 return fail("error")
             kb, reason, x_end, forced = kb_new, "error", float(x[kb_new]), {}
-            cc = sw.crossing_correction(C, t0, dt, x[:kb], ii[:kb], jj[:kb], x_end)
+            cc = sw.crossing_correction(C, t0, dt, x[:kb], ii[:kb], jj[:kb], x_end, rates)
         if x_end < 1.0:
             self.soft_truncations[reason] = self.soft_truncations.get(reason, 0) + 1
         self.n_soft_crossings += kb  # a subset of n_crossings
