@@ -480,25 +480,27 @@ class _TwoLayerSwitching(_ActivationState):
         batched: with A = D_j^{1/2} x_i R_j (R_j = −(1 − s) a_j c_i), α = α₀ + A·(D^{1/2}u − A α₀)/|A|² plus the
         scaled Baumgarte part λ R_j h_ij / |A|². Returns α `(J,)` and the neurons' velocity rows `(J, d)`."""
         XS = self.X[is_]  # (J, d)
-        R = -(1.0 - self.slope) * a[js] * cy[is_]
-        A = D[js].sqrt() * XS * R.unsqueeze(1)
+        r = (1.0 - self.slope) * a[js] * cy[is_]  # −R
+        sq = D[js].sqrt()
+        A = sq * XS * (-r).unsqueeze(1)
         M = A.square().sum(1)
         Minv = torch.where(M > 0, 1.0 / torch.where(M > 0, M, 1.0), 0.0)
         a0 = ref[is_, js]
-        delta = Minv * (A * (D[js].sqrt() * uW[js] - A * a0.unsqueeze(1))).sum(1)
+        delta = Minv * (A * (sq * uW[js] - A * a0.unsqueeze(1))).sum(1)
         if self.lam:
-            d_bg = Minv * (self.lam * R * H[is_, js])
+            d_bg = Minv * (-self.lam * r * H[is_, js])
             if scale is not None:  # the segment's first evaluation: fix the Baumgarte factors
                 al_eq = a0 + delta
                 room = torch.minimum(al_eq, 1.0 - al_eq).clamp_min(0.0)
                 big = d_bg.abs()
                 f = torch.where(big > 0, (0.5 * room / torch.where(big > 0, big, 1.0)).clamp_max(1.0), 1.0)
                 scale.update(zip(js.tolist(), f.tolist(), strict=True))
+                self.bg_single = f  # (the same factors as in the dict, for this segment's later evaluations)
             else:
-                f = torch.tensor([self.bg_scale.get(j, 1.0) for j in js.tolist()], dtype=M.dtype, device=M.device)
+                f = self.bg_single
             delta = delta + f * d_bg
         al = a0 + delta
-        row = uW[js] + ((1.0 - self.slope) * a[js] * cy[is_] * al).unsqueeze(1) * XS
+        row = uW[js] + (r * al).unsqueeze(1) * XS
         return al, row
 
     # -- classification at a segment start --

@@ -781,10 +781,10 @@ class SmoothedHomogeneous(AbstractPotential):
         p = self.p
         z = _as_tensor(z)
         if p == 3.0:
-            # closed form: x²(x² + λ) = (z/3)² is a quadratic in x², solved without cancellation or overflow
+            # closed form: x²(x² + λ) = (z/3)² is a quadratic in x², solved without cancellation or overflow:
+            # x = u √(2/(λ + √(λ² + 4u²))) = u / √(λ/2 + hypot(λ/2, u))
             u = z / 3.0
-            lam = _const(self.lam, u)
-            x = u * torch.sqrt(2.0 / (lam + torch.hypot(lam, 2.0 * u)))
+            x = u * torch.rsqrt(torch.hypot(u, _const(0.5 * self.lam, u)) + 0.5 * self.lam)
             return torch.where(torch.isinf(u), u, x)
         return _invert_odd_log_softplus(
             _as_tensor(z),
@@ -807,8 +807,11 @@ class SmoothedHomogeneous(AbstractPotential):
         return self.p * r.pow(self.p - 2.0) * k
 
     def inverse_hessian_diag(self, theta: Tensor) -> Tensor:
-        r, k = self._curvature(_as_tensor(theta))
-        return r.pow(2.0 - self.p) / (self.p * k)
+        theta = _as_tensor(theta)
+        r = self._radius(theta)
+        # 1/φ″ = r^{2−p}/(p k), k = ((p−1)x² + λ)/r² = ((p−1) x·(x/r) + λ/r)/r: no x² formed (no overflow)
+        rk = (self.p - 1.0) * theta * (theta / r) + self.lam / r
+        return (1.0 / (self.p * rk)) if self.p == 3.0 else r.pow(3.0 - self.p) / (self.p * rk)
 
     def q_function(self, theta: Tensor) -> Tensor:
         """Q(x) = (x²+λ)^{p/2−1}((p−1)x² − λ) (reconstructed balance quantity)."""
