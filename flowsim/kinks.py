@@ -11,12 +11,16 @@ through them makes an adaptive Runge–Kutta solver chatter (tiny steps, first-o
 2. **Events**: after every *accepted* step the signed pre-activations σ_ij h_ij (σ = +1 active, −1
    inactive) are evaluated along the step's dense output at 9 points, with a Hermite check for a dip below
    zero between samples (a surface can be crossed and re-crossed inside one step). Roots are located on
-   the dense output for all brackets at once (batched Illinois regula falsi: one inverse mirror map per
-   iteration, 6–14 evaluations per step). Then either
-   * **exact restart** (default for every step that is not a "soft" one below): the step is **redone**
-     from its start to the earliest event time (a full RK step: the dopri5 dense output is 4th order and
-     measurably less accurate — balance drift ×7 (gradient flow) to ×140 (hyperbolic entropy) at rtol 1e-6
-     on the reference problem with ``event_state="interpolate"``), and a new segment starts there; or
+   the dense output for all brackets at once (bracketed Newton with ḣ along the dense output, one inverse
+   mirror map per iteration, 2-3 iterations per step on digits; Illinois regula falsi for systems without
+   ḣ there). Then either
+   * **exact restart** (default for every step that is not a "soft" one below): the state at the earliest
+     event time is the step's dense output where that agrees with the cubic Hermite interpolant of the step's
+     ends to within the error tolerance, with every neuron's balance B_j restored to its value at the step
+     start (two-layer nets); otherwise the step is **redone** from its start to the event (a full RK step:
+     the dense output alone, ``event_state="interpolate"``, is 4th order and measurably less accurate — balance
+     drift ×7 (gradient flow) to ×140 (hyperbolic entropy) at rtol 1e-6 on the reference problem), and a new
+     segment starts there; or
    * **soft crossings** (``soft_crossings=True``, default): crossings that are transversal (both one-sided
      fields move h the same way at the crossing, ḣ along the piecewise field) and touch no sliding neuron or point
      are switched inside the step, and the state corrected in closed form — the pattern difference of the crossed
@@ -1255,8 +1259,9 @@ class FilippovDriver:
             coupling part not along Δz is corrected by one more field difference), ``soft_cap`` (default 1:
             the largest coupling correction, same units), ``truncated_growth`` (default 2: after a truncated
             soft step the next segment's first step is at most this × the kept length), ``event_state``
-            ("redo" (default): an RK step to the event time; "interpolate": the dense output there, cheaper
-            and less accurate), ``exact_saves`` (default True).
+            ("redo" (default): the dense output at the event time where it agrees with the Hermite interpolant,
+            balance restored, else an RK step to it; "interpolate": the dense output there, cheaper and less
+            accurate), ``exact_saves`` (default True).
 
     Raises:
         InvalidParameterError: for a model this driver cannot handle, or an unknown ``event_state``.
@@ -1339,7 +1344,7 @@ class FilippovDriver:
         ``n_sliding_projections`` counts segment starts where sliding surfaces were projected back onto h = 0
         (``max_projected_offset``: the largest offset projected, in error scales).
         ``n_redo_steps`` counts RK steps redone to an event or a truncation point,
-        ``n_interpolated_truncations`` the truncation points taken from the dense output instead.
+        ``n_interpolated_states`` the event and truncation states taken from the dense output instead.
         """
         sw = self.sw
         return {
@@ -1361,7 +1366,7 @@ class FilippovDriver:
             "soft_truncations": dict(self.soft_truncations),
             "n_exit_events": self.n_exit_events,
             "n_redo_steps": self.n_redo,
-            "n_interpolated_truncations": self.n_interpolated,
+            "n_interpolated_states": self.n_interpolated,
             "n_null_segments": self.n_null_segments,
             "sliding_time": self.sliding_time,
             "sliding_surface_time": self.sliding_surface_time,
@@ -1484,10 +1489,10 @@ class FilippovDriver:
                         elif bool(tau_e >= t1):
                             z = new.y1
                         elif self.event_state == "redo" or sw.n_sliding:
-                            # sliding segments (equivalent control) are redone: their dense output is less
-                            # accurate than the step (measured: balance drift ×4 at rtol 1e-6 with interpolation)
-                            z = _runge_kutta_step(func, prev.y1, prev.f1, t0, tau_e - t0, tau_e, solver.tableau)[0]
-                            self.n_redo += 1
+                            # the dense output where it agrees with the Hermite interpolant (balance restored),
+                            # else a redo step (sliding segments: plain interpolation drifted the balance ×4 at
+                            # rtol 1e-6)
+                            z = self._event_state(prev, new, tau_e)
                         else:
                             # the fixed-pattern field is smooth across the surface, so the accepted step's dense
                             # output (4th order, error-controlled with the step) is the state at the event
@@ -1910,6 +1915,33 @@ class FilippovDriver:
             self.n_exit_events += 1
         return "soft", z1, t_e, forced
 
+    def _event_state(self, prev, new, t_e: Tensor) -> Tensor:
+        """State at an exact event τ_e inside an accepted step: the dense output where it agrees with the cubic
+        Hermite interpolant of the step's ends (:meth:`_hermite_ok`), every B_j restored to its value at the step
+        start (the fixed-state flow conserves it); otherwise an RK step from the step start (a redo)."""
+        t0, t1 = prev.t1, new.t1
+        z_e = _interp_evaluate(new.interp_coeff, t0, t1, t_e)
+        if self.sw.supports_soft and self._hermite_ok(prev, new, t_e, z_e):
+            self.n_interpolated += 1
+            return self._restore_balance(z_e, self._balance_ref(z_e, b_at=prev.y1))
+        func, tableau = self._rk
+        self.n_redo += 1
+        return _runge_kutta_step(func, prev.y1, prev.f1, t0, t_e - t0, t_e, tableau)[0]
+
+    def _hermite_ok(self, prev, new, t_e: Tensor, z_e: Tensor) -> bool:
+        """Whether the dense output ``z_e`` at τ_e is within the error tolerance (RMS norm) of the cubic Hermite
+        interpolant of the step's ends (the lower-order interpolant bounds the dense output's error there)."""
+        t0, t1 = prev.t1, new.t1
+        x, dt = (t_e - t0) / (t1 - t0), t1 - t0
+        hermite = (
+            (2 * x**3 - 3 * x**2 + 1) * prev.y1
+            + (x**3 - 2 * x**2 + x) * dt * prev.f1
+            + (3 * x**2 - 2 * x**3) * new.y1
+            + (x**3 - x**2) * dt * new.f1
+        )
+        tol = self.atol + self.rtol * torch.maximum(prev.y1.abs(), z_e.abs())
+        return bool(((z_e - hermite) / tol).square().mean() <= 1.0)
+
     def _truncated_state(self, prev, new, t_e: Tensor) -> tuple[Tensor, Tensor, tuple]:
         """State z_e, old-pattern field f_e and balance reference at τ_e inside an accepted step (truncated soft step).
 
@@ -1922,18 +1954,10 @@ class FilippovDriver:
         truncation, same accuracy; the dense output everywhere saved 23-30% but was 5× rtol off (hyperbolic
         entropy, rtol 1e-7, crowded crossings) where redo steps were 1.2×.
         """
-        t0, t1 = prev.t1, new.t1
+        t0 = prev.t1
         func, tableau = self._rk
-        z_e = _interp_evaluate(new.interp_coeff, t0, t1, t_e)
-        x, dt = (t_e - t0) / (t1 - t0), t1 - t0
-        hermite = (
-            (2 * x**3 - 3 * x**2 + 1) * prev.y1
-            + (x**3 - 2 * x**2 + x) * dt * prev.f1
-            + (3 * x**2 - 2 * x**3) * new.y1
-            + (x**3 - x**2) * dt * new.f1
-        )
-        tol = self.atol + self.rtol * torch.maximum(prev.y1.abs(), z_e.abs())
-        if bool(((z_e - hermite) / tol).square().mean() <= 1.0):
+        z_e = _interp_evaluate(new.interp_coeff, t0, new.t1, t_e)
+        if self._hermite_ok(prev, new, t_e, z_e):
             self.n_interpolated += 1
             return z_e, func(t_e, z_e), self._balance_ref(z_e, b_at=prev.y1)
         z_e, f_e = _runge_kutta_step(func, prev.y1, prev.f1, t0, t_e - t0, t_e, tableau)[:2]

@@ -586,7 +586,7 @@ def test_crowded_soft_steps_match_exact_reference(crowded_digits, crowded_refere
     assert abs(soft.stats["n_crossings"] - ref.stats["n_crossings"]) <= 2 and ref.stats["n_crossings"] > 250
     assert soft.stats["n_soft_crossings"] > 0.4 * soft.stats["n_crossings"]  # measured 0.49-0.78
     assert sum(soft.stats["soft_truncations"].values()) > 0
-    assert soft.stats["n_interpolated_truncations"] > 0 and soft.stats["n_redo_steps"] > 0
+    assert soft.stats["n_interpolated_states"] > 0 and soft.stats["n_redo_steps"] > 0
     assert err_soft <= 5 * rtol, (err_soft, err_exact)
     assert soft.stats["nfe"] < exact.stats["nfe"]
 
