@@ -432,7 +432,7 @@ class _TwoLayerSwitching(_ActivationState):
         zW, _ = self.split(z)
         D = self.pot.inverse_hessian_diag(W)  # (m, d)
         ew = D * (rtol * zW.abs() + atol)  # error in w
-        return self.xabs @ ew.T + torch.finfo(theta.dtype).eps * (self.xabs @ W.abs().T)
+        return self.xabs @ (ew + torch.finfo(theta.dtype).eps * W.abs()).T  # + rounding of h itself
 
     # -- the fixed-pattern field --
     def _gate(self, P: Tensor) -> Tensor:
@@ -525,8 +525,8 @@ class _TwoLayerSwitching(_ActivationState):
         new = torch.where(cand, torch.where(old == SLIDING, INACTIVE, old), new)
         alpha0 = torch.zeros_like(self.alpha0)
         counts = {"unresolved": 0}
-        cand_neurons = [int(j) for j in torch.nonzero(cand.any(0)).flatten()]
-        if cand_neurons:
+        ncand = cand.sum(0)
+        if bool((ncand > 0).any()):
             # velocity base: candidates at α = 0, others at their (new) mode
             Pbase = (new == ACTIVE).to(H.dtype)
             Pbase[cand] = 0.0
@@ -536,6 +536,13 @@ class _TwoLayerSwitching(_ActivationState):
             uW = a.unsqueeze(1) * ((G0 * cy.unsqueeze(1)).T @ self.X)
             D = self.pot.inverse_hessian_diag(W)
             self.field.nfe += 1
+            single = ncand == 1
+            if forced:
+                for _, j in forced:
+                    single[j] = False
+            cand_neurons = [int(j) for j in torch.nonzero((ncand > 0) & ~single).flatten()]
+            if bool(single.any()):
+                cand_neurons += self._classify_single(new, alpha0, old, cand, single, a, cy, uW, D)
             for j in cand_neurons:
                 C = torch.nonzero(cand[:, j]).flatten()
                 r = (1.0 - self.slope) * a[j] * cy[C]
@@ -554,6 +561,29 @@ class _TwoLayerSwitching(_ActivationState):
                 al = _candidate_lcp(uW[j], self.X[C], r, D[j].sqrt(), fixed, att, pinned)
                 self._assign(new, alpha0, (C, j), al, att)
         return self._commit(old, new, alpha0, counts)
+
+    def _classify_single(self, new, alpha0, old, cand, single, a, cy, uW, D) -> list[int]:
+        """:func:`_candidate_lcp` of the neurons with one candidate surface each (``single`` `(m,)`), batched in
+        closed form: with ḣ(α) = x·D(u + x r α) (r = (1 − s) a_j c_i y_i), an attracting surface (r < 0) gets
+        α = clip(−x·Du / (r x·Dx), 0, 1), the minimizer of its one-variable box least squares; a repelling one
+        keeps its side unless ḣ there points through (one flip settles it: r ≥ 0). Neurons with x·Dx = 0 are
+        returned for the general path."""
+        js = torch.nonzero(single).flatten()
+        is_ = cand[:, js].to(torch.int8).argmax(0)
+        x, Dj, u = self.X[is_], D[js], uW[js]
+        r = (1.0 - self.slope) * a[js] * cy[is_]
+        xDu, xDx = (x * Dj * u).sum(1), (x * Dj * x).sum(1)
+        ok = xDx > 0
+        att = r < 0
+        o = old[is_, js]
+        fixed = torch.where(o == SLIDING, (self.alpha0[is_, js] > 0.5).to(x.dtype), (o == ACTIVE).to(x.dtype))
+        hdot = xDu + r * fixed * xDx
+        flip = ((fixed > 0.5) & (hdot < 0)) | ((fixed < 0.5) & (hdot > 0))
+        al = torch.where(
+            att, (-xDu / torch.where(ok & att, r * xDx, 1.0)).clamp(0.0, 1.0), torch.where(flip, 1.0 - fixed, fixed)
+        )
+        self._assign(new, alpha0, (is_[ok], js[ok]), al[ok], att[ok])
+        return [int(j) for j in js[~ok].tolist()]
 
     def init_mode(self, theta: Tensor) -> None:
         self.mode = torch.where(self.surfaces(theta) > 0, ACTIVE, INACTIVE)
