@@ -426,6 +426,14 @@ class _TwoLayerSwitching(_ActivationState):
         """ḣ along θ̇ (h is linear in θ)."""
         return self.surfaces(theta_dot)
 
+    def surfaces_and_rates(self, theta: Tensor, theta_dot: Tensor) -> tuple[Tensor, Tensor]:
+        """h and ḣ at K states ``theta``, ``theta_dot`` `(K, p)`: `(K, n, m)` each, from one matrix product
+        (X @ [W; Ẇ]ᵀ over all states: about half the time of 2K small products)."""
+        K = theta.shape[0]
+        W, _ = self.split(torch.cat([theta, theta_dot]))  # (2K, m, d)
+        HH = (self.X @ W.reshape(-1, self.d).T).reshape(self.n, 2 * K, self.m).transpose(0, 1)
+        return HH[:K], HH[K:]
+
     def error_scale(self, theta: Tensor, z: Tensor, rtol: float, atol: float) -> Tensor:
         """Scale of the error in h implied by the solver tolerance on z, shape `(n, m)`."""
         W, _ = self.split(theta)
@@ -1614,8 +1622,12 @@ class FilippovDriver:
         Th = pot.inverse_mirror_map(Z)
         dTh = pot.inverse_hessian_diag(Th) * dZ
         sig = sw.sigma
-        g = (sig * sw.surfaces(Th) + band).flatten(1)  # (K+1, N); event: g crosses from ≥ 0 to < 0
-        dg = (sig * sw.surface_rates(Th, dTh)).flatten(1)
+        if hasattr(sw, "surfaces_and_rates"):
+            H, dH = sw.surfaces_and_rates(Th, dTh)
+        else:
+            H, dH = sw.surfaces(Th), sw.surface_rates(Th, dTh)
+        g = (sig * H + band).flatten(1)  # (K+1, N); event: g crosses from ≥ 0 to < 0
+        dg = (sig * dH).flatten(1)
         inert = getattr(sw, "inert", None)  # deep nets: surfaces slaved to a unit below (not switching surfaces)
         if sw.n_sliding or inert is not None:
             slid = (sw.sliding if inert is None else sw.sliding | inert).flatten()
