@@ -477,7 +477,7 @@ def test_crossing_rates_of_a_prefix_are_the_prefix_of_the_rates():
 
 
 def test_event_roots_by_newton_need_few_evaluations():
-    """With ḣ on the dense output (``surface_rates_at``), event roots come from bracketed Newton steps started at
+    """With ḣ on the dense output (``surface_rates_fn``), event roots come from bracketed Newton steps started at
     the secant point: the same roots to 1e-13 as Illinois (scipy's brentq as the reference) in at most 6
     evaluations for the batch (measured 5, set by the steep exp(−40x); Illinois needs up to 12; on the main
     job's digits runs 2-3 per batch)."""
@@ -502,7 +502,9 @@ def test_event_roots_by_newton_need_few_evaluations():
     def surfaces_at(C, x, idx):
         return rates_at(C, x, idx)[0]
 
-    fake = types.SimpleNamespace(sw=types.SimpleNamespace(surfaces_at=surfaces_at, surface_rates_at=rates_at))
+    fake = types.SimpleNamespace(
+        sw=types.SimpleNamespace(surfaces_at=surfaces_at, surface_rates_fn=lambda C, idx: lambda x: rates_at(C, x, idx))
+    )
     idx = torch.arange(len(fns))
     a = torch.tensor([f[2] for f in fns], dtype=torch.float64)
     b = torch.tensor([f[3] for f in fns], dtype=torch.float64)
@@ -572,9 +574,10 @@ def test_crowded_soft_steps_match_exact_reference(crowded_digits, crowded_refere
     (kept whole or truncated, with the second-order coupling correction) agree with exact restarts at rtol 1e-10
     to 5·rtol relative at rtol 1e-5 and 1e-7 — the error follows the tolerance, it does not grow like √rtol
     (measured 0.4·rtol and 0.3·rtol for gradient flow, 0.8·rtol and 1.2·rtol for hyperbolic entropy; exact
-    restarts 0.1-1.1·rtol), with fewer RHS evaluations than exact restarts at the same rtol (measured 31-81%).
-    Truncation points come from the dense output where it agrees with the Hermite interpolant, else from redo
-    steps: both occur here (measured 45-102 and 60-371)."""
+    restarts 0.3-1.1·rtol), with fewer RHS evaluations than exact restarts at the same rtol (measured 41-97%;
+    exact restarts take their event states from the dense output too where it agrees with the Hermite
+    interpolant). Truncation and event states come from the dense output where it agrees with the Hermite
+    interpolant, else from redo steps: both occur here (measured 45-216 and 22-257)."""
     ds, model = crowded_digits
     potential, ref = crowded_reference
     kw = dict(rtol=rtol, atol=rtol * 1e-3, **_CROWDED_KW)
