@@ -18,6 +18,8 @@ integrates the members through :func:`flowsim.ensemble.simulate_ensemble` (:func
     [solver]       method, rtol, atol, max_steps; method = "md" runs discrete mirror descent
                    (flowsim.discrete) with step_size, schedule, variant, rollback
                    kinks = "auto" | "filippov" | "naive" (ReLU kinks, see flowsim.kinks)
+                   options = {soft_cap = 2.0}: solver options for simulate(solver_options=...), torchdiffeq's
+                   and the Filippov driver's (flowsim.kinks.FilippovDriver); not with method = "md" or sweeps
     [horizon]      log_t_end, n_save, log_t_start
     [output]       plots = true
 
@@ -56,7 +58,8 @@ SCHEMA: dict[str, set[str] | None] = {
     "potentials": None,
     "flow": {"loss", "time"},
     "init": {"scale", "seed"},
-    "solver": {"method", "rtol", "atol", "max_steps", "kinks", "step_size", "schedule", "variant", "rollback"},
+    "solver": {"method", "rtol", "atol", "max_steps", "kinks", "options"}
+    | {"step_size", "schedule", "variant", "rollback"},
     "horizon": {"log_t_end", "n_save", "log_t_start"},
     "output": {"plots"},
 }
@@ -91,13 +94,25 @@ PRESETS: dict[str, dict[str, Any]] = {
         ],
         "flow": {"loss": "exponential", "time": "log"},
         "init": {"scale": 0.5, "seed": 0},
-        # kinks = "filippov": exact Filippov handling of the ≈3,300 transversal crossings and the sliding modes on
-        # digits. Measured 2026-11-30 to log t = 8 (1 thread), error vs a Filippov rtol 1e-9 reference: the three
-        # runs take 5.4 / 2.6 / 11.8 s with max relative θ error 1.0e-5 / 2.1e-5 / 2.2e-5; naive stepping at the
-        # same rtol takes 0.9 / 1.3 / 1.4 s but is off by 1.7e-4 / 2.1e-3 / 1.8e-4 (hyperbolic entropy's margin
-        # by 6e-3 relative, balance drift 2.8e-3), and matching Filippov's accuracy costs it far more (hyperbolic
-        # entropy at rtol 1e-7: 183 s, θ error 5.4e-5). kinks = "naive" is the fast, inexact alternative.
-        "solver": {"method": "dopri5", "rtol": 1e-5, "atol": 1e-8, "max_steps": 2_000_000, "kinks": "filippov"},
+        # kinks = "filippov": exact Filippov handling of the ≈3,300-4,400 crossings per run and the sliding modes
+        # on digits. Measured 2026-11-30 to log t = 8 (1 thread), max relative θ error vs a Filippov rtol 1e-9
+        # reference: the three runs take 3,283 / 1,764 / 6,515 RHS evaluations (2.7 / 1.5 / 6.9 s) with errors
+        # 1.1e-5 / 2.5e-5 / 2.3e-5. soft_cap = 2 (the driver's default is 1) lets soft steps keep coupling
+        # corrections up to 2 error tolerances: 10-12% fewer evaluations than the default, whose errors here are
+        # 1.0e-5 / 2.1e-5 / 2.2e-5 (on the crowded 120-point digits test it is as accurate as the default at
+        # rtol 1e-5 and 1e-6, up to 7× less accurate at 1e-7 and 1e-8: keep the default for tight tolerances).
+        # Naive stepping at the same rtol takes 0.9 / 1.3 / 1.4 s but is off by 1.7e-4 / 2.1e-3 / 1.8e-4
+        # (hyperbolic entropy's margin by 6e-3 relative, balance drift 2.8e-3), and matching Filippov's accuracy
+        # costs it far more (hyperbolic entropy at rtol 1e-7: 183 s, θ error 5.4e-5). kinks = "naive" is the fast,
+        # inexact alternative.
+        "solver": {
+            "method": "dopri5",
+            "rtol": 1e-5,
+            "atol": 1e-8,
+            "max_steps": 2_000_000,
+            "kinks": "filippov",
+            "options": {"soft_cap": 2.0},
+        },
         "horizon": {"log_t_end": 8.0, "n_save": 80},
         "output": {"plots": True},
     },
@@ -209,7 +224,26 @@ def validate_config(raw: dict[str, Any], *, source: str = "config") -> dict[str,
             if key not in ("name", "label"):
                 _sweep_values(value, source, f"potentials[{i}] {key}")
     _check_md_solver(cfg["solver"], source)
+    _check_solver_options(cfg, source)
     return cfg
+
+
+def _check_solver_options(cfg: dict[str, Any], source: str) -> None:
+    """[solver] options: a table of scalar values, for flow runs of one configuration (not md, not sweeps)."""
+    opts = cfg["solver"].get("options")
+    if opts is None:
+        return
+    if not isinstance(opts, dict) or not all(
+        isinstance(k, str) and isinstance(v, int | float | bool | str) for k, v in opts.items()
+    ):
+        raise ConfigError(
+            f"{source}: [solver] options must be a table of numbers, booleans or strings, e.g. "
+            f"options = {{soft_cap = 2.0}}, got {opts!r}"
+        )
+    if cfg["solver"].get("method") == "md":
+        raise ConfigError(f'{source}: [solver] options apply to the flow\'s solvers, not to method = "md"')
+    if is_sweep(cfg):
+        raise ConfigError(f"{source}: [solver] options are not supported for sweeps (lists of values)")
 
 
 def _sweep_values(value: Any, source: str, where: str) -> list[Any]:

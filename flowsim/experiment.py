@@ -267,6 +267,7 @@ def _run_one(
         atol=config["solver"]["atol"],
         max_steps=config["solver"]["max_steps"],
         kinks=config["solver"].get("kinks", "auto"),
+        solver_options=config["solver"].get("options"),
         threads=threads,
         progress=progress,
         out=out,

@@ -1270,6 +1270,13 @@ def _option_bool(options: dict, name: str, default: bool) -> bool:
     return bool(value)
 
 
+# torchdiffeq's adaptive RK options (RKAdaptiveStepsizeODESolver) that pass through to the segments
+_RK_OPTIONS = frozenset(
+    {"first_step", "min_step", "max_step", "safety", "ifactor", "dfactor", "max_num_steps", "step_t", "jump_t"}
+    | {"norm", "dtype"}
+)
+
+
 def _option_positive(options: dict, name: str, default: float, zero_ok: bool = False) -> float:
     value = options.pop(name, default)
     if zero_ok and not isinstance(value, bool) and value == 0:
@@ -1313,7 +1320,8 @@ class FilippovDriver:
             accurate), ``exact_saves`` (default True).
 
     Raises:
-        InvalidParameterError: for a model this driver cannot handle, or an unknown ``event_state``.
+        InvalidParameterError: for a model this driver cannot handle, an unknown option or ``event_state``, or an
+            option value of the wrong type.
 
     References:
         Filippov 1988; Stewart, Numer. Math. 58 (1990); Dieci & Lopez, SIAM J. Numer. Anal. 47 (2009).
@@ -1361,6 +1369,13 @@ class FilippovDriver:
         if self.event_state not in ("interpolate", "redo"):
             raise InvalidParameterError(f"event_state must be 'interpolate' or 'redo', got {self.event_state!r}")
         self.exact_saves = _option_bool(self.options, "exact_saves", True)
+        unknown = sorted(set(self.options) - _RK_OPTIONS)
+        if unknown:  # (torchdiffeq would only warn, once per segment)
+            raise InvalidParameterError(
+                f"unknown solver option(s) {unknown} for kinks='filippov'; valid: the driver's soft_crossings, "
+                f"soft_fraction, soft_cap, truncated_growth, event_state, exact_saves and torchdiffeq's "
+                f"{sorted(_RK_OPTIONS)}"
+            )
         self.sliding_time = 0.0
         self.sliding_surface_time = 0.0
         self.max_side_violation = 0.0
@@ -1731,8 +1746,8 @@ class FilippovDriver:
         inside the bracket (bisection where a Newton step leaves it; rtsafe, Press et al., Numerical Recipes
         §9.4), stopped at a Newton step ≤ 1e-9 of the step (quadratic convergence: the error left is of order
         1e-18), 2-3 evaluations per root; otherwise Illinois regula falsi, stopped at a bracket ≤ 1e-13.
-        Both also stop at |g| at rounding level or a bracket ≤ 1e-13; a bracket whose left end has g ≤ 0 returns a. One batched
-        inverse mirror map per iteration.
+        Both also stop at |g| at rounding level or a bracket ≤ 1e-13; a bracket whose left end has g ≤ 0
+        returns a. One batched inverse mirror map per iteration.
         """
         sw = self.sw
         a, b = a.to(C.dtype).clone(), b.to(C.dtype).clone()
@@ -1796,9 +1811,7 @@ class FilippovDriver:
             side = torch.where(active, torch.where(left, 1.0, -1.0), side)
         return torch.where(done, root, b)  # else g(b) < 0: the first point on the far side (to 1e-13)
 
-    def _soft_step(
-        self, new, prev, C: Tensor, cross: Tensor, g: Tensor, xs: Tensor, sigf, bandf, seg, saves: Tensor
-    ):
+    def _soft_step(self, new, prev, C: Tensor, cross: Tensor, g: Tensor, xs: Tensor, sigf, bandf, seg, saves: Tensor):
         """Keep an accepted step (or its first part) whose crossings are transversal, correcting it in closed form.
 
         Crossings are located exactly (roots on the dense output) and sorted by time. The old-pattern step is

@@ -23,8 +23,7 @@ def test_unknown_preset_error_lists_presets():
 def test_unknown_config_key_and_table(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text(
-        '[data]\nname="iris"\n[model]\nname="linear"\n[[potentials]]\nname="euclidean"\n'
-        "[solver]\nrtoll = 1e-6\n"
+        '[data]\nname="iris"\n[model]\nname="linear"\n[[potentials]]\nname="euclidean"\n[solver]\nrtoll = 1e-6\n'
     )
     with pytest.raises(ConfigError, match=r"unknown key\(s\) \['rtoll'\] in \[solver\]; valid keys"):
         load_config(bad)
@@ -87,3 +86,51 @@ def test_cli_errors_are_clean(tmp_path, capsys):
     assert main(["run", "--preset", "nosuch", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "unknown preset 'nosuch'" in err and "main" in err
+
+
+def test_solver_options_table_reaches_the_driver(tmp_path):
+    """``[solver] options`` is passed to simulate(solver_options=...): a Filippov driver option changes the run
+    (soft_cap = 0.01 shortens or refuses more soft steps than the default), an unknown name fails up front with
+    the valid names (torchdiffeq alone would only warn, once per segment), and a bad table is a ConfigError."""
+    from flowsim.experiment import run_experiment
+
+    base = (
+        '[data]\nname = "iris"\n[model]\nname = "two_layer_relu"\nwidth = 4\n[[potentials]]\nname = "euclidean"\n'
+        "[init]\nscale = 1.0\n[horizon]\nlog_t_end = 1.0\nn_save = 4\n"
+        '[solver]\nkinks = "filippov"\nrtol = 1e-6\natol = 1e-9\n'
+    )
+    runs = {}
+    for name, opts in (("default", ""), ("tight_cap", "options = {soft_cap = 0.01}\n")):
+        path = tmp_path / f"{name}.toml"
+        path.write_text(base + opts)
+        res = run_experiment(load_config(path), None, log=lambda *a: None, workers=1)
+        runs[name] = res.trajectories[0]
+    assert runs["default"].status.value == runs["tight_cap"].status.value == "success"
+    assert runs["default"].stats["n_soft_steps"] > 0
+    fails = lambda tr: sum(tr.stats["soft_fallbacks"].values()) + sum(tr.stats["soft_truncations"].values())  # noqa: E731
+    assert fails(runs["tight_cap"]) > fails(runs["default"])
+    bogus = tmp_path / "bogus.toml"
+    bogus.write_text(base + "options = {soft_capp = 2.0}\n")
+    from flowsim.errors import InvalidParameterError
+
+    with pytest.raises(InvalidParameterError, match=r"unknown solver option\(s\) \['soft_capp'\].*soft_cap"):
+        run_experiment(load_config(bogus), None, log=lambda *a: None, workers=1)
+    with pytest.raises(ConfigError, match="options must be a table"):
+        validate_config(
+            {
+                "data": {"name": "iris"},
+                "model": {"name": "linear"},
+                "potentials": [{"name": "euclidean"}],
+                "solver": {"options": {"soft_cap": [1, 2]}},
+            }
+        )
+    with pytest.raises(ConfigError, match='not to method = "md"'):
+        validate_config(
+            {
+                "data": {"name": "iris"},
+                "model": {"name": "linear"},
+                "potentials": [{"name": "euclidean"}],
+                "solver": {"method": "md", "step_size": 0.1, "options": {"soft_cap": 2.0}},
+            }
+        )
+    assert get_preset("main")["solver"]["options"] == {"soft_cap": 2.0}
