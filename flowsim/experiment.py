@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import multiprocessing
 import os
 import re
@@ -147,7 +148,9 @@ def run_experiment(
             another in this process. Sweeps (list values, :func:`flowsim.config.is_sweep`) ignore it. Worker
             processes are forked on Linux when CUDA is not initialized and every worker runs one thread (a
             forked child using OpenMP threads after its parent did can hang), else spawned (scripts that call
-            this need an ``if __name__ == "__main__":`` guard then).
+            this need an ``if __name__ == "__main__":`` guard then). When the worker processes outnumber the
+            CPU cores, a run more than one unit of log t ahead of another running one lowers its own priority
+            (``os.nice(10)``, once; :class:`_YieldWhenAhead`), so that the runs behind get the cores.
 
     Returns:
         an :class:`ExperimentResult`. Runs that fail keep their partial trajectories and statuses. On Ctrl-C,
@@ -275,25 +278,78 @@ def _run_one(
     )
 
 
+_NICE_LEAD = 1.0  # log-t units another run must be behind before a worker yields (see _YieldWhenAhead)
+_SHARED_LOG_T = None  # in a worker process: the runs' current log t (NaN: not running), when runs outnumber cores
+
+
+def _worker_init(shared) -> None:
+    """Worker process start: SIGINT ignored until its run starts (see _worker_run); the shared progress array."""
+    global _SHARED_LOG_T
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _SHARED_LOG_T = shared
+
+
+class _YieldWhenAhead:
+    """Progress hook of a worker process while runs outnumber the CPU cores.
+
+    Publishes the run's log t at every save; once another running run is more than :data:`_NICE_LEAD` behind in
+    log t (or has not saved yet), this process lowers its own priority (``os.nice(10)``, once): the cores then go
+    to the runs that are behind, likely the longest ones (longest-processing-time-first, with progress in log t
+    as the estimate of the work left). Measured on the main job (3 runs, 2 cores): gradient flow and hyperbolic
+    entropy yield at their first save (log t = −3), and the smoothed p = 3 run, the longest, then gets 80-90% of a
+    core. A run that yields wrongly only loses CPU share while runs outnumber cores.
+    """
+
+    def __init__(self, shared, index: int, cores: int) -> None:
+        self.shared, self.index, self.cores = shared, index, cores
+        self.yielded = False
+
+    def __call__(self, log_t: float, nfe: int) -> None:
+        self.shared[self.index] = log_t
+        if self.yielded:
+            return
+        others = [self.shared[k] for k in range(len(self.shared)) if k != self.index]
+        running = [v for v in others if not math.isnan(v)]
+        if len(running) + 1 > self.cores and any(v < log_t - _NICE_LEAD for v in running):
+            os.nice(10)
+            self.yielded = True
+
+
 def _worker_run(
-    config: dict[str, Any], pot_cfg: dict[str, Any], out, resume: bool, threads: int, interruptible: bool
+    config: dict[str, Any],
+    pot_cfg: dict[str, Any],
+    out,
+    resume: bool,
+    threads: int,
+    interruptible: bool,
+    index: int = 0,
+    cores: int = 1,
 ) -> Trajectory:
     """A worker process's run: rebuild data, model and potential from the configuration, run, return it.
 
     With ``interruptible`` (the parent does not ignore SIGINT), Ctrl-C (SIGINT, ignored by the worker until
     here) interrupts the run, which keeps what it computed; None when it came before the run started.
+    ``index``: the run's slot in the shared progress array (:class:`_YieldWhenAhead`, when the parent set one up).
     """
     torch.set_num_threads(threads)  # before any torch op: a forked child must not reuse its parent's OpenMP pool
     if hasattr(signal, "pthread_sigmask"):  # blocked by the parent while it started this process
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    shared = _SHARED_LOG_T
     try:
         if interruptible:
             signal.signal(signal.SIGINT, signal.default_int_handler)
         dataset, model = _build(config)
         potential = _potential(pot_cfg)
-        return _run_one(config, model, dataset, potential, progress=False, out=out, resume=resume, threads=threads)
+        hook = False
+        if shared is not None and config["solver"]["method"] != "md":
+            shared[index] = -math.inf  # running, no save yet
+            hook = _YieldWhenAhead(shared, index, cores)
+        return _run_one(config, model, dataset, potential, progress=hook, out=out, resume=resume, threads=threads)
     except KeyboardInterrupt:  # before the run started (simulate itself keeps an interrupted run's results)
         return None
+    finally:
+        if shared is not None:
+            shared[index] = math.nan
 
 
 def _run_parallel(config, model, dataset, labels, subs, out_dir, *, workers: int, threads: int, resume, log):
@@ -316,6 +372,10 @@ def _run_parallel(config, model, dataset, labels, subs, out_dir, *, workers: int
     mask = hasattr(signal, "pthread_sigmask")
     plots = out_dir is not None and config.get("output", {}).get("plots", True)
     preload: threading.Thread | None = None
+    cores = os.cpu_count() or 1
+    shared = None
+    if workers > cores and hasattr(os, "nice"):  # runs outnumber cores: the ones ahead in log t yield
+        shared = ctx.Array("d", [math.nan] * len(labels), lock=False)
     while running or (todo and not interrupted):
         try:
             # SIGINT is blocked while a worker starts: a Ctrl-C inside submit() (after the fork, before the pool's
@@ -326,15 +386,13 @@ def _run_parallel(config, model, dataset, labels, subs, out_dir, *, workers: int
                 while todo and not interrupted and len(running) < workers:
                     i = todo.pop(0)
                     log(f"[flowsim] {labels[i]}: {model!r} on {dataset.name} (n={dataset.n}, d={dataset.d})")
-                    pool = ProcessPoolExecutor(
-                        1, mp_context=ctx, initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN)
-                    )
-                    args = (config, config["potentials"][i], subs[i], resume, threads, interruptible)
+                    pool = ProcessPoolExecutor(1, mp_context=ctx, initializer=_worker_init, initargs=(shared,))
+                    args = (config, config["potentials"][i], subs[i], resume, threads, interruptible, i, cores)
                     running[pool.submit(_worker_run, *args)] = (i, pool)
             finally:
                 if mask:
                     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-            if preload is None and plots and not todo and len(running) < (os.cpu_count() or 1):
+            if preload is None and plots and not todo and len(running) < cores:
                 # a core is idle (every run started): load matplotlib meanwhile (started after the last fork)
                 preload = threading.Thread(target=_preload_plotting, daemon=True)
                 preload.start()

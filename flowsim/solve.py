@@ -17,6 +17,7 @@ References:
 from __future__ import annotations
 
 import time as _time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -39,6 +40,7 @@ from .losses import AbstractLoss
 from .models import AbstractModel
 from .potentials import AbstractPotential
 from .setup import num_threads, prepare_problem
+from .stream import SaveProgress
 from .timegrid import check_grid, log_t_from_s, s_from_log_t, save_grid, t_from_s
 from .trajectory import Status, Trajectory, environment_metadata
 
@@ -157,7 +159,7 @@ def simulate(
     threads: int | str | None = "auto",
     device: str | torch.device | None = None,
     kinks: str = "auto",
-    progress: bool = False,
+    progress: bool | Callable[[float, int], None] = False,
     out: str | None = None,
     checkpoint_every: int | None = None,
     resume: bool = False,
@@ -197,7 +199,8 @@ def simulate(
             modes (:mod:`flowsim.kinks`; two-layer and deep ReLU nets); "auto" (default) picks "filippov" for
             two-layer (leaky-)ReLU models and one-hidden-layer deep ReLU models, "naive" otherwise (deeper ReLU
             nets: see :func:`flowsim.kinks.auto_filippov`).
-        progress: show a tqdm progress bar on log t.
+        progress: True: a tqdm progress bar on log t; or a callable ``progress(log_t, nfe)`` called after every
+            saved state (its log t, RHS evaluations so far; one that raises is warned about once and dropped).
         out: directory to save the trajectory to (also on failure or interruption). Save points are
             **streamed** there as they come (memory-mapped ``.npy`` rows, :mod:`flowsim.stream`), so memory
             does not grow with their number; the returned trajectory's arrays are memory-mapped.
@@ -321,24 +324,20 @@ def simulate(
 
     saved_tau: list[float] = [float(tau_grid[0])]
     saved_z: list[torch.Tensor] = [z0.detach().clone()]
-    bar = None
+    bar: SaveProgress | None = None
 
     def save(tau: float, z: torch.Tensor) -> None:
         saved_tau.append(tau)
         saved_z.append(z.detach().clone())
         if bar is not None:
-            s_now = tau if time == "log" else float(np.log1p(tau))
-            bar.set_postfix_str(f"log t={float(log_t_from_s(s_now)):.4g} nfe={field.nfe}")
-            bar.update(1)
+            bar.update(tau, field.nfe)
 
     status, message = Status.SUCCESS, Status.SUCCESS.hint
     start = _time.perf_counter()
     with num_threads(threads):
         try:
             if progress:
-                from tqdm.auto import tqdm
-
-                bar = tqdm(total=len(tau_grid) - 1, desc="mirror flow", unit="save", dynamic_ncols=True)
+                bar = SaveProgress(progress, len(tau_grid) - 1, 0, time)
             status, message = _run_driver(
                 driver, field, z0, torch.as_tensor(tau_grid, dtype=torch.float64, device=dev), save
             )

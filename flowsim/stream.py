@@ -158,6 +158,44 @@ def _write_meta(path: Path, n_saved: int, status: Status, message: str, stats, c
     _atomic_write_text(path / "trajectory.json", json.dumps(meta, indent=2))
 
 
+class SaveProgress:
+    """Progress reporting at every saved state: a tqdm bar on log t (``progress=True``) or a user callable
+    ``progress(log_t, nfe)`` (log t of the saved state, RHS evaluations so far).
+
+    A callable that raises is reported once (a RuntimeWarning) and not called again: the run goes on.
+    """
+
+    def __init__(self, progress, total: int, initial: int, time: str) -> None:
+        self.time = time
+        self.bar = None
+        self.fn = progress if callable(progress) else None
+        if progress is True:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc="mirror flow", unit="save", dynamic_ncols=True)
+
+    def update(self, tau: float, nfe: int) -> None:
+        if self.bar is None and self.fn is None:
+            return
+        s_now = tau if self.time == "log" else float(np.log1p(tau))
+        log_t = float(log_t_from_s(s_now))
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"log t={log_t:.4g} nfe={nfe}")
+            self.bar.update(1)
+        if self.fn is not None:
+            try:
+                self.fn(log_t, int(nfe))
+            except Exception as e:  # noqa: BLE001 - a monitoring hook must not take the run down
+                import warnings
+
+                warnings.warn(f"progress callable raised {type(e).__name__}: {e}; not called again", RuntimeWarning)
+                self.fn = None
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def run_streamed(
     *,
     out: str | os.PathLike,
@@ -178,7 +216,7 @@ def run_streamed(
     solver_options: dict | None,
     diagnostics: bool,
     active_threshold: float,
-    progress: bool,
+    progress: bool | Callable[[float, int], None],
     checkpoint_every: int | None,
     resume: bool,
     flush_every: int = 128,
@@ -201,7 +239,7 @@ def run_streamed(
         model, potential, loss, X, y: for the diagnostics.
         solver_options: user solver options (``first_step`` is added at restarts).
         diagnostics, active_threshold: as in :func:`flowsim.simulate`.
-        progress: tqdm bar on log t.
+        progress: tqdm bar on log t, or a callable (:class:`SaveProgress`).
         checkpoint_every: save points between checkpoints (None: ``DEFAULT_CHECKPOINT_EVERY``; 0: none).
         resume: continue from ``out/checkpoint.npz`` when it exists.
         flush_every: rows buffered in memory before they are written.
@@ -285,7 +323,7 @@ def run_streamed(
         buf_tau.clear()
         buf_z.clear()
 
-    bar = None
+    bar: SaveProgress | None = None
 
     def save(tau: float, z: torch.Tensor) -> None:
         buf_tau.append(float(tau))
@@ -296,9 +334,7 @@ def run_streamed(
         if len(buf_tau) >= flush_every:
             flush()
         if bar is not None:
-            s_now = tau if time == "log" else float(np.log1p(tau))
-            bar.set_postfix_str(f"log t={float(log_t_from_s(s_now)):.4g} nfe={nfe_prev + field.nfe}")
-            bar.update(1)
+            bar.update(tau, nfe_prev + field.nfe)
 
     if fresh:
         save(float(tau_grid[0]), z0)
@@ -307,9 +343,7 @@ def run_streamed(
     t_start = _time.perf_counter()
     field.nfe = 0
     if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=N - 1, initial=start_k, desc="mirror flow", unit="save", dynamic_ncols=True)
+        bar = SaveProgress(progress, N - 1, start_k, time)
     k = start_k
     driver = None
     try:

@@ -10,8 +10,11 @@ import pytest
 import flowsim.experiment as experiment
 from flowsim.cli import main
 from flowsim.config import get_preset, validate_config
+from flowsim.data import load_dataset
 from flowsim.errors import InvalidParameterError
 from flowsim.experiment import run_experiment
+from flowsim.models import get_model
+from flowsim.solve import simulate
 from flowsim.trajectory import Trajectory
 
 
@@ -127,3 +130,47 @@ def test_summary_table_of_no_runs_has_its_header():
 
     lines = format_table([]).splitlines()
     assert len(lines) == 2 and lines[0].split() == list(SUMMARY_COLUMNS)
+
+
+def test_yield_when_ahead_rule():
+    """With more running runs than cores, a worker lowers its own priority once another running run is more
+    than one unit of log t behind (or has not saved yet): the runs behind get the cores. Not with a free core
+    for every run, not for runs that are not running (NaN), and at most once."""
+    import math
+    from unittest import mock
+
+    from flowsim.experiment import _YieldWhenAhead
+
+    shared = [math.nan, -math.inf, -2.5]  # run 0 itself, run 1 not saved yet, run 2 at log t = −2.5
+    hook = _YieldWhenAhead(shared, 0, cores=2)
+    with mock.patch("os.nice") as nice:
+        hook(-3.0, 100)  # 3 running on 2 cores, run 1 behind (no save): yield
+        assert nice.call_count == 1 and shared[0] == -3.0
+        hook(0.0, 200)
+        assert nice.call_count == 1  # once
+    shared = [math.nan, -4.0, math.nan]
+    with mock.patch("os.nice") as nice:
+        _YieldWhenAhead(shared, 0, cores=2)(0.0, 1)  # two running on two cores: nothing to gain
+        _YieldWhenAhead([math.nan, -0.5, -0.2], 0, cores=1)(0.0, 1)  # others within one unit of log t
+        assert nice.call_count == 0
+
+
+def test_progress_callable_sees_every_save(tmp_path):
+    """simulate(progress=callable) is called after every saved state with its log t and the RHS count so far
+    (in memory and streamed to disk); a callable that raises is warned about once and the run goes on."""
+    import warnings
+
+    ds = load_dataset("iris", a=0, b=1)
+    model = get_model("two_layer_relu", input_dim=ds.d, width=3)
+    for out in (None, tmp_path / "run"):
+        seen: list = []
+        tr = simulate(
+            model, ds, "euclidean", log_t_end=1.0, n_save=5, out=out, progress=lambda lt, n, s=seen: s.append((lt, n))
+        )
+        assert [s[0] for s in seen] == pytest.approx(list(tr.log_t[1:]))
+        assert all(b[1] >= a[1] for a, b in zip(seen, seen[1:], strict=False)) and seen[-1][1] <= tr.stats["nfe"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tr = simulate(model, ds, "euclidean", log_t_end=1.0, n_save=5, progress=lambda lt, n: 1 / 0)
+    assert tr.status.value == "success"
+    assert sum("progress callable raised ZeroDivisionError" in str(w.message) for w in caught) == 1
