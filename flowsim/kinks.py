@@ -359,6 +359,7 @@ class _ActivationState:
         # per sliding block, the factor on the Baumgarte term λ h_S, fixed at a segment's first evaluation so that
         # it moves α at most half way to [0, 1]'s bounds there (None: not yet fixed for this segment)
         self.bg_scale: dict | None = None
+        self.bg_single: Tensor | None = None  # the same factors for the batched one-surface neurons
         self._refresh()
 
     @staticmethod
@@ -378,6 +379,7 @@ class _ActivationState:
         self.mode = new
         self.alpha0 = alpha0
         self.bg_scale = None
+        self.bg_single = None
         self._refresh()
         return counts
 
@@ -512,6 +514,8 @@ class _TwoLayerSwitching(_ActivationState):
                 self.bg_single = f  # (the same factors as in the dict, for this segment's later evaluations)
             else:
                 f = self.bg_single
+                if f is None or f.shape != js.shape:  # (defensive: the sliding set changed within the segment)
+                    f = torch.tensor([self.bg_scale.get(j, 1.0) for j in js.tolist()], dtype=M.dtype, device=M.device)
             delta = delta + f * d_bg
         al = a0 + delta
         row = uW[js] + (r * al).unsqueeze(1) * XS
