@@ -311,8 +311,11 @@ class _YieldWhenAhead:
         others = [self.shared[k] for k in range(len(self.shared)) if k != self.index]
         running = [v for v in others if not math.isnan(v)]
         if len(running) + 1 > self.cores and any(v < log_t - _NICE_LEAD for v in running):
-            os.nice(10)
             self.yielded = True
+            try:
+                os.nice(10)
+            except OSError:  # (a platform that refuses: the run goes on at its priority)
+                pass
 
 
 def _worker_run(
@@ -404,6 +407,8 @@ def _run_parallel(config, model, dataset, labels, subs, out_dir, *, workers: int
             continue
         for fut in done:
             i, pool = running.pop(fut)
+            if shared is not None:
+                shared[i] = math.nan  # not running (also when its process died before saying so)
             pool.shutdown(wait=False)  # wait() is the only blocking call, where Ctrl-C is handled
             try:
                 tr = fut.result()
