@@ -154,6 +154,8 @@ def _apply_md_options(config: dict, args: argparse.Namespace) -> dict:
     if solver.get("method") == "md":
         for key in ("rtol", "atol"):  # kept for the flow in `flowsim compare`; unused by md
             solver.setdefault(key, config["solver"].get(key))
+        if args.method == "md" and config["solver"].get("method") != "md":
+            solver.pop("options", None)  # the flow's solver options (e.g. the main preset's soft_cap): not for md
     return validate_config({**config, "solver": solver}, source="command line")
 
 

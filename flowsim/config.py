@@ -18,8 +18,9 @@ integrates the members through :func:`flowsim.ensemble.simulate_ensemble` (:func
     [solver]       method, rtol, atol, max_steps; method = "md" runs discrete mirror descent
                    (flowsim.discrete) with step_size, schedule, variant, rollback
                    kinks = "auto" | "filippov" | "naive" (ReLU kinks, see flowsim.kinks)
-                   options = {soft_cap = 2.0}: solver options for simulate(solver_options=...), torchdiffeq's
-                   and the Filippov driver's (flowsim.kinks.FilippovDriver); not with method = "md" or sweeps
+                   options = {soft_cap = 2.0}: solver options for simulate(solver_options=...): the Filippov
+                   driver's (flowsim.kinks.FILIPPOV_OPTIONS) and torchdiffeq's first_step, min_step, max_step,
+                   safety, ifactor, dfactor; not with method = "md" or sweeps
     [horizon]      log_t_end, n_save, log_t_start
     [output]       plots = true
 
@@ -230,20 +231,40 @@ def validate_config(raw: dict[str, Any], *, source: str = "config") -> dict[str,
 
 def _check_solver_options(cfg: dict[str, Any], source: str) -> None:
     """[solver] options: a table of scalar values, for flow runs of one configuration (not md, not sweeps)."""
+    import math
+
+    from .kinks import FILIPPOV_OPTIONS
+
     opts = cfg["solver"].get("options")
     if opts is None:
         return
-    if not isinstance(opts, dict) or not all(
-        isinstance(k, str) and isinstance(v, int | float | bool | str) for k, v in opts.items()
-    ):
-        raise ConfigError(
-            f"{source}: [solver] options must be a table of numbers, booleans or strings, e.g. "
-            f"options = {{soft_cap = 2.0}}, got {opts!r}"
-        )
+    if not isinstance(opts, dict):
+        raise ConfigError(f"{source}: [solver] options must be a table like {{soft_cap = 2.0}}, got {opts!r}")
     if cfg["solver"].get("method") == "md":
         raise ConfigError(f'{source}: [solver] options apply to the flow\'s solvers, not to method = "md"')
     if is_sweep(cfg):
         raise ConfigError(f"{source}: [solver] options are not supported for sweeps (lists of values)")
+    flags = {"soft_crossings", "exact_saves"}
+    numbers = {"soft_fraction", "soft_cap", "truncated_growth"} | set(_RK_CONFIG_OPTIONS)
+    valid = sorted(FILIPPOV_OPTIONS | set(_RK_CONFIG_OPTIONS))
+    for key, value in opts.items():
+        if key not in valid:
+            raise ConfigError(f"{source}: [solver] options: unknown option {key!r}; valid options are {valid}")
+        if key in flags and not isinstance(value, bool):
+            raise ConfigError(f"{source}: [solver] options: {key} must be true or false, got {value!r}")
+        if key in numbers:
+            ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+            if not ok or value < 0 or (value == 0 and key != "soft_fraction"):
+                raise ConfigError(f"{source}: [solver] options: {key} must be a positive number, got {value!r}")
+        if key == "event_state" and value not in ("redo", "interpolate"):
+            raise ConfigError(f'{source}: [solver] options: event_state must be "redo" or "interpolate", got {value!r}')
+    driver_only = sorted(FILIPPOV_OPTIONS & set(opts))
+    if driver_only and cfg["solver"].get("kinks") == "naive":
+        raise ConfigError(f'{source}: [solver] options {driver_only} are for kinks = "filippov" or "auto", not "naive"')
+
+
+# torchdiffeq's adaptive-step options that a configuration may set (numbers; see flowsim.kinks.FilippovDriver)
+_RK_CONFIG_OPTIONS = ("first_step", "min_step", "max_step", "safety", "ifactor", "dfactor")
 
 
 def _sweep_values(value: Any, source: str, where: str) -> list[Any]:

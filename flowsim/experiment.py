@@ -184,7 +184,7 @@ def run_experiment(
     potentials = [_potential(pot_cfg) for pot_cfg in config["potentials"]]  # validates them all first
     labels = [_label(pot_cfg) for pot_cfg in config["potentials"]]
     subs = [out_dir / _slug(label) if out_dir is not None else None for label in labels]
-    cores = os.cpu_count() or 1
+    cores = _cpu_cores()
     small = dataset.n * model.num_params <= SMALL_PROBLEM_WORK
     if workers == "auto":
         # one process per run (up to 2 per core): run times are not known in advance, and the OS sharing the
@@ -276,6 +276,13 @@ def _run_one(
         out=out,
         resume=resume,
     )
+
+
+def _cpu_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the platform has one, else os.cpu_count())."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
 
 
 _NICE_LEAD = 1.0  # log-t units another run must be behind before a worker yields (see _YieldWhenAhead)
@@ -375,7 +382,7 @@ def _run_parallel(config, model, dataset, labels, subs, out_dir, *, workers: int
     mask = hasattr(signal, "pthread_sigmask")
     plots = out_dir is not None and config.get("output", {}).get("plots", True)
     preload: threading.Thread | None = None
-    cores = os.cpu_count() or 1
+    cores = _cpu_cores()
     shared = None
     if workers > cores and hasattr(os, "nice"):  # runs outnumber cores: the ones ahead in log t yield
         shared = ctx.Array("d", [math.nan] * len(labels), lock=False)

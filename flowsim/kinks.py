@@ -305,6 +305,8 @@ def _equivalent_control(
     A = (sq.unsqueeze(1) * XS.T) * R  # (q, k)
     t = sq * u
     M = A.T @ A
+    if not bool(torch.isfinite(M).all()):  # a trial RK stage far off: a non-finite field, the step is rejected
+        return torch.full_like(a0, float("nan"))
     if M.shape[0] == 1:
         Minv = 1.0 / M if bool(M[0, 0] > 0) else torch.zeros_like(M)
     else:
@@ -1275,10 +1277,11 @@ def _option_bool(options: dict, name: str, default: bool) -> bool:
 
 
 # torchdiffeq's adaptive RK options (RKAdaptiveStepsizeODESolver) that pass through to the segments
-_RK_OPTIONS = frozenset(
-    {"first_step", "min_step", "max_step", "safety", "ifactor", "dfactor", "max_num_steps", "step_t", "jump_t"}
-    | {"norm", "dtype"}
-)
+# (not max_num_steps, step_t, jump_t: every segment is a new solver; max_steps bounds the run, exact_saves the steps)
+_RK_OPTIONS = frozenset({"first_step", "min_step", "max_step", "safety", "ifactor", "dfactor", "norm", "dtype"})
+FILIPPOV_OPTIONS = frozenset(
+    {"soft_crossings", "soft_fraction", "soft_cap", "truncated_growth", "event_state", "exact_saves"}
+)  # the driver's own (FilippovDriver)
 
 
 def _option_positive(options: dict, name: str, default: float, zero_ok: bool = False) -> float:
@@ -1376,10 +1379,12 @@ class FilippovDriver:
         unknown = sorted(set(self.options) - _RK_OPTIONS)
         if unknown:  # (torchdiffeq would only warn, once per segment)
             raise InvalidParameterError(
-                f"unknown solver option(s) {unknown} for kinks='filippov'; valid: the driver's soft_crossings, "
-                f"soft_fraction, soft_cap, truncated_growth, event_state, exact_saves and torchdiffeq's "
-                f"{sorted(_RK_OPTIONS)}"
+                f"unknown solver option(s) {unknown} for kinks='filippov'; valid: the driver's "
+                f"{sorted(FILIPPOV_OPTIONS)} and torchdiffeq's {sorted(_RK_OPTIONS)} (max_steps bounds the run's "
+                "accepted steps)"
             )
+        if "first_step" in self.options:
+            self.options["first_step"] = positive_real("solver option 'first_step'", self.options["first_step"], "1e-3")
         self.sliding_time = 0.0
         self.sliding_surface_time = 0.0
         self.max_side_violation = 0.0

@@ -808,10 +808,12 @@ class SmoothedHomogeneous(AbstractPotential):
 
     def inverse_hessian_diag(self, theta: Tensor) -> Tensor:
         theta = _as_tensor(theta)
-        r = self._radius(theta)
-        # 1/φ″ = r^{2−p}/(p k), k = ((p−1)x² + λ)/r² = ((p−1) x·(x/r) + λ/r)/r: no x² formed (no overflow)
-        rk = (self.p - 1.0) * theta * (theta / r) + self.lam / r
-        return (1.0 / (self.p * rk)) if self.p == 3.0 else r.pow(3.0 - self.p) / (self.p * rk)
+        if self.p == 3.0:
+            # 1/φ″ = 1/(3 r k), r k = ((p−1)x² + λ)/r = 2x·(x/r) + λ/r: fewer operations, no x² formed (no overflow)
+            r = self._radius(theta)
+            return 1.0 / (3.0 * (2.0 * theta * (theta / r) + self.lam / r))
+        r, k = self._curvature(theta)  # r^{2−p} and k separately: r^{3−p} alone overflows for p < 2
+        return r.pow(2.0 - self.p) / (self.p * k)
 
     def q_function(self, theta: Tensor) -> Tensor:
         """Q(x) = (x²+λ)^{p/2−1}((p−1)x² − λ) (reconstructed balance quantity)."""

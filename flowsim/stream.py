@@ -169,7 +169,7 @@ class SaveProgress:
         self.time = time
         self.bar = None
         self.fn = progress if callable(progress) else None
-        if progress is True:
+        if self.fn is None and progress:
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=total, initial=initial, desc="mirror flow", unit="save", dynamic_ncols=True)

@@ -111,11 +111,22 @@ def test_solver_options_table_reaches_the_driver(tmp_path):
     assert fails(runs["tight_cap"]) > fails(runs["default"])
     bogus = tmp_path / "bogus.toml"
     bogus.write_text(base + "options = {soft_capp = 2.0}\n")
+    with pytest.raises(ConfigError, match="unknown option 'soft_capp'"):
+        load_config(bogus)
+    from flowsim import simulate
+    from flowsim.data import load_dataset
     from flowsim.errors import InvalidParameterError
+    from flowsim.models import get_model
 
-    with pytest.raises(InvalidParameterError, match=r"unknown solver option\(s\) \['soft_capp'\].*soft_cap"):
-        run_experiment(load_config(bogus), None, log=lambda *a: None, workers=1)
-    with pytest.raises(ConfigError, match="options must be a table"):
+    ds = load_dataset("iris", a=0, b=1)
+    model = get_model("two_layer_relu", input_dim=ds.d, width=3)
+    for opts, match in (
+        ({"soft_capp": 2.0}, r"unknown solver option\(s\) \['soft_capp'\]"),
+        ({"max_num_steps": 5}, "max_steps"),
+    ):
+        with pytest.raises(InvalidParameterError, match=match):  # (torchdiffeq alone would only warn, per segment)
+            simulate(model, ds, "euclidean", log_t_end=0.0, n_save=3, kinks="filippov", solver_options=opts)
+    with pytest.raises(ConfigError, match="soft_cap must be a positive number"):
         validate_config(
             {
                 "data": {"name": "iris"},
@@ -133,4 +144,40 @@ def test_solver_options_table_reaches_the_driver(tmp_path):
                 "solver": {"method": "md", "step_size": 0.1, "options": {"soft_cap": 2.0}},
             }
         )
+    assert get_preset("main")["solver"]["options"] == {"soft_cap": 2.0}
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"soft_cap": -1}, "soft_cap must be a positive number"),
+        ({"soft_cap": float("nan")}, "soft_cap must be a positive number"),
+        ({"soft_cap": "x"}, "soft_cap must be a positive number"),
+        ({"first_step": 0.0}, "first_step must be a positive number"),
+        ({"sof_cap": 2.0}, "unknown option 'sof_cap'; valid options are"),
+        ({"norm": "rms"}, "unknown option 'norm'"),
+        ({"event_state": "bogus"}, 'event_state must be "redo" or "interpolate"'),
+        ({"exact_saves": 1}, "exact_saves must be true or false"),
+    ],
+)
+def test_bad_solver_options_fail_at_validation(options, message):
+    """Found by review: bad [solver] options passed validation and failed only once a run started (raw TypeErrors
+    from torchdiffeq for strings); they are ConfigErrors now, naming the option."""
+    cfg = {"data": {"name": "iris"}, "model": {"name": "two_layer_relu"}, "potentials": [{"name": "euclidean"}]}
+    with pytest.raises(ConfigError, match=message):
+        validate_config({**cfg, "solver": {"options": options}})
+    with pytest.raises(ConfigError, match='are for kinks = "filippov" or "auto", not "naive"'):
+        validate_config({**cfg, "solver": {"kinks": "naive", "options": {"soft_cap": 2.0}}})
+
+
+def test_method_md_on_the_main_preset_drops_the_flows_solver_options():
+    """Found by review: `flowsim run --method md` on the main preset failed ("options apply to the flow's solvers")
+    once the preset set soft_cap; switching to md from the command line drops the flow's options."""
+    import argparse
+
+    from flowsim.cli import _apply_md_options
+
+    args = argparse.Namespace(method="md", step_size=0.5, schedule=None, variant=None, rollback=False)
+    cfg = _apply_md_options(get_preset("main"), args)
+    assert cfg["solver"]["method"] == "md" and "options" not in cfg["solver"]
     assert get_preset("main")["solver"]["options"] == {"soft_cap": 2.0}

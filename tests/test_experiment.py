@@ -174,3 +174,15 @@ def test_progress_callable_sees_every_save(tmp_path):
         tr = simulate(model, ds, "euclidean", log_t_end=1.0, n_save=5, progress=lambda lt, n: 1 / 0)
     assert tr.status.value == "success"
     assert sum("progress callable raised ZeroDivisionError" in str(w.message) for w in caught) == 1
+
+
+def test_truthy_progress_shows_a_bar():
+    """Found by review: progress=1 (truthy, not True) showed nothing after the callable hook was added."""
+    from flowsim.stream import SaveProgress
+
+    bar = SaveProgress(1, 5, 0, "log")
+    try:
+        assert bar.bar is not None and bar.fn is None
+    finally:
+        bar.close()
+    assert SaveProgress(0, 5, 0, "log").bar is None

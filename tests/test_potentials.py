@@ -595,3 +595,25 @@ def test_separable_potential_validation():
         SeparablePotential(_quartic, horizon=(4, 4))
     pot = SeparablePotential(_quartic, horizon=Horizon("lp", 4.0, 4.0, 0.75))
     assert not pot.horizon_estimated and pot.horizon.coefficient == 0.75
+
+
+@pytest.mark.parametrize("p", [1.1, 1.2, 1.5, 2.5, 3.0, 4.0])
+def test_smoothed_homogeneous_inverse_hessian_does_not_overflow(p):
+    """1/φ″ = r^{4−p}/(p((p−1)x² + λ)) for the smoothed homogeneous potential, against the same formula in log
+    space, for |x| up to 1e250: finite and to 1e-12 relative (a review found r^{3−p} overflowing for p < 2 in
+    an earlier fast path; p = 3 has its own closed form)."""
+    lam = 1.0
+    pot = SmoothedHomogeneous(p, lam)
+    x = torch.tensor([1e-8, 0.3, 7.0, 1e50, 1e200, 1e250], dtype=torch.float64)
+    got = pot.inverse_hessian_diag(x)
+    xs = [float(v) for v in x]
+    log_r = [0.5 * math.log(v * v + lam) if v < 1e100 else math.log(v) + 0.5 * math.log1p(lam / v / v) for v in xs]
+    log_den = [
+        math.log(p) + math.log((p - 1) * v * v + lam) if v < 1e100 else math.log(p * (p - 1)) + 2 * math.log(v)
+        for v in xs
+    ]
+    expect = torch.tensor(
+        [math.exp((4 - p) * lr - ld) for lr, ld in zip(log_r, log_den, strict=True)], dtype=torch.float64
+    )
+    assert bool(torch.isfinite(got).all())
+    assert torch.allclose(got, expect, rtol=1e-12, atol=0.0)
