@@ -7,6 +7,7 @@ imports it.
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import math
 import multiprocessing
@@ -398,7 +399,15 @@ def _run_parallel(config, model, dataset, labels, subs, out_dir, *, workers: int
                     log(f"[flowsim] {labels[i]}: {model!r} on {dataset.name} (n={dataset.n}, d={dataset.d})")
                     pool = ProcessPoolExecutor(1, mp_context=ctx, initializer=_worker_init, initargs=(shared,))
                     args = (config, config["potentials"][i], subs[i], resume, threads, interruptible, i, cores)
-                    running[pool.submit(_worker_run, *args)] = (i, pool)
+                    # everything alive at the fork is frozen for the child's garbage collector: a forked child that
+                    # collected an executor the parent had dropped ran its weakref callback, which takes a lock the
+                    # parent's manager thread held at the fork — a deadlock (seen once in the test suite, in a
+                    # worker formatting an exception's traceback)
+                    gc.freeze()
+                    try:
+                        running[pool.submit(_worker_run, *args)] = (i, pool)
+                    finally:
+                        gc.unfreeze()
             finally:
                 if mask:
                     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
