@@ -233,7 +233,9 @@ def _check_solver_options(cfg: dict[str, Any], source: str) -> None:
     """[solver] options: a table of scalar values, for flow runs of one configuration (not md, not sweeps)."""
     import math
 
-    from .kinks import FILIPPOV_OPTIONS
+    from .kinks import FILIPPOV_OPTIONS, RK_OPTIONS
+
+    rk_options = RK_OPTIONS - {"norm", "dtype"}  # (not expressible in TOML)
 
     opts = cfg["solver"].get("options")
     if opts is None:
@@ -245,8 +247,8 @@ def _check_solver_options(cfg: dict[str, Any], source: str) -> None:
     if is_sweep(cfg):
         raise ConfigError(f"{source}: [solver] options are not supported for sweeps (lists of values)")
     flags = {"soft_crossings", "exact_saves"}
-    numbers = {"soft_fraction", "soft_cap", "truncated_growth"} | set(_RK_CONFIG_OPTIONS)
-    valid = sorted(FILIPPOV_OPTIONS | set(_RK_CONFIG_OPTIONS))
+    numbers = {"soft_fraction", "soft_cap", "truncated_growth"} | rk_options
+    valid = sorted(FILIPPOV_OPTIONS | rk_options)
     for key, value in opts.items():
         if key not in valid:
             raise ConfigError(f"{source}: [solver] options: unknown option {key!r}; valid options are {valid}")
@@ -261,10 +263,6 @@ def _check_solver_options(cfg: dict[str, Any], source: str) -> None:
     driver_only = sorted(FILIPPOV_OPTIONS & set(opts))
     if driver_only and cfg["solver"].get("kinks") == "naive":
         raise ConfigError(f'{source}: [solver] options {driver_only} are for kinks = "filippov" or "auto", not "naive"')
-
-
-# torchdiffeq's adaptive-step options that a configuration may set (numbers; see flowsim.kinks.FilippovDriver)
-_RK_CONFIG_OPTIONS = ("first_step", "min_step", "max_step", "safety", "ifactor", "dfactor")
 
 
 def _sweep_values(value: Any, source: str, where: str) -> list[Any]:

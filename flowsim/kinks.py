@@ -1278,7 +1278,7 @@ def _option_bool(options: dict, name: str, default: bool) -> bool:
 
 # torchdiffeq's adaptive RK options (RKAdaptiveStepsizeODESolver) that pass through to the segments
 # (not max_num_steps, step_t, jump_t: every segment is a new solver; max_steps bounds the run, exact_saves the steps)
-_RK_OPTIONS = frozenset({"first_step", "min_step", "max_step", "safety", "ifactor", "dfactor", "norm", "dtype"})
+RK_OPTIONS = frozenset({"first_step", "min_step", "max_step", "safety", "ifactor", "dfactor", "norm", "dtype"})
 FILIPPOV_OPTIONS = frozenset(
     {"soft_crossings", "soft_fraction", "soft_cap", "truncated_growth", "event_state", "exact_saves"}
 )  # the driver's own (FilippovDriver)
@@ -1376,11 +1376,11 @@ class FilippovDriver:
         if self.event_state not in ("interpolate", "redo"):
             raise InvalidParameterError(f"event_state must be 'interpolate' or 'redo', got {self.event_state!r}")
         self.exact_saves = _option_bool(self.options, "exact_saves", True)
-        unknown = sorted(set(self.options) - _RK_OPTIONS)
+        unknown = sorted(set(self.options) - RK_OPTIONS)
         if unknown:  # (torchdiffeq would only warn, once per segment)
             raise InvalidParameterError(
                 f"unknown solver option(s) {unknown} for kinks='filippov'; valid: the driver's "
-                f"{sorted(FILIPPOV_OPTIONS)} and torchdiffeq's {sorted(_RK_OPTIONS)} (max_steps bounds the run's "
+                f"{sorted(FILIPPOV_OPTIONS)} and torchdiffeq's {sorted(RK_OPTIONS)} (max_steps bounds the run's "
                 "accepted steps)"
             )
         if "first_step" in self.options:
@@ -1992,52 +1992,51 @@ class FilippovDriver:
         return "soft", z1, t_e, forced
 
     def _event_state(self, prev, new, t_e: Tensor) -> Tensor:
-        """State at an exact event τ_e inside an accepted step: the dense output where it agrees with the cubic
-        Hermite interpolant of the step's ends (:meth:`_hermite_ok`), every B_j restored to its value at the step
-        start (the fixed-state flow conserves it); otherwise an RK step from the step start (a redo)."""
+        """State at an exact event τ_e inside an accepted step (:meth:`_state_inside`; two-layer nets only take
+        the dense output), every B_j restored to its value at the step start where it is interpolated."""
+        z_e, interpolated, _ = self._state_inside(prev, new, t_e, self.sw.supports_soft)
+        return self._restore_balance(z_e, self._balance_ref(z_e, b_at=prev.y1)) if interpolated else z_e
+
+    def _state_inside(self, prev, new, t_e: Tensor, interpolate: bool = True) -> tuple[Tensor, bool, Tensor | None]:
+        """(z at τ_e inside an accepted step, whether it is the dense output, the field there from a redo step or
+        None).
+
+        The step's dense output (4th order) where it agrees with the cubic Hermite interpolant of the step's ends
+        to within the error tolerance (RMS norm, as the step's error control: the lower-order interpolant bounds
+        the dense output's error there) and ``interpolate``; otherwise an RK step from the step start (a redo,
+        6 evaluations). Counted in ``n_interpolated_states`` / ``n_redo_steps``.
+        """
         t0, t1 = prev.t1, new.t1
         z_e = _interp_evaluate(new.interp_coeff, t0, t1, t_e)
-        if self.sw.supports_soft and self._hermite_ok(prev, new, t_e, z_e):
-            self.n_interpolated += 1
-            return self._restore_balance(z_e, self._balance_ref(z_e, b_at=prev.y1))
+        if interpolate:
+            x, dt = (t_e - t0) / (t1 - t0), t1 - t0
+            hermite = (
+                (2 * x**3 - 3 * x**2 + 1) * prev.y1
+                + (x**3 - 2 * x**2 + x) * dt * prev.f1
+                + (3 * x**2 - 2 * x**3) * new.y1
+                + (x**3 - x**2) * dt * new.f1
+            )
+            tol = self.atol + self.rtol * torch.maximum(prev.y1.abs(), z_e.abs())
+            if bool(((z_e - hermite) / tol).square().mean() <= 1.0):
+                self.n_interpolated += 1
+                return z_e, True, None
         func, tableau = self._rk
         self.n_redo += 1
-        return _runge_kutta_step(func, prev.y1, prev.f1, t0, t_e - t0, t_e, tableau)[0]
-
-    def _hermite_ok(self, prev, new, t_e: Tensor, z_e: Tensor) -> bool:
-        """Whether the dense output ``z_e`` at τ_e is within the error tolerance (RMS norm) of the cubic Hermite
-        interpolant of the step's ends (the lower-order interpolant bounds the dense output's error there)."""
-        t0, t1 = prev.t1, new.t1
-        x, dt = (t_e - t0) / (t1 - t0), t1 - t0
-        hermite = (
-            (2 * x**3 - 3 * x**2 + 1) * prev.y1
-            + (x**3 - 2 * x**2 + x) * dt * prev.f1
-            + (3 * x**2 - 2 * x**3) * new.y1
-            + (x**3 - x**2) * dt * new.f1
-        )
-        tol = self.atol + self.rtol * torch.maximum(prev.y1.abs(), z_e.abs())
-        return bool(((z_e - hermite) / tol).square().mean() <= 1.0)
+        z_e, f_e = _runge_kutta_step(func, prev.y1, prev.f1, t0, t_e - t0, t_e, tableau)[:2]
+        return z_e, False, f_e
 
     def _truncated_state(self, prev, new, t_e: Tensor) -> tuple[Tensor, Tensor, tuple]:
         """State z_e, old-pattern field f_e and balance reference at τ_e inside an accepted step (truncated soft step).
 
-        The step's dense output (4th order, along which the corrections are integrated too) where it agrees with
-        the cubic Hermite interpolant of the step's ends to within the error tolerance (RMS norm, as the step's
-        error control: the lower-order interpolant bounds the dense output's error there); one field evaluation.
-        The old-pattern flow conserves every B_j and the interpolant only to its error, so B_j is restored to its
-        value at the step start. Otherwise an RK step of the old pattern from the step start (as an exact
-        restart's redo, 6 evaluations). Measured on digits: 14-23% fewer evaluations than redoing every
-        truncation, same accuracy; the dense output everywhere saved 23-30% but was 5× rtol off (hyperbolic
-        entropy, rtol 1e-7, crowded crossings) where redo steps were 1.2×.
+        z_e from :meth:`_state_inside` (the dense output, along which the corrections are integrated too, or a
+        redo step); one field evaluation. The old-pattern flow conserves every B_j and the interpolant only to its
+        error, so for an interpolated state B_j is restored to its value at the step start. Measured on digits:
+        14-23% fewer evaluations than redoing every truncation, same accuracy; the dense output everywhere saved
+        23-30% but was 5× rtol off (hyperbolic entropy, rtol 1e-7, crowded crossings) where redo steps were 1.2×.
         """
-        t0 = prev.t1
-        func, tableau = self._rk
-        z_e = _interp_evaluate(new.interp_coeff, t0, new.t1, t_e)
-        if self._hermite_ok(prev, new, t_e, z_e):
-            self.n_interpolated += 1
-            return z_e, func(t_e, z_e), self._balance_ref(z_e, b_at=prev.y1)
-        z_e, f_e = _runge_kutta_step(func, prev.y1, prev.f1, t0, t_e - t0, t_e, tableau)[:2]
-        self.n_redo += 1
+        z_e, interpolated, f_e = self._state_inside(prev, new, t_e)
+        if interpolated:
+            return z_e, self._rk[0](t_e, z_e), self._balance_ref(z_e, b_at=prev.y1)
         return z_e, f_e, self._balance_ref(z_e)
 
     def _sides_ok(self, z: Tensor, ii: Tensor, jj: Tensor) -> Tensor | None:
