@@ -23,13 +23,13 @@ import numpy as np
 import torch
 
 from flowsim import simulate
+from flowsim.analysis.diagnostics import balance
 from flowsim.data import student_teacher_relu
-from flowsim.diagnostics import balance
 from flowsim.flow import MirrorFlowField
-from flowsim.integrate import SmoothDriver
 from flowsim.losses import get_loss
 from flowsim.models import TwoLayerReLU
 from flowsim.potentials import get_potential
+from flowsim.solvers.integrate import SmoothDriver
 from flowsim.timegrid import s_from_log_t
 
 RTOL, ATOL, LOG_T_END = 1e-6, 1e-9, 10.0

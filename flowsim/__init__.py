@@ -7,17 +7,25 @@ L-homogeneous model and a margin loss on binary data, and returns a :class:`Traj
     >>> data = flowsim.data.load_dataset("iris")
     >>> tr = flowsim.simulate(flowsim.models.Linear(data.d), data, "hyperbolic_entropy", log_t_end=20)
 
+Layout: the core (``errors``, ``losses``, ``flow``, ``simulation``, ``discrete``, ``ensemble``) at the top;
+``potentials``, ``models``, ``data``, ``analysis``, ``solvers`` and ``results`` below it; ``lab`` holds the
+edges (CLI, configurations, experiments, plotting, validation) and nothing else imports it.
+
 Seed paper: Jacobs & Montúfar, "Implicit Bias of Mirror Flow in Homogeneous Neural Networks: Sparse and
 Dense Feature Learning", arXiv 2605.19458 (2026).
 """
 
-__version__ = "0.1.0"
+from ._compat import install as _install_aliases
+from ._version import __version__
 
-from . import data, diagnostics, errors, losses, models, potentials, rates, references  # noqa: E402
+_install_aliases()
+
+from . import data, errors, losses, models, potentials  # noqa: E402
+from .analysis import diagnostics, rates, references  # noqa: E402
 from .errors import FlowSimError  # noqa: E402
-from .solve import simulate  # noqa: E402
-from .stream import resume  # noqa: E402
-from .trajectory import Status, Trajectory  # noqa: E402
+from .results import Status, Trajectory  # noqa: E402
+from .results.stream import resume  # noqa: E402
+from .simulation import simulate  # noqa: E402
 
 __all__ = [
     "__version__",

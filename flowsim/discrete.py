@@ -65,14 +65,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .analysis.diagnostics import compute_diagnostics
 from .data import Dataset
-from .diagnostics import compute_diagnostics
 from .errors import InvalidParameterError, positive_real
 from .losses import AbstractLoss
 from .models import AbstractModel
 from .potentials import AbstractPotential, HyperbolicEntropy
-from .setup import num_threads, prepare_problem
-from .trajectory import Status, Trajectory, environment_metadata
+from .problem import num_threads, prepare_problem
+from .results.trajectory import Status, Trajectory, environment_metadata
 
 __all__ = ["mirror_descent", "compare_trajectories", "SCHEDULES", "VARIANTS", "DualGradient"]
 

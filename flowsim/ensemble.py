@@ -47,18 +47,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .analysis.diagnostics import compute_diagnostics
 from .data import Dataset
 from .device import resolve_device, resolve_threads
-from .diagnostics import compute_diagnostics
 from .errors import InvalidParameterError
 from .flow import TIME_MODES
 from .losses import AbstractLoss, get_loss
 from .models import AbstractModel
 from .potentials import AbstractPotential, Euclidean, HyperbolicEntropy, PPower
-from .setup import as_dataset, as_potential, num_threads
-from .solve import KINKS_MODES, _filippov_available, _time_grid
+from .problem import as_dataset, as_potential, num_threads
+from .results.trajectory import Status, Trajectory, environment_metadata
+from .simulation import KINKS_MODES, _filippov_available, _time_grid
 from .timegrid import log_t_from_s, t_from_s
-from .trajectory import Status, Trajectory, environment_metadata
 
 __all__ = ["Member", "members_grid", "simulate_ensemble", "resolve_kinks", "BatchedMirrorFlowField", "STEP_MODES"]
 
@@ -759,7 +759,7 @@ def _filippov_members(
     Not batched: the event-driven driver (:class:`flowsim.kinks.FilippovDriver`) restarts at each member's
     own switching events. After an interrupted member the rest are returned unstarted (initial point only).
     """
-    from .solve import simulate
+    from .simulation import simulate
 
     K = len(members)
     path = "sequential_filippov"

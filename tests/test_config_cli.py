@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from flowsim.cli import main
-from flowsim.config import PRESETS, get_preset, load_config, validate_config
 from flowsim.errors import ConfigError, FlowSimError, UnknownPresetError
-from flowsim.trajectory import Trajectory
+from flowsim.lab.cli import main
+from flowsim.lab.config import PRESETS, get_preset, load_config, validate_config
+from flowsim.results.trajectory import Trajectory
 
 
 def test_every_preset_validates():
@@ -92,7 +92,7 @@ def test_solver_options_table_reaches_the_driver(tmp_path):
     """``[solver] options`` is passed to simulate(solver_options=...): a Filippov driver option changes the run
     (soft_cap = 0.01 shortens or refuses more soft steps than the default), an unknown name fails up front with
     the valid names (torchdiffeq alone would only warn, once per segment), and a bad table is a ConfigError."""
-    from flowsim.experiment import run_experiment
+    from flowsim.lab.experiment import run_experiment
 
     base = (
         '[data]\nname = "iris"\n[model]\nname = "two_layer_relu"\nwidth = 4\n[[potentials]]\nname = "euclidean"\n'
@@ -175,7 +175,7 @@ def test_method_md_on_the_main_preset_drops_the_flows_solver_options():
     once the preset set soft_cap; switching to md from the command line drops the flow's options."""
     import argparse
 
-    from flowsim.cli import _apply_md_options
+    from flowsim.lab.cli import _apply_md_options
 
     args = argparse.Namespace(method="md", step_size=0.5, schedule=None, variant=None, rollback=False)
     cfg = _apply_md_options(get_preset("main"), args)

@@ -64,7 +64,7 @@ def test_digits_pair_scaling_and_separability():
 
 
 def test_digits_documented_margin():
-    from flowsim.references import svm_l2
+    from flowsim.analysis.references import svm_l2
 
     sol = svm_l2(load_digits_pair(0, 1))
     assert sol.margin == pytest.approx(0.12171, abs=5e-5)  # value stated in the docstring / DESIGN ≈ 0.12

@@ -13,7 +13,7 @@ from flowsim.discrete import compare_trajectories, mirror_descent
 from flowsim.errors import InvalidDataError, InvalidParameterError
 from flowsim.models import DeepLinear, Linear, TwoLayerReLUPower
 from flowsim.potentials import Euclidean, HyperbolicEntropy
-from flowsim.trajectory import Status, Trajectory
+from flowsim.results.trajectory import Status, Trajectory
 
 from .problems import random_separable
 
@@ -328,9 +328,9 @@ n_save = 30
 
 
 def test_cli_run_method_md_and_compare(tmp_path, capsys):
-    from flowsim.cli import main
-    from flowsim.config import validate_config
     from flowsim.errors import ConfigError
+    from flowsim.lab.cli import main
+    from flowsim.lab.config import validate_config
 
     cfg = tmp_path / "small.toml"
     cfg.write_text(_SMALL_TOML)

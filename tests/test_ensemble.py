@@ -5,14 +5,14 @@ import pytest
 import torch
 
 from flowsim import simulate
-from flowsim.config import is_sweep, sweep_members, validate_config
 from flowsim.data import make_dataset, student_teacher_relu
 from flowsim.device import resolve_device, resolve_threads
 from flowsim.ensemble import Member, members_grid, resolve_kinks, simulate_ensemble
 from flowsim.errors import ConfigError, InvalidParameterError
-from flowsim.experiment import run_experiment
+from flowsim.lab.config import is_sweep, sweep_members, validate_config
+from flowsim.lab.experiment import run_experiment
 from flowsim.models import AbstractModel, DeepReLU, Linear, TwoLayerLeakyReLU, TwoLayerReLU, TwoLayerReLUPower
-from flowsim.trajectory import Status
+from flowsim.results.trajectory import Status
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 KW = dict(log_t_end=3.0, n_save=12, rtol=1e-8, atol=1e-10, diagnostics=False)
@@ -200,15 +200,15 @@ def test_sweep_config_expands():
 def test_filippov_ensemble_interrupted_member_stops_the_rest(monkeypatch):
     import dataclasses
 
-    import flowsim.solve
+    import flowsim.simulation
 
-    real, calls = flowsim.solve.simulate, []
+    real, calls = flowsim.simulation.simulate, []
 
     def interrupted_simulate(*args, **kwargs):  # as if Ctrl-C hit the first member's run
         calls.append(kwargs["seed"])
         return dataclasses.replace(real(*args, **kwargs), status=Status.INTERRUPTED)
 
-    monkeypatch.setattr(flowsim.solve, "simulate", interrupted_simulate)
+    monkeypatch.setattr(flowsim.simulation, "simulate", interrupted_simulate)
     ds, model = student_teacher_relu(n=10, d=3, seed=0), TwoLayerReLU(3, 4)
     ens = simulate_ensemble(model, ds, FILIPPOV_MEMBERS, kinks="filippov", log_t_end=-1.0, n_save=4)
     assert calls == [0] and [t.status for t in ens] == [Status.INTERRUPTED] * 2

@@ -7,15 +7,15 @@ from concurrent.futures.process import BrokenProcessPool
 import numpy as np
 import pytest
 
-import flowsim.experiment as experiment
-from flowsim.cli import main
-from flowsim.config import get_preset, validate_config
+import flowsim.lab.experiment as experiment
 from flowsim.data import load_dataset
 from flowsim.errors import InvalidParameterError
-from flowsim.experiment import run_experiment
+from flowsim.lab.cli import main
+from flowsim.lab.config import get_preset, validate_config
+from flowsim.lab.experiment import run_experiment
 from flowsim.models import get_model
-from flowsim.solve import simulate
-from flowsim.trajectory import Trajectory
+from flowsim.results.trajectory import Trajectory
+from flowsim.simulation import simulate
 
 
 def _quick(log_t_end=10.0):
@@ -126,7 +126,7 @@ def test_a_worker_process_that_dies_keeps_the_others(tmp_path, monkeypatch):
 
 def test_summary_table_of_no_runs_has_its_header():
     """An experiment interrupted before any run started has no rows; the table is its header (was a TypeError)."""
-    from flowsim.experiment import SUMMARY_COLUMNS, format_table
+    from flowsim.lab.experiment import SUMMARY_COLUMNS, format_table
 
     lines = format_table([]).splitlines()
     assert len(lines) == 2 and lines[0].split() == list(SUMMARY_COLUMNS)
@@ -139,7 +139,7 @@ def test_yield_when_ahead_rule():
     import math
     from unittest import mock
 
-    from flowsim.experiment import _YieldWhenAhead
+    from flowsim.lab.experiment import _YieldWhenAhead
 
     shared = [math.nan, -math.inf, -2.5]  # run 0 itself, run 1 not saved yet, run 2 at log t = −2.5
     hook = _YieldWhenAhead(shared, 0, cores=2)
@@ -178,7 +178,7 @@ def test_progress_callable_sees_every_save(tmp_path):
 
 def test_truthy_progress_shows_a_bar():
     """Found by review: progress=1 (truthy, not True) showed nothing after the callable hook was added."""
-    from flowsim.stream import SaveProgress
+    from flowsim.results.stream import SaveProgress
 
     bar = SaveProgress(1, 5, 0, "log")
     try:

@@ -19,7 +19,7 @@ from flowsim import simulate
 from flowsim.errors import InvalidParameterError
 from flowsim.models import Linear, TwoLayerReLU, TwoLayerReLUPower
 from flowsim.potentials import Euclidean, HyperbolicEntropy
-from flowsim.trajectory import Status, Trajectory
+from flowsim.results.trajectory import Status, Trajectory
 
 from .problems import random_separable, single_point
 
@@ -230,7 +230,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
     assert partial.status == Status.INTERRUPTED and 150 < len(partial) < 601, (len(partial), partial.message)
     # resume through the CLI (flowsim run --resume DIR)
     res = subprocess.run(
-        [sys.executable, "-m", "flowsim.cli", "run", "--resume", str(killed), "--no-progress"],
+        [sys.executable, "-m", "flowsim.lab.cli", "run", "--resume", str(killed), "--no-progress"],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -1,4 +1,4 @@
-"""Filippov handling of ReLU kinks (flowsim.kinks): CASES C7, C9, a constructed sliding mode, consistency."""
+"""Filippov handling of ReLU kinks (flowsim.solvers.filippov): CASES C7, C9, a constructed sliding mode, consistency."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import torch
 
 from flowsim import simulate
 from flowsim.data import student_teacher_relu
-from flowsim.kinks import ACTIVE, INACTIVE, SLIDING, FilippovDriver, auto_filippov, solve_filippov, supports
 from flowsim.models import DeepReLU, TwoLayerLeakyReLU, TwoLayerReLU
+from flowsim.solvers.filippov import ACTIVE, INACTIVE, SLIDING, FilippovDriver, auto_filippov, solve_filippov, supports
 
 X1 = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
 
@@ -244,9 +244,9 @@ def test_deep_relu_pattern_field_and_surfaces_match_autograd():
     """Deep ReLU switching system: the fixed-pattern field (closed-form backpropagation) equals the model's
     autograd field away from kinks; ∇_θ h_k equals autograd; ḣ along θ̇ equals central differences."""
     from flowsim.flow import MirrorFlowField
-    from flowsim.kinks import _DeepSwitching
     from flowsim.losses import get_loss
     from flowsim.potentials import get_potential
+    from flowsim.solvers.filippov import _DeepSwitching
 
     ds = student_teacher_relu(n=12, d=3, seed=0)
     model = DeepReLU(3, [5, 4])
@@ -397,9 +397,9 @@ def test_soft_crossing_correction_matches_adaptive_quadrature(x_end):
     from scipy.integrate import quad_vec
 
     from flowsim.flow import MirrorFlowField
-    from flowsim.kinks import _TwoLayerSwitching
     from flowsim.losses import get_loss
     from flowsim.potentials import HyperbolicEntropy
+    from flowsim.solvers.filippov import _TwoLayerSwitching
 
     gen = torch.Generator().manual_seed(3)
     n, d, m = 6, 3, 4
@@ -446,9 +446,9 @@ def test_crossing_rates_of_a_prefix_are_the_prefix_of_the_rates():
     and reuses their first kb rows for whatever prefix of the crossings it keeps: crossing k's quantities must
     depend on crossings ≤ k only. Checked on crossings sharing points and neurons (nonzero shifts)."""
     from flowsim.flow import MirrorFlowField
-    from flowsim.kinks import _TwoLayerSwitching
     from flowsim.losses import get_loss
     from flowsim.potentials import SmoothedHomogeneous
+    from flowsim.solvers.filippov import _TwoLayerSwitching
 
     gen = torch.Generator().manual_seed(5)
     n, d, m = 5, 3, 3
@@ -690,11 +690,11 @@ def test_sliding_projection_puts_surfaces_back_with_second_order_balance_change(
     points, a weight component near 0 under PPower(3), where D = (∇²Φ)⁻¹ is large) go back to |h| ≤ 1% of the
     band; only the drifted neuron's z_w moves, and along X_Sᵀ μ, so its balance changes at second order in the
     offset (measured |ΔB| = 1.7e-9 for offsets 3e-4 and 6e-4, bound 10·‖h‖²)."""
-    from flowsim.diagnostics import balance
+    from flowsim.analysis.diagnostics import balance
     from flowsim.flow import MirrorFlowField
-    from flowsim.kinks import _TwoLayerSwitching
     from flowsim.losses import get_loss
     from flowsim.potentials import PPower
+    from flowsim.solvers.filippov import _TwoLayerSwitching
 
     gen = torch.Generator().manual_seed(5)
     n, d, m = 5, 4, 2
@@ -737,8 +737,8 @@ def test_sliding_through_singular_metric_is_projected_not_failed(make_model):
     Now the drifted surfaces are projected back (issue 3: "project if needed"); the run converges in rtol
     (rtol 1e-8 vs 1e-10: 7.4e-7 relative, measured) and conserves balance (5.0e-10 / 4.7e-10 at rtol 1e-10).
     The same for the one-hidden-layer DeepReLU (its own projection, all sliding surfaces at once)."""
-    from flowsim.kinks import _DRIFT_FACTOR
     from flowsim.potentials import PPower
+    from flowsim.solvers.filippov import _DRIFT_FACTOR
 
     ds = student_teacher_relu(n=30, d=5, seed=0)
     kw = dict(log_t_end=-2.0, n_save=5, init_scale=1.0, seed=0)

@@ -1,4 +1,4 @@
-"""Rate fits (flowsim.rates) recover known exponents: C10 (linear, gradient flow) and C14 (Lyu & Li)."""
+"""Rate fits (flowsim.analysis.rates) recover known exponents: C10 (linear, gradient flow) and C14 (Lyu & Li)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from flowsim import simulate
+from flowsim.analysis.rates import fit_loss_rate, fit_margin_gap, fit_norm_growth
+from flowsim.analysis.references import svm_l2
 from flowsim.data import load_dataset
 from flowsim.errors import InvalidParameterError
 from flowsim.models import Linear, TwoLayerReLU
 from flowsim.potentials import Euclidean
-from flowsim.rates import fit_loss_rate, fit_margin_gap, fit_norm_growth
-from flowsim.references import svm_l2
 
 from .problems import random_separable
 

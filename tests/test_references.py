@@ -1,4 +1,4 @@
-"""Tests of flowsim.references against closed forms and independent solvers (SLSQP on the primal, NNLS)."""
+"""Tests of flowsim.analysis.references against closed forms and independent solvers (SLSQP on the primal, NNLS)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ import numpy as np
 import pytest
 from scipy.optimize import linprog, minimize, nnls
 
-from flowsim.data import make_dataset, soudry_2d
-from flowsim.errors import InvalidParameterError, ReferenceSolverError
-from flowsim.references import (
+from flowsim.analysis.references import (
     MaxMarginSolution,
     max_margin,
     max_margin_l1,
@@ -18,6 +16,8 @@ from flowsim.references import (
     max_margin_lp,
     svm_l2,
 )
+from flowsim.data import make_dataset, soudry_2d
+from flowsim.errors import InvalidParameterError, ReferenceSolverError
 
 
 def random_Z(n: int, d: int, seed: int) -> np.ndarray:
@@ -34,7 +34,7 @@ def random_Z(n: int, d: int, seed: int) -> np.ndarray:
 def feasible_start(Z: np.ndarray) -> np.ndarray:
     """A well-scaled strictly feasible point: max t s.t. Z w ≥ t, −1 ≤ w ≤ 1 (plain HiGHS), rescaled.
 
-    The result has min_i ⟨z_i, w⟩ = 1.5; it is computed here, independently of flowsim.references.
+    The result has min_i ⟨z_i, w⟩ = 1.5; it is computed here, independently of flowsim.analysis.references.
     """
     n, d = Z.shape
     A = np.hstack([-Z, np.ones((n, 1))])

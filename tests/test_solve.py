@@ -8,13 +8,13 @@ import torch
 
 import flowsim.flow as flow_module
 from flowsim import simulate
+from flowsim.analysis.references import max_margin_l1, max_margin_lp, svm_l2
 from flowsim.data import make_dataset
 from flowsim.errors import FlowSimError, HorizonError, InvalidParameterError
 from flowsim.losses import get_loss
 from flowsim.models import DiagonalLinear, Linear, TwoLayerReLU, TwoLayerReLUPower
 from flowsim.potentials import Euclidean, HyperbolicEntropy, PPower, SmoothedHomogeneous
-from flowsim.references import max_margin_l1, max_margin_lp, svm_l2
-from flowsim.trajectory import Status, Trajectory
+from flowsim.results.trajectory import Status, Trajectory
 
 from .problems import random_separable, single_point
 

@@ -1,4 +1,4 @@
-"""Tests of the theorem-verification suite (flowsim.validate), the CLI `flowsim validate` and the KKT residuals."""
+"""Tests of the theorem-verification suite (flowsim.lab.validate), the CLI `flowsim validate` and the KKT residuals."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-import flowsim.references as references_module
-import flowsim.validate as validate
-from flowsim.cli import main
+import flowsim.analysis.references as references_module
+import flowsim.lab.validate as validate
+from flowsim.analysis.references import kkt_residual, max_margin_l1, max_margin_lp, svm_l2
 from flowsim.errors import InvalidParameterError, ReferenceSolverError
+from flowsim.lab.cli import main
 from flowsim.models import Linear, TwoLayerReLUPower
 from flowsim.potentials import Euclidean, HyperbolicEntropy
-from flowsim.references import kkt_residual, max_margin_l1, max_margin_lp, svm_l2
 
 from .problems import random_separable
 

@@ -1,7 +1,7 @@
 """C12: hyperbolic entropy on linear data — the time t*(β) at which the direction turns from the ℓ2 towards
 the ℓ1 max-margin solution grows exponentially in β.
 
-Definition. ŵ₂ = ℓ2 hard-margin SVM, ŵ₁ = ℓ1 max-margin solution with margin γ₁ (flowsim.references:
+Definition. ŵ₂ = ℓ2 hard-margin SVM, ŵ₁ = ℓ1 max-margin solution with margin γ₁ (flowsim.analysis.references:
 QP and HiGHS LP, computed independently of the flow). r(θ) = min_i ⟨z_i, θ⟩ / (‖θ‖₁ γ₁) ∈ (0, 1] is the
 ℓ1-margin ratio (1 only in the ℓ1 direction); r₂ = r(ŵ₂) is its value in the ℓ2 geometry (gradient flow
 plateaus there). t*(β) is the first time at which r(θ(t)) ≥ r₂ + (1 − r₂)/2, halfway from the ℓ2 geometry
@@ -28,12 +28,12 @@ import numpy as np
 import torch
 
 from flowsim import simulate
+from flowsim.analysis.rates import fit_linear
+from flowsim.analysis.references import max_margin_l1, svm_l2
 from flowsim.data import load_dataset
+from flowsim.lab.plotting import plot_curves
 from flowsim.models import Linear
-from flowsim.plotting import plot_curves
 from flowsim.potentials import HyperbolicEntropy
-from flowsim.rates import fit_linear
-from flowsim.references import max_margin_l1, svm_l2
 
 
 def crossing_log_t(log_t: np.ndarray, diff: np.ndarray) -> float:

@@ -1,7 +1,7 @@
 """C13: two potentials with the same horizon reach the same limit direction; the larger λ, the later.
 
 PPower(3) (φ = |x|³/3) and PPowerPlusQuadratic(3, λ) (φ = |x|³/3 + λx²/2) both have the ℓ3 horizon, so on
-linear data both flows converge in direction to ŵ₃ = argmin ‖w‖₃ s.t. Zw ≥ 1 (flowsim.references
+linear data both flows converge in direction to ŵ₃ = argmin ‖w‖₃ s.t. Zw ≥ 1 (flowsim.analysis.references
 .max_margin_lp, SLSQP, computed independently). The quadratic term makes the flow gradient-flow-like
 while |θ| ≪ λ (ℓ2 geometry), so larger λ reaches the ℓ3 geometry later. Measured: the ℓ3-margin ratio
 r₃(θ) = min_i⟨z_i, θ⟩/(‖θ‖₃ γ₃) against log t, the reach time log t_ε = first log t with r₃ ≥ 1 − ε
@@ -20,11 +20,11 @@ import numpy as np
 import torch
 
 from flowsim import simulate
+from flowsim.analysis.references import max_margin_lp
 from flowsim.data import load_dataset
+from flowsim.lab.plotting import plot_curves
 from flowsim.models import Linear
-from flowsim.plotting import plot_curves
 from flowsim.potentials import PPower, PPowerPlusQuadratic
-from flowsim.references import max_margin_lp
 
 
 def first_crossing(log_t: np.ndarray, values: np.ndarray, level: float) -> float:

@@ -2,7 +2,7 @@
 
 Predictions (Lyu & Li, ICLR 2020): once L < ℓ(0) the smoothed margin log(1/L)/‖θ‖² is non-decreasing;
 normalized and smoothed margins converge to the same value; L ~ 1/(t (log t)^{2−2/L}) = 1/(t log t);
-‖θ‖ ~ (log t)^{1/L} = (log t)^{1/2}. Fitted with flowsim.rates on a window of log t (default [1e3, 1e6];
+‖θ‖ ~ (log t)^{1/L} = (log t)^{1/2}. Fitted with flowsim.analysis.rates on a window of log t (default [1e3, 1e6];
 quick: [1e2, 1e4]); the stiff driver (radau) makes log t = 1e6 cheap. Data: two Gaussian clouds in d = 2
 (flowsim.data "gaussian", n = 20, seed 0), width 3, init scale 0.3 (no sliding modes on this problem, so
 the implicit driver integrates straight through the early kinks).
@@ -21,11 +21,11 @@ import numpy as np
 import torch
 
 from flowsim import simulate
+from flowsim.analysis.rates import fit_loss_rate, fit_margin_gap, fit_norm_growth
 from flowsim.data import load_dataset
+from flowsim.lab.plotting import plot_curves, plot_rate_fits
 from flowsim.models import TwoLayerReLU
-from flowsim.plotting import plot_curves, plot_rate_fits
 from flowsim.potentials import Euclidean
-from flowsim.rates import fit_loss_rate, fit_margin_gap, fit_norm_growth
 
 
 def main(argv=None) -> dict:

@@ -13,8 +13,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .models import AbstractModel, AbstractTwoLayer  # noqa: E402
-from .trajectory import Trajectory  # noqa: E402
+from ..models import AbstractModel, AbstractTwoLayer  # noqa: E402
+from ..results.trajectory import Trajectory  # noqa: E402
 
 __all__ = [
     "plot_rate_fits",

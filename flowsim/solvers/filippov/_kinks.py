@@ -119,9 +119,9 @@ from torchdiffeq._impl.misc import _check_inputs
 from torchdiffeq._impl.odeint import SOLVERS
 from torchdiffeq._impl.rk_common import _runge_kutta_step
 
-from .errors import InvalidParameterError, positive_real
-from .integrate import MaxStepsReached, NonFiniteField, finite_rms_norm
-from .models import AbstractModel, AbstractPiecewiseLinearTwoLayer, DeepReLU
+from ...errors import InvalidParameterError, positive_real
+from ...models import AbstractModel, AbstractPiecewiseLinearTwoLayer, DeepReLU
+from ..integrate import MaxStepsReached, NonFiniteField, finite_rms_norm
 
 __all__ = [
     "FilippovDriver",

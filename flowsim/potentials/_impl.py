@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import InvalidParameterError
+from ..errors import InvalidParameterError
 
 __all__ = [
     "Horizon",

@@ -254,7 +254,7 @@ class StiffDriver:
     kinks = "naive"  # ReLU kinks are integrated straight through (no events)
 
     def __init__(self, method: str, rtol: float, atol: float, max_steps: int, options: dict | None = None):
-        from .errors import InvalidParameterError
+        from ..errors import InvalidParameterError
 
         if method not in STIFF_METHODS:
             raise InvalidParameterError(f"StiffDriver method must be one of {STIFF_METHODS}, got {method!r}")

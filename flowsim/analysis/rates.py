@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidParameterError
+from ..errors import InvalidParameterError
 
 __all__ = ["RateFit", "fit_linear", "fit_loss_rate", "fit_norm_growth", "fit_margin_gap", "window_mask"]
 

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import FlowSimError
+from ..errors import FlowSimError
 
 __all__ = ["main"]
 
@@ -57,7 +57,7 @@ def _resume(path: Path, progress: bool, workers: int | str) -> int:
     from .experiment import format_table, run_experiment
 
     if (path / "run.json").exists():
-        from .stream import resume
+        from ..results.stream import resume
 
         print(f"[flowsim] resuming the run in {path}")
         tr = resume(path, progress=progress)
@@ -76,8 +76,8 @@ def _resume(path: Path, progress: bool, workers: int | str) -> int:
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
+    from ..results.trajectory import Trajectory
     from . import plotting
-    from .trajectory import Trajectory
 
     trajs = [Trajectory.load(p) for p in args.runs]
     labels = [Path(p).name for p in args.runs]
@@ -90,11 +90,11 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
+    from ..data import DATASETS
+    from ..models import MODELS
+    from ..potentials import POTENTIALS
+    from ..results.trajectory import environment_metadata
     from .config import PRESETS
-    from .data import DATASETS
-    from .models import MODELS
-    from .potentials import POTENTIALS
-    from .trajectory import environment_metadata
 
     for k, v in environment_metadata().items():
         print(f"{k:>14}: {v}")
@@ -122,7 +122,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _add_md_arguments(parser: argparse.ArgumentParser, *, method: bool) -> None:
     """Options of discrete mirror descent (flowsim.discrete): --method md, --step-size, --schedule, ..."""
-    from .discrete import SCHEDULES, VARIANTS
+    from ..discrete import SCHEDULES, VARIANTS
 
     if method:
         parser.add_argument(

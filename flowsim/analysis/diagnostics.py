@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .losses import AbstractLoss
-from .models import AbstractModel, AbstractPiecewiseLinearTwoLayer, AbstractTwoLayer, DeepReLU
-from .potentials import AbstractPotential
-from .timegrid import log_t_from_s
+from ..losses import AbstractLoss
+from ..models import AbstractModel, AbstractPiecewiseLinearTwoLayer, AbstractTwoLayer, DeepReLU
+from ..potentials import AbstractPotential
+from ..timegrid import log_t_from_s
 
 __all__ = ["compute_diagnostics", "balance"]
 
@@ -140,7 +140,7 @@ def compute_diagnostics(
         out["neuron_mass"] = mass.cpu().numpy()
         out["active_neurons"] = (mass >= active_threshold * mmax).sum(dim=1).cpu().numpy()
     if isinstance(model, (AbstractPiecewiseLinearTwoLayer, DeepReLU)):
-        from .kinks import activation_summary  # activation pattern: active pairs, pairs on a surface
+        from ..solvers.filippov._kinks import activation_summary  # activation pattern: active pairs, pairs on a surface
 
         out.update(activation_summary(model, theta, X))
     return out

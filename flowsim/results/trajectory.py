@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import TrajectoryFileError
-from .timegrid import log_t_from_s, t_from_s
+from ..errors import TrajectoryFileError
+from ..timegrid import log_t_from_s, t_from_s
 
 __all__ = ["Status", "Trajectory", "environment_metadata", "FORMAT_VERSION"]
 
@@ -214,7 +214,7 @@ def environment_metadata() -> dict[str, Any]:
     import torch
     import torchdiffeq
 
-    from . import __version__
+    from .._version import __version__
 
     return {
         "flowsim": __version__,

@@ -33,7 +33,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, UnknownPresetError
+from ..errors import ConfigError, UnknownPresetError
 
 try:  # Python ≥ 3.11
     import tomllib
@@ -233,7 +233,7 @@ def _check_solver_options(cfg: dict[str, Any], source: str) -> None:
     """[solver] options: a table of scalar values, for flow runs of one configuration (not md, not sweeps)."""
     import math
 
-    from .kinks import FILIPPOV_OPTIONS, RK_OPTIONS
+    from ..solvers.filippov._kinks import FILIPPOV_OPTIONS, RK_OPTIONS
 
     rk_options = RK_OPTIONS - {"norm", "dtype"}  # (not expressible in TOML)
 
@@ -340,7 +340,7 @@ def _check_md_solver(solver: dict[str, Any], source: str) -> None:
         if md_keys:
             raise ConfigError(f'{source}: [solver] {md_keys} apply to method = "md" (discrete mirror descent) only')
         return
-    from .discrete import SCHEDULES, VARIANTS
+    from ..discrete import SCHEDULES, VARIANTS
 
     eta = solver.get("step_size")
     if isinstance(eta, bool) or not isinstance(eta, int | float) or not eta > 0:

@@ -46,8 +46,8 @@ import numpy as np
 from scipy.optimize import linprog, lsq_linear, minimize, nnls
 from torch import Tensor
 
-from flowsim.data import Dataset, is_linearly_separable
-from flowsim.errors import InvalidDataError, InvalidParameterError, ReferenceSolverError
+from ..data import Dataset, is_linearly_separable
+from ..errors import InvalidDataError, InvalidParameterError, ReferenceSolverError
 
 __all__ = [
     "MaxMarginSolution",

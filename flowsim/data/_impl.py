@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from flowsim.errors import InvalidDataError, InvalidParameterError, ReferenceSolverError
+from ..errors import InvalidDataError, InvalidParameterError, ReferenceSolverError
 
 __all__ = [
     "Dataset",

@@ -40,7 +40,7 @@ from typing import Any, final
 import torch
 from torch import Tensor
 
-from .errors import InvalidDataError, InvalidParameterError
+from ..errors import InvalidDataError, InvalidParameterError
 
 __all__ = [
     "AbstractModel",

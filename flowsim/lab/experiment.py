@@ -24,13 +24,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import Dataset, load_dataset
-from .device import SMALL_PROBLEM_WORK
-from .errors import ConfigError, InvalidParameterError
-from .models import AbstractModel, get_model
-from .potentials import AbstractPotential, get_potential
-from .solve import simulate
-from .trajectory import Trajectory
+from ..data import Dataset, load_dataset
+from ..device import SMALL_PROBLEM_WORK
+from ..errors import ConfigError, InvalidParameterError
+from ..models import AbstractModel, get_model
+from ..potentials import AbstractPotential, get_potential
+from ..results.trajectory import Trajectory
+from ..simulation import simulate
 
 __all__ = ["ExperimentResult", "run_experiment", "summary_rows", "format_table", "SUMMARY_COLUMNS"]
 
@@ -472,8 +472,8 @@ def _run_sweep(config: dict[str, Any], model, dataset, out_dir, *, progress: boo
     the members one by one with :func:`simulate`. The log line says which path is used. Each member is saved
     to ``out/<label>/``.
     """
+    from ..ensemble import Member, resolve_kinks, simulate_ensemble
     from .config import sweep_members
-    from .ensemble import Member, resolve_kinks, simulate_ensemble
 
     members = sweep_members(config)
     solver = config["solver"]
@@ -548,7 +548,7 @@ def _run_discrete(
     config: dict[str, Any], model, dataset, potential, *, progress: bool, out, threads="auto", **overrides
 ):
     """One mirror-descent run of an experiment (``[solver] method = "md"``) on the experiment's horizon."""
-    from .discrete import mirror_descent
+    from ..discrete import mirror_descent
 
     solver = {**config["solver"], **overrides}
     return mirror_descent(
@@ -618,7 +618,7 @@ def run_comparison(
     Raises:
         ConfigError: invalid data, model or potential arguments; InvalidParameterError: bad step size etc.
     """
-    from .discrete import compare_trajectories
+    from ..discrete import compare_trajectories
 
     dataset, model = _build(config)
     out_dir = Path(out) if out is not None else None

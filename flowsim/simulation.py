@@ -23,11 +23,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from .analysis.diagnostics import compute_diagnostics
 from .data import Dataset
-from .diagnostics import compute_diagnostics
 from .errors import HorizonError, InvalidParameterError
 from .flow import TIME_MODES, MirrorFlowField
-from .integrate import (
+from .losses import AbstractLoss
+from .models import AbstractModel
+from .potentials import AbstractPotential
+from .problem import num_threads, prepare_problem
+from .results.stream import SaveProgress
+from .results.trajectory import Status, Trajectory, environment_metadata
+from .solvers.integrate import (
     ADAPTIVE_METHODS,
     STIFF_METHODS,
     MaxStepsReached,
@@ -36,13 +42,7 @@ from .integrate import (
     StepFailed,
     StiffDriver,
 )
-from .losses import AbstractLoss
-from .models import AbstractModel
-from .potentials import AbstractPotential
-from .setup import num_threads, prepare_problem
-from .stream import SaveProgress
 from .timegrid import check_grid, log_t_from_s, s_from_log_t, save_grid, t_from_s
-from .trajectory import Status, Trajectory, environment_metadata
 
 __all__ = ["simulate", "ADAPTIVE_METHODS", "STIFF_METHODS"]
 
@@ -90,7 +90,7 @@ def _make_driver(model: AbstractModel, kinks: str, method, rtol, atol, max_steps
             raise InvalidParameterError(
                 f"kinks='filippov' needs a model with ReLU kinks; {model!r} is smooth: use kinks='naive'"
             )
-        from .kinks import FilippovDriver
+        from .solvers.filippov._kinks import FilippovDriver
 
         return FilippovDriver(model, method, rtol, atol, max_steps, solver_options)
     return SmoothDriver(method, rtol, atol, max_steps, solver_options)
@@ -100,7 +100,7 @@ def _filippov_available(model: AbstractModel | None = None, auto: bool = False) 
     """Whether :mod:`flowsim.kinks` imports (and, given a model, supports it; ``auto``: is picked for it by
     ``kinks="auto"``)."""
     try:
-        from . import kinks
+        from .solvers import filippov as kinks
     except ImportError:
         return False
     return model is None or (kinks.auto_filippov(model) if auto else kinks.supports(model))
@@ -267,7 +267,7 @@ def simulate(
     tau_grid = s_grid if time == "log" else t_from_s(s_grid)
 
     if out is not None:  # stream rows to disk, checkpoint, resume (flowsim.stream)
-        from .stream import run_streamed
+        from .results.stream import run_streamed
 
         spec = {
             "model": model.config(),

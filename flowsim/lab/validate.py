@@ -46,10 +46,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import Dataset, make_dataset, student_teacher_relu
-from .errors import InvalidParameterError, ReferenceSolverError
-from .losses import get_loss
-from .models import (
+from ..analysis.references import kkt_residual, max_margin_l1, max_margin_lp, svm_l2
+from ..data import Dataset, make_dataset, student_teacher_relu
+from ..errors import InvalidParameterError, ReferenceSolverError
+from ..losses import get_loss
+from ..models import (
     DeepLinear,
     DeepReLU,
     DiagonalLinear,
@@ -58,7 +59,7 @@ from .models import (
     TwoLayerReLU,
     TwoLayerReLUPower,
 )
-from .potentials import (
+from ..potentials import (
     AbstractPotential,
     Euclidean,
     HyperbolicEntropy,
@@ -66,8 +67,7 @@ from .potentials import (
     PPowerPlusQuadratic,
     SmoothedHomogeneous,
 )
-from .references import kkt_residual, max_margin_l1, max_margin_lp, svm_l2
-from .solve import simulate
+from ..simulation import simulate
 
 __all__ = [
     "Metric",
@@ -1239,7 +1239,7 @@ def write_report(results: list[CheckResult], out: str | Path, *, title: str | No
     Returns:
         The path of ``report.md``.
     """
-    from .trajectory import environment_metadata
+    from ..results.trajectory import environment_metadata
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import InvalidParameterError, TrajectoryFileError
-from .timegrid import log_t_from_s
+from ..errors import InvalidParameterError, TrajectoryFileError
+from ..timegrid import log_t_from_s
 from .trajectory import FORMAT_VERSION, Status, Trajectory, _jsonable, environment_metadata
 
 __all__ = ["resume", "run_streamed", "load_streamed", "STREAM_DIR", "DEFAULT_CHECKPOINT_EVERY"]
@@ -409,7 +409,7 @@ def _same_data(path: Path, arrays: dict[str, np.ndarray]) -> bool:
 
 
 def _diagnostics(model, potential, loss, X, y, theta, s, active_threshold):
-    from .diagnostics import compute_diagnostics
+    from ..analysis.diagnostics import compute_diagnostics
 
     return compute_diagnostics(model, potential, loss, X, y, theta, s, active_threshold=active_threshold)
 
@@ -448,10 +448,10 @@ def resume(out: str | os.PathLike, *, progress: bool = False, **overrides: Any) 
         TrajectoryFileError: if ``out`` holds no resumable run (no ``run.json``).
         InvalidParameterError: if a built-in object cannot be rebuilt (pass it in ``overrides``).
     """
-    from .data import make_dataset
-    from .models import get_model
-    from .potentials import get_potential
-    from .solve import simulate
+    from ..data import make_dataset
+    from ..models import get_model
+    from ..potentials import get_potential
+    from ..simulation import simulate
 
     path = Path(out)
     rj = path / "run.json"
