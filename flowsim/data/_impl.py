@@ -31,7 +31,7 @@ import difflib
 import inspect
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._json import jsonable
 from ..errors import InvalidDataError, InvalidParameterError, ReferenceSolverError
 
 __all__ = [
@@ -159,21 +160,6 @@ def _to_numpy(a: Any, what: str) -> np.ndarray:
             f"could not convert {what} to an array ({err}); pass a rectangular numpy array, tensor or list "
             "of lists."
         ) from err
-
-
-def _jsonable(obj: Any) -> Any:
-    """Convert numpy scalars/arrays and tuples inside ``obj`` to plain Python for JSON."""
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, Tensor):
-        return _jsonable(obj.detach().cpu().tolist())
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
 
 
 def _label_repr(c: Any) -> Any:
@@ -311,7 +297,7 @@ def make_dataset(
             "label_note",
             f"labels {class_list} mapped to ±1: {_label_repr(pos)!r} -> +1, {_label_repr(neg)!r} -> -1",
         )
-    info_out = _jsonable(info_out)
+    info_out = jsonable(info_out)
     try:
         json.dumps(info_out)
     except (TypeError, ValueError) as err:

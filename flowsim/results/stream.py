@@ -37,9 +37,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._json import jsonable
 from ..errors import InvalidParameterError, TrajectoryFileError
 from ..timegrid import log_t_from_s
-from .trajectory import FORMAT_VERSION, Status, Trajectory, _jsonable, environment_metadata
+from .trajectory import FORMAT_VERSION, Status, Trajectory, environment_metadata
 
 __all__ = ["resume", "run_streamed", "load_streamed", "STREAM_DIR", "DEFAULT_CHECKPOINT_EVERY"]
 
@@ -151,9 +152,9 @@ def _write_meta(path: Path, n_saved: int, status: Status, message: str, stats, c
         "n_saved": int(n_saved),
         "status": status.value,
         "message": message,
-        "stats": _jsonable(stats),
-        "config": _jsonable(config),
-        "metadata": _jsonable(metadata),
+        "stats": jsonable(stats),
+        "config": jsonable(config),
+        "metadata": jsonable(metadata),
     }
     _atomic_write_text(path / "trajectory.json", json.dumps(meta, indent=2))
 
@@ -260,7 +261,7 @@ def run_streamed(
     p = int(z0.shape[0])
     dev, dtype = z0.device, z0.dtype
     ck_path = path / "checkpoint.npz"
-    cfg_json = json.loads(json.dumps(_jsonable(config)))
+    cfg_json = json.loads(json.dumps(jsonable(config)))
     metadata = environment_metadata()
 
     start_k, z_start, stats_prev, nfe_prev, wall_prev, next_dt = 0, z0.detach().clone(), {}, 0, 0.0, None
@@ -285,7 +286,7 @@ def run_streamed(
     else:
         for stale in ("trajectory.npz", "checkpoint.npz"):
             (path / stale).unlink(missing_ok=True)
-        _atomic_write_text(path / "run.json", json.dumps(_jsonable(spec), indent=2))
+        _atomic_write_text(path / "run.json", json.dumps(jsonable(spec), indent=2))
         _atomic_write_bytes(path / "data.npz", lambda fh: np.savez(fh, **data_arrays))
 
     store = _Store(path / STREAM_DIR, N + 1, p, fresh=fresh)
@@ -420,7 +421,7 @@ def _checkpoint(path: Path, k: int, z: torch.Tensor, tau: float, next_dt, stats,
         "z": z.detach().cpu().numpy(),
         "tau": np.float64(tau),
         "next_dt": np.float64(next_dt if next_dt is not None else np.nan),
-        "stats": np.array(json.dumps(_jsonable(stats))),
+        "stats": np.array(json.dumps(jsonable(stats))),
         "nfe": np.int64(nfe),
         "wall": np.float64(wall),
         "config": np.array(json.dumps(cfg)),

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .._json import jsonable
 from ..errors import TrajectoryFileError
 from ..timegrid import log_t_from_s, t_from_s
 
@@ -131,9 +132,9 @@ class Trajectory:
             "format_version": FORMAT_VERSION,
             "status": self.status.value,
             "message": self.message,
-            "stats": _jsonable(self.stats),
-            "config": _jsonable(self.config),
-            "metadata": _jsonable(self.metadata),
+            "stats": jsonable(self.stats),
+            "config": jsonable(self.config),
+            "metadata": jsonable(self.metadata),
         }
         tmpj = path / "trajectory.tmp.json"
         tmpj.write_text(json.dumps(meta, indent=2))
@@ -190,22 +191,6 @@ class Trajectory:
             config=meta["config"],
             metadata=meta["metadata"],
         )
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, Enum):
-        return obj.value
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return str(obj)
-    return obj
 
 
 def environment_metadata() -> dict[str, Any]:
