@@ -1,1 +1,53 @@
 """Integration drivers: adaptive Runge–Kutta (torchdiffeq), implicit (scipy), batched dopri5, Filippov."""
+
+from .filippov import (
+    ACTIVE,
+    FILIPPOV_OPTIONS,
+    INACTIVE,
+    RK_OPTIONS,
+    SLIDING,
+    FilippovDriver,
+    FilippovInvariantError,
+    PiecewiseAffineSystem,
+    activation_summary,
+    auto_filippov,
+    solve_filippov,
+    supports,
+)
+from .integrate import (
+    ADAPTIVE_METHODS,
+    STIFF_METHODS,
+    CountingField,
+    MaxStepsReached,
+    NonFiniteField,
+    SmoothDriver,
+    StepFailed,
+    StiffDriver,
+    dual_jacobian,
+    finite_rms_norm,
+)
+
+__all__ = [
+    "ACTIVE",
+    "ADAPTIVE_METHODS",
+    "FILIPPOV_OPTIONS",
+    "INACTIVE",
+    "RK_OPTIONS",
+    "SLIDING",
+    "STIFF_METHODS",
+    "CountingField",
+    "FilippovDriver",
+    "FilippovInvariantError",
+    "MaxStepsReached",
+    "NonFiniteField",
+    "PiecewiseAffineSystem",
+    "SmoothDriver",
+    "StepFailed",
+    "StiffDriver",
+    "activation_summary",
+    "auto_filippov",
+    "dual_jacobian",
+    "finite_rms_norm",
+    "solve_filippov",
+    "supports",
+]
