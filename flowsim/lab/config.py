@@ -17,23 +17,29 @@ integrates the members through :func:`flowsim.ensemble.simulate_ensemble` (:func
 ``[solver] kinks``: one batched computation without Filippov handling, one member at a time under it.
     [solver]       method, rtol, atol, max_steps; method = "md" runs discrete mirror descent
                    (flowsim.discrete) with step_size, schedule, variant, rollback
-                   kinks = "auto" | "filippov" | "naive" (ReLU kinks, see flowsim.kinks)
+                   kinks = "auto" | "filippov" | "naive" (ReLU kinks, see flowsim.solvers.filippov)
                    options = {soft_cap = 2.0}: solver options for simulate(solver_options=...): the Filippov
-                   driver's (flowsim.kinks.FILIPPOV_OPTIONS) and torchdiffeq's first_step, min_step, max_step,
+                   driver's (flowsim.solvers.FILIPPOV_OPTIONS) and torchdiffeq's first_step, min_step, max_step,
                    safety, ifactor, dfactor; not with method = "md" or sweeps
     [horizon]      log_t_end, n_save, log_t_start
     [output]       plots = true
 
-Unknown tables or keys raise :class:`~flowsim.errors.ConfigError` naming the valid ones.
+Unknown tables or keys raise :class:`~flowsim.errors.ConfigError` naming the valid ones. The built-in
+presets (:data:`PRESETS`) are such files, ``flowsim/lab/presets/<name>.toml``.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
+import math
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..discrete import SCHEDULES, VARIANTS
 from ..errors import ConfigError, UnknownPresetError
+from ..solvers import FILIPPOV_OPTIONS, RK_OPTIONS
 
 try:  # Python ≥ 3.11
     import tomllib
@@ -76,79 +82,17 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 
 DEFAULT_PRESET = "main"
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "main": {
-        "experiment": {
-            "name": "main",
-            "description": (
-                "Bias-free two-layer ReLU network on scikit-learn digits 0 vs 1 (real data, max-norm scaled), "
-                "trained by mirror flow with gradient flow, hyperbolic entropy and the smoothed p = 3 potential "
-                "to a log-time horizon; exponential loss."
-            ),
-        },
-        "data": {"name": "digits", "a": 0, "b": 1},
-        "model": {"name": "two_layer_relu", "width": 16},
-        "potentials": [
-            {"name": "euclidean", "label": "gradient flow"},
-            {"name": "hyperbolic_entropy", "beta": 0.05, "label": "hyperbolic entropy β=0.05"},
-            {"name": "smoothed_homogeneous", "p": 3.0, "lam": 0.01, "label": "smoothed p=3, λ=0.01"},
-        ],
-        "flow": {"loss": "exponential", "time": "log"},
-        "init": {"scale": 0.5, "seed": 0},
-        # kinks = "filippov": exact Filippov handling of the ≈3,300-4,400 crossings per run and the sliding modes
-        # on digits. Measured 2026-11-30 to log t = 8 (1 thread), max relative θ error vs a Filippov rtol 1e-9
-        # reference: the three runs take 3,283 / 1,764 / 6,515 RHS evaluations (2.7 / 1.5 / 6.9 s) with errors
-        # 1.1e-5 / 2.5e-5 / 2.3e-5. soft_cap = 2 (the driver's default is 1) lets soft steps keep coupling
-        # corrections up to 2 error tolerances: 10-12% fewer evaluations than the default, whose errors here are
-        # 1.0e-5 / 2.1e-5 / 2.2e-5 (on the crowded 120-point digits test it is as accurate as the default at
-        # rtol 1e-5 and 1e-6, up to 7× less accurate at 1e-7 and 1e-8: keep the default for tight tolerances).
-        # Naive stepping at the same rtol takes 0.9 / 1.3 / 1.4 s but is off by 1.7e-4 / 2.1e-3 / 1.8e-4
-        # (hyperbolic entropy's margin by 6e-3 relative, balance drift 2.8e-3), and matching Filippov's accuracy
-        # costs it far more (hyperbolic entropy at rtol 1e-7: 183 s, θ error 5.4e-5). kinks = "naive" is the fast,
-        # inexact alternative.
-        "solver": {
-            "method": "dopri5",
-            "rtol": 1e-5,
-            "atol": 1e-8,
-            "max_steps": 2_000_000,
-            "kinks": "filippov",
-            "options": {"soft_cap": 2.0},
-        },
-        "horizon": {"log_t_end": 8.0, "n_save": 80},
-        "output": {"plots": True},
-    },
-    "quick": {
-        "experiment": {
-            "name": "quick",
-            "description": "A seconds-long smoke run: linear model on iris setosa vs versicolor, three potentials.",
-        },
-        "data": {"name": "iris", "a": 0, "b": 1},
-        "model": {"name": "linear"},
-        "potentials": [
-            {"name": "euclidean", "label": "gradient flow"},
-            {"name": "hyperbolic_entropy", "beta": 0.1, "label": "hyperbolic entropy β=0.1"},
-            {"name": "p_power", "p": 3.0, "label": "p-power p=3"},
-        ],
-        "init": {"scale": 0.0, "seed": 0},
-        "solver": {"method": "dopri5", "rtol": 1e-8, "atol": 1e-10},
-        "horizon": {"log_t_end": 30.0, "n_save": 60},
-    },
-    "linear-2d": {
-        "experiment": {
-            "name": "linear-2d",
-            "description": "Soudry's 2-D separable set, linear model: gradient flow → ℓ2 SVM, hyperbolic entropy → ℓ1.",
-        },
-        "data": {"name": "soudry_2d"},
-        "model": {"name": "linear"},
-        "potentials": [
-            {"name": "euclidean", "label": "gradient flow"},
-            {"name": "hyperbolic_entropy", "beta": 0.01, "label": "hyperbolic entropy β=0.01"},
-        ],
-        "init": {"scale": 0.0, "seed": 0},
-        "solver": {"method": "dopri5", "rtol": 1e-9, "atol": 1e-12},
-        "horizon": {"log_t_end": 60.0, "n_save": 120},
-    },
-}
+PRESET_DIR = "presets"  # flowsim/lab/presets/<name>.toml, one file per preset
+
+
+def _load_presets() -> dict[str, dict[str, Any]]:
+    """The built-in presets, read from the package's ``presets/*.toml`` (sorted by name)."""
+    folder = resources.files(__package__) / PRESET_DIR
+    files = sorted((f for f in folder.iterdir() if f.name.endswith(".toml")), key=lambda f: f.name)
+    return {f.name[: -len(".toml")]: tomllib.loads(f.read_text(encoding="utf-8")) for f in files}
+
+
+PRESETS: dict[str, dict[str, Any]] = _load_presets()
 
 
 def _plain(obj: Any) -> Any:
@@ -231,10 +175,6 @@ def validate_config(raw: dict[str, Any], *, source: str = "config") -> dict[str,
 
 def _check_solver_options(cfg: dict[str, Any], source: str) -> None:
     """[solver] options: a table of scalar values, for flow runs of one configuration (not md, not sweeps)."""
-    import math
-
-    from ..solvers.filippov._kinks import FILIPPOV_OPTIONS, RK_OPTIONS
-
     rk_options = RK_OPTIONS - {"norm", "dtype"}  # (not expressible in TOML)
 
     opts = cfg["solver"].get("options")
@@ -299,8 +239,6 @@ def sweep_members(cfg: dict[str, Any]) -> list[dict[str, Any]]:
         ['hyperbolic_entropy(beta=0.1) seed=0', 'hyperbolic_entropy(beta=0.1) seed=1',
          'hyperbolic_entropy(beta=1.0) seed=0', 'hyperbolic_entropy(beta=1.0) seed=1']
     """
-    import itertools
-
     scales = _sweep_values(cfg["init"]["scale"], "config", "[init] scale")
     seeds = _sweep_values(cfg["init"]["seed"], "config", "[init] seed")
     members = []
@@ -340,8 +278,6 @@ def _check_md_solver(solver: dict[str, Any], source: str) -> None:
         if md_keys:
             raise ConfigError(f'{source}: [solver] {md_keys} apply to method = "md" (discrete mirror descent) only')
         return
-    from ..discrete import SCHEDULES, VARIANTS
-
     eta = solver.get("step_size")
     if isinstance(eta, bool) or not isinstance(eta, int | float) or not eta > 0:
         raise ConfigError(
