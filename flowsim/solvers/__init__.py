@@ -1,5 +1,6 @@
 """Integration drivers: adaptive Runge–Kutta (torchdiffeq), implicit (scipy), batched dopri5, Filippov."""
 
+from .base import AbstractDriver, MaxStepsReached, NonFiniteField, StepFailed
 from .filippov import (
     ACTIVE,
     FILIPPOV_OPTIONS,
@@ -14,21 +15,12 @@ from .filippov import (
     solve_filippov,
     supports,
 )
-from .integrate import (
-    ADAPTIVE_METHODS,
-    STIFF_METHODS,
-    CountingField,
-    MaxStepsReached,
-    NonFiniteField,
-    SmoothDriver,
-    StepFailed,
-    StiffDriver,
-    dual_jacobian,
-    finite_rms_norm,
-)
+from .rk import ADAPTIVE_METHODS, CountingField, SmoothDriver, finite_rms_norm
+from .stiff import STIFF_METHODS, StiffDriver, dual_jacobian
 
 __all__ = [
     "ACTIVE",
+    "AbstractDriver",
     "ADAPTIVE_METHODS",
     "FILIPPOV_OPTIONS",
     "INACTIVE",

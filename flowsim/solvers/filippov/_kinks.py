@@ -114,14 +114,15 @@ import numpy as np
 import torch
 from scipy.optimize import brentq, lsq_linear
 from torch import Tensor
-from torchdiffeq._impl.interp import _interp_evaluate
-from torchdiffeq._impl.misc import _check_inputs
-from torchdiffeq._impl.odeint import SOLVERS
-from torchdiffeq._impl.rk_common import _runge_kutta_step
 
 from ...errors import InvalidParameterError, positive_real
 from ...models import AbstractModel, AbstractPiecewiseLinearTwoLayer, DeepReLU
-from ..integrate import MaxStepsReached, NonFiniteField, finite_rms_norm
+from .._torchdiffeq import SOLVERS
+from .._torchdiffeq import check_inputs as _check_inputs
+from .._torchdiffeq import interp_evaluate as _interp_evaluate
+from .._torchdiffeq import runge_kutta_step as _runge_kutta_step
+from ..base import MaxStepsReached, NonFiniteField
+from ..rk import finite_rms_norm
 
 __all__ = [
     "FilippovDriver",
