@@ -139,7 +139,7 @@ def test_yield_when_ahead_rule():
     import math
     from unittest import mock
 
-    from flowsim.lab.experiment import _YieldWhenAhead
+    from flowsim.lab.workers import _YieldWhenAhead
 
     shared = [math.nan, -math.inf, -2.5]  # run 0 itself, run 1 not saved yet, run 2 at log t = −2.5
     hook = _YieldWhenAhead(shared, 0, cores=2)

@@ -7,30 +7,25 @@ imports it.
 from __future__ import annotations
 
 import csv
-import gc
 import json
-import math
-import multiprocessing
-import os
 import re
-import signal
-import sys
-import threading
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..data import Dataset, load_dataset
 from ..device import SMALL_PROBLEM_WORK
+from ..discrete import compare_trajectories, mirror_descent
+from ..ensemble import Member, resolve_kinks, simulate_ensemble
 from ..errors import ConfigError, InvalidParameterError
 from ..models import AbstractModel, get_model
 from ..potentials import AbstractPotential, get_potential
-from ..results.trajectory import Trajectory
+from ..results import Trajectory
 from ..simulation import simulate
+from .config import is_sweep, sweep_members
+from .workers import cpu_cores, progress_hook, run_parallel
 
 __all__ = ["ExperimentResult", "run_experiment", "summary_rows", "format_table", "SUMMARY_COLUMNS"]
 
@@ -177,15 +172,13 @@ def run_experiment(
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
-    from .config import is_sweep
-
     if is_sweep(config):  # lists of values: one batched ensemble (flowsim.ensemble)
         labels, trajs = _run_sweep(config, model, dataset, out_dir, progress=progress, log=log)
         return _finish(config, model, dataset, labels, trajs, out_dir)
     potentials = [_potential(pot_cfg) for pot_cfg in config["potentials"]]  # validates them all first
     labels = [_label(pot_cfg) for pot_cfg in config["potentials"]]
     subs = [out_dir / _slug(label) if out_dir is not None else None for label in labels]
-    cores = _cpu_cores()
+    cores = cpu_cores()
     small = dataset.n * model.num_params <= SMALL_PROBLEM_WORK
     if workers == "auto":
         # one process per run (up to 2 per core): run times are not known in advance, and the OS sharing the
@@ -193,7 +186,7 @@ def run_experiment(
         workers = min(len(labels), 2 * cores) if small and dataset.X.device.type == "cpu" else 1
     workers = min(workers, len(labels))
     if workers > 1:
-        return _run_parallel(
+        return _run_potentials_in_workers(
             config,
             model,
             dataset,
@@ -279,171 +272,35 @@ def _run_one(
     )
 
 
-def _cpu_cores() -> int:
-    """CPU cores this process may run on (its affinity mask where the platform has one, else os.cpu_count())."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
+def _run_in_worker(config: dict[str, Any], pot_cfg: dict[str, Any], out, resume: bool, threads: int) -> Trajectory:
+    """A worker process's run: rebuild data, model and potential from the configuration, run, return it."""
+    dataset, model = _build(config)
+    potential = _potential(pot_cfg)
+    hook = progress_hook() if config["solver"]["method"] != "md" else False
+    return _run_one(config, model, dataset, potential, progress=hook, out=out, resume=resume, threads=threads)
 
 
-_NICE_LEAD = 1.0  # log-t units another run must be behind before a worker yields (see _YieldWhenAhead)
-_SHARED_LOG_T = None  # in a worker process: the runs' current log t (NaN: not running), when runs outnumber cores
-
-
-def _worker_init(shared) -> None:
-    """Worker process start: SIGINT ignored until its run starts (see _worker_run); the shared progress array."""
-    global _SHARED_LOG_T
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _SHARED_LOG_T = shared
-
-
-class _YieldWhenAhead:
-    """Progress hook of a worker process while runs outnumber the CPU cores.
-
-    Publishes the run's log t at every save; once another running run is more than :data:`_NICE_LEAD` behind in
-    log t (or has not saved yet), this process lowers its own priority (``os.nice(10)``, once): the cores then go
-    to the runs that are behind, likely the longest ones (longest-processing-time-first, with progress in log t
-    as the estimate of the work left). Measured on the main job (3 runs, 2 cores): gradient flow and hyperbolic
-    entropy yield at their first save (log t = −3), and the smoothed p = 3 run, the longest, then gets 80-90% of a
-    core. A run that yields wrongly only loses CPU share while runs outnumber cores.
-    """
-
-    def __init__(self, shared, index: int, cores: int) -> None:
-        self.shared, self.index, self.cores = shared, index, cores
-        self.yielded = False
-
-    def __call__(self, log_t: float, nfe: int) -> None:
-        self.shared[self.index] = log_t
-        if self.yielded:
-            return
-        others = [self.shared[k] for k in range(len(self.shared)) if k != self.index]
-        running = [v for v in others if not math.isnan(v)]
-        if len(running) + 1 > self.cores and any(v < log_t - _NICE_LEAD for v in running):
-            self.yielded = True
-            try:
-                os.nice(10)
-            except OSError:  # (a platform that refuses: the run goes on at its priority)
-                pass
-
-
-def _worker_run(
-    config: dict[str, Any],
-    pot_cfg: dict[str, Any],
-    out,
-    resume: bool,
-    threads: int,
-    interruptible: bool,
-    index: int = 0,
-    cores: int = 1,
-) -> Trajectory:
-    """A worker process's run: rebuild data, model and potential from the configuration, run, return it.
-
-    With ``interruptible`` (the parent does not ignore SIGINT), Ctrl-C (SIGINT, ignored by the worker until
-    here) interrupts the run, which keeps what it computed; None when it came before the run started.
-    ``index``: the run's slot in the shared progress array (:class:`_YieldWhenAhead`, when the parent set one up).
-    """
-    torch.set_num_threads(threads)  # before any torch op: a forked child must not reuse its parent's OpenMP pool
-    if hasattr(signal, "pthread_sigmask"):  # blocked by the parent while it started this process
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    shared = _SHARED_LOG_T
-    try:
-        if interruptible:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-        dataset, model = _build(config)
-        potential = _potential(pot_cfg)
-        hook = False
-        if shared is not None and config["solver"]["method"] != "md":
-            shared[index] = -math.inf  # running, no save yet
-            hook = _YieldWhenAhead(shared, index, cores)
-        return _run_one(config, model, dataset, potential, progress=hook, out=out, resume=resume, threads=threads)
-    except KeyboardInterrupt:  # before the run started (simulate itself keeps an interrupted run's results)
-        return None
-    finally:
-        if shared is not None:
-            shared[index] = math.nan
-
-
-def _run_parallel(config, model, dataset, labels, subs, out_dir, *, workers: int, threads: int, resume, log):
-    """Run the potentials in worker processes, at most ``workers`` at a time (see :func:`run_experiment`).
-
-    Each run has a one-process :class:`ProcessPoolExecutor` of its own, so that a worker process that dies
-    takes only its own run down (a shared pool terminates all its workers when one dies).
-    """
-    fork = sys.platform.startswith("linux") and not torch.cuda.is_initialized() and threads == 1
-    ctx = multiprocessing.get_context("fork" if fork else "spawn")
-    each = f"{threads} torch thread{'s' if threads > 1 else ''} each"
-    log(f"[flowsim] {len(labels)} runs in {workers} worker processes ({ctx.get_start_method()}, {each})")
-    interruptible = signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
-    todo = list(range(len(labels)))
-    running: dict[Future, tuple[int, ProcessPoolExecutor]] = {}
-    trajs: dict[int, Trajectory] = {}
-    errors: dict[int, BaseException] = {}
-    interrupted = False
-    skipped: list[int] = []
-    mask = hasattr(signal, "pthread_sigmask")
+def _run_potentials_in_workers(
+    config, model, dataset, labels, subs, out_dir, *, workers: int, threads: int, resume, log
+) -> ExperimentResult:
+    """Run the potentials in worker processes, at most ``workers`` at a time (see :func:`run_experiment`)."""
     plots = out_dir is not None and config.get("output", {}).get("plots", True)
-    preload: threading.Thread | None = None
-    cores = _cpu_cores()
-    shared = None
-    if workers > cores and hasattr(os, "nice"):  # runs outnumber cores: the ones ahead in log t yield
-        shared = ctx.Array("d", [math.nan] * len(labels), lock=False)
-    while running or (todo and not interrupted):
-        try:
-            # SIGINT is blocked while a worker starts: a Ctrl-C inside submit() (after the fork, before the pool's
-            # manager thread runs) left a worker waiting for its task forever; it arrives at the unblock instead
-            if mask:
-                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-            try:
-                while todo and not interrupted and len(running) < workers:
-                    i = todo.pop(0)
-                    log(f"[flowsim] {labels[i]}: {model!r} on {dataset.name} (n={dataset.n}, d={dataset.d})")
-                    pool = ProcessPoolExecutor(1, mp_context=ctx, initializer=_worker_init, initargs=(shared,))
-                    args = (config, config["potentials"][i], subs[i], resume, threads, interruptible, i, cores)
-                    # everything alive at the fork is frozen for the child's garbage collector: a forked child that
-                    # collected an executor the parent had dropped ran its weakref callback, which takes a lock the
-                    # parent's manager thread held at the fork — a deadlock (seen once in the test suite, in a
-                    # worker formatting an exception's traceback)
-                    gc.freeze()
-                    try:
-                        running[pool.submit(_worker_run, *args)] = (i, pool)
-                    finally:
-                        gc.unfreeze()
-            finally:
-                if mask:
-                    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-            if preload is None and plots and not todo and len(running) < cores:
-                # a core is idle (every run started): load matplotlib meanwhile (started after the last fork)
-                preload = threading.Thread(target=_preload_plotting, daemon=True)
-                preload.start()
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-        except KeyboardInterrupt:  # the workers got the SIGINT too: their runs stop and return what they have
-            if not interrupted:
-                log("[flowsim] interrupted: partial results kept; collecting the running runs, skipping the rest")
-            interrupted = True
-            continue
-        for fut in done:
-            i, pool = running.pop(fut)
-            if shared is not None:
-                shared[i] = math.nan  # not running (also when its process died before saying so)
-            pool.shutdown(wait=False)  # wait() is the only blocking call, where Ctrl-C is handled
-            try:
-                tr = fut.result()
-            except BaseException as e:  # raised in the worker (any exception), or BrokenProcessPool: it died
-                errors[i] = e
-                log(f"[flowsim]   {labels[i]}: failed in its worker process: {type(e).__name__}: {e}")
-                continue
-            if tr is None:
-                skipped.append(i)
-                log(f"[flowsim]   {labels[i]}: interrupted before it started")
-                continue
-            trajs[i] = tr
-            log(f"[flowsim]   {labels[i]}: {_outcome(tr)}")
-    if preload is not None:
-        preload.join()
+    runs = run_parallel(
+        _run_in_worker,
+        [(config, pot_cfg, sub, resume, threads) for pot_cfg, sub in zip(config["potentials"], subs, strict=True)],
+        labels,
+        workers=workers,
+        threads=threads,
+        log=log,
+        on_start=lambda i: log(f"[flowsim] {labels[i]}: {model!r} on {dataset.name} (n={dataset.n}, d={dataset.d})"),
+        on_result=lambda i, tr: log(f"[flowsim]   {labels[i]}: {_outcome(tr)}"),
+        when_idle=_preload_plotting if plots else None,
+    )
+    trajs, errors = runs.results, runs.errors
     order = sorted(trajs)
     if order:  # (none when every run failed)
         result = _finish(config, model, dataset, [labels[i] for i in order], [trajs[i] for i in order], out_dir)
-        result.skipped = [labels[i] for i in sorted(skipped + todo)]
+        result.skipped = [labels[i] for i in runs.not_run]
     if errors:
         log(f"[flowsim] {len(errors)} run(s) failed; the other runs' results are kept (summary and plots)")
         raise errors[min(errors)]
@@ -472,9 +329,6 @@ def _run_sweep(config: dict[str, Any], model, dataset, out_dir, *, progress: boo
     the members one by one with :func:`simulate`. The log line says which path is used. Each member is saved
     to ``out/<label>/``.
     """
-    from ..ensemble import Member, resolve_kinks, simulate_ensemble
-    from .config import sweep_members
-
     members = sweep_members(config)
     solver = config["solver"]
     if solver["method"] == "md":
@@ -548,8 +402,6 @@ def _run_discrete(
     config: dict[str, Any], model, dataset, potential, *, progress: bool, out, threads="auto", **overrides
 ):
     """One mirror-descent run of an experiment (``[solver] method = "md"``) on the experiment's horizon."""
-    from ..discrete import mirror_descent
-
     solver = {**config["solver"], **overrides}
     return mirror_descent(
         model,
@@ -618,8 +470,6 @@ def run_comparison(
     Raises:
         ConfigError: invalid data, model or potential arguments; InvalidParameterError: bad step size etc.
     """
-    from ..discrete import compare_trajectories
-
     dataset, model = _build(config)
     out_dir = Path(out) if out is not None else None
     if out_dir is not None:
@@ -689,8 +539,6 @@ def run_comparison(
 
 
 def _prefix(tr: Trajectory, k: int) -> Trajectory:
-    from dataclasses import replace
-
     return replace(
         tr, s=tr.s[:k], theta=tr.theta[:k], z=tr.z[:k], diagnostics={key: v[:k] for key, v in tr.diagnostics.items()}
     )

@@ -1,0 +1,244 @@
+"""Worker processes for independent runs: start method, signals, thread counts and priorities.
+
+:func:`run_parallel` runs tasks (module-level functions and picklable arguments) in worker processes, at most
+``workers`` at a time, each in a one-process :class:`ProcessPoolExecutor` of its own, so that a worker that
+dies takes only its own task down (a shared pool terminates all its workers when one dies). It is the process
+side of :func:`flowsim.lab.experiment.run_experiment`; what a task does is the caller's.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+__all__ = ["ParallelRuns", "cpu_cores", "progress_hook", "run_parallel"]
+
+_NICE_LEAD = 1.0  # log-t units another run must be behind before a worker yields (see _YieldWhenAhead)
+_SHARED_LOG_T = None  # in a worker process: the runs' current log t (NaN: not running), when runs outnumber cores
+_SLOT = (0, 1)  # in a worker process: (its run's index in _SHARED_LOG_T, the CPU cores)
+
+
+def cpu_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the platform has one, else os.cpu_count())."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def _worker_init(shared) -> None:
+    """Worker process start: SIGINT ignored until its task starts (see _worker_run); the shared progress array."""
+    global _SHARED_LOG_T
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _SHARED_LOG_T = shared
+
+
+class _YieldWhenAhead:
+    """Progress hook of a worker process while runs outnumber the CPU cores.
+
+    Publishes the run's log t at every save; once another running run is more than :data:`_NICE_LEAD` behind in
+    log t (or has not saved yet), this process lowers its own priority (``os.nice(10)``, once): the cores then go
+    to the runs that are behind, likely the longest ones (longest-processing-time-first, with progress in log t
+    as the estimate of the work left). A run that yields wrongly only loses CPU share while runs outnumber cores.
+    """
+
+    def __init__(self, shared, index: int, cores: int) -> None:
+        self.shared, self.index, self.cores = shared, index, cores
+        self.yielded = False
+
+    def __call__(self, log_t: float, nfe: int) -> None:
+        self.shared[self.index] = log_t
+        if self.yielded:
+            return
+        others = [self.shared[k] for k in range(len(self.shared)) if k != self.index]
+        running = [v for v in others if not math.isnan(v)]
+        if len(running) + 1 > self.cores and any(v < log_t - _NICE_LEAD for v in running):
+            self.yielded = True
+            try:
+                os.nice(10)
+            except OSError:  # (a platform that refuses: the run goes on at its priority)
+                pass
+
+
+def progress_hook() -> _YieldWhenAhead | bool:
+    """Inside a worker task, as its run starts: the progress hook for ``simulate(progress=...)``.
+
+    Marks the run as running without a save yet (log t = −inf) and returns a :class:`_YieldWhenAhead` when the
+    parent set up a shared progress array (runs outnumber cores), else False (no progress bar).
+    """
+    if _SHARED_LOG_T is None:
+        return False
+    index, cores = _SLOT
+    _SHARED_LOG_T[index] = -math.inf
+    return _YieldWhenAhead(_SHARED_LOG_T, index, cores)
+
+
+def _worker_run(
+    task: Callable[..., Any], args: tuple, threads: int, interruptible: bool, index: int = 0, cores: int = 1
+) -> Any:
+    """A worker process's task: ``task(*args)`` with ``threads`` torch threads.
+
+    With ``interruptible`` (the parent does not ignore SIGINT), Ctrl-C (SIGINT, ignored by the worker until
+    here) interrupts the task, which keeps what it computed; None when it came before the task returned
+    without handling it. ``index``: the task's slot in the shared progress array (:func:`progress_hook`).
+    """
+    global _SLOT
+    torch.set_num_threads(threads)  # before any torch op: a forked child must not reuse its parent's OpenMP pool
+    if hasattr(signal, "pthread_sigmask"):  # blocked by the parent while it started this process
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    _SLOT = (index, cores)
+    shared = _SHARED_LOG_T
+    try:
+        if interruptible:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        return task(*args)
+    except KeyboardInterrupt:  # before the run started (simulate itself keeps an interrupted run's results)
+        return None
+    finally:
+        if shared is not None:
+            shared[index] = math.nan
+
+
+@dataclass
+class ParallelRuns:
+    """Outcome of :func:`run_parallel`, by task index: results (None results excluded), errors, tasks not run
+    (interrupted before they started, or never started after a Ctrl-C), sorted."""
+
+    results: dict[int, Any] = field(default_factory=dict)
+    errors: dict[int, BaseException] = field(default_factory=dict)
+    not_run: list[int] = field(default_factory=list)
+
+
+class _Pool:
+    """The state of :func:`run_parallel`: tasks to start, running futures, what came back."""
+
+    def __init__(self, task, args, labels, *, workers, threads, log, on_start, on_result) -> None:
+        fork = sys.platform.startswith("linux") and not torch.cuda.is_initialized() and threads == 1
+        self.ctx = multiprocessing.get_context("fork" if fork else "spawn")
+        each = f"{threads} torch thread{'s' if threads > 1 else ''} each"
+        log(f"[flowsim] {len(labels)} runs in {workers} worker processes ({self.ctx.get_start_method()}, {each})")
+        self.task, self.args, self.labels = task, args, labels
+        self.workers, self.threads, self.log = workers, threads, log
+        self.on_start, self.on_result = on_start, on_result
+        self.interruptible = signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+        self.todo = list(range(len(labels)))
+        self.running: dict[Future, tuple[int, ProcessPoolExecutor]] = {}
+        self.outcome = ParallelRuns()
+        self.skipped: list[int] = []
+        self.interrupted = False
+        self.mask = hasattr(signal, "pthread_sigmask")
+        self.cores = cpu_cores()
+        self.shared = None
+        if workers > self.cores and hasattr(os, "nice"):  # runs outnumber cores: the ones ahead in log t yield
+            self.shared = self.ctx.Array("d", [math.nan] * len(labels), lock=False)
+
+    def start_ready(self) -> None:
+        """Start tasks until ``workers`` run, each in a new one-process executor."""
+        # SIGINT is blocked while a worker starts: a Ctrl-C inside submit() (after the fork, before the pool's
+        # manager thread runs) would leave a worker waiting for its task forever; it arrives at the unblock instead
+        if self.mask:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            while self.todo and not self.interrupted and len(self.running) < self.workers:
+                i = self.todo.pop(0)
+                self.on_start(i)
+                pool = ProcessPoolExecutor(1, mp_context=self.ctx, initializer=_worker_init, initargs=(self.shared,))
+                args = (self.task, self.args[i], self.threads, self.interruptible, i, self.cores)
+                # everything alive at the fork is frozen for the child's garbage collector: a forked child that
+                # collects an executor the parent had dropped runs its weakref callback, which takes a lock the
+                # parent's manager thread may hold at the fork — a deadlock
+                gc.freeze()
+                try:
+                    self.running[pool.submit(_worker_run, *args)] = (i, pool)
+                finally:
+                    gc.unfreeze()
+        finally:
+            if self.mask:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+    def collect(self, done) -> None:
+        """Take the results (or errors) of finished futures and shut their executors down."""
+        for fut in done:
+            i, pool = self.running.pop(fut)
+            if self.shared is not None:
+                self.shared[i] = math.nan  # not running (also when its process died before saying so)
+            pool.shutdown(wait=False)  # wait() is the only blocking call, where Ctrl-C is handled
+            try:
+                result = fut.result()
+            except BaseException as e:  # raised in the worker (any exception), or BrokenProcessPool: it died
+                self.outcome.errors[i] = e
+                self.log(f"[flowsim]   {self.labels[i]}: failed in its worker process: {type(e).__name__}: {e}")
+                continue
+            if result is None:
+                self.skipped.append(i)
+                self.log(f"[flowsim]   {self.labels[i]}: interrupted before it started")
+                continue
+            self.outcome.results[i] = result
+            self.on_result(i, result)
+
+
+def run_parallel(
+    task: Callable[..., Any],
+    args: Sequence[tuple],
+    labels: Sequence[str],
+    *,
+    workers: int,
+    threads: int,
+    log: Callable[[str], Any],
+    on_start: Callable[[int], Any],
+    on_result: Callable[[int, Any], Any],
+    when_idle: Callable[[], Any] | None = None,
+) -> ParallelRuns:
+    """Run ``task(*args[i])`` for every i in worker processes, at most ``workers`` at a time, in order of i.
+
+    Worker processes are forked on Linux when CUDA is not initialized and every worker runs one thread (a
+    forked child using OpenMP threads after its parent did can hang), else spawned (``task`` must then be
+    importable, and scripts need an ``if __name__ == "__main__":`` guard). When the workers outnumber the CPU
+    cores, a task that calls :func:`progress_hook` gets a hook that lowers its priority once it is ahead.
+
+    Args:
+        task: a module-level function (pickled by reference); it returns its result, or None for "not run".
+        args: the positional arguments of each task.
+        labels: a name per task, for the log lines.
+        workers: the most worker processes at a time.
+        threads: torch threads of each worker.
+        log: a print-like function.
+        on_start: called with i in the parent just before task i is submitted.
+        on_result: called with (i, result) in the parent when task i returned a result.
+        when_idle: run in a daemon thread once every task started and a core is idle (e.g. preloading
+            matplotlib); joined before returning.
+
+    Returns:
+        :class:`ParallelRuns`. On Ctrl-C (the workers get the SIGINT too) the running tasks are collected and
+        the ones not started are listed in ``not_run``; a SIGINT to the parent alone does the same.
+    """
+    pool = _Pool(task, args, labels, workers=workers, threads=threads, log=log, on_start=on_start, on_result=on_result)
+    idle: threading.Thread | None = None
+    while pool.running or (pool.todo and not pool.interrupted):
+        try:
+            pool.start_ready()
+            if idle is None and when_idle is not None and not pool.todo and len(pool.running) < pool.cores:
+                # a core is idle (every task started): use it meanwhile (started after the last fork)
+                idle = threading.Thread(target=when_idle, daemon=True)
+                idle.start()
+            done, _ = wait(pool.running, return_when=FIRST_COMPLETED)
+        except KeyboardInterrupt:  # the workers got the SIGINT too: their tasks stop and return what they have
+            if not pool.interrupted:
+                log("[flowsim] interrupted: partial results kept; collecting the running runs, skipping the rest")
+            pool.interrupted = True
+            continue
+        pool.collect(done)
+    if idle is not None:
+        idle.join()
+    pool.outcome.not_run = sorted(pool.skipped + pool.todo)
+    return pool.outcome
