@@ -57,12 +57,12 @@ from .models import AbstractModel
 from .potentials import AbstractPotential, Euclidean, HyperbolicEntropy, PPower
 from .problem import as_dataset, as_potential, num_threads
 from .results.trajectory import Status, Trajectory, environment_metadata
-from .simulation import KINKS_MODES, _filippov_available, _time_grid
+from .simulation import _time_grid, simulate
+from .solvers.batched import STEP_MODES, BatchedDopri5
+from .solvers.select import check_kinks_mode, check_tolerances, resolve_kinks
 from .timegrid import log_t_from_s, t_from_s
 
 __all__ = ["Member", "members_grid", "simulate_ensemble", "resolve_kinks", "BatchedMirrorFlowField", "STEP_MODES"]
-
-STEP_MODES = ("per_member", "shared")
 
 
 @dataclass(frozen=True)
@@ -229,227 +229,6 @@ class BatchedMirrorFlowField:
 
 
 # ------------------------------------------------------------------------------------------------------------
-# batched Dormand–Prince 5(4) with per-member step sizes
-# ------------------------------------------------------------------------------------------------------------
-
-_A = (
-    (1 / 5,),
-    (3 / 40, 9 / 40),
-    (44 / 45, -56 / 15, 32 / 9),
-    (19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729),
-    (9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656),
-    (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84),
-)
-_C = (1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0)
-_E = (
-    35 / 384 - 1951 / 21600,
-    0.0,
-    500 / 1113 - 22642 / 50085,
-    125 / 192 - 451 / 720,
-    -2187 / 6784 - -12231 / 42400,
-    11 / 84 - 649 / 6300,
-    -1.0 / 60.0,
-)
-_MID = (
-    6025192743 / 30085553152 / 2,
-    0.0,
-    51252292925 / 65400821598 / 2,
-    -2691868925 / 45128329728 / 2,
-    187940372067 / 1594534317056 / 2,
-    -1776094331 / 19743644256 / 2,
-    11237099 / 235043384 / 2,
-)
-_SAFETY, _IFACTOR, _DFACTOR, _ORDER = 0.9, 10.0, 0.2, 5
-
-
-def _combine(coeffs: Sequence[float], ks: Sequence[Tensor]) -> Tensor:
-    """Σ_j coeffs_j k_j (zero coefficients skipped)."""
-    out = None
-    for a, k in zip(coeffs, ks, strict=False):
-        if a == 0.0:
-            continue
-        out = k * a if out is None else out.add(k, alpha=a)
-    assert out is not None
-    return out
-
-
-def _rms_rows(x: Tensor) -> Tensor:
-    """Per-row RMS norm, +inf (never NaN) for rows with non-finite entries."""
-    v = x.square().mean(dim=-1).sqrt()
-    return torch.where(torch.isfinite(v), v, torch.full_like(v, float("inf")))
-
-
-class _BatchedDopri5:
-    """Per-member adaptive Dormand–Prince over a common save grid; fills ``saved`` `(K, G, p)`."""
-
-    def __init__(self, field, rtol, atol, max_steps, step: str, first_step: float | None):
-        self.field = field
-        self.rtol, self.atol = float(rtol), float(atol)
-        self.max_steps = int(max_steps)
-        self.step = step
-        self.first_step = first_step
-
-    def _initial_step(self, t0: Tensor, y0: Tensor, f0: Tensor, cap: float) -> Tensor:
-        """Per-member :func:`flowsim.integrate.initial_step` (Hairer's, trial step capped at ``cap``)."""
-        scale = self.atol + y0.abs() * self.rtol
-        d0, d1 = _rms_rows(y0 / scale), _rms_rows(f0 / scale)
-        small = (d0 < 1e-5) | (d1 < 1e-5)
-        h0 = torch.where(small, torch.full_like(d0, 1e-6), 0.01 * d0 / torch.where(small, 1.0, d1))
-        h0 = torch.clamp(h0, max=cap)
-        f1 = self.field((t0 + h0).unsqueeze(-1), y0 + h0.unsqueeze(-1) * f0, None)
-        d2 = _rms_rows((f1 - f0) / scale) / h0
-        dmax = torch.maximum(d1, d2)
-        h1 = torch.where(
-            dmax <= 1e-15,
-            torch.clamp(h0 * 1e-3, min=1e-6 * h0),
-            (0.01 / torch.where(dmax > 0, dmax, 1.0)) ** (1.0 / (_ORDER + 1)),
-        )
-        h = torch.minimum(100 * h0, torch.clamp(h1, max=cap))
-        return torch.where(torch.isfinite(d2), h, h0 * 1e-3)
-
-    def start(self, z0: Tensor, grid: Tensor) -> None:
-        """Set up the per-member state (before :meth:`run`, so that an interrupted run can be read)."""
-        K = z0.shape[0]
-        dev = z0.device
-        self.t = torch.full((K,), float(grid[0]), dtype=torch.float64, device=dev)
-        self.y = z0.clone()
-        self.next_save = torch.ones(K, dtype=torch.long, device=dev)  # grid[0] is saved by the caller
-        self.status: list[Status | None] = [None] * K
-        self.messages: list[str] = [""] * K
-        self.n_accepted = torch.zeros(K, dtype=torch.long)
-        self.n_rejected = torch.zeros(K, dtype=torch.long)
-        self.n_nonfinite = torch.zeros(K, dtype=torch.long)
-        self.nfe = torch.zeros(K, dtype=torch.long)
-        self.last_dt = torch.full((K,), float("nan"), dtype=torch.float64)
-        self.batch_steps = 0
-        self.f = z0
-        self.dt = torch.zeros(K, dtype=torch.float64, device=dev)
-
-    def run(self, z0: Tensor, grid: Tensor, saved: Tensor) -> None:
-        """Integrate every member to ``grid[-1]``, writing save points into ``saved`` `(K, G, p)`."""
-        K, dev, t_end = z0.shape[0], z0.device, grid[-1]
-        active = torch.ones(K, dtype=torch.bool)
-        self.f = self.field(self.t.unsqueeze(-1), self.y, None)
-        self.nfe += 1
-        if self.first_step is not None:
-            self.dt = torch.full((K,), float(self.first_step), dtype=torch.float64, device=dev)
-        else:
-            cap = 1.0 if self.field.log_time else float(grid[1] - grid[0])
-            self.dt = self._initial_step(self.t, self.y, self.f, cap)
-            self.nfe += 1
-        self.dt = torch.minimum(self.dt, t_end - self.t)
-        while bool(active.any()):
-            self._step(active, grid, t_end, saved)
-            self.batch_steps += 1
-
-    def _freeze(self, k: int, status: Status, message: str, active: Tensor) -> None:
-        self.status[k] = status
-        self.messages[k] = message
-        active[k] = False
-
-    def _step(self, active: Tensor, grid: Tensor, t_end: Tensor, saved: Tensor) -> None:
-        all_active = bool(active.all())
-        rows_cpu = None if all_active else active.nonzero().squeeze(-1)
-        rows = None if rows_cpu is None else rows_cpu.to(self.y.device)
-        if rows is None:
-            t0, y0, f0, h = self.t, self.y, self.f, self.dt
-        else:
-            t0, y0, f0, h = self.t[rows], self.y[rows], self.f[rows], self.dt[rows]
-        if self.step == "shared":
-            h = h.min().expand_as(h)
-        remaining = t_end - t0
-        last = h >= remaining  # land exactly on the end (t0 + (t_end − t0) may round below t_end)
-        h = torch.where(last, remaining, h)
-        hc = h.unsqueeze(-1)
-        t1 = torch.where(last, t_end, t0 + h)
-        ks = [f0]
-        for c, a in zip(_C, _A, strict=True):
-            yi = y0 + hc * _combine(a, ks)
-            ti = t0 + c * h if c != 1.0 else t1
-            ks.append(self.field(ti.unsqueeze(-1), yi, rows))
-        y1, f1 = yi, ks[-1]
-        err = hc * _combine(_E, ks)
-        tol = self.atol + self.rtol * torch.maximum(y0.abs(), y1.abs())
-        ratio = _rms_rows(err / tol)
-        nonfinite_rows = ~torch.isfinite(f1).all(dim=-1)
-        for k_ in ks[1:-1]:
-            nonfinite_rows |= ~torch.isfinite(k_).all(dim=-1)
-        accept = ratio <= 1.0
-        # torchdiffeq's rule: factor = clamp(safety·ratio^(−1/5), dfactor (1 if accepted), ifactor)
-        lower = torch.where(accept, torch.ones_like(ratio), torch.full_like(ratio, _DFACTOR))
-        factor = torch.where(
-            ratio == 0,
-            torch.full_like(ratio, _IFACTOR),
-            torch.clamp(torch.maximum(_SAFETY * ratio.pow(-1.0 / _ORDER), lower), max=_IFACTOR),
-        )
-        h_new = h * factor
-
-        # bookkeeping on CPU (K is small): which members accepted, crossed save times, finished
-        idx = torch.arange(self.y.shape[0]) if rows_cpu is None else rows_cpu
-        accept_c, nonfinite_c = accept.cpu(), nonfinite_rows.cpu()
-        self.nfe[idx] += 6
-        self.n_accepted[idx[accept_c]] += 1
-        self.n_rejected[idx[~accept_c]] += 1
-        self.n_nonfinite[idx[nonfinite_c]] += 1
-
-        # save points in (t0, t1] of accepted members: 4th-order dense output (torchdiffeq's interpolant)
-        n_cross = torch.searchsorted(grid, t1, right=True) - (self.next_save if rows is None else self.next_save[rows])
-        n_cross = torch.where(accept, n_cross, torch.zeros_like(n_cross))
-        if bool((n_cross > 0).any()):
-            pos = (n_cross > 0).nonzero().squeeze(-1)
-            y_mid = y0[pos] + hc[pos] * _combine(_MID, [k[pos] for k in ks])
-            ya, yb, fa, fb, hp = y0[pos], y1[pos], f0[pos], f1[pos], hc[pos]
-            coef_a = 2 * hp * (fb - fa) - 8 * (yb + ya) + 16 * y_mid
-            coef_b = hp * (5 * fa - 3 * fb) + 18 * ya + 14 * yb - 32 * y_mid
-            coef_c = hp * (fb - 4 * fa) - 11 * ya - 5 * yb + 16 * y_mid
-            coef_d = hp * fa
-            members = pos if rows is None else rows[pos]
-            for j in range(int(n_cross.max())):
-                sel = (n_cross[pos] > j).nonzero().squeeze(-1)
-                m = members[sel]
-                gi = self.next_save[m] + j
-                tg = grid[gi]
-                x = ((tg - t0[pos][sel]) / h[pos][sel]).unsqueeze(-1)
-                val = (((coef_a[sel] * x + coef_b[sel]) * x + coef_c[sel]) * x + coef_d[sel]) * x + ya[sel]
-                val = torch.where((tg == t1[pos][sel]).unsqueeze(-1), yb[sel], val)
-                saved[m.to(saved.device), gi.to(saved.device)] = val.to(saved.device)
-            self.next_save[members] += n_cross[pos]
-
-        underflow = (~(t0 + h_new > t0) | ~(t1 > t0)).cpu()  # before t0 (a view when all are active) moves
-
-        # advance accepted members, new step sizes for all
-        acc_rows = accept.nonzero().squeeze(-1)
-        members_acc = acc_rows if rows is None else rows[acc_rows]
-        self.t[members_acc] = t1[acc_rows]
-        self.y[members_acc] = y1[acc_rows]
-        self.f[members_acc] = f1[acc_rows]
-        members_all = torch.arange(self.y.shape[0], device=self.y.device) if rows is None else rows
-        self.dt[members_all] = h_new
-        self.last_dt[idx[accept_c]] = h[accept].cpu()
-
-        # statuses: finished, step underflow / non-finite, max steps
-        done = (self.t[members_all] >= t_end).cpu()
-        for r in done.nonzero().squeeze(-1).tolist():
-            self._freeze(int(idx[r]), Status.SUCCESS, Status.SUCCESS.hint, active)
-        for r in underflow.nonzero().squeeze(-1).tolist():
-            k = int(idx[r])
-            if self.status[k] is not None:
-                continue
-            if int(self.n_nonfinite[k]):
-                msg = (
-                    f"{Status.NONFINITE.hint} (the step size underflowed after {int(self.n_nonfinite[k])} "
-                    f"non-finite field evaluations, at τ = {float(self.t[k]):.6g})"
-                )
-                self._freeze(k, Status.NONFINITE, msg, active)
-            else:
-                msg = f"{Status.STEP_UNDERFLOW.hint} (at τ = {float(self.t[k]):.6g})"
-                self._freeze(k, Status.STEP_UNDERFLOW, msg, active)
-        over = (self.n_accepted >= self.max_steps) & active
-        for k in over.nonzero().squeeze(-1).tolist():
-            self._freeze(k, Status.MAX_STEPS, f"{Status.MAX_STEPS.hint} ({self.max_steps} accepted steps)", active)
-
-
-# ------------------------------------------------------------------------------------------------------------
 # entry point
 # ------------------------------------------------------------------------------------------------------------
 
@@ -460,38 +239,6 @@ def _member_label(member: Member, potential: AbstractPotential) -> str:
     params = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in potential.params().items())
     init = "theta0" if member.theta0 is not None else f"scale={member.init_scale:g}, seed={member.seed}"
     return f"{potential.name}({params}) {init}" if params else f"{potential.name} {init}"
-
-
-def resolve_kinks(model: AbstractModel, kinks: str) -> str:
-    """The kink handling an ensemble of ``model`` gets: "naive" (batched) or "filippov" (member by member).
-
-    Same rule as :func:`flowsim.simulate`: "auto" is "filippov" for models with kinks that
-    :func:`flowsim.kinks.auto_filippov` (two-layer ReLU / leaky ReLU, one-hidden-layer deep ReLU) and "naive"
-    otherwise (smooth models, deeper ReLU nets; "filippov" may be asked for them).
-
-    Raises:
-        InvalidParameterError: an unknown mode, or "filippov" for a smooth or unsupported model.
-
-    Example:
-        >>> from flowsim.models import Linear, TwoLayerReLU
-        >>> resolve_kinks(Linear(3), "auto"), resolve_kinks(TwoLayerReLU(3, 4), "auto")
-        ('naive', 'filippov')
-    """
-    if kinks not in KINKS_MODES:
-        raise InvalidParameterError(f"kinks must be one of {KINKS_MODES}, got {kinks!r}")
-    if kinks == "auto":
-        return "filippov" if model.has_kinks and _filippov_available(model, auto=True) else "naive"
-    if kinks == "filippov":
-        if not model.has_kinks:
-            raise InvalidParameterError(
-                f"kinks='filippov' needs a model with ReLU kinks; {model!r} is smooth: use kinks='naive'"
-            )
-        if not _filippov_available(model):
-            raise InvalidParameterError(
-                f"kinks='filippov' supports two-layer ReLU/leaky-ReLU models and deep ReLU models; "
-                f"{type(model).__name__} is not supported: use kinks='naive'"
-            )
-    return kinks
 
 
 def _member_config(
@@ -581,8 +328,7 @@ def simulate_ensemble(
             mode, a wrong ``theta0`` shape.
         HorizonError, InvalidDataError: as :func:`flowsim.simulate`.
     """
-    if kinks not in KINKS_MODES:
-        raise InvalidParameterError(f"kinks must be one of {KINKS_MODES}, got {kinks!r}")
+    check_kinks_mode(kinks)
     if method != "dopri5":
         raise InvalidParameterError(
             f"ensembles integrate with a batched dopri5 only, got method={method!r}; run stiff methods member "
@@ -592,9 +338,7 @@ def simulate_ensemble(
         raise InvalidParameterError(f"step must be one of {STEP_MODES}, got {step!r}")
     if time not in TIME_MODES:
         raise InvalidParameterError(f"time must be one of {TIME_MODES}, got {time!r}")
-    for name, tol in (("rtol", rtol), ("atol", atol)):
-        if not (np.isfinite(tol) and tol > 0):
-            raise InvalidParameterError(f"{name} must be a positive finite number, got {tol}")
+    check_tolerances(rtol, atol)
     opts = dict(solver_options or {})
     unknown = sorted(set(opts) - {"first_step"})
     if unknown:
@@ -667,7 +411,7 @@ def simulate_ensemble(
     field = BatchedMirrorFlowField(model, potentials, loss_fn, X, y, time=time)
     saved = torch.full((K, G, model.num_params), float("nan"), dtype=torch.float64, device=dev)
     saved[:, 0] = z0
-    stepper = _BatchedDopri5(field, rtol, atol, max_steps, step, opts.get("first_step"))
+    stepper = BatchedDopri5(field, rtol, atol, max_steps, step, opts.get("first_step"))
     stepper.start(z0, grid)
     interrupted = False
     start = _time.perf_counter()
@@ -759,8 +503,6 @@ def _filippov_members(
     Not batched: the event-driven driver (:class:`flowsim.kinks.FilippovDriver`) restarts at each member's
     own switching events. After an interrupted member the rest are returned unstarted (initial point only).
     """
-    from .simulation import simulate
-
     K = len(members)
     path = "sequential_filippov"
     kw = simulate_kwargs

@@ -33,15 +33,8 @@ from .potentials import AbstractPotential
 from .problem import num_threads, prepare_problem
 from .results.stream import SaveProgress
 from .results.trajectory import Status, Trajectory, environment_metadata
-from .solvers.integrate import (
-    ADAPTIVE_METHODS,
-    STIFF_METHODS,
-    MaxStepsReached,
-    NonFiniteField,
-    SmoothDriver,
-    StepFailed,
-    StiffDriver,
-)
+from .solvers import ADAPTIVE_METHODS, STIFF_METHODS, MaxStepsReached, NonFiniteField, StepFailed
+from .solvers.select import check_tolerances, make_driver
 from .timegrid import check_grid, log_t_from_s, s_from_log_t, save_grid, t_from_s
 
 __all__ = ["simulate", "ADAPTIVE_METHODS", "STIFF_METHODS"]
@@ -67,43 +60,6 @@ def _time_grid(time: str, log_t_end, save_log_t, n_save, log_t_start) -> np.ndar
             "exceed the step size. Use time='log' (log-time s = log(1+t)), which reaches any horizon."
         )
     return s
-
-
-KINKS_MODES = ("auto", "naive", "filippov")
-
-
-def _make_driver(model: AbstractModel, kinks: str, method, rtol, atol, max_steps, solver_options):
-    """Choose the integration driver: smooth torchdiffeq stepping or Filippov event handling."""
-    if kinks not in KINKS_MODES:
-        raise InvalidParameterError(f"kinks must be one of {KINKS_MODES}, got {kinks!r}")
-    if method in STIFF_METHODS:  # implicit scipy steppers integrate straight through kinks
-        if kinks == "filippov":
-            raise InvalidParameterError(
-                f"kinks='filippov' needs an explicit torchdiffeq method {ADAPTIVE_METHODS}; the stiff method "
-                f"{method!r} integrates through kinks: use kinks='naive' (or 'auto')"
-            )
-        return StiffDriver(method, rtol, atol, max_steps, solver_options)
-    if kinks == "auto":
-        kinks = "filippov" if model.has_kinks and _filippov_available(model, auto=True) else "naive"
-    if kinks == "filippov":
-        if not model.has_kinks:
-            raise InvalidParameterError(
-                f"kinks='filippov' needs a model with ReLU kinks; {model!r} is smooth: use kinks='naive'"
-            )
-        from .solvers.filippov._kinks import FilippovDriver
-
-        return FilippovDriver(model, method, rtol, atol, max_steps, solver_options)
-    return SmoothDriver(method, rtol, atol, max_steps, solver_options)
-
-
-def _filippov_available(model: AbstractModel | None = None, auto: bool = False) -> bool:
-    """Whether :mod:`flowsim.kinks` imports (and, given a model, supports it; ``auto``: is picked for it by
-    ``kinks="auto"``)."""
-    try:
-        from .solvers import filippov as kinks
-    except ImportError:
-        return False
-    return model is None or (kinks.auto_filippov(model) if auto else kinks.supports(model))
 
 
 def _run_driver(driver, field, z0: torch.Tensor, tau: torch.Tensor, save) -> tuple[Status, str]:
@@ -230,21 +186,25 @@ def simulate(
             f"method {method!r} is not an adaptive solver; choose an explicit torchdiffeq method "
             f"{ADAPTIVE_METHODS} or an implicit (stiff) scipy method {STIFF_METHODS} for long log-time horizons"
         )
-    for name, tol in (("rtol", rtol), ("atol", atol)):
-        if not (np.isfinite(tol) and tol > 0):
-            raise InvalidParameterError(f"{name} must be a positive finite number, got {tol}")
+    check_tolerances(rtol, atol)
     if int(max_steps) < 1:
         raise InvalidParameterError(f"max_steps must be ≥ 1, got {max_steps}")
     prob = prepare_problem(
         model, data, potential, loss, theta0=theta0, init_scale=init_scale, seed=seed, device=device, threads=threads
     )
     pot, loss_fn, dataset, X, y, theta0_t, threads = (
-        prob.potential, prob.loss, prob.dataset, prob.X, prob.y, prob.theta0, prob.threads
+        prob.potential,
+        prob.loss,
+        prob.dataset,
+        prob.X,
+        prob.y,
+        prob.theta0,
+        prob.threads,
     )
     dev = prob.device
     s_grid = _time_grid(time, log_t_end, save_log_t, n_save, log_t_start)
 
-    driver = _make_driver(model, kinks, method, rtol, atol, max_steps, solver_options)
+    driver = make_driver(model, kinks, method, rtol, atol, max_steps, solver_options)
     config = {
         "model": model.config(),
         "potential": {"name": pot.name, **pot.params()},
@@ -300,7 +260,7 @@ def simulate(
         with num_threads(threads):
             return run_streamed(
                 out=out,
-                make_driver=lambda opts, budget: _make_driver(model, kinks, method, rtol, atol, budget, opts),
+                make_driver=lambda opts, budget: make_driver(model, kinks, method, rtol, atol, budget, opts),
                 run_driver=_run_driver,
                 field=field,
                 z0=z0,
@@ -357,9 +317,7 @@ def simulate(
         theta_all = pot.inverse_mirror_map(z_all)
         diags: dict[str, np.ndarray] = {}
         if diagnostics:
-            diags = compute_diagnostics(
-                model, pot, loss_fn, X, y, theta_all, s_arr, active_threshold=active_threshold
-            )
+            diags = compute_diagnostics(model, pot, loss_fn, X, y, theta_all, s_arr, active_threshold=active_threshold)
     stats = {
         "nfe": field.nfe,
         **driver.stats(),

@@ -200,15 +200,15 @@ def test_sweep_config_expands():
 def test_filippov_ensemble_interrupted_member_stops_the_rest(monkeypatch):
     import dataclasses
 
-    import flowsim.simulation
+    import flowsim.ensemble
 
-    real, calls = flowsim.simulation.simulate, []
+    real, calls = flowsim.ensemble.simulate, []
 
     def interrupted_simulate(*args, **kwargs):  # as if Ctrl-C hit the first member's run
         calls.append(kwargs["seed"])
         return dataclasses.replace(real(*args, **kwargs), status=Status.INTERRUPTED)
 
-    monkeypatch.setattr(flowsim.simulation, "simulate", interrupted_simulate)
+    monkeypatch.setattr(flowsim.ensemble, "simulate", interrupted_simulate)
     ds, model = student_teacher_relu(n=10, d=3, seed=0), TwoLayerReLU(3, 4)
     ens = simulate_ensemble(model, ds, FILIPPOV_MEMBERS, kinks="filippov", log_t_end=-1.0, n_save=4)
     assert calls == [0] and [t.status for t in ens] == [Status.INTERRUPTED] * 2

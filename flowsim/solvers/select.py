@@ -1,0 +1,95 @@
+"""The choice of integration driver: one rule for ``kinks="auto"|"naive"|"filippov"`` and the method.
+
+Used by :func:`flowsim.simulate` (one driver per run or checkpoint segment) and
+:func:`flowsim.ensemble.simulate_ensemble` (batched naive members or one Filippov run per member), so both
+accept and reject the same combinations with the same messages.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InvalidParameterError
+from ..models import AbstractModel
+from . import (
+    ADAPTIVE_METHODS,
+    STIFF_METHODS,
+    FilippovDriver,
+    SmoothDriver,
+    StiffDriver,
+    auto_filippov,
+    supports,
+)
+
+__all__ = ["KINKS_MODES", "check_kinks_mode", "check_tolerances", "resolve_kinks", "make_driver"]
+
+KINKS_MODES = ("auto", "naive", "filippov")
+
+
+def check_kinks_mode(kinks: str) -> None:
+    """Raises:
+    InvalidParameterError: if ``kinks`` is not one of :data:`KINKS_MODES`."""
+    if kinks not in KINKS_MODES:
+        raise InvalidParameterError(f"kinks must be one of {KINKS_MODES}, got {kinks!r}")
+
+
+def check_tolerances(rtol: float, atol: float) -> None:
+    """Raises:
+    InvalidParameterError: if ``rtol`` or ``atol`` is not a positive finite number."""
+    for name, tol in (("rtol", rtol), ("atol", atol)):
+        if not (np.isfinite(tol) and tol > 0):
+            raise InvalidParameterError(f"{name} must be a positive finite number, got {tol}")
+
+
+def resolve_kinks(model: AbstractModel, kinks: str) -> str:
+    """The kink handling ``model`` gets under an explicit Runge–Kutta method: "naive" or "filippov".
+
+    "auto" is "filippov" for models with kinks that :func:`flowsim.kinks.auto_filippov` picks (two-layer ReLU /
+    leaky ReLU, one-hidden-layer deep ReLU) and "naive" otherwise (smooth models, deeper ReLU nets;
+    "filippov" may be asked for them).
+
+    Raises:
+        InvalidParameterError: an unknown mode, or "filippov" for a smooth or unsupported model.
+
+    Example:
+        >>> from flowsim.models import Linear, TwoLayerReLU
+        >>> resolve_kinks(Linear(3), "auto"), resolve_kinks(TwoLayerReLU(3, 4), "auto")
+        ('naive', 'filippov')
+    """
+    check_kinks_mode(kinks)
+    if kinks == "auto":
+        return "filippov" if model.has_kinks and auto_filippov(model) else "naive"
+    if kinks == "filippov":
+        if not model.has_kinks:
+            raise InvalidParameterError(
+                f"kinks='filippov' needs a model with ReLU kinks; {model!r} is smooth: use kinks='naive'"
+            )
+        if not supports(model):
+            raise InvalidParameterError(
+                f"kinks='filippov' supports two-layer ReLU/leaky-ReLU models and deep ReLU models; "
+                f"{type(model).__name__} is not supported: use kinks='naive'"
+            )
+    return kinks
+
+
+def make_driver(
+    model: AbstractModel, kinks: str, method: str, rtol: float, atol: float, max_steps: int, options: dict | None
+) -> SmoothDriver | StiffDriver | FilippovDriver:
+    """The driver for one run: implicit scipy stepping for a stiff ``method`` (through kinks), else
+    torchdiffeq stepping with the kink handling of :func:`resolve_kinks`.
+
+    Raises:
+        InvalidParameterError: an unknown ``kinks`` mode, ``kinks="filippov"`` with a stiff method or a smooth or
+            unsupported model, or options the driver rejects.
+    """
+    check_kinks_mode(kinks)
+    if method in STIFF_METHODS:  # implicit scipy steppers integrate straight through kinks
+        if kinks == "filippov":
+            raise InvalidParameterError(
+                f"kinks='filippov' needs an explicit torchdiffeq method {ADAPTIVE_METHODS}; the stiff method "
+                f"{method!r} integrates through kinks: use kinks='naive' (or 'auto')"
+            )
+        return StiffDriver(method, rtol, atol, max_steps, options)
+    if resolve_kinks(model, kinks) == "filippov":
+        return FilippovDriver(model, method, rtol, atol, max_steps, options)
+    return SmoothDriver(method, rtol, atol, max_steps, options)
