@@ -29,6 +29,7 @@ from torch import Tensor
 from ..losses import AbstractLoss
 from ..models import AbstractModel, AbstractPiecewiseLinearTwoLayer, AbstractTwoLayer, DeepReLU
 from ..potentials import AbstractPotential
+from ..solvers import activation_summary
 from ..timegrid import log_t_from_s
 
 __all__ = ["compute_diagnostics", "balance"]
@@ -92,7 +93,7 @@ def compute_diagnostics(
         models with hidden neurons ``balance`` `(k, m)`, ``balance_drift``, ``balance_drift_abs``; for
         two-layer models ``neuron_mass`` `(k, m)` and ``active_neurons``; for two-layer (leaky-)ReLU and deep
         ReLU models the activation pattern ``active_pairs``, ``zero_pairs`` (pairs on a switching surface:
-        sliding) and ``zero_neurons`` (:func:`flowsim.kinks.activation_summary`).
+        sliding) and ``zero_neurons`` (:func:`flowsim.solvers.activation_summary`).
     """
     theta = theta.to(dtype=torch.float64)
     L = float(model.degree)
@@ -124,9 +125,7 @@ def compute_diagnostics(
         out["log_t_loss"] = log_t + out["log_loss"]
     params = model.unflatten(theta)
     for name, tensor in params.items():
-        out[f"norm_{name}"] = (
-            torch.linalg.vector_norm(tensor.reshape(theta.shape[0], -1), dim=1).cpu().numpy()
-        )
+        out[f"norm_{name}"] = torch.linalg.vector_norm(tensor.reshape(theta.shape[0], -1), dim=1).cpu().numpy()
     B, S = balance(model, potential, theta)
     if B.shape[1] > 0:
         drift_abs = (B - B[:1]).abs().max(dim=1).values
@@ -140,7 +139,5 @@ def compute_diagnostics(
         out["neuron_mass"] = mass.cpu().numpy()
         out["active_neurons"] = (mass >= active_threshold * mmax).sum(dim=1).cpu().numpy()
     if isinstance(model, (AbstractPiecewiseLinearTwoLayer, DeepReLU)):
-        from ..solvers.filippov._kinks import activation_summary  # activation pattern: active pairs, pairs on a surface
-
         out.update(activation_summary(model, theta, X))
     return out
