@@ -14,8 +14,8 @@ from .errors import InvalidParameterError
 __all__ = ["AUTO_CUDA_MIN_WORK", "SMALL_PROBLEM_WORK", "resolve_device", "resolve_threads"]
 
 # n·p·K above which device="auto" picks CUDA when present (a medium problem, n = 1000, p = 16,640, is 1.7e7).
-# Not measured on a GPU in this session; chosen so that one batched matrix product costs well above the
-# ~0.3 ms of kernel launches of one right-hand side on a GPU.
+# An estimate, not a GPU measurement: one batched matrix product then costs well above the ~0.3 ms of kernel
+# launches of one right-hand side on a GPU.
 AUTO_CUDA_MIN_WORK = 4_000_000
 # n·p·K up to which threads="auto" uses one CPU thread (op overhead dominates; threads only add syncs).
 SMALL_PROBLEM_WORK = 2_000_000

@@ -7,6 +7,9 @@ was wrong and how to fix it. The subclasses also derive from the matching built-
 
 from __future__ import annotations
 
+import math
+import numbers
+
 __all__ = [
     "FlowSimError",
     "InvalidDataError",
@@ -60,9 +63,6 @@ def positive_real(name: str, value, example: str) -> float:
     Raises:
         InvalidParameterError: otherwise, naming ``name`` and an ``example`` of a valid value.
     """
-    import math
-    import numbers
-
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise InvalidParameterError(f"{name} must be a positive finite number (e.g. {example}), got {value!r}")
     v = float(value)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy.optimize import least_squares
 
 from ..errors import InvalidParameterError
 
@@ -36,7 +37,7 @@ __all__ = ["RateFit", "fit_linear", "fit_loss_rate", "fit_norm_growth", "fit_mar
 
 
 def _t_quantile(dof: int) -> float:
-    """Student-t 97.5% quantile (two-sided 95% interval); scipy.stats imported here, not at module load (0.6 s)."""
+    """Student-t 97.5% quantile (two-sided 95% interval); scipy.stats, slow to import, is loaded on first use."""
     from scipy import stats
 
     return float(stats.t.ppf(0.975, dof))
@@ -233,8 +234,6 @@ def fit_margin_gap(log_t, margin, window: tuple[float, float] | None = None, *, 
             raise InvalidParameterError("the margin reaches or exceeds the given limit inside the window")
         p, se, ci, r2, rms = fit_linear(np.column_stack([-llt, np.ones_like(lt)]), np.log(gap), ["kappa", "c"])
         return RateFit(p, se, ci, r2, win, int(lt.size), "log(limit − margin) = c − κ·log log t", rms)
-    from scipy.optimize import least_squares
-
     if lt.size <= 3:
         raise InvalidParameterError("fitting the limit too needs more than 3 points in the window")
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 from scipy.optimize import lsq_linear, nnls
 from torch import Tensor
 
@@ -41,8 +42,6 @@ class KKTResidual:
 
 def _margins_and_jacobian(model: Any, theta: Any, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray, int]:
     """Margins q_i(θ) `(n,)` and their Jacobian ∂q_i/∂θ `(n, p)` by autograd (float64)."""
-    import torch
-
     th = torch.as_tensor(np.asarray(theta, dtype=np.float64) if not isinstance(theta, Tensor) else theta)
     th = th.detach().to(torch.float64).clone()
     Xt = torch.as_tensor(X.detach().cpu().numpy() if isinstance(X, Tensor) else np.asarray(X, dtype=np.float64))
