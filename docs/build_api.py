@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pkgutil
 import sys
+import traceback
 import warnings
 from pathlib import Path
 
@@ -35,7 +36,11 @@ def build(out_dir: Path) -> list[str]:
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        pdoc.pdoc(*public_modules(), "!flowsim.__main__", output_directory=Path(out_dir))
+        try:
+            pdoc.pdoc(*public_modules(), "!flowsim.__main__", output_directory=Path(out_dir))
+        except RuntimeError as error:  # pdoc: a named module failed to import
+            cause = "".join(traceback.format_exception(error.__cause__)) if error.__cause__ else ""
+            return [f"{error}\n{cause}"]
     return [str(w.message) for w in caught if str(w.message).startswith(IMPORT_FAILURES)]
 
 
