@@ -246,7 +246,7 @@ def test_deep_relu_pattern_field_and_surfaces_match_autograd():
     from flowsim.flow import MirrorFlowField
     from flowsim.losses import get_loss
     from flowsim.potentials import get_potential
-    from flowsim.solvers.filippov import _DeepSwitching
+    from flowsim.solvers.filippov.deep import _DeepSwitching
 
     ds = student_teacher_relu(n=12, d=3, seed=0)
     model = DeepReLU(3, [5, 4])
@@ -399,7 +399,7 @@ def test_soft_crossing_correction_matches_adaptive_quadrature(x_end):
     from flowsim.flow import MirrorFlowField
     from flowsim.losses import get_loss
     from flowsim.potentials import HyperbolicEntropy
-    from flowsim.solvers.filippov import _TwoLayerSwitching
+    from flowsim.solvers.filippov.two_layer import _TwoLayerSwitching
 
     gen = torch.Generator().manual_seed(3)
     n, d, m = 6, 3, 4
@@ -448,7 +448,7 @@ def test_crossing_rates_of_a_prefix_are_the_prefix_of_the_rates():
     from flowsim.flow import MirrorFlowField
     from flowsim.losses import get_loss
     from flowsim.potentials import SmoothedHomogeneous
-    from flowsim.solvers.filippov import _TwoLayerSwitching
+    from flowsim.solvers.filippov.two_layer import _TwoLayerSwitching
 
     gen = torch.Generator().manual_seed(5)
     n, d, m = 5, 3, 3
@@ -694,7 +694,7 @@ def test_sliding_projection_puts_surfaces_back_with_second_order_balance_change(
     from flowsim.flow import MirrorFlowField
     from flowsim.losses import get_loss
     from flowsim.potentials import PPower
-    from flowsim.solvers.filippov import _TwoLayerSwitching
+    from flowsim.solvers.filippov.two_layer import _TwoLayerSwitching
 
     gen = torch.Generator().manual_seed(5)
     n, d, m = 5, 4, 2
@@ -738,7 +738,7 @@ def test_sliding_through_singular_metric_is_projected_not_failed(make_model):
     (rtol 1e-8 vs 1e-10: 7.4e-7 relative, measured) and conserves balance (5.0e-10 / 4.7e-10 at rtol 1e-10).
     The same for the one-hidden-layer DeepReLU (its own projection, all sliding surfaces at once)."""
     from flowsim.potentials import PPower
-    from flowsim.solvers.filippov import _DRIFT_FACTOR
+    from flowsim.solvers.filippov.driver import _DRIFT_FACTOR
 
     ds = student_teacher_relu(n=30, d=5, seed=0)
     kw = dict(log_t_end=-2.0, n_save=5, init_scale=1.0, seed=0)

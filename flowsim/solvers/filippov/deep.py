@@ -1,0 +1,363 @@
+"""Switching system of a deep ReLU net: the hidden pre-activations of every layer, one sliding block."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .dense import _poly_eval
+from .lcp import _candidate_lcp, _equivalent_control, _project_onto_surfaces
+from .state import ACTIVE, INACTIVE, SLIDING, AbstractSwitchingSystem, DenseSurfaceRates, FilippovInvariantError
+
+_MAX_DEEP_AT_ZERO = 64  # most surfaces of a deep net classified together at a segment start
+
+
+class _DeepSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
+    """Switching system of a deep ReLU net (:class:`~flowsim.models.DeepReLU`): the hidden pre-activations
+    h⁽ˡ⁾_ij of all layers side by side, shape `(n, M)`, M = Σ_l h_l (column c ↔ layer l, unit j).
+
+    Within a segment the activation pattern P of every layer is fixed and the field is the gradient field of
+    the fixed-pattern network (closed-form backpropagation). Sliding: on a surface h_k = 0 (point i, layer l,
+    unit j) the unit's output α h_k is 0 whatever α, so f_i and the loss weight c_i do not depend on α, and
+    ∇_θ f_i is affine in α with slope u_k ∇_θ h_k (u_k = ∂f_i/∂a_k, the output's sensitivity to the unit). The
+    Filippov field is then v₀ + Σ_k r_k α_k ∇h_k with r_k = c_i y_i u_k, exactly the two-layer structure (rows
+    ∇h_k instead of x_i, one velocity block for all sliding surfaces: they couple through shared layers), as
+    long as no point slides in two layers at once (its surfaces at zero outside its sliding layer may only
+    cross or keep their side). Where it would, the α's of different layers multiply (f_i is multilinear in its
+    own pattern across layers): a nonlinear complementarity problem, not handled — the run stops with
+    :class:`FilippovInvariantError` (use ``kinks="naive"``).
+    """
+
+    def __init__(self, model, field) -> None:
+        self.model = model
+        self.field = field
+        self.pot = field.potential
+        self.X = field.X
+        self.y = field.y
+        self.n = self.X.shape[0]
+        self.widths = [int(w) for w in model.widths]
+        self.cuts = np.cumsum([0, *self.widths]).tolist()
+        self.M = self.cuts[-1]
+        self.layer_of = torch.cat(
+            [torch.full((w,), l, dtype=torch.long, device=self.X.device) for l, w in enumerate(self.widths)]
+        )
+        self.spans = [(start, stop) for _, start, stop, _ in model._layout]  # flat slices of W_1, …, W_L
+        self.xabs = self.X.abs()
+        self._init_state((self.n, self.M), self.X.dtype, self.X.device)
+
+    def _refresh(self) -> None:
+        super()._refresh()
+        self.S = torch.nonzero(self.sliding)  # (K, 2): point, column
+        # inert surfaces: no unit of the layer below is active (and live) for that point, so its pre-activations
+        # in this layer are exactly 0 (every unit below inactive: dead) or slaved to the one sliding unit below
+        # (h ∝ h_master ≈ 0); they are not independent switching surfaces and are not watched for events
+        inert = torch.zeros_like(self.sliding)
+        for l in range(1, len(self.widths)):
+            lo, hi = self.cuts[l - 1], self.cuts[l]
+            live = ((self.mode[:, lo:hi] == ACTIVE) & ~inert[:, lo:hi]).any(1, keepdim=True)
+            inert[:, hi : self.cuts[l + 1]] = ~live
+        self.inert = inert
+
+    def init_mode(self, theta: Tensor) -> None:
+        # the network's own pre-activations (true ReLU upstream; surfaces() continues the current pattern)
+        self.mode = torch.where(torch.cat(self.model.preactivations(theta, self.X), -1) > 0, ACTIVE, INACTIVE)
+        self._refresh()
+
+    # -- the fixed-pattern network --
+    def _layers(self, P: Tensor) -> list[Tensor]:
+        return [P[..., a:b] for a, b in zip(self.cuts[:-1], self.cuts[1:], strict=True)]
+
+    def _forward(self, theta: Tensor, P: Tensor):
+        """Weights, pre-activations h⁽ˡ⁾ (`(…, n, h_l)` each), layer inputs a⁽ˡ⁾ (a⁽⁰⁾ = X) and outputs f."""
+        Ws = self.model._views(theta)
+        a, hs = [self.X], []
+        for W, Pl in zip(Ws[:-1], self._layers(P), strict=True):
+            h = a[-1] @ W.mT
+            hs.append(h)
+            a.append(Pl * h)
+        return Ws, hs, a, (a[-1] @ Ws[-1].mT).squeeze(-1)
+
+    def _field(self, tau, theta: Tensor, P: Tensor):
+        """dz/dτ = Σ_i c_i y_i ∇_θ f_i of the pattern-P network `(p,)`, with c·y `(n,)`, the sensitivities
+        u = ∂f_i/∂a⁽ˡ⁾_ij `(n, M)`, the pre-activations `(n, M)` and the forward pass."""
+        Ws, hs, a, f = self._forward(theta, P)
+        cy = self.field.loss_weights(tau, self.y * f) * self.y
+        L = len(hs)
+        grads: list = [None] * (L + 1)
+        grads[L] = (cy @ a[L]).unsqueeze(0)
+        cur = Ws[L].expand(self.n, -1)  # ∂f_i/∂a⁽ᴸ⁾
+        us: list = [None] * L
+        for l, Pl in reversed(list(enumerate(self._layers(P)))):
+            us[l] = cur
+            d = Pl * cur  # ∂f_i/∂h⁽ˡ⁾
+            grads[l] = (cy.unsqueeze(1) * d).T @ a[l]
+            cur = d @ Ws[l]
+        v = torch.cat([g.reshape(-1) for g in grads])
+        return v, cy, torch.cat(us, -1), torch.cat(hs, -1), (Ws, a)
+
+    def _surface_grads(self, idx: Tensor, P: Tensor, fwd) -> Tensor:
+        """∇_θ h_k of the surfaces ``idx`` `(K, 2)` (point, column) with pattern P upstream, `(K, p)` (batched
+        per layer: backpropagation from each surface's layer down to the input)."""
+        Ws, a = fwd
+        Pls = self._layers(P)
+        rows = torch.zeros(idx.shape[0], self.spans[-1][1], dtype=self.X.dtype, device=self.X.device)
+        layer = self.layer_of[idx[:, 1]]
+        for l in torch.unique(layer).tolist():
+            ks = torch.nonzero(layer == l).flatten()
+            pts, js = idx[ks, 0], idx[ks, 1] - self.cuts[l]
+            start, stop = self.spans[l]
+            block = torch.zeros(ks.numel(), *Ws[l].shape, dtype=rows.dtype, device=rows.device)
+            block[torch.arange(ks.numel(), device=rows.device), js] = a[l][pts]  # ∂h_k/∂W_l[j] = a⁽ˡ⁾_i
+            rows[ks, start:stop] = block.reshape(ks.numel(), -1)
+            cur = Ws[l][js]  # ∂h_k/∂a⁽ˡ⁾_i, (K_l, fan_in)
+            for l2 in range(l - 1, -1, -1):
+                d = Pls[l2][pts] * cur
+                start, stop = self.spans[l2]
+                rows[ks, start:stop] = (d.unsqueeze(2) * a[l2][pts].unsqueeze(1)).reshape(ks.numel(), -1)
+                cur = d @ Ws[l2]
+        return rows
+
+    def project_sliding(self, z: Tensor, theta: Tensor, band: Tensor) -> Tensor | None:
+        """Put the sliding surfaces back on h = 0 when one drifted off by more than ``band`` `(n, M)`; else None.
+
+        As :meth:`_TwoLayerSwitching.project_sliding`, for all sliding surfaces at once (they share one
+        velocity block): z + Gᵀ μ with G = ∇_θ h_S at the start (the directions of the Filippov α's), Newton on
+        μ with the Jacobian ∇_θ h_S D Gᵀ (∇h_S depends on θ here), to 1% of the band.
+        """
+        P = torch.where(self.sliding, self.alpha0, self.P)
+        h = self.surfaces(theta)
+        if not bool((self.sliding & (h.abs() > band)).any()):
+            return None
+        S = self.S
+
+        def h_fn(th: Tensor) -> Tensor:
+            return self.surfaces(th)[S[:, 0], S[:, 1]]
+
+        def rows_fn(th: Tensor) -> Tensor:
+            Ws, _, a, _ = self._forward(th, P)
+            return self._surface_grads(S, P, (Ws, a))
+
+        G = rows_fn(theta)
+        return _project_onto_surfaces(self.pot, z, G, h_fn, rows_fn, h[S[:, 0], S[:, 1]], 0.01 * band[S[:, 0], S[:, 1]])
+
+    # -- surfaces and the fixed-pattern field --
+    def surfaces(self, theta: Tensor) -> Tensor:
+        return torch.cat(self._forward(theta, torch.where(self.sliding, self.alpha0, self.P))[1], -1)
+
+    def surface_rates(self, theta: Tensor, theta_dot: Tensor) -> Tensor:
+        """ḣ along θ̇ (forward mode through the fixed pattern), shape `(…, n, M)`."""
+        Ws, dWs = self.model._views(theta), self.model._views(theta_dot)
+        P = torch.where(self.sliding, self.alpha0, self.P)
+        a, da, out = self.X, None, []
+        for W, dW, Pl in zip(Ws[:-1], dWs[:-1], self._layers(P), strict=True):
+            h = a @ W.mT
+            dh = a @ dW.mT if da is None else a @ dW.mT + da @ W.mT
+            out.append(dh)
+            a, da = Pl * h, Pl * dh
+        return torch.cat(out, -1)
+
+    def surfaces_at(self, coeff: Tensor, x: Tensor, idx: Tensor) -> Tensor:
+        """h of surfaces ``idx`` (flat indices, `(B,)`) at step fractions ``x`` `(B,)` of a step's dense output."""
+        Z, _ = _poly_eval(list(coeff), x)
+        H = self.surfaces(self.pot.inverse_mirror_map(Z)).flatten(1)
+        return H[torch.arange(idx.shape[0], device=idx.device), idx]
+
+    def surface_rates_fn(self, coeff: Tensor, idx: Tensor) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+        """x `(B,)` ↦ (h, dh/dx) of surfaces ``idx`` `(B,)` at step fractions x of a step's dense output."""
+        rows = torch.arange(idx.shape[0], device=idx.device)
+        coeffs = list(coeff)
+
+        def rates(x: Tensor) -> tuple[Tensor, Tensor]:
+            Z, dZ = _poly_eval(coeffs, x)
+            Th = self.pot.inverse_mirror_map(Z)
+            H = self.surfaces(Th).flatten(1)[rows, idx]
+            dH = self.surface_rates(Th, self.pot.inverse_hessian_diag(Th) * dZ).flatten(1)[rows, idx]
+            return H, dH
+
+        return rates
+
+    def error_scale(self, theta: Tensor, z: Tensor, rtol: float, atol: float) -> Tensor:
+        """Scale of the error in h implied by the solver tolerance on z, shape `(n, M)` (first-order bound
+        propagated through the layers)."""
+        eth = self.pot.inverse_hessian_diag(theta) * (rtol * z.abs() + atol)
+        Ws, eWs = self.model._views(theta.abs()), self.model._views(eth)
+        Pe = torch.where(self.sliding, 1.0, self.P)
+        ma = ea = None  # |activations| and their error, propagated
+        ms, es = [], []
+        for W, eW, Pl in zip(Ws[:-1], eWs[:-1], self._layers(Pe), strict=True):
+            if ma is None:
+                m, e = self.xabs @ W.mT, self.xabs @ eW.mT
+            else:
+                m, e = ma @ W.mT, ea @ W.mT + ma @ eW.mT
+            ms.append(m)
+            es.append(e)
+            ma, ea = Pl * m, Pl * e
+        return torch.cat(es, -1) + torch.finfo(theta.dtype).eps * torch.cat(ms, -1)
+
+    def velocity(self, tau, theta: Tensor, alpha_ref: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """dz/dτ of the current activation state and the sliding α's (or None), shapes `(p,)`, `(n, M)`."""
+        v0, cy, U, H, fwd = self._field(tau, theta, self.P)  # sliding entries at α = 0
+        if not self.n_sliding:
+            return v0, None
+        S = self.S
+        G = self._surface_grads(S, self.P, fwd)
+        r = cy[S[:, 0]] * U[S[:, 0], S[:, 1]]
+        sq = self.pot.inverse_hessian_diag(theta).sqrt()
+        ref = self.alpha0 if alpha_ref is None else alpha_ref
+        scale = {} if self.bg_scale is None else None
+        al = _equivalent_control(self, 0, scale, v0, G, -r, sq, ref[S[:, 0], S[:, 1]], H[S[:, 0], S[:, 1]])
+        if scale is not None:
+            self.bg_scale = scale
+        alpha = torch.full_like(H, float("nan"))
+        alpha[S[:, 0], S[:, 1]] = al
+        return v0 + G.T @ (r * al), alpha
+
+    def _binary_candidates(self, C: Tensor, old: Tensor) -> Tensor:
+        """Candidates `(K, 2)` that may only cross or stay: a point's surfaces at zero outside its sliding
+        layer (the layer of its sliding surfaces, else its lowest layer at zero), `(K,)` bool."""
+        binary = torch.zeros(C.shape[0], dtype=torch.bool, device=C.device)
+        layer = self.layer_of[C[:, 1]]
+        for i in torch.unique(C[:, 0]).tolist():
+            rows = torch.nonzero(C[:, 0] == i).flatten()
+            if torch.unique(layer[rows]).numel() < 2:
+                continue
+            sl = old[i, C[rows, 1]] == SLIDING
+            keep = int(layer[rows][sl].min()) if bool(sl.any()) else int(layer[rows].min())
+            binary[rows] = layer[rows] != keep
+        return binary
+
+    def classify(self, tau, theta: Tensor, zero: Tensor, forced: dict | None = None) -> dict:
+        """Set the activation state at a segment start; returns transition counts (as the two-layer case, with
+        all surfaces at zero in one block).
+
+        A point's surfaces at zero outside its sliding layer (the layer of its sliding surfaces, else its
+        lowest one at zero) may only cross or keep their side (pass 1, decided by the one-sided ḣ with the
+        point's other surfaces at their current state); the rest, at most one layer per point, are classified
+        together by the box-LCP (pass 2).
+
+        Raises:
+            FilippovInvariantError: a point would slide in two layers at once (not supported), or more than 64
+                surfaces are at zero at once.
+        """
+        h = self.surfaces(theta)
+        old = self.mode.clone()
+        new = torch.where(h > 0, ACTIVE, INACTIVE)
+        cand = (h.abs() <= zero) | (old == SLIDING)
+        new = torch.where(cand, torch.where(old == SLIDING, INACTIVE, old), new)
+        slaves = self._slaved(theta, new, cand)
+        for i, lo, hi, pat, _ in slaves:  # not switching surfaces: their pattern on the master's active side
+            cand[i, lo:hi] = False
+            new[i, lo:hi] = torch.where(pat, ACTIVE, INACTIVE)
+        alpha0 = torch.zeros_like(self.alpha0)
+        counts = {"unresolved": 0}
+        C = torch.nonzero(cand)
+        if C.shape[0]:
+            if C.shape[0] > _MAX_DEEP_AT_ZERO:
+                raise FilippovInvariantError(
+                    f"{C.shape[0]} switching surfaces of the deep net are at zero at once (at most "
+                    f"{_MAX_DEEP_AT_ZERO} supported); use kinks='naive'"
+                )
+            side = torch.where(
+                old == SLIDING, (self.alpha0 > 0.5).to(h.dtype), (old == ACTIVE).to(h.dtype)
+            )  # current side (sliding → nearer bound)
+            pinned = torch.zeros(C.shape[0], dtype=torch.bool, device=h.device)
+            for k, ic in enumerate(C.tolist()):
+                if forced and tuple(ic) in forced:
+                    side[ic[0], ic[1]] = float(forced[tuple(ic)])
+                    pinned[k] = True
+            binary = self._binary_candidates(C, old)
+            Pbase = (new == ACTIVE).to(h.dtype)
+            if bool(binary.any()):
+                # pass 1: surfaces of a point at zero outside its sliding layer can only cross or stay (the
+                # point's other candidates at their current state: sliding α, or side)
+                Pcur = Pbase.clone()
+                Pcur[cand] = torch.where(old == SLIDING, self.alpha0, side)[cand]
+                B = C[binary]
+                Pcur[B[:, 0], B[:, 1]] = 0.0
+                v0, cy, U, _, fwd = self._field(tau, theta, Pcur)
+                self.field.nfe += 1
+                G = self._surface_grads(B, Pcur, fwd)
+                r = cy[B[:, 0]] * U[B[:, 0], B[:, 1]]
+                D = self.pot.inverse_hessian_diag(theta)
+                hd0 = G @ (D * v0)  # ḣ on the inactive side
+                hd1 = hd0 + r * ((G * G) @ D)  # on the active side
+                for k, (i, c) in enumerate(B.tolist()):
+                    if bool(pinned[binary][k]):
+                        v = float(side[i, c])
+                    elif float(hd0[k]) > 0 and float(hd1[k]) > 0:
+                        v = 1.0
+                    elif float(hd0[k]) < 0 and float(hd1[k]) < 0:
+                        v = 0.0
+                    elif float(hd0[k]) > 0 > float(hd1[k]):
+                        layers = torch.unique(self.layer_of[C[C[:, 0] == i, 1]]).tolist()
+                        raise FilippovInvariantError(
+                            f"data point {i} would slide on switching surfaces in hidden layers {layers} at once: "
+                            "its Filippov field is multilinear in their α's (a nonlinear complementarity "
+                            "problem, not supported); use kinks='naive'"
+                        )
+                    else:  # repelling (or grazing): keeps its side
+                        v = float(side[i, c])
+                    new[i, c] = ACTIVE if v > 0.5 else INACTIVE
+                    Pbase[i, c] = v
+                C, pinned = C[~binary], pinned[~binary]
+        if C.shape[0]:
+            # pass 2: the rest, at most one layer per point, in one block (the field is affine in their α's)
+            Pbase[C[:, 0], C[:, 1]] = 0.0
+            v0, cy, U, _, fwd = self._field(tau, theta, Pbase)
+            self.field.nfe += 1
+            G = self._surface_grads(C, Pbase, fwd)
+            r = cy[C[:, 0]] * U[C[:, 0], C[:, 1]]
+            att = (r < 0) & ~pinned
+            sq = self.pot.inverse_hessian_diag(theta).sqrt()
+            al = _candidate_lcp(v0, G, r, sq, side[C[:, 0], C[:, 1]], att, pinned)
+            self._assign(new, alpha0, (C[:, 0], C[:, 1]), al, att)
+        for i, lo, hi, _, master in slaves:
+            if master is not None and int(new[i, master]) == INACTIVE:  # the master turned off: dead above it
+                new[i, lo:hi] = INACTIVE
+        return self._commit(old, new, alpha0, counts)
+
+    def _slaved(self, theta: Tensor, new: Tensor, cand: Tensor) -> list:
+        """Layers of a point whose pre-activations are not independent switching surfaces, `[(point, first
+        column, end column, pattern (bool), master column or None)]`.
+
+        When no unit of layer l is clearly active for point i (active and not at zero), its layer-(l+1)
+        pre-activations are W (P ⊙ h⁽ˡ⁾): exactly 0 if no unit of layer l is at zero either (dead: master
+        None), else, with one unit j at zero (the master), proportional to h_j — they vanish with it and their
+        signs on its active side are those of ∂h⁽ˡ⁺¹⁾/∂h_j (propagated further up the same way). Their pattern
+        there is what the master's one-sided field needs; they follow the master's classification. (Two or more
+        units at zero with none active: not slaved, classified as candidates.)
+        """
+        L = len(self.widths)
+        if L < 2:
+            return []
+        clear = (new == ACTIVE) & ~cand
+        Ws = self.model._views(theta)
+        need = torch.zeros(self.n, dtype=torch.bool, device=new.device)
+        for l in range(L - 1):
+            need |= ~clear[:, self.cuts[l] : self.cuts[l + 1]].any(1)
+        out = []
+        for i in torch.nonzero(need).flatten().tolist():
+            master, s = None, None
+            for l in range(L):
+                lo, hi = self.cuts[l], self.cuts[l + 1]
+                if s is not None or master == -1:
+                    if master == -1:
+                        pat = torch.zeros(hi - lo, dtype=torch.bool, device=new.device)
+                    else:
+                        s = Ws[l] @ s  # ∂h⁽ˡ⁾/∂h_master on the master's active side
+                        pat = s > 0
+                        s = s * pat
+                    out.append((i, lo, hi, pat, None if master == -1 else master))
+                    continue
+                if l < L - 1 and not bool(clear[i, lo:hi].any()):
+                    zc = torch.nonzero(cand[i, lo:hi]).flatten()
+                    if zc.numel() == 0:
+                        master = -1
+                    elif zc.numel() == 1:
+                        master = lo + int(zc[0])
+                        s = torch.zeros(hi - lo, dtype=theta.dtype, device=theta.device)
+                        s[int(zc[0])] = 1.0
+        return out

@@ -1,0 +1,70 @@
+"""Polynomials of a Runge–Kutta step's dense output and Gauss–Legendre quadrature along it.
+
+A step's dense output is a polynomial Σ_p c_p x^p in the step fraction x ∈ [0, 1] (coefficients `(P, p)`,
+torchdiffeq's ``interp_coeff``). The soft-crossing corrections integrate smooth functions of it with the
+interpolating polynomial at 8 Gauss–Legendre nodes (exact weights on any sub-interval).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def _powers(x: Tensor, P: int) -> tuple[Tensor, Tensor]:
+    """x^p and d(x^p)/dx for p = 0..P−1 at points ``x`` `(K,)` → `(K, P)` each."""
+    pw = x.unsqueeze(1) ** torch.arange(P, dtype=x.dtype, device=x.device)
+    dpw = torch.zeros_like(pw)
+    dpw[:, 1:] = pw[:, :-1] * torch.arange(1, P, dtype=x.dtype, device=x.device)
+    return pw, dpw
+
+
+def _poly_eval(coeff: list[Tensor], x: Tensor) -> tuple[Tensor, Tensor]:
+    """Dense-output polynomial Σ_p c_p x^p and its x-derivative at points ``x`` `(K,)` → `(K, p)` each."""
+    C = torch.stack(coeff)  # (P, dim)
+    pw, dpw = _powers(x, C.shape[0])
+    return pw @ C, dpw @ C
+
+
+def _horner(coeff: Tensor, x: float) -> Tensor:
+    """Σ_p coeff_p x^p (dense-output polynomial in the step fraction x)."""
+    out = coeff[-1]
+    for c in coeff[:-1].flip(0):
+        out = c + x * out
+    return out
+
+
+_GL_N = 8  # Gauss–Legendre nodes per step for the soft-crossing correction integrals
+_GL_CACHE: dict = {}
+
+
+def _gl_nodes(dtype, device) -> Tensor:
+    """Gauss–Legendre nodes on [0, 1], `(N,)` (cached with the inverse Vandermonde matrix of their interpolant)."""
+    key = (dtype, str(device))
+    if key not in _GL_CACHE:
+        u, _ = np.polynomial.legendre.leggauss(_GL_N)
+        vinv = np.linalg.inv(np.vander(u, _GL_N, increasing=True))  # L_q(u) = Σ_p vinv[p, q] u^p
+        _GL_CACHE[key] = tuple(torch.as_tensor(v, dtype=dtype, device=device) for v in (0.5 * (u + 1), vinv))
+    return _GL_CACHE[key][0]
+
+
+def _gl_vinv(gx: Tensor) -> Tensor:
+    return _GL_CACHE[(gx.dtype, str(gx.device))][1]
+
+
+def _gl_interval_weights(gx: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+    """Weights w `(2, K, N)`: Σ_q w_0kq g(gx_q) = ∫_{lo_k}^{hi_k} p(s) ds and Σ_q w_1kq g(gx_q) = ∫ (1 − s) p(s) ds
+    over the same interval, p the interpolant of g at the nodes gx."""
+    N = gx.shape[0]
+    pw = torch.arange(1, N + 2, dtype=gx.dtype, device=gx.device)
+    ua, ub = (2 * lo - 1).unsqueeze(1), (2 * hi - 1).unsqueeze(1)
+    mom = (ub**pw - ua**pw) / (2 * pw)  # ∫ u^p ds over [lo, hi], u = 2s − 1, p = 0..N
+    # 1 − s = (1 − u)/2
+    return torch.stack([mom[:, :N], 0.5 * (mom[:, :N] - mom[:, 1:])]) @ _gl_vinv(gx)
+
+
+def _gl_interp_matrix(gx: Tensor, x: Tensor) -> Tensor:
+    """Lagrange basis of the nodes gx at points x: `(K, N)`, Σ_q L_kq g(gx_q) = p(x_k)."""
+    pw = torch.arange(gx.shape[0], dtype=gx.dtype, device=gx.device)
+    return ((2 * x - 1).unsqueeze(1) ** pw) @ _gl_vinv(gx)

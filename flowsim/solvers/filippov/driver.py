@@ -1,0 +1,424 @@
+"""The Filippov driver loop: smooth RK segments of a fixed activation state, restarted at switching events.
+
+Each segment starts by classifying the surfaces at zero (crossing, sliding or keeping their side), then steps
+torchdiffeq's adaptive RK on the fixed-state field; after every accepted step the switching events inside it
+are located (:mod:`.events`); the segment ends at the first event (or, with soft crossings, the step is kept
+and corrected, :mod:`.soft`), and a new one starts there.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ...errors import InvalidParameterError, positive_real
+from ...models import AbstractModel, DeepReLU
+from .._torchdiffeq import SOLVERS, check_inputs, interp_evaluate
+from ..base import AbstractDriver, NonFiniteField
+from ..rk import finite_rms_norm
+from .deep import _DeepSwitching
+from .events import SoftEvent, _EventLocation
+from .segment import _SegmentField
+from .soft import _SoftCrossings
+from .state import _ZERO_FACTOR, AbstractSwitchingSystem, FilippovInvariantError
+from .stats import FilippovStats
+from .support import supports
+from .two_layer import _TwoLayerSwitching
+
+_ASSERT_FACTOR = 1e4  # a surface further than this × (error scale) on the wrong side is a bug
+_MAX_NULL_SEGMENTS = 200  # consecutive segments of zero length before giving up
+_DRIFT_FACTOR = 100.0  # a sliding surface further than this × (error scale) off h = 0 ends the segment (projected)
+
+# torchdiffeq's adaptive RK options (RKAdaptiveStepsizeODESolver) that pass through to the segments
+# (not max_num_steps, step_t, jump_t: every segment is a new solver; max_steps bounds the run, exact_saves the steps)
+RK_OPTIONS = frozenset({"first_step", "min_step", "max_step", "safety", "ifactor", "dfactor", "norm", "dtype"})
+FILIPPOV_OPTIONS = frozenset(
+    {"soft_crossings", "soft_fraction", "soft_cap", "truncated_growth", "event_state", "exact_saves"}
+)  # the driver's own (FilippovDriver)
+
+
+def _option_bool(options: dict, name: str, default: bool) -> bool:
+    value = options.pop(name, default)
+    if not isinstance(value, (bool, np.bool_)):
+        raise InvalidParameterError(f"solver option {name!r} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _option_positive(options: dict, name: str, default: float, zero_ok: bool = False) -> float:
+    value = options.pop(name, default)
+    if zero_ok and not isinstance(value, bool) and value == 0:
+        return 0.0
+    return positive_real(f"solver option {name!r}" + (" (or 0)" if zero_ok else ""), value, f"{name}={default}")
+
+
+@dataclass
+class _Run:
+    """Loop state of one :meth:`FilippovDriver.integrate` call."""
+
+    func: Callable  # the segment field as torchdiffeq wrapped it
+    method: str
+    rtol: Tensor
+    atol: Tensor
+    opts: dict  # torchdiffeq options of every segment's solver
+    grid: Tensor  # save times τ, float64, (k,)
+    tau: Tensor  # the current segment start
+    z: Tensor  # the state there
+    rate: float  # the Baumgarte rate of the next segment: the state's relative rate at the previous start
+    first_step: Tensor | float | None = None  # the next segment's first step (None: torchdiffeq's choice)
+    k: int = 1  # the next save index
+    forced: dict = field(default_factory=dict)  # sides imposed at the next classification
+    sticky: tuple = (math.nan, {})  # (τ, forced sides) of the last classification
+    null_run: int = 0  # consecutive zero-length segments
+
+
+class FilippovDriver(_EventLocation, _SoftCrossings, AbstractDriver):
+    """Integration driver that treats ReLU kinks in the sense of Filippov (event location + sliding modes).
+
+    Same protocol as :class:`~flowsim.solvers.SmoothDriver` (``integrate``, ``last_state``, ``stats``);
+    :func:`flowsim.simulate` picks it for models with ``has_kinks`` (``kinks="auto"`` or ``"filippov"``).
+    The method is described in :mod:`flowsim.solvers.filippov`: smooth RK segments of a fixed activation state,
+    crossings located inside accepted steps on the dense output and stepped to exactly, sliding modes by the
+    per-neuron box-LCP (two-layer nets) or one box-LCP for all sliding surfaces (deep nets).
+
+    Limits:
+        * Two-layer ReLU / leaky-ReLU nets (:class:`~flowsim.models.AbstractPiecewiseLinearTwoLayer`): exact
+          crossings and sliding. A repelling surface (both one-sided fields point away; the Filippov solution
+          is not unique there) keeps the side the trajectory came from. A neuron with w_j = 0 (all its
+          surfaces at zero) is handled by the degenerate box-LCP, whose velocity is unique.
+        * Deep ReLU nets (:class:`~flowsim.models.DeepReLU`, with ``kinks="filippov"``; "auto" keeps them
+          naive): exact crossings; sliding as long as no data point slides in two layers at once
+          (:mod:`flowsim.solvers.filippov`, item 5), else :class:`FilippovInvariantError`. No soft crossings
+          (every crossing is an exact restart).
+        * Separable potentials only (all flowsim potentials are).
+
+    Args:
+        model: the model (must have ``has_kinks``).
+        method: torchdiffeq adaptive RK method for the smooth segments (default dopri5).
+        rtol, atol: tolerances on the dual state z.
+        max_steps: budget of accepted steps for the whole run (all segments).
+        options: extra torchdiffeq options (``first_step`` is used for the first segment only), plus the
+            driver's own: ``soft_crossings`` (bool, default True: transversal crossings corrected inside a
+            kept step), ``soft_fraction`` (default 0.1: above this fraction of the step's error tolerance the
+            coupling part not along Δz is corrected by one more field difference), ``soft_cap`` (default 1:
+            the largest coupling correction, same units), ``truncated_growth`` (default 2: after a truncated
+            soft step the next segment's first step is at most this × the kept length), ``event_state``
+            ("redo" (default): the dense output at the event time where it agrees with the Hermite interpolant,
+            balance restored, else an RK step to it; "interpolate": the dense output there, cheaper and less
+            accurate), ``exact_saves`` (default True).
+
+    Raises:
+        InvalidParameterError: for a model this driver cannot handle, an unknown option or ``event_state``, or an
+            option value of the wrong type.
+
+    References:
+        Filippov 1988; Stewart, Numer. Math. 58 (1990); Dieci & Lopez, SIAM J. Numer. Anal. 47 (2009).
+    """
+
+    kinks = "filippov"
+
+    def __init__(
+        self, model: AbstractModel, method: str, rtol: float, atol: float, max_steps: int, options: dict | None = None
+    ) -> None:
+        self._check_model(model)
+        self.model = model
+        self.method = method
+        self.rtol = float(rtol)
+        self.atol = float(atol)
+        self.max_steps = int(max_steps)
+        self.options = dict(options or {})
+        self.field = None
+        self.sw: AbstractSwitchingSystem | None = None
+        self._last: tuple[float, Tensor] | None = None
+        self._stats = FilippovStats()
+        # transversal crossings corrected in closed form inside a kept step (see FilippovDriver._soft_step)
+        self.soft_crossings = _option_bool(self.options, "soft_crossings", True)
+        self.soft_fraction = _option_positive(self.options, "soft_fraction", 0.1, zero_ok=True)
+        self.truncated_growth = _option_positive(self.options, "truncated_growth", 2.0)
+        self.soft_cap = _option_positive(self.options, "soft_cap", 1.0)
+        self._exit_cache: tuple | None = None  # (step, result) of the last full sliding-exit search
+        self._rk: tuple | None = None  # (segment field, RK tableau) for redo steps
+        # state at an event: "interpolate" (the accepted step's dense output) or "redo" (an RK step to it)
+        self.event_state = str(self.options.pop("event_state", "redo"))
+        if self.event_state not in ("interpolate", "redo"):
+            raise InvalidParameterError(f"event_state must be 'interpolate' or 'redo', got {self.event_state!r}")
+        self.exact_saves = _option_bool(self.options, "exact_saves", True)
+        unknown = sorted(set(self.options) - RK_OPTIONS)
+        if unknown:  # (torchdiffeq would only warn, once per segment)
+            raise InvalidParameterError(
+                f"unknown solver option(s) {unknown} for kinks='filippov'; valid: the driver's "
+                f"{sorted(FILIPPOV_OPTIONS)} and torchdiffeq's {sorted(RK_OPTIONS)} (max_steps bounds the run's "
+                "accepted steps)"
+            )
+        if "first_step" in self.options:
+            self.options["first_step"] = positive_real("solver option 'first_step'", self.options["first_step"], "1e-3")
+
+    @staticmethod
+    def _check_model(model) -> None:
+        if not supports(model):
+            raise InvalidParameterError(
+                f"kinks='filippov' supports two-layer ReLU/leaky-ReLU models and deep ReLU models; "
+                f"{type(model).__name__} is not supported: use kinks='naive'"
+            )
+
+    def _make_switching(self, field, z0: Tensor) -> AbstractSwitchingSystem:
+        if isinstance(self.model, DeepReLU):
+            return _DeepSwitching(self.model, field)
+        return _TwoLayerSwitching(self.model, field)
+
+    # ---- protocol ----
+    def last_state(self) -> tuple[float, Tensor] | None:
+        """(τ, z) of the last accepted step (or event point), or None before the first."""
+        return self._last
+
+    def stats(self) -> dict:
+        """Solver statistics; times in the integration variable τ (log-time s by default).
+
+        ``n_crossings`` counts every transversal crossing; ``n_soft_crossings`` the subset corrected inside a
+        kept step (``n_soft_steps`` steps, at most ``max_soft_crossings_per_step`` in one); ``soft_fallbacks``
+        why a step with crossings was restarted exactly instead (reasons: "error": coupling correction above
+        ``soft_cap``, "sliding", "not_transversal", "side", "sliding_exit", "save",
+        "recross", "many" (over 1,024), "at_start"); ``soft_truncations`` counts the soft steps kept only up to a
+        crossing that could not be switched softly (or a sliding exit), by reason.
+        ``n_sliding_projections`` counts segment starts where sliding surfaces were projected back onto h = 0
+        (``max_projected_offset``: the largest offset projected, in error scales).
+        ``n_redo_steps`` counts RK steps redone to an event or a truncation point,
+        ``n_interpolated_states`` the event and truncation states taken from the dense output instead.
+        """
+        return self._stats.as_dict(self.sw, self.field is None or self.field.log_time)
+
+    @torch.inference_mode()
+    def integrate(self, field, z0: Tensor, tau_grid: Tensor, save: Callable[[float, Tensor], None]) -> None:
+        """Integrate over ``tau_grid`` (τ, shape `(k,)`), calling ``save(τ_k, z_k)`` at every grid time.
+
+        Raises:
+            MaxStepsReached: the budget of accepted steps is used up.
+            NonFiniteField: the step size underflowed after non-finite field values.
+            FilippovInvariantError: a surface ended a segment on the wrong side (a missed event).
+            AssertionError: torchdiffeq's own failures (step-size underflow).
+        """
+        self.field = field
+        self.sw = self._make_switching(field, z0)
+        seg = _SegmentField(field, self.sw, self._stats, self.max_steps)
+        run = self._start_run(seg, z0, tau_grid)
+        try:
+            while run.k < len(run.grid):
+                solver, band, seg_start = self._start_segment(run)
+                self._advance_segment(run, solver, band, seg, save)
+                if run.k == len(run.grid):
+                    break
+                self._count_null_segment(run, seg_start)
+        except AssertionError as e:
+            st = self._stats
+            if "underflow in dt" in str(e) and st.n_nonfinite_evals:
+                raise NonFiniteField(
+                    f"the step size underflowed after {st.n_nonfinite_evals} non-finite field evaluations "
+                    f"(last at τ = {st.last_nonfinite_tau:.6g})"
+                ) from e
+            raise
+
+    # ---- the steps of the loop ----
+    def _start_run(self, seg: _SegmentField, z0: Tensor, tau_grid: Tensor) -> _Run:
+        """torchdiffeq's checked inputs and options, the initial activation state and Baumgarte rate."""
+        opts = dict(self.options)
+        first_step = opts.pop("first_step", None)
+        opts.setdefault("norm", finite_rms_norm)
+        _, func, _, tt, rtol, atol, method, opts, _, _ = check_inputs(
+            seg, z0, tau_grid, self.rtol, self.atol, self.method, opts, None, SOLVERS
+        )
+        opts.setdefault("max_num_steps", 2**31 - 1)
+        grid = tt.to(torch.float64)
+        if self.exact_saves:
+            opts["step_t"] = grid[1:]  # steps land on the save times: saved states are step ends, not interpolants
+        tau = grid[0].clone()
+        z = z0
+        self.sw.init_mode(self.field.potential.inverse_mirror_map(z))
+        self._last = (float(tau), z)
+        # Baumgarte rate: the state's relative rate of change (from the previous segment's first evaluation; set
+        # before a segment's solver evaluates its first stage, so that all of a segment's evaluations agree)
+        rate = float(seg(tau, z).norm() / z.norm().clamp_min(torch.finfo(z.dtype).tiny))
+        return _Run(func, method, rtol, atol, opts, grid, tau, z, rate, first_step)
+
+    def _start_segment(self, run: _Run):
+        """Project drifted sliding surfaces, check the sides, classify, and start the segment's RK solver.
+
+        Returns the solver, the hysteresis band of the surfaces at zero at the start (shape of h) and the start τ.
+        """
+        sw = self.sw
+        theta, zero = self._project_drifted(run)
+        self._check_sides(theta, zero)
+        self._classify(run, theta, zero)
+        seg_start = float(run.tau)
+        sw.lam = run.rate
+        solver = SOLVERS[run.method](
+            func=run.func, y0=run.z, rtol=run.rtol, atol=run.atol, first_step=run.first_step, **run.opts
+        )
+        solver._before_integrate(torch.stack([run.tau, run.grid[-1]]))
+        self._rk = (run.func, solver.tableau)  # for redo steps to an event
+        f0 = solver.rk_state.f1
+        run.rate = float(f0.norm() / run.z.norm().clamp_min(torch.finfo(run.z.dtype).tiny))
+        # components at zero at the segment start get a hysteresis band (they may sit a hair off)
+        band = torch.where(sw.surfaces(theta).abs() <= zero, zero, torch.zeros_like(zero))
+        return solver, band, seg_start
+
+    def _project_drifted(self, run: _Run) -> tuple[Tensor, Tensor]:
+        """θ and the at-zero band (10 error scales) at the segment start, after putting sliding surfaces that
+        drifted off h = 0 back onto it (:meth:`AbstractSwitchingSystem.project_sliding`)."""
+        sw, st = self.sw, self._stats
+        pot = self.field.potential
+        theta = pot.inverse_mirror_map(run.z)
+        zero = _ZERO_FACTOR * sw.error_scale(theta, run.z, self.rtol, self.atol)
+        if sw.n_sliding:
+            zp = sw.project_sliding(run.z, theta, zero)
+            if zp is not None:
+                off = float((sw.surfaces(theta).abs() / zero)[sw.sliding].max()) * _ZERO_FACTOR
+                st.max_projected_offset = max(st.max_projected_offset, off)
+                st.n_sliding_projections += 1
+                run.z = zp
+                theta = pot.inverse_mirror_map(run.z)
+                zero = _ZERO_FACTOR * sw.error_scale(theta, run.z, self.rtol, self.atol)
+                self._last = (float(run.tau), run.z)
+        return theta, zero
+
+    def _classify(self, run: _Run, theta: Tensor, zero: Tensor) -> None:
+        """Classify the surfaces at zero (:meth:`AbstractSwitchingSystem.classify`) with the forced sides."""
+        if run.forced and float(run.tau) == run.sticky[0]:
+            # a sliding exit at the time of the previous one (no progress): the surfaces forced off
+            # there stay off, else two surfaces at their exit point can take turns re-entering
+            run.forced = {**run.sticky[1], **run.forced}
+        run.sticky = (float(run.tau), run.forced)
+        counts = self.sw.classify(run.tau, theta, zero, run.forced)
+        run.forced = {}
+        self._stats.count_transitions(counts)
+
+    def _advance_segment(self, run: _Run, solver, band: Tensor, seg: _SegmentField, save) -> None:
+        """Take RK steps of the segment, saving grid times, until an event, a sliding drift or the grid's end."""
+        while True:
+            prev = solver.rk_state
+            new = solver._adaptive_step(prev)
+            solver.rk_state = new
+            if not bool(new.t1 > prev.t1):
+                continue  # rejected step
+            t0, t1 = prev.t1, new.t1
+            saves = run.grid[run.k :][run.grid[run.k :] <= t1]  # save times inside the step
+            ev = self._find_event(new, prev, band, seg, saves)
+            self._save_inside(run, prev, new, ev, save)
+            if ev is not None:
+                self._restart_at(run, prev, new, ev)
+                return
+            self._last = (float(t1), new.y1)
+            drift = self._track_sliding(float(t0), float(t1), new.y1)
+            if run.k == len(run.grid):
+                return
+            if drift > _DRIFT_FACTOR:
+                # a sliding surface drifted off h = 0: end the segment here, projected at the next start
+                run.tau, run.z, run.forced, run.first_step = t1, new.y1, {}, new.dt
+                return
+
+    def _save_inside(self, run: _Run, prev, new, ev, save) -> None:
+        """Save the grid times up to the step's end or its event (a soft step's end: its corrected state)."""
+        t0, t1 = prev.t1, new.t1
+        soft = isinstance(ev, SoftEvent)
+        if ev is None:
+            t_stop = t1
+        elif soft:
+            t_stop = ev.tau
+        else:
+            t_stop, _ = ev
+        grid = run.grid
+        while run.k < len(grid) and grid[run.k] <= t_stop:
+            if soft and bool(grid[run.k] >= t_stop):
+                zk = ev.z  # the corrected end (save times never lie inside a soft step's corrected part)
+            else:
+                zk = interp_evaluate(new.interp_coeff, t0, t1, grid[run.k])
+            save(float(grid[run.k]), zk)
+            run.k += 1
+
+    def _restart_at(self, run: _Run, prev, new, ev) -> None:
+        """Set the next segment's start at the event: its state, forced sides and first step."""
+        t0, t1 = prev.t1, new.t1
+        soft = isinstance(ev, SoftEvent)
+        if soft:
+            # transversal crossings kept inside the step (or its first part): new pattern set, corrected
+            tau_e, z, run.forced = ev.tau, ev.z, ev.forced
+        else:
+            tau_e, run.forced = ev
+            z = self._exact_event_state(prev, new, tau_e)
+        self._track_sliding(float(t0), float(tau_e), z)
+        run.first_step = new.dt
+        if soft and bool(tau_e < t1):
+            # a truncated soft step: the crossings are crowded, start the next segment near the kept length
+            run.first_step = torch.minimum(new.dt, self.truncated_growth * (tau_e - t0))
+        run.tau = tau_e
+        run.z = z
+        self._last = (float(run.tau), z)
+
+    def _exact_event_state(self, prev, new, tau_e: Tensor) -> Tensor:
+        """The state at an exact event τ_e of the accepted step [t0, t1]."""
+        t0, t1 = prev.t1, new.t1
+        if not bool(tau_e > t0):
+            return prev.y1
+        if bool(tau_e >= t1):
+            return new.y1
+        if self.event_state == "redo" or self.sw.n_sliding:
+            # the dense output where it agrees with the Hermite interpolant (balance restored), else a redo step
+            # (sliding segments: plain interpolation drifts the balance)
+            return self._event_state(prev, new, tau_e)
+        # the fixed-pattern field is smooth across the surface, so the accepted step's dense output (4th order,
+        # error-controlled with the step) is the state at the event
+        return interp_evaluate(new.interp_coeff, t0, t1, tau_e)
+
+    def _count_null_segment(self, run: _Run, seg_start: float) -> None:
+        """Count a segment that ended where it started.
+
+        Raises:
+            FilippovInvariantError: after more than 200 consecutive zero-length segments.
+        """
+        if float(run.tau) <= seg_start:
+            self._stats.n_null_segments += 1
+            run.null_run += 1
+            if run.null_run > _MAX_NULL_SEGMENTS:
+                raise FilippovInvariantError(
+                    f"{run.null_run} consecutive zero-length segments at τ = {float(run.tau):.6g}: the activation "
+                    "state does not settle (a degenerate switching configuration); try a tighter rtol or "
+                    "kinks='naive'"
+                )
+        else:
+            run.null_run = 0
+
+    # ---- bookkeeping and checks ----
+    def _track_sliding(self, t0: float, t1: float, z: Tensor) -> float:
+        """Sliding time bookkeeping; returns the sliding surfaces' largest |h| at z in error scales (0: none)."""
+        sw = self.sw
+        if not sw.n_sliding:
+            return 0.0
+        st = self._stats
+        st.sliding_time += t1 - t0
+        st.sliding_surface_time += (t1 - t0) * sw.n_sliding
+        theta = self.field.potential.inverse_mirror_map(z)
+        scale = sw.error_scale(theta, z, self.rtol, self.atol)
+        off = float((sw.surfaces(theta).abs() / scale)[sw.sliding].max())
+        st.max_sliding_offset = max(st.max_sliding_offset, off)
+        return off
+
+    def _check_sides(self, theta: Tensor, zero: Tensor) -> None:
+        """Every non-sliding surface must be on the side its state claims (up to a tolerance band)."""
+        sw = self.sw
+        h = sw.surfaces(theta)
+        scale = zero / _ZERO_FACTOR
+        v = torch.where(sw.sliding, -h.abs(), sw.sigma * h) / scale
+        inert = sw.inert  # deep nets: surfaces slaved to a unit below (not switching surfaces)
+        if inert is not None:
+            v = torch.where(inert & ~sw.sliding, 0.0, v)
+        worst = float((-v).max())
+        self._stats.max_side_violation = max(self._stats.max_side_violation, worst)
+        if worst > _ASSERT_FACTOR:
+            i, j = np.unravel_index(int((-v).argmax()), tuple(h.shape))
+            raise FilippovInvariantError(
+                f"surface (i={i}, j={j}) is {worst:.3g} error scales on the wrong side of its activation state "
+                f"(mode {int(sw.mode[i, j])}, h = {float(h[i, j]):.3g}): a switching event was missed"
+            )

@@ -1,0 +1,308 @@
+"""Event location inside an accepted step: sign changes and dips of the surfaces, roots, sliding exits.
+
+After every accepted step the signed surfaces σh (σ = +1 active, −1 inactive) are sampled at 9 points of the
+step's dense output, with a cubic Hermite check for a dip below zero between samples; roots are located on the
+dense output for all brackets at once (bracketed Newton with ḣ along the dense output, Press et al.,
+"Numerical Recipes" §9.4 rtsafe; Illinois regula falsi without ḣ). Sliding exits are where an α of the
+equivalent control leaves [0, 1].
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from scipy.optimize import brentq
+from torch import Tensor
+
+from .._torchdiffeq import interp_evaluate, runge_kutta_step
+from .dense import _poly_eval
+from .segment import _SegmentField
+from .state import ACTIVE, INACTIVE, DenseSurfaceRates
+
+_N_SAMPLES = 8  # sub-intervals of an accepted step scanned for sign changes
+
+
+class ExactEvent(NamedTuple):
+    """A switching event at τ_e: the next segment starts there (the state from the step, or a redo step to it)."""
+
+    tau: Tensor  # τ_e, a scalar tensor in [t0, t1]
+    forced: dict  # surfaces whose side is imposed at the next classification (sliding exits), index → mode
+
+
+class SoftEvent(NamedTuple):
+    """Transversal crossings switched inside a kept step (or its first part), the state corrected in closed form."""
+
+    z: Tensor  # the corrected state at τ_e, (p,)
+    tau: Tensor  # τ_e: the step end, or the truncation point
+    forced: dict  # as ExactEvent.forced (a sliding exit ended the kept part)
+
+
+class _EventLocation:
+    """Event location of :class:`~flowsim.solvers.filippov.FilippovDriver` (a part of the driver: it uses ``sw``,
+    ``field``, ``rtol``, ``atol``, the run's ``_stats`` and the driver's soft step)."""
+
+    def _find_event(self, new, prev, band: Tensor, seg: _SegmentField, saves: Tensor):
+        """Switching event in the accepted step [t0, t1]: None, a :class:`SoftEvent` or an :class:`ExactEvent`.
+
+        Candidates are sign changes of σ h between 9 samples of the dense output, plus dips below zero
+        between two samples flagged by the cubic Hermite interpolant of (σh, σḣ) and confirmed on the dense
+        output. Every crossing is located as a root on the dense output. When all crossings of the step are
+        transversal (``soft_crossings``, :meth:`_soft_step`), the step (or its part up to τ_e) is kept and the
+        state corrected in closed form: a :class:`SoftEvent`. Otherwise the earliest event (crossing, confirmed
+        dip or a sliding α leaving [0, 1]) is returned as an :class:`ExactEvent`; the caller restarts there.
+        ``saves``: the save times inside the step (a soft step must not save inside its corrected part).
+        """
+        sw = self.sw
+        pot = self.field.potential
+        t0, t1 = prev.t1, new.t1
+        C = torch.stack(new.interp_coeff)  # (5, p)
+        xs = torch.linspace(0.0, 1.0, _N_SAMPLES + 1, dtype=torch.float64, device=C.device)
+        Z, dZ = _poly_eval(new.interp_coeff, xs)
+        Th = pot.inverse_mirror_map(Z)
+        dTh = pot.inverse_hessian_diag(Th) * dZ
+        sig = sw.sigma
+        H, dH = sw.surfaces_and_rates(Th, dTh)
+        g = (sig * H + band).flatten(1)  # (K+1, N); event: g crosses from ≥ 0 to < 0
+        dg = (sig * dH).flatten(1)
+        inert = sw.inert  # deep nets: surfaces slaved to a unit below (not switching surfaces)
+        if sw.n_sliding or inert is not None:
+            slid = (sw.sliding if inert is None else sw.sliding | inert).flatten()
+            g[:, slid] = float("inf")
+            dg[:, slid] = 0.0
+        ga, gb = g[:-1], g[1:]
+        cross = (ga >= 0) & (gb < 0)
+        dip = (ga >= 0) & (gb >= 0) & (dg[:-1] < 0) & (dg[1:] > 0)
+        x_cross = None
+        sigf, bandf = sig.flatten(), band.flatten()
+        dips = self._confirmed_dips(C, g, dg, dip, xs, sigf, bandf) if bool(dip.any()) else []
+        if bool(cross.any()) or dips:
+            if not dips and self.soft_crossings and sw.supports_soft:
+                soft = self._soft_step(new, prev, C, cross, g, xs, sigf, bandf, seg, saves)
+                if soft is not None:
+                    return soft
+            for i in range(_N_SAMPLES):
+                a_l, b_l, idx_l = [], [], []
+                for idx in torch.nonzero(cross[i]).flatten().tolist():
+                    a_l.append(float(xs[i]))
+                    b_l.append(float(xs[i + 1]))
+                    idx_l.append(idx)
+                for k, xa, xm, idx in dips:
+                    if k == i:
+                        a_l.append(xa)
+                        b_l.append(xm)
+                        idx_l.append(idx)
+                        self._stats.n_dip_events += 1
+                if idx_l:
+                    idx_t = torch.tensor(idx_l, dtype=torch.long, device=C.device)
+                    a_t = torch.tensor(a_l, dtype=C.dtype, device=C.device)
+                    b_t = torch.tensor(b_l, dtype=C.dtype, device=C.device)
+                    x_cross = float(self._roots(C, idx_t, a_t, b_t, sigf, bandf).min())
+                    break
+        x_exit, forced = None, {}
+        if sw.n_sliding:
+            x_exit, forced = self._find_exit(new, prev, seg, x_cross)
+        self._exit_cache = None
+        if x_cross is None and x_exit is None:
+            return None
+        if x_exit is not None and (x_cross is None or x_exit < x_cross):
+            self._stats.n_exit_events += 1
+            x = x_exit
+        else:
+            self._stats.n_crossing_events += 1
+            x, forced = x_cross, {}
+        tau_e = t0 + (t1 - t0) * x if x < 1.0 else t1.clone()
+        return ExactEvent(tau_e, forced)
+
+    def _confirmed_dips(self, C, g, dg, dip, xs, sigf, bandf) -> list:
+        """Dips below zero between two samples (g ≥ 0 at both, g′ < 0 then > 0), confirmed on the dense output.
+
+        The cubic Hermite interpolant of (g, g′) on each flagged sub-interval is scanned at 19 points; where it
+        goes below zero, g itself is evaluated at the Hermite minimum. Returns ``[(sample k, x_left, x_min,
+        flat surface index)]`` for dips with g(x_min) < 0 (a surface crossed and re-crossed inside the step).
+        """
+        ks, idxs = torch.nonzero(dip, as_tuple=True)
+        dx = float(xs[1] - xs[0])
+        u = torch.linspace(0.05, 0.95, 19, dtype=g.dtype, device=g.device).unsqueeze(1)
+        h00, h10 = 2 * u**3 - 3 * u**2 + 1, u**3 - 2 * u**2 + u
+        h01, h11 = -2 * u**3 + 3 * u**2, u**3 - u**2
+        pcub = h00 * g[ks, idxs] + h10 * dx * dg[ks, idxs] + h01 * g[ks + 1, idxs] + h11 * dx * dg[ks + 1, idxs]
+        low = pcub.min(0)
+        sel = torch.nonzero(low.values < 0).flatten()
+        if sel.numel() == 0:
+            return []
+        xm = xs[ks[sel]] + u[low.indices[sel], 0] * dx
+        gm = sigf[idxs[sel]] * self.sw.surfaces_at(C, xm, idxs[sel]) + bandf[idxs[sel]]
+        return [
+            (int(ks[s]), float(xs[ks[s]]), float(x), int(idxs[s]))
+            for s, x, v in zip(sel.tolist(), xm.tolist(), gm.tolist(), strict=True)
+            if v < 0
+        ]
+
+    def _roots(
+        self,
+        C: Tensor,
+        idx: Tensor,
+        a: Tensor,
+        b: Tensor,
+        sigf: Tensor,
+        bandf: Tensor,
+        fa: Tensor | None = None,
+        fb: Tensor | None = None,
+    ) -> Tensor:
+        """Roots of g = σh + band of surfaces ``idx`` in brackets [a, b] (g(a) ≥ 0 > g(b)), all at once.
+
+        ``fa``, ``fb``: g at the brackets' ends where the caller has them (else evaluated). With the switching
+        system's ḣ on the dense output (``surface_rates_fn``): Newton's method from the secant point, kept
+        inside the bracket (bisection where a Newton step leaves it; rtsafe, Press et al., Numerical Recipes
+        §9.4), stopped at a Newton step ≤ 1e-9 of the step (quadratic convergence: the error left is of order
+        1e-18), 2-3 evaluations per root; otherwise Illinois regula falsi, stopped at a bracket ≤ 1e-13.
+        Both also stop at |g| at rounding level or a bracket ≤ 1e-13; a bracket whose left end has g ≤ 0
+        returns a. One batched inverse mirror map per iteration.
+        """
+        sw = self.sw
+        a, b = a.to(C.dtype).clone(), b.to(C.dtype).clone()
+        s, bd = sigf[idx], bandf[idx]
+
+        def g(x: Tensor) -> Tensor:
+            return s * sw.surfaces_at(C, x, idx) + bd
+
+        fa = g(a) if fa is None else fa
+        fb = g(b) if fb is None else fb
+        root = torch.where(fa <= 0, a, b)
+        done = fa <= 0
+        ftol = 1e-13 * torch.maximum(fa.abs(), fb.abs())  # |g| at rounding level: at the surface
+        if isinstance(sw, DenseSurfaceRates):
+            rates = sw.surface_rates_fn(C, idx)
+            denom = fb - fa
+            x = torch.where(denom != 0, b - fb * (b - a) / torch.where(denom != 0, denom, 1.0), 0.5 * (a + b))
+            x = torch.where((x > a) & (x < b), x, 0.5 * (a + b))
+            for _ in range(100):
+                h, dh = rates(x)
+                fx, dfx = s * h + bd, s * dh
+                left = fx >= 0  # root in [x, b]
+                a = torch.where(left, x, a)
+                b = torch.where(left, b, x)
+                hit = ~done & (fx.abs() <= ftol)
+                root = torch.where(hit, x, root)
+                done = done | hit
+                xn = x - fx / torch.where(dfx != 0, dfx, 1.0)
+                newton = (dfx != 0) & (xn > a) & (xn < b)
+                xn = torch.where(newton, xn, 0.5 * (a + b))
+                # a Newton step ≤ 1e-9 leaves an error of order 1e-18·g″/g′ (quadratic convergence): xn is the root
+                conv = ~done & ((newton & ((xn - x).abs() <= 1e-9)) | ((b - a) <= 1e-13))
+                # a converged Newton step is the root; a collapsed bracket gives its far end (g(b) < 0)
+                root = torch.where(conv, torch.where(newton, xn, b), root)
+                done = done | conv
+                if bool(done.all()):
+                    break
+                x = xn
+            return torch.where(done, root, b)
+        side = torch.zeros_like(a)
+        for _ in range(100):
+            active = ~done & ((b - a) > 1e-13)
+            if not bool(active.any()):
+                break
+            denom = fb - fa  # regula falsi: the secant through (a, fa), (b, fb) crosses zero at b − fb(b − a)/(fb − fa)
+            x = torch.where(denom != 0, b - fb * (b - a) / torch.where(denom != 0, denom, 1.0), 0.5 * (a + b))
+            x = torch.where((x > a) & (x < b), x, 0.5 * (a + b))
+            fx = g(x)
+            hit = active & (fx.abs() <= ftol)
+            root = torch.where(hit, x, root)
+            done = done | hit
+            left = fx >= 0  # root in [x, b]
+            # Illinois: halve the retained end's value when the same end is kept twice
+            fb = torch.where(active & left & (side == 1), 0.5 * fb, fb)
+            fa = torch.where(active & ~left & (side == -1), 0.5 * fa, fa)
+            a = torch.where(active & left, x, a)
+            fa = torch.where(active & left, fx, fa)
+            b = torch.where(active & ~left, x, b)
+            fb = torch.where(active & ~left, fx, fb)
+            side = torch.where(active, torch.where(left, 1.0, -1.0), side)
+        return torch.where(done, root, b)  # else g(b) < 0: the first point on the far side (to 1e-13)
+
+    def _find_exit(self, new, prev, seg: _SegmentField, x_max):
+        """Earliest time in the step where a sliding α leaves [0, 1] (equivalent control on the dense output).
+
+        A full search (``x_max`` None) is remembered for the same step: a later call for it returns that result
+        (an exit after ``x_max`` is then returned too; callers compare it with their crossing time).
+        """
+        cache = self._exit_cache
+        if cache is not None and cache[0] is new:
+            return cache[1]
+        out = self._find_exit_search(new, prev, seg, x_max)
+        self._exit_cache = (new, out) if x_max is None else None
+        return out
+
+    def _find_exit_search(self, new, prev, seg: _SegmentField, x_max):
+        """:meth:`_find_exit` without the cache: the sliding α's margin from [0, 1]'s bounds (their equivalent
+        control on the dense output) sampled at 9 points, the first negative one bracketed and its root found by
+        Brent's method; returns (x, forced sides of the surfaces leaving there) or (None, {})."""
+        sw = self.sw
+        pot = self.field.potential
+        t0, t1 = prev.t1, new.t1
+
+        def margin(x: float) -> tuple[float, Tensor]:
+            tx = t0 + (t1 - t0) * x
+            zx = interp_evaluate(new.interp_coeff, t0, t1, tx) if x > 0 else prev.y1
+            self.field.nfe += 1
+            _, alpha = sw.velocity(tx, pot.inverse_mirror_map(zx))
+            al = torch.where(sw.sliding, alpha, torch.full_like(alpha, 0.5))
+            return float(torch.minimum(al, 1.0 - al).min()), al
+
+        end_margin = seg.last[2] if (seg.last is not None and seg.last[1] is new.y1) else margin(1.0)[0]
+        if seg.stage_margin >= 0 and end_margin >= 0:
+            return None, {}
+        xs = np.linspace(0.0, 1.0, _N_SAMPLES + 1)
+        xa = 0.0
+        for xb in xs[1:]:
+            if x_max is not None and xa >= x_max:
+                return None, {}
+            mb = margin(float(xb))[0] if xb < 1.0 else end_margin
+            if mb < 0:
+                # samples after the first were ≥ 0; at the step start α may already sit (a hair) outside [0, 1]
+                ma = margin(xa)[0] if xa == 0.0 else 0.0
+                x = xa if ma <= 0 else brentq(lambda x: margin(x)[0], xa, float(xb), xtol=1e-15, rtol=1e-15)
+                _, al = margin(min(1.0, x + 1e-12 * (xb - xa)))
+                worst = torch.minimum(al, 1.0 - al)
+                forced = {}
+                for ix in torch.nonzero(worst <= max(0.0, float(worst.min())) + 1e-9).tolist():
+                    forced[tuple(ix)] = ACTIVE if float(al[tuple(ix)]) > 0.5 else INACTIVE
+                return x, forced
+            xa = float(xb)
+        return None, {}
+
+    def _event_state(self, prev, new, t_e: Tensor) -> Tensor:
+        """State at an exact event τ_e inside an accepted step (:meth:`_state_inside`; two-layer nets only take
+        the dense output), every B_j restored to its value at the step start where it is interpolated."""
+        z_e, interpolated, _ = self._state_inside(prev, new, t_e, self.sw.supports_soft)
+        return self.sw.restore_balance(z_e, self.sw.balance_ref(z_e, b_at=prev.y1)) if interpolated else z_e
+
+    def _state_inside(self, prev, new, t_e: Tensor, interpolate: bool = True) -> tuple[Tensor, bool, Tensor | None]:
+        """(z at τ_e inside an accepted step, whether it is the dense output, the field there from a redo step or
+        None).
+
+        The step's dense output (4th order) where it agrees with the cubic Hermite interpolant of the step's ends
+        to within the error tolerance (RMS norm, as the step's error control: the lower-order interpolant bounds
+        the dense output's error there) and ``interpolate``; otherwise an RK step from the step start (a redo,
+        6 evaluations). Counted in ``n_interpolated_states`` / ``n_redo_steps``.
+        """
+        t0, t1 = prev.t1, new.t1
+        z_e = interp_evaluate(new.interp_coeff, t0, t1, t_e)
+        if interpolate:
+            x, dt = (t_e - t0) / (t1 - t0), t1 - t0
+            hermite = (
+                (2 * x**3 - 3 * x**2 + 1) * prev.y1
+                + (x**3 - 2 * x**2 + x) * dt * prev.f1
+                + (3 * x**2 - 2 * x**3) * new.y1
+                + (x**3 - x**2) * dt * new.f1
+            )
+            tol = self.atol + self.rtol * torch.maximum(prev.y1.abs(), z_e.abs())
+            if bool(((z_e - hermite) / tol).square().mean() <= 1.0):
+                self._stats.n_interpolated_states += 1
+                return z_e, True, None
+        func, tableau = self._rk
+        self._stats.n_redo_steps += 1
+        z_e, f_e = runge_kutta_step(func, prev.y1, prev.f1, t0, t_e - t0, t_e, tableau)[:2]
+        return z_e, False, f_e

@@ -1,0 +1,252 @@
+"""Soft crossings: transversal crossings switched inside a kept step, the state corrected in closed form.
+
+Crossings that are transversal (both one-sided fields move h the same way at the crossing, ḣ along the piecewise
+field) and touch no sliding neuron or point are switched inside the step; the pattern difference of the crossed
+points, integrated from each crossing time on along the dense output, corrects the state (no RHS evaluation:
+:meth:`~flowsim.solvers.filippov.two_layer._TwoLayerSwitching.crossing_correction`). The field's response to the
+moved state (the coupling, second order) is measured with the evaluation the next segment needs anyway and added.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .dense import _horner
+from .events import SoftEvent
+from .segment import _SegmentField
+from .state import _ZERO_FACTOR, ACTIVE, INACTIVE
+
+_MAX_SOFT = 1024  # most crossings switched softly (with an event correction) in one step (memory: K² pairs)
+
+
+class _SoftCrossings:
+    """Soft crossings of :class:`~flowsim.solvers.filippov.FilippovDriver` (a part of the driver: it uses ``sw``,
+    ``field``, the tolerances and ``soft_*`` options, the run's ``_stats``, and the driver's event location)."""
+
+    def _soft_step(
+        self, new, prev, C: Tensor, cross: Tensor, g: Tensor, xs: Tensor, sigf, bandf, seg: _SegmentField, saves: Tensor
+    ):
+        """Keep an accepted step (or its first part) whose crossings are transversal, correcting it in closed form.
+
+        Crossings are located exactly (roots on the dense output) and sorted by time. The old-pattern step is
+        exact up to the first crossing; the pattern difference of the crossed points is integrated from each
+        crossing on along the dense output (:meth:`_TwoLayerSwitching.crossing_correction`, no RHS
+        evaluation). A crossing that cannot be switched softly — not transversal on both sides (ḣ along the
+        piecewise field: a sliding or grazing candidate, or a cascade of crossings of one neuron that turns it
+        back), touching a sliding neuron or point, crossed twice in the step, or beyond the first 1,024 — ends
+        the kept part: the step is then **truncated** there, x_end = its crossing time, the state at x_end
+        taken from the dense output or by a redo RK step (:meth:`_truncated_state`), and the crossings before it
+        corrected softly; that crossing is then classified at the next segment start like any event. With no such
+        crossing the whole step is kept (x_end = 1).
+
+        The coupling (the field's response to the moved state, second order) is measured with the one
+        evaluation the next segment needs anyway, f_new(z_1): m = f_new(z_1) − f_old(z_e) − ΔF(τ_e) ≈ J Δz. The
+        neglected integral ∫ J δz dτ ≈ J ∫ Δz dτ; writing ∫ Δz dτ = L Δz + r (L the tolerance-weighted
+        projection, both from the quadrature; r = 0 for one crossing, L = ½(τ_e − τ_c)), E = L·m is added
+        (every neuron's balance restored again) and f_new re-evaluated at the corrected state. Where the missed
+        part |r|·|m|/|Δz| exceeds ``soft_fraction`` of the step's error tolerance, J r is added too, from one
+        more evaluation (f_new(z_1 + r) − f_new(z_1); ``n_coupling_differences`` counts them). |E| must stay
+        below ``soft_cap`` of the error tolerance (RMS norm, as torchdiffeq's error control); when it does
+        not, the kept part is shortened
+        once (to the crossings before the fraction of it where the estimates,
+        quadratic in length, would pass) and checked again. Every neuron's balance B_j is restored to its
+        uncorrected value (on a truncated step: its value at the step start) along (θ_wj, −θ_aj) (every
+        fixed-pattern field conserves it; the correction's defect is second order, and not only in the crossed
+        neurons: the crossed points' loss weights change, which moves every neuron).
+
+        A sliding α leaving [0, 1] inside the kept part ends it there (the exit's forced sides are returned for
+        the next classification, as for an exact exit event).
+
+        Returns a :class:`SoftEvent` (the new pattern set, f_new(z_e) cached for the next segment) or None:
+        the caller handles the earliest crossing exactly (``soft_fallbacks`` counts why: "at_start", "save",
+        "sliding_exit", "side", "error", or the reason of a first crossing that cannot be switched softly).
+        """
+        sw = self.sw
+        fail = self._soft_fallback
+        t0, t1 = prev.t1, new.t1
+        dt = t1 - t0
+        x, idxs, cnt = self._sorted_crossings(C, cross, g, xs, sigf, bandf)
+        if bool(x[0] <= 0):
+            return fail("at_start")
+        ii, jj = idxs // sw.m, idxs % sw.m
+        K = int(idxs.numel())
+        kb, reason = self._first_hard_crossing(cnt[idxs], ii, jj, K)
+        if kb == 0:
+            return fail(reason)
+        x_end = 1.0 if kb == K else float(x[kb])
+        # per-crossing rates, once for the step (crossing k's depend on crossings ≤ k: any kept prefix reuses them)
+        rates = sw.crossing_rates(C, t0, dt, x[:kb], ii[:kb], jj[:kb])
+        ok = self._transversal(rates, sw.sigma[ii[:kb], jj[:kb]], x[:kb], dt, x_end)
+        if not bool(ok.all()):
+            kb, reason = int(torch.nonzero(~ok).flatten()[0]), "not_transversal"
+            if kb == 0:
+                return fail(reason)
+            x_end = float(x[kb])
+        forced: dict = {}
+        if sw.n_sliding:
+            x_exit, f_exit = self._find_exit(new, prev, seg, None)  # cached: the caller's fallback reuses it
+            if x_exit is not None and x_exit < x_end:
+                # a sliding α leaves [0, 1] first: keep the crossings before it, end there with its forced sides
+                kb_exit = int((x[:kb] < x_exit).sum())
+                if kb_exit == 0:
+                    return fail("sliding_exit")
+                kb, reason, x_end, forced = kb_exit, "sliding_exit", float(x_exit), f_exit
+        cc = sw.crossing_correction(C, t0, dt, x[:kb], ii[:kb], jj[:kb], x_end, rates)
+        for attempt in range(2):
+            # the corrected state must leave every other surface on its side: checked first on the dense output
+            # (no RHS evaluation), halving the kept crossings while it does not (a crowded step: the corrected
+            # trajectory crosses surfaces the old one does not)
+            while self._sides_ok(_horner(C, x_end) + cc.dz, ii[:kb], jj[:kb]) is None:
+                if kb == 1:
+                    return fail("side")
+                kb, reason, forced = kb // 2, "side", {}
+                x_end = float(x[kb])
+                cc = sw.crossing_correction(C, t0, dt, x[:kb], ii[:kb], jj[:kb], x_end, rates)
+            t_e = t1 if x_end >= 1.0 else t0 + dt * x_end
+            if bool(((saves < t_e) & (saves > t0 + dt * x[0])).any()):  # (only without exact_saves)
+                return fail("save")
+            if x_end >= 1.0:
+                z_e, f_e = new.y1, new.f1
+                bref = sw.balance_ref(z_e)
+            else:
+                z_e, f_e, bref = self._truncated_state(prev, new, t_e)
+            # every neuron's balance: the crossed points' loss weights change, so Δz moves all neurons
+            z1 = sw.restore_balance(z_e + cc.dz, bref)
+            theta = self._sides_ok(z1, ii[:kb], jj[:kb])
+            if theta is None:
+                return fail("side")
+            z1, f1_new, ratio = self._switch_with_coupling(prev, t_e, z_e, f_e, z1, theta, bref, cc, ii[:kb], jj[:kb])
+            if ratio is None:
+                break
+            # shorten the kept part: the estimate grows like its length squared
+            x_ok = float(x[0]) + 0.7 * (x_end - float(x[0])) / ratio**0.5
+            kb_new = int((x[:kb] < x_ok).sum())
+            if attempt == 1 or not 0 < kb_new < kb:
+                return fail("error")
+            kb, reason, x_end, forced = kb_new, "error", float(x[kb_new]), {}
+            cc = sw.crossing_correction(C, t0, dt, x[:kb], ii[:kb], jj[:kb], x_end, rates)
+        self._count_soft_step(kb, x_end, reason, forced)
+        if not sw.n_sliding:
+            seg.cache = (float(t_e), z1, sw.mode.clone(), f1_new)
+        return SoftEvent(z1, t_e, forced)
+
+    def _soft_fallback(self, reason: str) -> None:
+        """Count why a step with crossings is not kept softly; None (the caller handles the crossing exactly)."""
+        self._stats.count_fallback(reason)
+        return None
+
+    def _sorted_crossings(self, C: Tensor, cross: Tensor, g: Tensor, xs: Tensor, sigf, bandf):
+        """The step's crossings located as roots on the dense output and sorted by time: step fractions x `(K,)`,
+        flat surface indices `(K,)`, and the number of sign changes of every surface `(N,)`."""
+        cnt = cross.sum(0)
+        idxs = torch.nonzero(cnt).flatten()
+        k = cross[:, idxs].to(torch.int8).argmax(0)
+        x = self._roots(C, idxs, xs[k], xs[k + 1], sigf, bandf, g[k, idxs], g[k + 1, idxs])
+        order = torch.argsort(x)
+        return x[order], idxs[order], cnt
+
+    def _first_hard_crossing(self, n_changes: Tensor, ii: Tensor, jj: Tensor, K: int) -> tuple[int, str]:
+        """Index of the first crossing that cannot be switched softly and why ("recross": crossed twice in the
+        step, "sliding": touches a sliding neuron or point, "many": beyond the first 1,024); (K, "many") if none."""
+        sw = self.sw
+        bad = {"recross": n_changes > 1}
+        if sw.n_sliding:
+            bad["sliding"] = sw.sliding[:, jj].any(0) | sw.sliding[ii].any(1)
+        kb, reason = min(K, _MAX_SOFT), "many"
+        for r, flag in bad.items():
+            f = torch.nonzero(flag[:kb]).flatten()
+            if f.numel():
+                kb, reason = int(f[0]), r
+        return kb, reason
+
+    @staticmethod
+    def _transversal(rates, s_old: Tensor, xc: Tensor, dt: Tensor, x_end: float) -> Tensor:
+        """Crossings `(K,)` that are transversal (ḣ before and after the crossing both through the surface, from the
+        side ``s_old``) and whose corrected crossing time stays near the located one, inside the kept part."""
+        hd_b, hd_a = rates.hdot_before, rates.hdot_after
+        ok = (s_old * hd_b < 0) & (s_old * hd_a < -1e-2 * hd_b.abs())
+        x_shift = xc + rates.dtau / dt
+        ok &= (rates.dtau.abs() <= 0.1 * dt) & (x_shift > 0) & (x_shift < x_end)
+        return ok
+
+    def _switch_with_coupling(self, prev, t_e, z_e, f_e, z1, theta, bref, cc, ii, jj):
+        """Switch the crossings (ii, jj) and add the coupling term to the corrected state z1 at τ_e.
+
+        Returns (z1, f_new(z1), None) with the new pattern set, or (None, None, ratio) with the old pattern
+        restored when the coupling estimate is ``ratio`` > 1 times ``soft_cap``.
+        """
+        sw = self.sw
+        snap = (sw.mode.clone(), sw.alpha0.clone())
+        mode = sw.mode.clone()
+        mode[ii, jj] = ACTIVE + INACTIVE - mode[ii, jj]
+        sw.mode = mode
+        sw._refresh()
+        self.field.nfe += 1
+        f1_new, _ = sw.velocity(t_e, theta)
+        tol = self.atol + self.rtol * torch.maximum(prev.y1.abs(), z_e.abs())
+        # second-order coupling: the moved state changes the field, δz(τ_e) gains ∫ J δz dτ ≈ J·∫ Δz dτ. The
+        # one evaluation the next segment needs anyway gives J along Δz: m = f_new(z_1) − f_new(z_e) ≈ J Δz
+        # (f_new(z_e) = f_old(z_e) + ΔF(τ_e)). With ∫ Δz dτ = L Δz + r (L the tolerance-weighted projection;
+        # r = 0 for one crossing), E = L m is added; where r's effect |J r| ≈ |r| |m| / |Δz| exceeds soft_fraction
+        # of the error tolerance, J r is added too (a difference of the new field); |E| must stay below soft_cap
+        # (RMS norm, in units of the error tolerance).
+        m_dir = f1_new - f_e - cc.dF_end
+        dz_t, dz2_t = cc.dz / tol, cc.dz_moment / tol
+        n1 = float(dz_t.square().sum())
+        L = float((dz2_t * dz_t).sum()) / n1 if n1 > 0 else 0.0
+        r_m = float((m_dir / tol).square().mean().sqrt())
+        E = L * m_dir
+        est = float((dz2_t - L * dz_t).square().sum().sqrt()) * r_m / n1**0.5 if n1 > 0 else 0.0
+        size = abs(L) * r_m
+        if size > self.soft_cap:
+            sw.mode, sw.alpha0 = snap
+            sw._refresh()
+            return None, None, size / self.soft_cap
+        if est > self.soft_fraction:
+            # the part of ∫ Δz dτ not along Δz: J r by a difference of the new field (one more evaluation)
+            r_vec = cc.dz_moment - L * cc.dz
+            f_r, _ = sw.velocity(t_e, self.field.potential.inverse_mirror_map(z1 + r_vec))
+            self.field.nfe += 1
+            self._stats.n_coupling_differences += 1
+            E = E + (f_r - f1_new)
+        # the exact flow conserves every B_j, the approximation error of E need not: restored again
+        z1 = sw.restore_balance(z1 + E, bref)
+        theta = self.field.potential.inverse_mirror_map(z1)
+        self.field.nfe += 1
+        f1_new, _ = sw.velocity(t_e, theta)  # the next segment's first evaluation
+        return z1, f1_new, None
+
+    def _count_soft_step(self, kb: int, x_end: float, reason: str, forced: dict) -> None:
+        """Statistics of a kept soft step with ``kb`` crossings (truncated at ``x_end`` < 1 for ``reason``)."""
+        st = self._stats
+        if x_end < 1.0:
+            st.count_truncation(reason)
+        st.n_soft_crossings += kb  # a subset of n_crossings
+        st.max_soft_crossings_per_step = max(st.max_soft_crossings_per_step, kb)
+        st.n_crossings += kb
+        st.n_soft_steps += 1
+        if forced:
+            st.n_exit_events += 1
+
+    def _truncated_state(self, prev, new, t_e: Tensor) -> tuple[Tensor, Tensor, tuple]:
+        """State z_e, old-pattern field f_e and balance reference at τ_e inside an accepted step (truncated soft step).
+
+        z_e from :meth:`_state_inside` (the dense output, along which the corrections are integrated too, or a
+        redo step); one field evaluation. The old-pattern flow conserves every B_j and the interpolant only to its
+        error, so for an interpolated state B_j is restored to its value at the step start.
+        """
+        z_e, interpolated, f_e = self._state_inside(prev, new, t_e)
+        if interpolated:
+            return z_e, self._rk[0](t_e, z_e), self.sw.balance_ref(z_e, b_at=prev.y1)
+        return z_e, f_e, self.sw.balance_ref(z_e)
+
+    def _sides_ok(self, z: Tensor, ii: Tensor, jj: Tensor) -> Tensor | None:
+        """θ(z) if every non-sliding surface is on its side at z (|h| band: 10 error scales) once (ii, jj) flip,
+        else None."""
+        sw = self.sw
+        theta = self.field.potential.inverse_mirror_map(z)
+        zero = _ZERO_FACTOR * sw.error_scale(theta, z, self.rtol, self.atol)
+        sigma = sw.sigma.clone()
+        sigma[ii, jj] = -sigma[ii, jj]
+        return None if bool(((~sw.sliding) & (sigma * sw.surfaces(theta) < -zero)).any()) else theta
