@@ -5,8 +5,7 @@ in ``assert`` cells, so a failed claim fails this test with the notebook's own m
 ``python3`` kernel of the running interpreter (ipykernel), started with the test process's environment plus
 the fast switch. Needs the ``test`` extra (nbclient, nbformat, ipykernel): ``pip install -e ".[test]"``.
 
-Measured on the 2-core CI-sized machine while other jobs were running: about 1 minute for all five notebooks
-(kernel start-up included); each notebook's wall time is printed with ``pytest -s``.
+All five take about 1 minute on 2 cores (kernel start-up included); ``pytest -s`` prints each notebook's wall time.
 """
 
 from __future__ import annotations
