@@ -271,37 +271,7 @@ class _DeepSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
             binary = self._binary_candidates(C, old)
             Pbase = (new == ACTIVE).to(h.dtype)
             if bool(binary.any()):
-                # pass 1: surfaces of a point at zero outside its sliding layer can only cross or stay (the
-                # point's other candidates at their current state: sliding α, or side)
-                Pcur = Pbase.clone()
-                Pcur[cand] = torch.where(old == SLIDING, self.alpha0, side)[cand]
-                B = C[binary]
-                Pcur[B[:, 0], B[:, 1]] = 0.0
-                v0, cy, U, _, fwd = self._field(tau, theta, Pcur)
-                self.field.nfe += 1
-                G = self._surface_grads(B, Pcur, fwd)
-                r = cy[B[:, 0]] * U[B[:, 0], B[:, 1]]
-                D = self.pot.inverse_hessian_diag(theta)
-                hd0 = G @ (D * v0)  # ḣ on the inactive side
-                hd1 = hd0 + r * ((G * G) @ D)  # on the active side
-                for k, (i, c) in enumerate(B.tolist()):
-                    if bool(pinned[binary][k]):
-                        v = float(side[i, c])
-                    elif float(hd0[k]) > 0 and float(hd1[k]) > 0:
-                        v = 1.0
-                    elif float(hd0[k]) < 0 and float(hd1[k]) < 0:
-                        v = 0.0
-                    elif float(hd0[k]) > 0 > float(hd1[k]):
-                        layers = torch.unique(self.layer_of[C[C[:, 0] == i, 1]]).tolist()
-                        raise FilippovInvariantError(
-                            f"data point {i} would slide on switching surfaces in hidden layers {layers} at once: "
-                            "its Filippov field is multilinear in their α's (a nonlinear complementarity "
-                            "problem, not supported); use kinks='naive'"
-                        )
-                    else:  # repelling (or grazing): keeps its side
-                        v = float(side[i, c])
-                    new[i, c] = ACTIVE if v > 0.5 else INACTIVE
-                    Pbase[i, c] = v
+                self._cross_or_stay(tau, theta, C, binary, cand, old, side, pinned, new, Pbase)
                 C, pinned = C[~binary], pinned[~binary]
         if C.shape[0]:
             # pass 2: the rest, at most one layer per point, in one block (the field is affine in their α's)
@@ -318,6 +288,45 @@ class _DeepSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
             if master is not None and int(new[i, master]) == INACTIVE:  # the master turned off: dead above it
                 new[i, lo:hi] = INACTIVE
         return self._commit(old, new, alpha0, counts)
+
+    def _cross_or_stay(self, tau, theta, C, binary, cand, old, side, pinned, new, Pbase) -> None:
+        """Pass 1 of :meth:`classify`: the ``binary`` candidates (a point's surfaces at zero outside its sliding
+        layer) can only cross or keep their side, decided by their one-sided ḣ with the point's other candidates
+        at their current state (sliding α, or ``side``); sets their mode in ``new`` and their pattern in ``Pbase``.
+
+        Raises:
+            FilippovInvariantError: both one-sided fields point into the surface (the point would slide in two
+                layers at once).
+        """
+        Pcur = Pbase.clone()
+        Pcur[cand] = torch.where(old == SLIDING, self.alpha0, side)[cand]
+        B = C[binary]
+        Pcur[B[:, 0], B[:, 1]] = 0.0
+        v0, cy, U, _, fwd = self._field(tau, theta, Pcur)
+        self.field.nfe += 1
+        G = self._surface_grads(B, Pcur, fwd)
+        r = cy[B[:, 0]] * U[B[:, 0], B[:, 1]]
+        D = self.pot.inverse_hessian_diag(theta)
+        hd0 = G @ (D * v0)  # ḣ on the inactive side
+        hd1 = hd0 + r * ((G * G) @ D)  # on the active side
+        for k, (i, c) in enumerate(B.tolist()):
+            if bool(pinned[binary][k]):
+                v = float(side[i, c])
+            elif float(hd0[k]) > 0 and float(hd1[k]) > 0:
+                v = 1.0
+            elif float(hd0[k]) < 0 and float(hd1[k]) < 0:
+                v = 0.0
+            elif float(hd0[k]) > 0 > float(hd1[k]):
+                layers = torch.unique(self.layer_of[C[C[:, 0] == i, 1]]).tolist()
+                raise FilippovInvariantError(
+                    f"data point {i} would slide on switching surfaces in hidden layers {layers} at once: "
+                    "its Filippov field is multilinear in their α's (a nonlinear complementarity "
+                    "problem, not supported); use kinks='naive'"
+                )
+            else:  # repelling (or grazing): keeps its side
+                v = float(side[i, c])
+            new[i, c] = ACTIVE if v > 0.5 else INACTIVE
+            Pbase[i, c] = v
 
     def _slaved(self, theta: Tensor, new: Tensor, cand: Tensor) -> list:
         """Layers of a point whose pre-activations are not independent switching surfaces, `[(point, first

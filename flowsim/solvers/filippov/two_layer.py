@@ -274,8 +274,7 @@ class _TwoLayerSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
         damped Newton iteration on h_S(∇Φ*(z_wj + X_Sᵀ μ)) = 0 (h_S is the gradient of the convex function
         μ ↦ Σ_k φ*((z_wj + X_Sᵀ μ)_k): Jacobian X_S D X_Sᵀ, D = (∇²Φ)⁻¹), to 1% of ``band``. The Baumgarte term
         keeps the drift inside the band along smooth sliding; it does not where D is singular or not smooth, e.g.
-        p-power terms in φ″ when a sliding neuron's weight passes through 0 (measured: 1.8e4 error scales in one
-        segment, student–teacher data, PPower(3), rtol 1e-9).
+        p-power terms in φ″ when a sliding neuron's weight passes through 0.
         """
         h = self.surfaces(theta)
         off = self.sliding & (h.abs() > band)
