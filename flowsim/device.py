@@ -1,4 +1,4 @@
-"""Device and thread choice for a run: ``device="auto"`` and ``threads="auto"`` (DESIGN §7).
+"""Device and thread choice for a run: ``device="auto"`` and ``threads="auto"``.
 
 Tiny systems are overhead-bound (a torch op costs ~10 µs on CPU, more to launch on a GPU), so CUDA only
 pays once the per-evaluation work is large. The work measure is n·p·K: data points × parameters × ensemble

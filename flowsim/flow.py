@@ -4,9 +4,9 @@ Mirror flow d/dt ∇Φ(θ) = −∇L(θ) is integrated in dual coordinates z = �
 
     dz/dt = −∇L(θ) = Σ_i c_i(t) ∇_θ q_i(θ),   c_i = −ℓ′(q_i) ≥ 0,
 
-which avoids the singular Hessian of |x|^p potentials at θ = 0 (DESIGN §1). In **log-time**
+which avoids the singular Hessian of |x|^p potentials at θ = 0. In **log-time**
 s = log(1 + t), dt/ds = e^s, so dz/ds = Σ_i exp(s + log(−ℓ′(q_i))) ∇q_i: the factor e^s is folded into the
-loss exponents and the field stays O(1) however large t is; t is never formed (DESIGN §2).
+loss exponents and the field stays O(1) however large t is; t is never formed (docs/horizons.md).
 
 References:
     Nemirovski & Yudin, "Problem Complexity and Method Efficiency in Optimization", 1983 (mirror descent).

@@ -384,7 +384,7 @@ class AbstractModel(abc.ABC):
         (k = ``activation_degree``, 1 except for relu^power). Hence Σ_in θ_i ∂_i L − k Σ_out θ_r ∂_r L = 0
         for any loss of f, so along gradient flow Σ_in θ_i² − k Σ_out θ_r² is constant, and along mirror
         flow with a separable potential B_j = Σ_in Q(θ_i) − k Σ_out Q(θ_r) is constant, Q(x) = φ*(φ′(x))
-        (d/dt Q(θ_i) = −θ_i ∂_i L). For k = 1 this is the balance law of DESIGN §1 / CASES C7.
+        (d/dt Q(θ_i) = −θ_i ∂_i L). For k = 1 this is the balance law checked by validation case C7.
 
         Returns:
             List of ``(incoming, outgoing)`` int64 CPU tensors of flat indices (one pair per neuron); empty
@@ -420,7 +420,7 @@ class AbstractModel(abc.ABC):
 
         References:
             Du, Hu & Lee, NeurIPS 2018, arXiv:1806.00900 (gradient flow); the mirror-flow form is a
-            reconstruction (DESIGN §1), not read from the seed paper.
+            reconstruction from convex duality, not read from the seed paper.
         """
         self._check_theta(theta)
         blocks = self.neuron_group_blocks(theta.device)
