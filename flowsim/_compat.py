@@ -20,7 +20,7 @@ ALIASES: dict[str, str] = {
     "flowsim.diagnostics": "flowsim.analysis.diagnostics",
     "flowsim.rates": "flowsim.analysis.rates",
     "flowsim.references": "flowsim.analysis.references",
-    "flowsim.integrate": "flowsim.solvers.integrate",
+    "flowsim.integrate": "flowsim.solvers",
     "flowsim.kinks": "flowsim.solvers.filippov",
     "flowsim.trajectory": "flowsim.results.trajectory",
     "flowsim.stream": "flowsim.results.stream",
