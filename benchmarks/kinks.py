@@ -29,7 +29,7 @@ from flowsim.flow import MirrorFlowField
 from flowsim.losses import get_loss
 from flowsim.models import TwoLayerReLU
 from flowsim.potentials import get_potential
-from flowsim.solvers.integrate import SmoothDriver
+from flowsim.solvers import SmoothDriver
 from flowsim.timegrid import s_from_log_t
 
 RTOL, ATOL, LOG_T_END = 1e-6, 1e-9, 10.0
