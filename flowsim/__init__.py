@@ -24,8 +24,7 @@ from . import data, errors, losses, models, potentials  # noqa: E402
 from .analysis import diagnostics, rates, references  # noqa: E402
 from .errors import FlowSimError  # noqa: E402
 from .results import Status, Trajectory  # noqa: E402
-from .results.stream import resume  # noqa: E402
-from .simulation import simulate  # noqa: E402
+from .simulation import resume, simulate  # noqa: E402
 
 __all__ = [
     "__version__",

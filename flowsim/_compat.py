@@ -23,7 +23,7 @@ ALIASES: dict[str, str] = {
     "flowsim.integrate": "flowsim.solvers",
     "flowsim.kinks": "flowsim.solvers.filippov",
     "flowsim.trajectory": "flowsim.results.trajectory",
-    "flowsim.stream": "flowsim.results.stream",
+    "flowsim.stream": "flowsim.simulation",  # resume; the store itself is flowsim.results.store
     "flowsim.cli": "flowsim.lab.cli",
     "flowsim.config": "flowsim.lab.config",
     "flowsim.experiment": "flowsim.lab.experiment",

@@ -16,7 +16,7 @@ with step-size rules ("schedules")
 for normalized schedules t_k grows like e^{k} or faster, so it is kept as log t_k (``logaddexp``) and t is
 never formed, as in :func:`flowsim.simulate`. The iterates are saved on a log-spaced grid of the flow
 clock (or of the step index when no clock horizon is given), so memory does not grow with the number of
-steps, and returned as the same :class:`~flowsim.trajectory.Trajectory` as the flow, with
+steps, and returned as the same :class:`~flowsim.results.Trajectory` as the flow, with
 ``s = log(1 + t_k)``.
 
 **Log-space gradients.** −∇L = Σ_i c_i ∇q_i with c_i = −ℓ′(q_i) is computed as e^m · g with
@@ -65,14 +65,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .analysis.diagnostics import compute_diagnostics
 from .data import Dataset
 from .errors import InvalidParameterError, positive_real
 from .losses import AbstractLoss
 from .models import AbstractModel
 from .potentials import AbstractPotential, HyperbolicEntropy
 from .problem import num_threads, prepare_problem
-from .results.trajectory import Status, Trajectory, environment_metadata
+from .results import Status, Trajectory
+from .results.recorder import Recorder, SaveProgress, diagnostics_function
 
 __all__ = ["mirror_descent", "compare_trajectories", "SCHEDULES", "VARIANTS", "DualGradient"]
 
@@ -212,15 +212,15 @@ def mirror_descent(
         max_steps: budget of accepted + rejected steps; reaching it before ``log_t_end`` ends the run
             with status ``max_steps``.
         divergence_log_factor: stop with status ``diverged`` when log L exceeds log L(θ₀) by this much.
-        diagnostics: compute margins, norms, balance etc. at the saved states (:mod:`flowsim.diagnostics`).
-        active_threshold: neuron activity threshold of :func:`~flowsim.diagnostics.compute_diagnostics`.
+        diagnostics: compute margins, norms, balance etc. at the saved states (:mod:`flowsim.analysis.diagnostics`).
+        active_threshold: neuron activity threshold of :func:`~flowsim.analysis.diagnostics.compute_diagnostics`.
         threads: torch threads during the run; "auto" uses 1 for small problems.
         device: torch device (default: the data's device).
         progress: tqdm progress bar (one tick per saved state).
         out: directory to save the trajectory to (also on failure or interruption).
 
     Returns:
-        A :class:`~flowsim.trajectory.Trajectory` with ``s = log(1 + t_k)`` of the flow clock at the saved
+        A :class:`~flowsim.results.Trajectory` with ``s = log(1 + t_k)`` of the flow clock at the saved
         iterates, ``theta``/``z`` of shape `(k, p)`, diagnostics, ``stats`` (``nfe`` = gradient
         evaluations, ``n_steps`` accepted steps, ``rollbacks``, ``final_log_step_size`` log η at the end,
         ``wall_time``, ``final_log_t``), ``status`` + ``message``, ``config`` (``config["solver"]["method"]
@@ -244,42 +244,17 @@ def mirror_descent(
     prob = prepare_problem(
         model, data, potential, loss, theta0=theta0, init_scale=init_scale, seed=seed, device=device, threads=threads
     )
-    pot, loss_fn, dataset, X, y, theta, threads = (
-        prob.potential,
-        prob.loss,
-        prob.dataset,
-        prob.X,
-        prob.y,
-        prob.theta0,
-        prob.threads,
-    )
+    pot = prob.potential
     eta, growth, diverge = _check_args(
         step_size, schedule, variant, n_steps, log_t_end, n_save, max_steps, pot, step_growth, divergence_log_factor
     )
-
-    # ---- save grid: log t values (clock horizon) or step indices (n_steps only)
     lt_end = float(log_t_end) if log_t_end is not None else None
-    if lt_end is not None:
-        lt0 = min(-3.0, lt_end - 1.0) if log_t_start is None else float(log_t_start)
-        if not lt0 < lt_end:
-            raise InvalidParameterError(
-                f"log_t_start={log_t_start} must be below log_t_end={log_t_end} (both natural logs of the clock)"
-            )
-        grid_lt = np.linspace(lt0, lt_end, int(n_save) - 1)
-        grid_steps = None
-    else:
-        grid_lt = None
-        if int(n_save) - 1 >= int(n_steps):
-            grid_steps = np.arange(1, int(n_steps) + 1, dtype=np.int64)  # every step
-        else:
-            grid_steps = np.unique(np.round(np.geomspace(1, int(n_steps), int(n_save) - 1)).astype(np.int64))
-    next_save = 0
-
+    saves = _SaveSchedule(log_t_end, log_t_start, n_save, n_steps)
     config = {
         "model": model.config(),
         "potential": {"name": pot.name, **pot.params()},
-        "loss": loss_fn.name,
-        "data": {"name": dataset.name, "n": dataset.n, "d": dataset.d, **dict(dataset.info)},
+        "loss": prob.loss.name,
+        "data": {"name": prob.dataset.name, "n": prob.dataset.n, "d": prob.dataset.d, **dict(prob.dataset.info)},
         "solver": {
             "method": "md",
             "step_size": eta,
@@ -295,164 +270,200 @@ def mirror_descent(
         "init": {"scale": init_scale, "seed": seed, "theta0_given": theta0 is not None},
     }
 
-    grad = DualGradient(model, loss_fn, X, y)
-    eg = variant == "eg"
-    z = pot.mirror_map(theta)
-    saved_lt: list[float] = [-math.inf]
-    saved_z: list[Tensor] = [z.detach().clone()]
-    saved_theta: list[Tensor] = [theta.detach().clone()]
-    log_t = -math.inf
-    log_eta = math.log(eta)
-    k = 0  # accepted steps
-    attempts = 0
-    rollbacks = 0
-    consecutive = 0
-    bar = None
-    status, message = Status.SUCCESS, Status.SUCCESS.hint
-
-    def save() -> None:
-        saved_lt.append(log_t)
-        saved_z.append(z.detach().clone())
-        saved_theta.append(theta.detach().clone())
-        if bar is not None:
-            bar.set_postfix_str(f"log t={log_t:.4g} steps={k}")
-            bar.update(1)
-
-    def finished() -> bool:
-        if n_steps is not None and k >= n_steps:
-            return True
-        return lt_end is not None and log_t >= lt_end
-
+    grad = DualGradient(model, prob.loss, prob.X, prob.y)
+    it = _Descent(grad, pot, prob.theta0, eta, schedule, variant == "eg", rollback, growth, diverge, lt_end, max_steps)
+    diagnose = diagnostics_function(model, pot, prob.loss, prob.X, prob.y, active_threshold) if diagnostics else None
+    recorder = Recorder(pot, clock="log_t", diagnose=diagnose, count=lambda: it.k)
+    recorder.save(it.log_t, it.z, it.theta, report=False)
     start = _time.perf_counter()
-    with num_threads(threads):
+    with num_threads(prob.threads):
         try:
             if progress:
-                from tqdm.auto import tqdm
-
-                bar = tqdm(total=int(n_save) - 1, desc=f"mirror descent ({schedule})", unit="save", dynamic_ncols=True)
-            log_L, m, g = grad(theta)
-            log_L0 = log_L
-            if not (math.isfinite(log_L) and bool(torch.isfinite(g).all())):
-                raise _Stop(Status.NONFINITE, f"the loss or gradient is not finite at θ₀ (log L = {log_L})")
-            while not finished():
-                if attempts >= max_steps:
-                    raise _Stop(Status.MAX_STEPS, f"{attempts} steps (accepted + rejected), log t = {log_t:.6g}")
-                # step size in log-space
-                if schedule == "constant":
-                    log_eta_k = log_eta
-                elif schedule == "loss_normalized":
-                    log_eta_k = log_eta - log_L
-                else:
-                    gsup = float(g.abs().max())
-                    if not gsup > 0:
-                        raise _Stop(
-                            Status.FAILED,
-                            "the gradient is zero, so the sup-normalized step η/‖∇L‖∞ is undefined "
-                            "(a stationary point, e.g. θ₀ = 0 for a two-layer net: use init_scale > 0)",
-                        )
-                    log_eta_k = log_eta - (m + math.log(gsup))
-                if lt_end is not None and np.logaddexp(log_t, log_eta_k) > lt_end:
-                    # land exactly on the horizon: η_k = t_end − t_k
-                    log_eta_k = lt_end + math.log(-math.expm1(log_t - lt_end)) if log_t > -math.inf else lt_end
-                    last = True
-                else:
-                    last = False
-                x = log_eta_k + m
-                scale = math.exp(x) if x < 709.0 else math.inf  # −η_k ∇L = scale · g (inf: non-finite step)
-                if eg:
-                    theta_new = theta * torch.exp(scale * torch.sign(theta) * g)
-                    z_new = pot.mirror_map(theta_new)
-                else:
-                    z_new = z + scale * g
-                    theta_new = pot.inverse_mirror_map(z_new)
-                attempts += 1
-                finite = bool(torch.isfinite(theta_new).all()) and bool(torch.isfinite(z_new).all())
-                if finite:
-                    log_L_new, m_new, g_new = grad(theta_new)
-                    finite = math.isfinite(log_L_new) and bool(torch.isfinite(g_new).all())
-                if rollback and (not finite or log_L_new > log_L):
-                    rollbacks += 1
-                    consecutive += 1
-                    log_eta -= _LOG2
-                    if consecutive >= _MAX_CONSECUTIVE_ROLLBACKS:
-                        raise _Stop(
-                            Status.STEP_UNDERFLOW,
-                            f"{consecutive} consecutive rollbacks (η halved to e^{log_eta:.4g}) at log t = "
-                            f"{log_t:.6g}: no step size decreases the loss",
-                        )
-                    continue
-                if not finite:
-                    raise _Stop(
-                        Status.NONFINITE,
-                        f"the iterate became non-finite at step {k + 1} (log t = {log_t:.6g}); reduce step_size",
-                    )
-                consecutive = 0
-                z, theta, log_L, m, g = z_new, theta_new, log_L_new, m_new, g_new
-                log_t = lt_end if last else float(np.logaddexp(log_t, log_eta_k))
-                k += 1
-                if rollback and growth != 1.0:
-                    log_eta += math.log(growth)
-                if log_L > log_L0 + diverge:
-                    raise _Stop(
-                        Status.DIVERGED,
-                        f"log L grew from {log_L0:.4g} to {log_L:.4g} by step {k} (log t = {log_t:.6g})",
-                    )
-                # saving
-                if grid_lt is not None:
-                    if next_save < grid_lt.size and log_t >= grid_lt[next_save]:
-                        save()
-                        while next_save < grid_lt.size and log_t >= grid_lt[next_save]:
-                            next_save += 1
-                else:
-                    if next_save < grid_steps.size and k >= grid_steps[next_save]:
-                        save()
-                        while next_save < grid_steps.size and k >= grid_steps[next_save]:
-                            next_save += 1
-        except KeyboardInterrupt:
-            status, message = Status.INTERRUPTED, Status.INTERRUPTED.hint
-        except _Stop as e:
-            status, message = e.status, f"{e.status.hint} ({e.detail})"
-        except (RuntimeError, FloatingPointError, OverflowError) as e:
-            status, message = Status.FAILED, f"{Status.FAILED.hint} ({type(e).__name__}: {str(e)[:300]})"
+                recorder.progress = SaveProgress(
+                    True, int(n_save) - 1, 0, "log_t", desc=f"mirror descent ({schedule})", counter="steps"
+                )
+            status, message = _iterate(it, recorder, saves, n_steps)
         finally:
-            if bar is not None:
-                bar.close()
-        if log_t > saved_lt[-1]:  # the last (finite) iterate
-            save()
+            if recorder.progress is not None:
+                recorder.progress.close()
+        if it.log_t > recorder.last_tau:  # the last (finite) iterate
+            recorder.save(it.log_t, it.z, it.theta)
         wall = _time.perf_counter() - start
-        s_arr = np.logaddexp(0.0, np.asarray(saved_lt, dtype=np.float64))
-        theta_all = torch.stack(saved_theta)
-        z_all = torch.stack(saved_z)
-        diags: dict[str, np.ndarray] = {}
-        if diagnostics:
-            diags = compute_diagnostics(model, pot, loss_fn, X, y, theta_all, s_arr, active_threshold=active_threshold)
-            # log t exactly from the clock (s = log(1+t) loses log t below t ≈ 1e-16)
-            diags["log_t"] = np.asarray(saved_lt, dtype=np.float64)
-    stats = {
-        "nfe": grad.nfe,
-        "gradient_evals": grad.nfe,
-        "n_steps": k,
-        "n_accepted": k,
-        "n_rejected": rollbacks,
-        "rollbacks": rollbacks,
-        "final_log_step_size": log_eta,
-        "wall_time": wall,
-        "final_log_t": float(saved_lt[-1]),
-    }
-    traj = Trajectory(
-        s=s_arr,
-        theta=theta_all.detach().cpu().numpy(),
-        z=z_all.detach().cpu().numpy(),
-        diagnostics=diags,
-        stats=stats,
-        status=status,
-        message=message,
-        config=config,
-        metadata=environment_metadata(),
-    )
+        stats = {
+            "nfe": grad.nfe,
+            "gradient_evals": grad.nfe,
+            "n_steps": it.k,
+            "n_accepted": it.k,
+            "n_rejected": it.rollbacks,
+            "rollbacks": it.rollbacks,
+            "final_log_step_size": it.log_eta,
+            "wall_time": wall,
+            "final_log_t": recorder.final_log_t,
+        }
+        traj = recorder.trajectory(status, message, stats, config)
     if out is not None:
         traj.save(out)
     return traj
+
+
+class _SaveSchedule:
+    """When to save an accepted iterate: on a grid uniform in log t of the clock (a clock horizon), or on
+    log-spaced step indices (``n_steps`` only); the final iterate is always saved by the caller."""
+
+    def __init__(self, log_t_end, log_t_start, n_save: int, n_steps: int | None) -> None:
+        if log_t_end is not None:
+            lt_end = float(log_t_end)
+            lt0 = min(-3.0, lt_end - 1.0) if log_t_start is None else float(log_t_start)
+            if not lt0 < lt_end:
+                raise InvalidParameterError(
+                    f"log_t_start={log_t_start} must be below log_t_end={log_t_end} (both natural logs of the clock)"
+                )
+            self.by_clock, self.grid = True, np.linspace(lt0, lt_end, int(n_save) - 1)
+        elif int(n_save) - 1 >= int(n_steps):
+            self.by_clock, self.grid = False, np.arange(1, int(n_steps) + 1, dtype=np.int64)  # every step
+        else:
+            self.by_clock = False
+            self.grid = np.unique(np.round(np.geomspace(1, int(n_steps), int(n_save) - 1)).astype(np.int64))
+        self.next = 0
+
+    def due(self, log_t: float, k: int) -> bool:
+        """Whether the iterate at clock log t after k steps reaches the next save point (then passed)."""
+        value = log_t if self.by_clock else k
+        if not (self.next < self.grid.size and value >= self.grid[self.next]):
+            return False
+        while self.next < self.grid.size and value >= self.grid[self.next]:
+            self.next += 1
+        return True
+
+
+class _Descent:
+    """The iterate of mirror descent (z, θ, log L, and −∇L = e^m g at θ), its flow clock log t and step size
+    log η, and the step, rollback and divergence rules of :func:`mirror_descent`."""
+
+    def __init__(self, grad, pot, theta, eta, schedule, eg, rollback, growth, diverge, lt_end, max_steps) -> None:
+        self.grad, self.pot, self.schedule, self.eg = grad, pot, schedule, eg
+        self.rollback, self.growth, self.diverge, self.lt_end, self.max_steps = (
+            rollback,
+            growth,
+            diverge,
+            lt_end,
+            max_steps,
+        )
+        self.theta = theta
+        self.z = pot.mirror_map(theta)
+        self.log_t = -math.inf
+        self.log_eta = math.log(eta)
+        self.k = 0  # accepted steps
+        self.attempts = 0
+        self.rollbacks = 0
+        self.consecutive = 0
+
+    def start(self) -> None:
+        """The loss and gradient at θ₀.
+
+        Raises:
+            _Stop: non-finite loss or gradient.
+        """
+        self.log_L, self.m, self.g = self.grad(self.theta)
+        self.log_L0 = self.log_L
+        if not (math.isfinite(self.log_L) and bool(torch.isfinite(self.g).all())):
+            raise _Stop(Status.NONFINITE, f"the loss or gradient is not finite at θ₀ (log L = {self.log_L})")
+
+    def _log_step_size(self) -> tuple[float, bool]:
+        """log η_k of the schedule, shortened to land on the clock horizon (then ``True``)."""
+        if self.schedule == "constant":
+            log_eta_k = self.log_eta
+        elif self.schedule == "loss_normalized":
+            log_eta_k = self.log_eta - self.log_L
+        else:
+            gsup = float(self.g.abs().max())
+            if not gsup > 0:
+                raise _Stop(
+                    Status.FAILED,
+                    "the gradient is zero, so the sup-normalized step η/‖∇L‖∞ is undefined "
+                    "(a stationary point, e.g. θ₀ = 0 for a two-layer net: use init_scale > 0)",
+                )
+            log_eta_k = self.log_eta - (self.m + math.log(gsup))
+        lt_end, log_t = self.lt_end, self.log_t
+        if lt_end is not None and np.logaddexp(log_t, log_eta_k) > lt_end:
+            # land exactly on the horizon: η_k = t_end − t_k
+            return (lt_end + math.log(-math.expm1(log_t - lt_end)) if log_t > -math.inf else lt_end), True
+        return log_eta_k, False
+
+    def _propose(self, log_eta_k: float) -> tuple[Tensor, Tensor]:
+        """(z, θ) after the step −η_k ∇L = exp(log η_k + m) g (or the EG update)."""
+        x = log_eta_k + self.m
+        scale = math.exp(x) if x < 709.0 else math.inf  # −η_k ∇L = scale · g (inf: non-finite step)
+        if self.eg:
+            theta_new = self.theta * torch.exp(scale * torch.sign(self.theta) * self.g)
+            return self.pot.mirror_map(theta_new), theta_new
+        z_new = self.z + scale * self.g
+        return z_new, self.pot.inverse_mirror_map(z_new)
+
+    def attempt(self) -> bool:
+        """One step attempt; returns whether it was accepted (False: rolled back, η halved).
+
+        Raises:
+            _Stop: step budget spent, zero gradient (sup-normalized), no loss-decreasing step size, a
+                non-finite iterate, or divergence.
+        """
+        if self.attempts >= self.max_steps:
+            raise _Stop(Status.MAX_STEPS, f"{self.attempts} steps (accepted + rejected), log t = {self.log_t:.6g}")
+        log_eta_k, last = self._log_step_size()
+        z_new, theta_new = self._propose(log_eta_k)
+        self.attempts += 1
+        finite = bool(torch.isfinite(theta_new).all()) and bool(torch.isfinite(z_new).all())
+        if finite:
+            log_L_new, m_new, g_new = self.grad(theta_new)
+            finite = math.isfinite(log_L_new) and bool(torch.isfinite(g_new).all())
+        if self.rollback and (not finite or log_L_new > self.log_L):
+            self._roll_back()
+            return False
+        if not finite:
+            raise _Stop(
+                Status.NONFINITE,
+                f"the iterate became non-finite at step {self.k + 1} (log t = {self.log_t:.6g}); reduce step_size",
+            )
+        self.consecutive = 0
+        self.z, self.theta, self.log_L, self.m, self.g = z_new, theta_new, log_L_new, m_new, g_new
+        self.log_t = self.lt_end if last else float(np.logaddexp(self.log_t, log_eta_k))
+        self.k += 1
+        if self.rollback and self.growth != 1.0:
+            self.log_eta += math.log(self.growth)
+        if self.log_L > self.log_L0 + self.diverge:
+            raise _Stop(
+                Status.DIVERGED,
+                f"log L grew from {self.log_L0:.4g} to {self.log_L:.4g} by step {self.k} (log t = {self.log_t:.6g})",
+            )
+        return True
+
+    def _roll_back(self) -> None:
+        self.rollbacks += 1
+        self.consecutive += 1
+        self.log_eta -= _LOG2
+        if self.consecutive >= _MAX_CONSECUTIVE_ROLLBACKS:
+            raise _Stop(
+                Status.STEP_UNDERFLOW,
+                f"{self.consecutive} consecutive rollbacks (η halved to e^{self.log_eta:.4g}) at log t = "
+                f"{self.log_t:.6g}: no step size decreases the loss",
+            )
+
+
+def _iterate(it: _Descent, recorder: Recorder, saves: _SaveSchedule, n_steps: int | None) -> tuple[Status, str]:
+    """Step until ``n_steps`` accepted steps or the clock horizon, saving on the schedule; failures and Ctrl-C
+    become a status."""
+    try:
+        it.start()
+        while not ((n_steps is not None and it.k >= n_steps) or (it.lt_end is not None and it.log_t >= it.lt_end)):
+            if it.attempt() and saves.due(it.log_t, it.k):
+                recorder.save(it.log_t, it.z, it.theta)
+    except KeyboardInterrupt:
+        return Status.INTERRUPTED, Status.INTERRUPTED.hint
+    except _Stop as e:
+        return e.status, f"{e.status.hint} ({e.detail})"
+    except (RuntimeError, FloatingPointError, OverflowError) as e:
+        return Status.FAILED, f"{Status.FAILED.hint} ({type(e).__name__}: {str(e)[:300]})"
+    return Status.SUCCESS, Status.SUCCESS.hint
 
 
 class _Stop(Exception):

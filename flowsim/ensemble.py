@@ -8,18 +8,15 @@ side is one batched evaluation: the model's batched forward and its vector–Jac
 parameters broadcast as `(K, 1)` tensors (closed forms for Euclidean, hyperbolic entropy and p-power;
 other potentials are evaluated group by group).
 
-The integrator is a batched Dormand–Prince 5(4) (the tableau, error estimate, step-size rule, initial step
-and 4th-order dense output of torchdiffeq's ``dopri5``) with **per-member** times, step sizes, error
-norms, accept/reject decisions and statuses, as torchode does. A member whose field turns non-finite only
-has its own steps rejected; when its step underflows it is frozen with status ``nonfinite`` (or
-``step_underflow``) and its partial trajectory is kept, while the others go on. Finished or frozen members
-drop out of the batch. ``step="shared"`` gives every active member the smallest proposed step instead
-(one step size for the batch, as torchdiffeq on the stacked state); see ``benchmarks/ensembles.py`` for
-the comparison.
+The integrator is a batched Dormand–Prince 5(4) with **per-member** times, step sizes, accept/reject
+decisions and statuses (:class:`flowsim.solvers.batched.BatchedDopri5`): a member whose field turns
+non-finite or whose step underflows is frozen with its own status and partial trajectory while the others go
+on. ``step="shared"`` gives every active member the smallest proposed step instead; see
+``benchmarks/ensembles.py`` for the comparison.
 
 ReLU kinks (``kinks``, same meaning as :func:`flowsim.simulate`): with ``"naive"`` the batched integrator
 steps straight through the switching surfaces. Members that need Filippov handling (``"filippov"``, or
-``"auto"`` on a model with kinks that :func:`flowsim.kinks.supports`) are **not batched**: each is run on
+``"auto"`` on a model with kinks that :func:`flowsim.solvers.filippov.supports`) are **not batched**: each is run on
 its own by ``flowsim.simulate(..., kinks="filippov")``, one after the other, and returned in member order
 with the same :class:`Trajectory` fields and statuses (plus the driver's event statistics). The
 event-driven Filippov driver cannot share steps across members: every member has its own switching events
@@ -29,10 +26,8 @@ ensemble takes one path or the other: batched for smooth models (and for ``"naiv
 Filippov handling for two-layer ReLU / leaky-ReLU models with ``"auto"`` or ``"filippov"``.
 
 References:
-    Dormand & Prince, "A family of embedded Runge–Kutta formulae", J. Comput. Appl. Math. 1980.
     Lienen & Günnemann, "torchode: A Parallel ODE Solver for PyTorch", NeurIPS 2022 workshop,
     arXiv:2210.12375 (per-instance step sizes and statuses).
-    Hairer, Nørsett & Wanner, "Solving Ordinary Differential Equations I", Sec. II.4 (initial step).
 """
 
 from __future__ import annotations
@@ -47,17 +42,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .analysis.diagnostics import compute_diagnostics
 from .data import Dataset
 from .device import resolve_device, resolve_threads
-from .errors import InvalidParameterError
+from .errors import InvalidDataError, InvalidParameterError
 from .flow import TIME_MODES
 from .losses import AbstractLoss, get_loss
 from .models import AbstractModel
 from .potentials import AbstractPotential, Euclidean, HyperbolicEntropy, PPower
 from .problem import as_dataset, as_potential, num_threads
-from .results.trajectory import Status, Trajectory, environment_metadata
-from .simulation import _time_grid, simulate
+from .results import Status, Trajectory
+from .results.recorder import Recorder, diagnostics_function
+from .simulation import save_grid_s, simulate
 from .solvers.batched import STEP_MODES, BatchedDopri5
 from .solvers.select import check_kinks_mode, check_tolerances, resolve_kinks
 from .timegrid import log_t_from_s, t_from_s
@@ -328,6 +323,83 @@ def simulate_ensemble(
             mode, a wrong ``theta0`` shape.
         HorizonError, InvalidDataError: as :func:`flowsim.simulate`.
     """
+    members = _check_ensemble(model, members, kinks, method, step, time, rtol, atol, solver_options)
+    opts = dict(solver_options or {})
+    path_kinks = resolve_kinks(model, kinks)
+    K = len(members)
+    potentials = [as_potential(m.potential) for m in members]
+    loss_fn = get_loss(loss)
+    dataset = as_dataset(data)
+    if dataset.d != model.input_dim:
+        raise InvalidDataError(
+            f"the data have d = {dataset.d} features but the model expects input_dim = {model.input_dim}"
+        )
+    s_grid = save_grid_s(time, log_t_end, save_log_t, n_save, log_t_start)
+    filippov = path_kinks == "filippov"
+    work = dataset.n * model.num_params * (1 if filippov else K)
+    dev = resolve_device(device, work=work, default=dataset.X.device)
+    theta0 = _initial_thetas(model, members, dev)
+    if filippov:
+        simulate_kwargs = dict(
+            log_t_end=log_t_end,
+            n_save=n_save,
+            log_t_start=log_t_start,
+            save_log_t=save_log_t,
+            time=time,
+            method=method,
+            rtol=rtol,
+            atol=atol,
+            max_steps=max_steps,
+            solver_options=opts,
+        )
+        return _filippov_members(
+            model,
+            dataset,
+            members,
+            potentials,
+            theta0,
+            loss_fn,
+            s_grid,
+            dev,
+            threads,
+            diagnostics,
+            active_threshold,
+            simulate_kwargs,
+        )
+    solver = {
+        "kinks": "naive",
+        "method": "dopri5",
+        "rtol": rtol,
+        "atol": atol,
+        "max_steps": int(max_steps),
+        "time": time,
+        "options": opts,
+        "ensemble_step": step,
+    }
+    n_threads = resolve_threads(threads, work=work, device=dev)
+    X = dataset.X.to(device=dev, dtype=torch.float64)
+    y = dataset.y.to(device=dev, dtype=torch.float64)
+    field = BatchedMirrorFlowField(model, potentials, loss_fn, X, y, time=time)
+    stepper = BatchedDopri5(field, rtol, atol, max_steps, step, opts.get("first_step"))
+    z0 = torch.stack([pot.mirror_map(th) for pot, th in zip(potentials, theta0, strict=True)])
+    tau_grid = s_grid if time == "log" else t_from_s(s_grid)
+    with num_threads(n_threads), torch.no_grad():
+        saved, interrupted, wall = _integrate_batched(stepper, z0, tau_grid)
+        trajectories = []
+        for i, (m, pot) in enumerate(zip(members, potentials, strict=True)):
+            diagnose = diagnostics_function(model, pot, loss_fn, X, y, active_threshold) if diagnostics else None
+            recorder = Recorder(pot, clock=time, diagnose=diagnose)
+            config = _member_config(model, pot, loss_fn, dataset, solver, s_grid, m, K, i, dev, "batched")
+            trajectories.append(_batched_member(stepper, i, saved, tau_grid, interrupted, wall, recorder, config))
+        return trajectories
+
+
+def _check_ensemble(model, members, kinks, method, step, time, rtol, atol, solver_options) -> list[Member]:
+    """The members as :class:`Member` objects, after checking the ensemble's arguments.
+
+    Raises:
+        InvalidParameterError: see :func:`simulate_ensemble`.
+    """
     check_kinks_mode(kinks)
     if method != "dopri5":
         raise InvalidParameterError(
@@ -339,8 +411,7 @@ def simulate_ensemble(
     if time not in TIME_MODES:
         raise InvalidParameterError(f"time must be one of {TIME_MODES}, got {time!r}")
     check_tolerances(rtol, atol)
-    opts = dict(solver_options or {})
-    unknown = sorted(set(opts) - {"first_step"})
+    unknown = sorted(set(dict(solver_options or {})) - {"first_step"})
     if unknown:
         raise InvalidParameterError(f"unknown solver option(s) {unknown} for ensembles; valid: ['first_step']")
     if not isinstance(model, AbstractModel):
@@ -348,21 +419,11 @@ def simulate_ensemble(
     members = [m if isinstance(m, Member) else _member_from_dict(m) for m in members]
     if not members:
         raise InvalidParameterError("an ensemble needs at least one member")
-    path_kinks = resolve_kinks(model, kinks)
-    K = len(members)
-    potentials = [as_potential(m.potential) for m in members]
-    loss_fn = get_loss(loss)
-    dataset = as_dataset(data)
-    if dataset.d != model.input_dim:
-        from .errors import InvalidDataError
+    return members
 
-        raise InvalidDataError(
-            f"the data have d = {dataset.d} features but the model expects input_dim = {model.input_dim}"
-        )
-    s_grid = _time_grid(time, log_t_end, save_log_t, n_save, log_t_start)
-    filippov = path_kinks == "filippov"
-    work = dataset.n * model.num_params * (1 if filippov else K)
-    dev = resolve_device(device, work=work, default=dataset.X.device)
+
+def _initial_thetas(model: AbstractModel, members: list[Member], dev: torch.device) -> list[Tensor]:
+    """θ₀ of each member, `(p,)` float64 on ``dev`` (its ``theta0`` or ``model.init(scale, seed)``)."""
     theta0 = []
     for i, m in enumerate(members):
         if m.theta0 is None:
@@ -374,113 +435,53 @@ def simulate_ensemble(
                 f"member {i}: theta0 must have shape ({model.num_params},) for {model!r}, got {tuple(th.shape)}"
             )
         theta0.append(th)
-    if filippov:
-        return _filippov_members(
-            model,
-            dataset,
-            members,
-            potentials,
-            theta0,
-            loss_fn,
-            s_grid,
-            dev,
-            threads=threads,
-            diagnostics=diagnostics,
-            active_threshold=active_threshold,
-            simulate_kwargs=dict(
-                log_t_end=log_t_end,
-                n_save=n_save,
-                log_t_start=log_t_start,
-                save_log_t=save_log_t,
-                time=time,
-                method=method,
-                rtol=rtol,
-                atol=atol,
-                max_steps=max_steps,
-                solver_options=opts,
-            ),
-        )
-    n_threads = resolve_threads(threads, work=work, device=dev)
-    X = dataset.X.to(device=dev, dtype=torch.float64)
-    y = dataset.y.to(device=dev, dtype=torch.float64)
-    z0 = torch.stack([pot.mirror_map(th) for pot, th in zip(potentials, theta0, strict=True)])
-    tau_np = s_grid if time == "log" else t_from_s(s_grid)
-    grid = torch.as_tensor(tau_np, dtype=torch.float64, device=dev)
-    G = grid.shape[0]
+    return theta0
 
-    field = BatchedMirrorFlowField(model, potentials, loss_fn, X, y, time=time)
-    saved = torch.full((K, G, model.num_params), float("nan"), dtype=torch.float64, device=dev)
+
+def _integrate_batched(stepper: BatchedDopri5, z0: Tensor, tau_grid: np.ndarray) -> tuple[Tensor, bool, float]:
+    """Every member's save points `(K, G, p)` (NaN where not reached), whether Ctrl-C stopped the batch, and
+    the wall time."""
+    grid = torch.as_tensor(tau_grid, dtype=torch.float64, device=z0.device)
+    saved = torch.full((z0.shape[0], grid.shape[0], z0.shape[1]), float("nan"), dtype=torch.float64, device=z0.device)
     saved[:, 0] = z0
-    stepper = BatchedDopri5(field, rtol, atol, max_steps, step, opts.get("first_step"))
     stepper.start(z0, grid)
     interrupted = False
     start = _time.perf_counter()
-    solver = {
-        "kinks": "naive",
-        "method": "dopri5",
-        "rtol": rtol,
-        "atol": atol,
-        "max_steps": int(max_steps),
-        "time": time,
-        "options": opts,
-        "ensemble_step": step,
+    try:
+        stepper.run(z0, grid, saved)
+    except KeyboardInterrupt:
+        interrupted = True
+    return saved, interrupted, _time.perf_counter() - start
+
+
+def _batched_member(
+    stepper: BatchedDopri5, i: int, saved: Tensor, tau_grid, interrupted: bool, wall: float, recorder, config
+) -> Trajectory:
+    """Member ``i``'s trajectory from the batch, built by its ``recorder``: its save points (and last accepted
+    state if it stopped early), status and stats."""
+    status, message = stepper.status[i], stepper.messages[i]
+    if status is None:
+        status = Status.INTERRUPTED if interrupted else Status.FAILED
+        message = status.hint
+    n_saved = int(stepper.next_save[i])
+    recorder.save_rows(tau_grid[:n_saved], saved[i, :n_saved])
+    if status != Status.SUCCESS:
+        recorder.keep_last_state((float(stepper.t[i]), stepper.y[i]), report=False)
+    stats = {
+        "nfe": int(stepper.nfe[i]),
+        "n_accepted": int(stepper.n_accepted[i]),
+        "n_rejected": int(stepper.n_rejected[i]),
+        "last_dt": float(stepper.last_dt[i]),
+        "n_nonfinite_evals": int(stepper.n_nonfinite[i]),
+        "batch_nfe": stepper.field.nfe,
+        "batch_steps": stepper.batch_steps,
+        "ensemble_size": config["ensemble"]["size"],
+        "ensemble_index": i,
+        "ensemble_path": "batched",
+        "wall_time": wall,
+        "final_log_t": recorder.final_log_t,
     }
-    with num_threads(n_threads), torch.no_grad():
-        try:
-            stepper.run(z0, grid, saved)
-        except KeyboardInterrupt:
-            interrupted = True
-        wall = _time.perf_counter() - start
-        trajectories = []
-        for i, (m, pot) in enumerate(zip(members, potentials, strict=True)):
-            status, message = stepper.status[i], stepper.messages[i]
-            if status is None:
-                status = Status.INTERRUPTED if interrupted else Status.FAILED
-                message = status.hint
-            n_saved = int(stepper.next_save[i])
-            tau_i = tau_np[:n_saved]
-            z_i = saved[i, :n_saved]
-            if status != Status.SUCCESS:  # keep the last accepted state
-                t_last, y_last = float(stepper.t[i]), stepper.y[i]
-                if t_last > tau_i[-1] and bool(torch.isfinite(y_last).all()):
-                    tau_i = np.append(tau_i, t_last)
-                    z_i = torch.cat([z_i, y_last.unsqueeze(0)])
-            s_i = np.asarray(tau_i, dtype=np.float64) if time == "log" else np.log1p(tau_i)
-            theta_i = pot.inverse_mirror_map(z_i)
-            diags = (
-                compute_diagnostics(model, pot, loss_fn, X, y, theta_i, s_i, active_threshold=active_threshold)
-                if diagnostics
-                else {}
-            )
-            stats = {
-                "nfe": int(stepper.nfe[i]),
-                "n_accepted": int(stepper.n_accepted[i]),
-                "n_rejected": int(stepper.n_rejected[i]),
-                "last_dt": float(stepper.last_dt[i]),
-                "n_nonfinite_evals": int(stepper.n_nonfinite[i]),
-                "batch_nfe": field.nfe,
-                "batch_steps": stepper.batch_steps,
-                "ensemble_size": K,
-                "ensemble_index": i,
-                "ensemble_path": "batched",
-                "wall_time": wall,
-                "final_log_t": float(log_t_from_s(s_i[-1])),
-            }
-            config = _member_config(model, pot, loss_fn, dataset, solver, s_grid, m, K, i, dev, "batched")
-            trajectories.append(
-                Trajectory(
-                    s=s_i,
-                    theta=theta_i.cpu().numpy(),
-                    z=z_i.cpu().numpy(),
-                    diagnostics=diags,
-                    stats=stats,
-                    status=status,
-                    message=message,
-                    config=config,
-                    metadata=environment_metadata(),
-                )
-            )
-    return trajectories
+    return recorder.trajectory(status, message, stats, config)
 
 
 def _filippov_members(
@@ -492,7 +493,6 @@ def _filippov_members(
     loss_fn: AbstractLoss,
     s_grid: np.ndarray,
     dev: torch.device,
-    *,
     threads,
     diagnostics: bool,
     active_threshold: float,
@@ -500,7 +500,7 @@ def _filippov_members(
 ) -> list[Trajectory]:
     """Members under Filippov handling: one ``simulate(..., kinks="filippov")`` each, in member order.
 
-    Not batched: the event-driven driver (:class:`flowsim.kinks.FilippovDriver`) restarts at each member's
+    Not batched: the event-driven driver (:class:`flowsim.solvers.FilippovDriver`) restarts at each member's
     own switching events. After an interrupted member the rest are returned unstarted (initial point only).
     """
     K = len(members)
@@ -557,31 +557,20 @@ def _unstarted(model, dataset, pot, theta0, loss_fn, s_grid, config: dict, diagn
     X = dataset.X.to(device=theta0.device, dtype=torch.float64)
     y = dataset.y.to(device=theta0.device, dtype=torch.float64)
     theta = theta0.unsqueeze(0)
-    s = np.asarray(s_grid[:1], dtype=np.float64)
-    diags = (
-        compute_diagnostics(model, pot, loss_fn, X, y, theta, s, active_threshold=active_threshold)
-        if diagnostics
-        else {}
-    )
+    diagnose = diagnostics_function(model, pot, loss_fn, X, y, active_threshold) if diagnostics else None
+    recorder = Recorder(pot, clock="log", diagnose=diagnose)
+    recorder.save_rows(s_grid[:1], pot.mirror_map(theta), theta)
     ens = config["ensemble"]
-    return Trajectory(
-        s=s,
-        theta=theta.cpu().numpy(),
-        z=pot.mirror_map(theta).cpu().numpy(),
-        diagnostics=diags,
-        stats={
-            "nfe": 0,
-            "ensemble_size": ens["size"],
-            "ensemble_index": ens["index"],
-            "ensemble_path": ens["path"],
-            "wall_time": 0.0,
-            "final_log_t": float(log_t_from_s(s[-1])),
-        },
-        status=Status.INTERRUPTED,
-        message=f"{Status.INTERRUPTED.hint} (an earlier member was interrupted; this one was not started)",
-        config=config,
-        metadata=environment_metadata(),
-    )
+    stats = {
+        "nfe": 0,
+        "ensemble_size": ens["size"],
+        "ensemble_index": ens["index"],
+        "ensemble_path": ens["path"],
+        "wall_time": 0.0,
+        "final_log_t": recorder.final_log_t,
+    }
+    message = f"{Status.INTERRUPTED.hint} (an earlier member was interrupted; this one was not started)"
+    return recorder.trajectory(Status.INTERRUPTED, message, stats, config)
 
 
 def _member_from_dict(spec: dict) -> Member:

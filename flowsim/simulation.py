@@ -1,4 +1,5 @@
-"""flowsim's entry point: :func:`simulate` integrates mirror flow and returns a :class:`Trajectory`.
+"""flowsim's entry point: :func:`simulate` integrates mirror flow and returns a :class:`Trajectory`;
+:func:`resume` continues a run streamed to disk.
 
 The ODE dz/dτ = Σ_i c_i ∇q_i(∇Φ*(z)) (see :mod:`flowsim.flow`) is integrated with torchdiffeq's adaptive
 Runge–Kutta solvers in float64, by default in log-time s = log(1 + t). The solver is driven one save
@@ -9,6 +10,13 @@ interval at a time (torchdiffeq's own stepping and dense output), so that
   message, and a failed or interrupted (Ctrl-C) run returns — and saves, if ``out`` is given — the
   trajectory computed so far, including the last accepted solver state.
 
+A run with ``out=DIR`` streams its save points to ``DIR`` (:mod:`flowsim.results.store`). Every
+``checkpoint_every`` save points the solver is **restarted** from the state just saved, with the step size it
+would have taken next, and an atomic checkpoint is written. Restarting in the uninterrupted run too makes the
+computation after a checkpoint independent of what came before it: a run killed at any moment and resumed
+with :func:`resume`, ``simulate(..., out=DIR, resume=True)`` or ``flowsim run --resume DIR`` repeats exactly
+the same arithmetic and ends with the same trajectory (bit for bit on a deterministic single-threaded CPU run).
+
 References:
     Chen, Rubanova, Bettencourt & Duvenaud, "Neural Ordinary Differential Equations", NeurIPS 2018
     (torchdiffeq). Dormand & Prince, "A family of embedded Runge–Kutta formulae", 1980 (dopri5).
@@ -16,32 +24,41 @@ References:
 
 from __future__ import annotations
 
+import json
+import os
 import time as _time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from .analysis.diagnostics import compute_diagnostics
-from .data import Dataset
+from ._json import jsonable
+from .data import Dataset, make_dataset
 from .errors import HorizonError, InvalidParameterError
 from .flow import TIME_MODES, MirrorFlowField
 from .losses import AbstractLoss
-from .models import AbstractModel
-from .potentials import AbstractPotential
-from .problem import num_threads, prepare_problem
-from .results.stream import SaveProgress
-from .results.trajectory import Status, Trajectory, environment_metadata
+from .models import AbstractModel, get_model
+from .potentials import AbstractPotential, get_potential
+from .problem import Problem, num_threads, prepare_problem
+from .results import Status, Trajectory, environment_metadata
+from .results.recorder import Recorder, SaveProgress, diagnostics_function
+from .results.store import DEFAULT_CHECKPOINT_EVERY, STREAM_DIR, RowStore, RunDirectory
 from .solvers import ADAPTIVE_METHODS, STIFF_METHODS, MaxStepsReached, NonFiniteField, StepFailed
 from .solvers.select import check_tolerances, make_driver
 from .timegrid import check_grid, log_t_from_s, s_from_log_t, save_grid, t_from_s
 
-__all__ = ["simulate", "ADAPTIVE_METHODS", "STIFF_METHODS"]
+__all__ = ["simulate", "resume", "save_grid_s", "ADAPTIVE_METHODS", "STIFF_METHODS"]
 
 
-def _time_grid(time: str, log_t_end, save_log_t, n_save, log_t_start) -> np.ndarray:
-    """Save grid in log-time s (validated)."""
+def save_grid_s(time: str, log_t_end, save_log_t, n_save, log_t_start) -> np.ndarray:
+    """The save grid in log-time s: ``save_log_t`` (t = 0 prepended unless it starts at −inf) or ``n_save``
+    points up to ``log_t_end`` (:func:`flowsim.timegrid.save_grid`).
+
+    Raises:
+        HorizonError: no horizon, a grid not finite or not increasing, or plain time beyond t = 1e15.
+    """
     if save_log_t is not None:
         lt = np.asarray(save_log_t, dtype=np.float64)
         s = s_from_log_t(lt)
@@ -89,6 +106,21 @@ def _run_driver(driver, field, z0: torch.Tensor, tau: torch.Tensor, save) -> tup
     except (RuntimeError, FloatingPointError, OverflowError) as e:
         status, message = Status.FAILED, f"{Status.FAILED.hint} ({type(e).__name__}: {str(e)[:300]})"
     return status, message
+
+
+@dataclass(frozen=True)
+class _DriverFactory:
+    """A fresh driver of the run's choice (:func:`flowsim.solvers.select.make_driver`) for given options and
+    budget of accepted steps: one per run, or one per segment between checkpoints."""
+
+    model: AbstractModel
+    kinks: str
+    method: str
+    rtol: float
+    atol: float
+
+    def __call__(self, options: dict | None, max_steps: int):
+        return make_driver(self.model, self.kinks, self.method, self.rtol, self.atol, max_steps, options)
 
 
 def simulate(
@@ -139,36 +171,36 @@ def simulate(
         time: "log" (integrate in s = log(1+t), default; any horizon) or "linear" (plain t, t ≤ 1e15).
         method: torchdiffeq adaptive solver, one of ``ADAPTIVE_METHODS`` (default dopri5), or an implicit
             stiff solver, one of ``STIFF_METHODS`` ("radau", "bdf", "lsoda"; scipy with an autograd
-            Jacobian, :class:`~flowsim.integrate.StiffDriver`): in log-time the flow is mildly stiff and
+            Jacobian, :class:`~flowsim.solvers.StiffDriver`): in log-time the flow is mildly stiff and
             explicit methods need RHS evaluations linear in log t, implicit ones about logarithmic — use
             "radau" beyond log t ≈ 1e3.
         rtol, atol: solver tolerances on the dual state z (relative to its scale).
         max_steps: budget of accepted steps for the whole run (torchdiffeq's own limit is per interval).
         solver_options: extra torchdiffeq options (e.g. ``{"first_step": 1e-3}``).
-        diagnostics: compute margins, norms, balance etc. at save times (:mod:`flowsim.diagnostics`).
+        diagnostics: compute margins, norms, balance etc. at save times (:mod:`flowsim.analysis.diagnostics`).
         active_threshold: a neuron is active if its mass is ≥ this fraction of the largest mass.
         threads: torch threads during the run; "auto" uses 1 for small problems (op overhead dominates).
         device: torch device for the run, or "auto" (CUDA when present and n·p is large enough to gain,
             else CPU; :func:`flowsim.device.resolve_device`). Default: the data's device (CPU).
         kinks: handling of ReLU kinks (switching surfaces of models with ``has_kinks``): "naive"
             integrates straight through them; "filippov" locates switching events and integrates sliding
-            modes (:mod:`flowsim.kinks`; two-layer and deep ReLU nets); "auto" (default) picks "filippov" for
+            modes (:mod:`flowsim.solvers.filippov`; two-layer and deep ReLU nets); "auto" (default) picks "filippov" for
             two-layer (leaky-)ReLU models and one-hidden-layer deep ReLU models, "naive" otherwise (deeper ReLU
-            nets: see :func:`flowsim.kinks.auto_filippov`).
+            nets: see :func:`flowsim.solvers.filippov.auto_filippov`).
         progress: True: a tqdm progress bar on log t; or a callable ``progress(log_t, nfe)`` called after every
             saved state (its log t, RHS evaluations so far; one that raises is warned about once and dropped).
         out: directory to save the trajectory to (also on failure or interruption). Save points are
-            **streamed** there as they come (memory-mapped ``.npy`` rows, :mod:`flowsim.stream`), so memory
+            **streamed** there as they come (memory-mapped ``.npy`` rows, :mod:`flowsim.results.store`), so memory
             does not grow with their number; the returned trajectory's arrays are memory-mapped.
         checkpoint_every: with ``out``: save points between atomic checkpoints (default 50; 0 = none).
             At each checkpoint the solver restarts from the saved state with its next step size, so a
             resumed run repeats the uninterrupted run's arithmetic exactly.
         resume: with ``out``: continue from ``out``'s last checkpoint (after a crash, Ctrl-C or SIGKILL)
             instead of starting over; the configuration must match the stored one (see
-            :func:`flowsim.resume`, which rebuilds it from ``out``).
+            :func:`resume`, which rebuilds it from ``out``).
 
     Returns:
-        A :class:`~flowsim.trajectory.Trajectory`; ``status`` says how the run ended. A run that fails or
+        A :class:`~flowsim.results.Trajectory`; ``status`` says how the run ended. A run that fails or
         is interrupted returns what it computed so far (save times reached, plus the last accepted state).
 
     Raises:
@@ -179,6 +211,64 @@ def simulate(
     References:
         Jacobs & Montúfar, arXiv 2605.19458 (2026); Pesme, Dragomir & Flammarion, NeurIPS 2024 (mirror flow).
     """
+    _check_solver_arguments(time, method, rtol, atol, max_steps)
+    prob = prepare_problem(
+        model, data, potential, loss, theta0=theta0, init_scale=init_scale, seed=seed, device=device, threads=threads
+    )
+    s_grid = save_grid_s(time, log_t_end, save_log_t, n_save, log_t_start)
+    new_driver = _DriverFactory(model, kinks, method, rtol, atol)
+    driver = new_driver(solver_options, max_steps)
+    config = _run_config(
+        model, prob, driver.kinks, method, rtol, atol, max_steps, time, solver_options, s_grid, init_scale, seed, theta0
+    )
+    field = MirrorFlowField(model, prob.potential, prob.loss, prob.X, prob.y, time=time)
+    z0 = prob.potential.mirror_map(prob.theta0)
+    tau_grid = s_grid if time == "log" else t_from_s(s_grid)
+    diagnose = (
+        diagnostics_function(model, prob.potential, prob.loss, prob.X, prob.y, active_threshold)
+        if diagnostics
+        else None
+    )
+    if out is None:
+        with num_threads(prob.threads):
+            return _record_in_memory(driver, field, z0, tau_grid, time, diagnose, progress, prob.potential, config)
+
+    spec = {
+        "model": model.config(),
+        "potential": config["potential"],
+        "data_name": prob.dataset.name,
+        "data_info": dict(prob.dataset.info),
+        "kwargs": {
+            "loss": prob.loss.name,
+            "log_t_end": log_t_end,
+            "n_save": n_save,
+            "log_t_start": log_t_start,
+            "save_log_t": None if save_log_t is None else np.asarray(save_log_t, dtype=np.float64).tolist(),
+            "init_scale": init_scale,
+            "seed": seed,
+            "time": time,
+            "method": method,
+            "rtol": rtol,
+            "atol": atol,
+            "max_steps": int(max_steps),
+            "solver_options": dict(solver_options or {}),
+            "diagnostics": diagnostics,
+            "active_threshold": active_threshold,
+            "kinks": kinks,
+            "checkpoint_every": checkpoint_every,
+        },
+    }
+    data_arrays = {"X": prob.X.cpu().numpy(), "y": prob.y.cpu().numpy()}
+    if theta0 is not None:
+        data_arrays["theta0"] = prob.theta0.cpu().numpy()
+    with num_threads(prob.threads):
+        run = _StreamedRun(out, checkpoint_every, resume, config, spec, data_arrays, field, z0, tau_grid, time)
+        return run.record(new_driver, solver_options, int(max_steps), prob.potential, diagnose, progress)
+
+
+def _check_solver_arguments(time: str, method: str, rtol: float, atol: float, max_steps: int) -> None:
+    """Raises:
+    InvalidParameterError: an unknown time mode or method, bad tolerances or ``max_steps``."""
     if time not in TIME_MODES:
         raise InvalidParameterError(f"time must be one of {TIME_MODES}, got {time!r}")
     if method not in ADAPTIVE_METHODS + STIFF_METHODS:
@@ -189,29 +279,20 @@ def simulate(
     check_tolerances(rtol, atol)
     if int(max_steps) < 1:
         raise InvalidParameterError(f"max_steps must be ≥ 1, got {max_steps}")
-    prob = prepare_problem(
-        model, data, potential, loss, theta0=theta0, init_scale=init_scale, seed=seed, device=device, threads=threads
-    )
-    pot, loss_fn, dataset, X, y, theta0_t, threads = (
-        prob.potential,
-        prob.loss,
-        prob.dataset,
-        prob.X,
-        prob.y,
-        prob.theta0,
-        prob.threads,
-    )
-    dev = prob.device
-    s_grid = _time_grid(time, log_t_end, save_log_t, n_save, log_t_start)
 
-    driver = make_driver(model, kinks, method, rtol, atol, max_steps, solver_options)
-    config = {
+
+def _run_config(
+    model, prob: Problem, kinks, method, rtol, atol, max_steps, time, solver_options, s_grid, init_scale, seed, theta0
+) -> dict[str, Any]:
+    """Everything needed to rerun, stored with the trajectory."""
+    pot, dataset = prob.potential, prob.dataset
+    return {
         "model": model.config(),
         "potential": {"name": pot.name, **pot.params()},
-        "loss": loss_fn.name,
+        "loss": prob.loss.name,
         "data": {"name": dataset.name, "n": dataset.n, "d": dataset.d, **dict(dataset.info)},
         "solver": {
-            "kinks": driver.kinks,
+            "kinks": kinks,
             "method": method,
             "rtol": rtol,
             "atol": atol,
@@ -222,117 +303,201 @@ def simulate(
         "horizon": {"log_t_end": float(log_t_from_s(s_grid[-1])), "n_save": int(s_grid.size)},
         "init": {"scale": init_scale, "seed": seed, "theta0_given": theta0 is not None},
     }
-    field = MirrorFlowField(model, pot, loss_fn, X, y, time=time)
-    z0 = pot.mirror_map(theta0_t)
-    tau_grid = s_grid if time == "log" else t_from_s(s_grid)
 
-    if out is not None:  # stream rows to disk, checkpoint, resume (flowsim.stream)
-        from .results.stream import run_streamed
 
-        spec = {
-            "model": model.config(),
-            "potential": config["potential"],
-            "data_name": dataset.name,
-            "data_info": dict(dataset.info),
-            "kwargs": {
-                "loss": loss_fn.name,
-                "log_t_end": log_t_end,
-                "n_save": n_save,
-                "log_t_start": log_t_start,
-                "save_log_t": None if save_log_t is None else np.asarray(save_log_t, dtype=np.float64).tolist(),
-                "init_scale": init_scale,
-                "seed": seed,
-                "time": time,
-                "method": method,
-                "rtol": rtol,
-                "atol": atol,
-                "max_steps": int(max_steps),
-                "solver_options": dict(solver_options or {}),
-                "diagnostics": diagnostics,
-                "active_threshold": active_threshold,
-                "kinks": kinks,
-                "checkpoint_every": checkpoint_every,
-            },
-        }
-        data_arrays = {"X": X.cpu().numpy(), "y": y.cpu().numpy()}
-        if theta0 is not None:
-            data_arrays["theta0"] = theta0_t.cpu().numpy()
-        with num_threads(threads):
-            return run_streamed(
-                out=out,
-                make_driver=lambda opts, budget: make_driver(model, kinks, method, rtol, atol, budget, opts),
-                run_driver=_run_driver,
-                field=field,
-                z0=z0,
-                tau_grid=np.asarray(tau_grid, dtype=np.float64),
-                time=time,
-                config=config,
-                spec=spec,
-                data_arrays=data_arrays,
-                model=model,
-                potential=pot,
-                loss=loss_fn,
-                X=X,
-                y=y,
-                solver_options=solver_options,
-                diagnostics=diagnostics,
-                active_threshold=active_threshold,
-                progress=progress,
-                checkpoint_every=checkpoint_every,
-                resume=resume,
-            )
-
-    saved_tau: list[float] = [float(tau_grid[0])]
-    saved_z: list[torch.Tensor] = [z0.detach().clone()]
-    bar: SaveProgress | None = None
-
-    def save(tau: float, z: torch.Tensor) -> None:
-        saved_tau.append(tau)
-        saved_z.append(z.detach().clone())
-        if bar is not None:
-            bar.update(tau, field.nfe)
-
-    status, message = Status.SUCCESS, Status.SUCCESS.hint
+def _record_in_memory(driver, field, z0, tau_grid, time: str, diagnose, progress, potential, config) -> Trajectory:
+    """One driver over the whole grid, save points kept in memory."""
+    recorder = Recorder(potential, clock=time, diagnose=diagnose, count=lambda: field.nfe)
+    recorder.save(float(tau_grid[0]), z0, report=False)
     start = _time.perf_counter()
-    with num_threads(threads):
-        try:
-            if progress:
-                bar = SaveProgress(progress, len(tau_grid) - 1, 0, time)
-            status, message = _run_driver(
-                driver, field, z0, torch.as_tensor(tau_grid, dtype=torch.float64, device=dev), save
-            )
-        finally:
-            if bar is not None:
-                bar.close()
-        # keep the last accepted solver state of a run that stopped early
-        last = driver.last_state() if status != Status.SUCCESS else None
-        if last is not None and last[0] > saved_tau[-1] and bool(torch.isfinite(last[1]).all()):
-            saved_tau.append(last[0])
-            saved_z.append(last[1].detach().clone())
-        wall = _time.perf_counter() - start
+    try:
+        if progress:
+            recorder.progress = SaveProgress(progress, len(tau_grid) - 1, 0, time)
+        tau = torch.as_tensor(tau_grid, dtype=torch.float64, device=z0.device)
+        status, message = _run_driver(driver, field, z0, tau, recorder.save)
+    finally:
+        if recorder.progress is not None:
+            recorder.progress.close()
+    if status != Status.SUCCESS:
+        recorder.keep_last_state(driver.last_state(), report=False)
+    wall = _time.perf_counter() - start
+    stats = {"nfe": field.nfe, **driver.stats(), "wall_time": wall, "final_log_t": recorder.final_log_t}
+    return recorder.trajectory(status, message, stats, config)
 
-        tau_arr = np.asarray(saved_tau, dtype=np.float64)
-        s_arr = tau_arr if time == "log" else np.log1p(tau_arr)
-        z_all = torch.stack(saved_z)
-        theta_all = pot.inverse_mirror_map(z_all)
-        diags: dict[str, np.ndarray] = {}
-        if diagnostics:
-            diags = compute_diagnostics(model, pot, loss_fn, X, y, theta_all, s_arr, active_threshold=active_threshold)
-    stats = {
-        "nfe": field.nfe,
-        **driver.stats(),
-        "wall_time": wall,
-        "final_log_t": float(log_t_from_s(s_arr[-1])),
-    }
-    traj = Trajectory(
-        s=s_arr,
-        theta=theta_all.detach().cpu().numpy(),
-        z=z_all.detach().cpu().numpy(),
-        diagnostics=diags,
-        stats=stats,
-        status=status,
-        message=message,
-        config=config,
-        metadata=environment_metadata(),
-    )
-    return traj
+
+def merge_stats(total: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
+    """Accumulate one driver segment's stats: counts add up, ``last_*``/``next_*`` and non-numbers are replaced."""
+    out = dict(total)
+    for k, v in part.items():
+        if k.startswith(("last_", "next_")) or isinstance(v, bool):
+            out[k] = v
+        elif isinstance(v, int | float) and isinstance(out.get(k), int | float) and not isinstance(out[k], bool):
+            out[k] = out[k] + v
+        else:
+            out[k] = v
+    return out
+
+
+class _StreamedRun:
+    """A run streamed to a directory: segments between checkpoints, each with a fresh driver restarted from the
+    state just saved with the step size it would have taken next, and resumption from the last checkpoint.
+
+    Raises:
+        InvalidParameterError: a negative ``checkpoint_every``, or resuming a run whose stored configuration
+            differs from this call's.
+    """
+
+    def __init__(self, out, checkpoint_every, resume, config, spec, data_arrays, field, z0, tau_grid, time) -> None:
+        self.dir = RunDirectory(out)
+        self.dir.path.mkdir(parents=True, exist_ok=True)
+        every = DEFAULT_CHECKPOINT_EVERY if checkpoint_every is None else int(checkpoint_every)
+        if every < 0:
+            raise InvalidParameterError(f"checkpoint_every must be ≥ 0 save points (0: no checkpoints), got {every}")
+        self.every = every
+        self.config, self.field, self.z0, self.time = config, field, z0, time
+        self.tau_grid = np.asarray(tau_grid, dtype=np.float64)
+        self.s_grid = self.tau_grid if time == "log" else np.log1p(self.tau_grid)
+        self.config_json = json.loads(json.dumps(jsonable(config)))
+        self.metadata = environment_metadata()
+        self.k, self.z_start, self.stats, self.nfe_prev, self.wall_prev, self.next_dt = (
+            0,
+            z0.detach().clone(),
+            {},
+            0,
+            0.0,
+            None,
+        )
+        self.fresh = True
+        if resume and self.dir.checkpoint_path.exists():
+            ck = self.dir.read_checkpoint(self.config_json, data_arrays)
+            self.k, self.stats, self.nfe_prev, self.wall_prev, self.next_dt = (
+                ck.k,
+                ck.stats,
+                ck.nfe,
+                ck.wall,
+                ck.next_dt,
+            )
+            self.z_start = torch.as_tensor(ck.z, dtype=z0.dtype, device=z0.device)
+            self.fresh = False
+        else:
+            self.dir.start(spec, data_arrays)
+
+    def _recorder(self, potential, diagnose) -> Recorder:
+        """The recorder streaming to this directory (a resumed run: after its checkpoint's rows)."""
+        N = len(self.tau_grid)
+        rows = RowStore(self.dir.path / STREAM_DIR, N + 1, int(self.z0.shape[0]), fresh=self.fresh)
+        theta0 = potential.inverse_mirror_map(self.z0.detach()).reshape(1, -1)
+        return Recorder(
+            potential,
+            clock=self.time,
+            diagnose=diagnose,
+            count=lambda: self.nfe_prev + self.field.nfe,
+            stream=self.dir,
+            rows=rows,
+            n_saved=0 if self.fresh else self.k + 1,
+            last=(float(self.tau_grid[self.k]), self.z_start),
+            theta0=theta0,
+        )
+
+    def record(self, new_driver, solver_options, max_steps: int, potential, diagnose, progress) -> Trajectory:
+        """Integrate the remaining segments, checkpointing after each, and return the trajectory."""
+        recorder = self._recorder(potential, diagnose)
+        if self.fresh:
+            recorder.save(float(self.tau_grid[0]), self.z0, report=False)
+        status, message = Status.SUCCESS, Status.SUCCESS.hint
+        self.t_start = _time.perf_counter()
+        self.field.nfe = 0
+        N = len(self.tau_grid)
+        if progress:
+            recorder.progress = SaveProgress(progress, N - 1, self.k, self.time)
+        driver = None
+        try:
+            while self.k < N - 1:
+                k_end = min(self.k + self.every, N - 1) if self.every > 0 else N - 1
+                driver = new_driver(self._segment_options(solver_options), max(self._budget(max_steps), 1))
+                seg = torch.as_tensor(self.tau_grid[self.k : k_end + 1], dtype=torch.float64, device=self.z0.device)
+                status, message = _run_driver(driver, self.field, recorder.last_z.to(self.z0.dtype), seg, recorder.save)
+                seg_stats = driver.stats()
+                self.stats = merge_stats(self.stats, seg_stats)
+                if status != Status.SUCCESS:
+                    break
+                self.k = k_end
+                nd = seg_stats.get("next_dt")
+                self.next_dt = float(nd) if nd is not None and np.isfinite(nd) and nd > 0 else None
+                if self.every > 0:
+                    self._checkpoint(recorder)
+        finally:
+            if recorder.progress is not None:
+                recorder.progress.close()
+        if status != Status.SUCCESS and driver is not None:
+            recorder.keep_last_state(driver.last_state(), report=True)
+        recorder.sync()
+        stats = self._total_stats()
+        stats["final_log_t"] = recorder.final_log_t
+        stats["checkpoint_every"] = self.every
+        return recorder.trajectory(status, message, stats, self.config, self.metadata)
+
+    def _segment_options(self, solver_options: dict | None) -> dict:
+        """The user's solver options, starting with the step size the previous segment would have taken."""
+        opts = dict(solver_options or {})
+        if self.next_dt is not None and "first_step" not in opts:
+            opts["first_step"] = self.next_dt
+        return opts
+
+    def _budget(self, max_steps: int) -> int:
+        """Accepted steps left to the run."""
+        return max_steps - int(self.stats.get("n_accepted") or 0)
+
+    def _total_stats(self) -> dict[str, Any]:
+        wall = self.wall_prev + _time.perf_counter() - self.t_start
+        return {"nfe": self.nfe_prev + self.field.nfe, **self.stats, "wall_time": wall}
+
+    def _checkpoint(self, recorder: Recorder) -> None:
+        """Make the rows durable, write the checkpoint at grid index k and the metadata as it stands."""
+        recorder.sync()
+        total = self._total_stats()
+        total["final_log_t"] = float(log_t_from_s(self.s_grid[self.k]))
+        nfe, wall = total["nfe"], total["wall_time"]
+        z = recorder.last_z.detach().cpu().numpy()
+        self.dir.write_checkpoint(
+            self.k, z, self.tau_grid[self.k], self.next_dt, self.stats, nfe, wall, self.config_json
+        )
+        done = self.k >= len(self.tau_grid) - 1
+        msg = Status.SUCCESS.hint if done else "running or killed: resume with flowsim.resume(DIR)"
+        status = Status.SUCCESS if done else Status.INTERRUPTED
+        self.dir.write_meta(recorder.n_written, status.value, msg, total, self.config, self.metadata)
+
+
+def resume(out: str | os.PathLike, *, progress: bool = False, **overrides: Any) -> Trajectory:
+    """Continue a run streamed to ``out`` from its last checkpoint (e.g. after it was killed).
+
+    Rebuilds the model, potential, loss, data and every :func:`simulate` argument from ``out/run.json`` and
+    ``out/data.npz`` and calls ``simulate(..., out=out, resume=True)``. A run that had finished is returned as
+    it is; one without a checkpoint restarts from t = 0.
+
+    Args:
+        out: the run directory given to ``simulate(..., out=...)``.
+        progress: tqdm bar on log t.
+        **overrides: objects that cannot be rebuilt from JSON (``model=``, ``potential=``, ``loss=``) or
+            runtime settings (``threads=``, ``device=``); solver and horizon arguments are fixed by the run.
+
+    Returns:
+        The completed (or again failed) :class:`~flowsim.results.Trajectory`.
+
+    Raises:
+        TrajectoryFileError: if ``out`` holds no resumable run (no ``run.json``).
+        InvalidParameterError: if a built-in object cannot be rebuilt (pass it in ``overrides``).
+    """
+    run = RunDirectory(out)
+    spec, arrays = run.read_run()
+    model = overrides.pop("model", None) or get_model(**spec["model"])
+    pot_cfg = dict(spec["potential"])
+    potential = overrides.pop("potential", None) or get_potential(pot_cfg.pop("name"), **pot_cfg)
+    kwargs = dict(spec["kwargs"])
+    if "loss" in overrides:
+        kwargs["loss"] = overrides.pop("loss")
+    if "theta0" in arrays:
+        kwargs["theta0"] = arrays["theta0"]
+    kwargs.update(overrides)
+    data = make_dataset(arrays["X"], arrays["y"], name=spec.get("data_name", "data"), info=spec.get("data_info"))
+    return simulate(model, data, potential, out=run.path, resume=True, progress=progress, **kwargs)

@@ -1,5 +1,18 @@
-"""Results of a run: the Trajectory, its on-disk store (streamed rows, checkpoints) and resume."""
+"""Results of a run: the Trajectory and its Status, the Recorder of save points, the on-disk store."""
 
-from .trajectory import FORMAT_VERSION, Status, Trajectory, environment_metadata
+from .recorder import Recorder, SaveProgress
+from .store import DEFAULT_CHECKPOINT_EVERY, STREAM_DIR, RunDirectory
+from .trajectory import FORMAT_VERSION, Status, Trajectory, environment_metadata, load_streamed
 
-__all__ = ["Trajectory", "Status", "environment_metadata", "FORMAT_VERSION"]
+__all__ = [
+    "Trajectory",
+    "Status",
+    "Recorder",
+    "SaveProgress",
+    "RunDirectory",
+    "environment_metadata",
+    "load_streamed",
+    "FORMAT_VERSION",
+    "STREAM_DIR",
+    "DEFAULT_CHECKPOINT_EVERY",
+]

@@ -20,10 +20,9 @@ import numpy as np
 from .._json import jsonable
 from ..errors import TrajectoryFileError
 from ..timegrid import log_t_from_s, t_from_s
+from .store import FORMAT_VERSION, STREAM_DIR, stream_arrays
 
-__all__ = ["Status", "Trajectory", "environment_metadata", "FORMAT_VERSION"]
-
-FORMAT_VERSION = 1
+__all__ = ["Status", "Trajectory", "environment_metadata", "load_streamed", "FORMAT_VERSION"]
 
 
 class Status(str, Enum):
@@ -68,7 +67,7 @@ class Trajectory:
         s: log-time s = log(1 + t) at the save times, shape `(k,)`, float64.
         theta: primal parameters θ at the save times, shape `(k, p)`, float64.
         z: dual parameters z = ∇Φ(θ), shape `(k, p)`, float64.
-        diagnostics: name → array with leading dimension `k` (see :mod:`flowsim.diagnostics`).
+        diagnostics: name → array with leading dimension `k` (see :mod:`flowsim.analysis.diagnostics`).
         stats: solver statistics (``nfe`` RHS evaluations, ``n_accepted``, ``n_rejected`` steps,
             ``wall_time`` seconds, ...).
         status: a :class:`Status` code; ``message`` a human explanation.
@@ -154,11 +153,9 @@ class Trajectory:
         """
         path = Path(path)
         npz, js = path / "trajectory.npz", path / "trajectory.json"
-        if js.exists() and (path / "stream").is_dir():
+        if js.exists() and (path / STREAM_DIR).is_dir():
             meta = json.loads(js.read_text())
             if meta.get("storage") == "stream":  # streamed by simulate(out=...): memory-mapped rows
-                from .stream import load_streamed
-
                 return load_streamed(path, meta)
         if not npz.exists() or not js.exists():
             raise TrajectoryFileError(
@@ -178,7 +175,7 @@ class Trajectory:
     def from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict) -> Trajectory:
         """Build a trajectory from saved arrays (``s``, ``theta``, ``z``, ``diag__<name>``) and its JSON metadata
         (``stats``, ``status``, ``message``, ``config``, ``metadata``); shared by :meth:`load` and
-        :func:`flowsim.stream.load_stream`."""
+        :func:`load_streamed`."""
         diags = {k[len("diag__") :]: v for k, v in arrays.items() if k.startswith("diag__")}
         return cls(
             s=arrays["s"],
@@ -191,6 +188,16 @@ class Trajectory:
             config=meta["config"],
             metadata=meta["metadata"],
         )
+
+
+def load_streamed(path: Path, meta: dict[str, Any]) -> Trajectory:
+    """Trajectory of a streamed run directory, given its ``trajectory.json`` contents ``meta`` (first
+    ``meta["n_saved"]`` rows, memory-mapped copy-on-write: edits never reach the files).
+
+    Raises:
+        TrajectoryFileError: if ``s``, ``z`` or ``theta`` was never streamed.
+    """
+    return Trajectory.from_arrays(stream_arrays(path, int(meta["n_saved"])), meta)
 
 
 def environment_metadata() -> dict[str, Any]:

@@ -87,7 +87,7 @@ class BatchedDopri5:
         self.first_step = first_step
 
     def _initial_step(self, t0: Tensor, y0: Tensor, f0: Tensor, cap: float) -> Tensor:
-        """Per-member :func:`flowsim.integrate.initial_step` (Hairer's, trial step capped at ``cap``)."""
+        """Per-member initial step, as the single-run drivers take it (Hairer's, trial step capped at ``cap``)."""
         scale = self.atol + y0.abs() * self.rtol
         d0, d1 = _rms_rows(y0 / scale), _rms_rows(f0 / scale)
         small = (d0 < 1e-5) | (d1 < 1e-5)
