@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-import flowsim.analysis.references as references_module
+import flowsim.analysis.references._kkt as references_module
 import flowsim.lab.validate as validate
+import flowsim.lab.validate._linear as linear_checks
+import flowsim.lab.validate._networks as network_checks
 from flowsim.analysis.references import kkt_residual, max_margin_l1, max_margin_lp, svm_l2
 from flowsim.errors import InvalidParameterError, ReferenceSolverError
 from flowsim.lab.cli import main
@@ -55,34 +57,34 @@ def test_reference_solver_failure_is_error(monkeypatch):
     def broken(*args, **kwargs):
         raise ReferenceSolverError("svm_l2: NNLS (Lawson–Hanson) did not converge (injected)")
 
-    monkeypatch.setattr(validate, "svm_l2", broken)
+    monkeypatch.setattr(linear_checks, "svm_l2", broken)
     r = validate.run_check("C10")
     assert r.status == "error"
     assert "reference solver failed" in r.message and "injected" in r.message
 
 
 def test_non_unique_lp_reference_is_error(monkeypatch):
-    real = validate.max_margin_l1
+    real = linear_checks.max_margin_l1
 
     def not_unique(Z, **kwargs):
         sol = real(Z, **kwargs)
         sol.unique = False
         return sol
 
-    monkeypatch.setattr(validate, "max_margin_l1", not_unique)
+    monkeypatch.setattr(linear_checks, "max_margin_l1", not_unique)
     r = validate.run_check("C12")
     assert r.status == "error" and "not certified unique" in r.message
 
 
 def test_missing_module_is_error(monkeypatch):
-    real = validate._require
+    real = network_checks._require
 
     def missing(module):
         if module == "flowsim.discrete":
             raise validate.CheckError(f"{module} not available (simulated)")
         return real(module)
 
-    monkeypatch.setattr(validate, "_require", missing)
+    monkeypatch.setattr(network_checks, "_require", missing)
     r = validate.run_check("C8")
     assert r.status == "error" and r.message.startswith("error: flowsim.discrete not available")
 

@@ -5,16 +5,20 @@ Every figure has labelled axes with units (time t or log t), a legend and a titl
 
 from __future__ import annotations
 
+import io
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from ..models import AbstractModel, AbstractTwoLayer  # noqa: E402
-from ..results.trajectory import Trajectory  # noqa: E402
+from ..results import Trajectory  # noqa: E402
 
 __all__ = [
     "plot_rate_fits",
@@ -25,6 +29,7 @@ __all__ = [
     "plot_features",
     "experiment_plots",
     "plot_flow_vs_discrete",
+    "save_drawing",
 ]
 
 
@@ -35,9 +40,7 @@ def _finite(tr: Trajectory, key: str):
     return lt[ok], v[ok]
 
 
-def plot_margins(
-    labels, trajectories, path: str | Path | None = None, title: str = "Margins along mirror flow"
-):
+def plot_margins(labels, trajectories, path: str | Path | None = None, title: str = "Margins along mirror flow"):
     """Normalized margin q_min/‖θ‖₂^L and Q-margin q_min/Q∞(θ)^{L/α} against log t, one line per run."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     for label, tr in zip(labels, trajectories, strict=True):
@@ -108,12 +111,8 @@ def plot_features(
     if not isinstance(model, AbstractTwoLayer):
         return None
     rows = len(trajectories)
-    fig, axes = plt.subplots(
-        rows, top, figsize=(1.9 * top, 2.0 * rows + 0.6), squeeze=False, constrained_layout=True
-    )
+    fig, axes = plt.subplots(rows, top, figsize=(1.9 * top, 2.0 * rows + 0.6), squeeze=False, constrained_layout=True)
     for r, (label, tr) in enumerate(zip(labels, trajectories, strict=True)):
-        import torch
-
         theta = torch.as_tensor(tr.theta[-1])
         rep = model.input_weight_representation(theta).numpy()
         mass = np.linalg.norm(rep, axis=1)
@@ -143,8 +142,6 @@ def plot_features(
 def warm_up() -> None:
     """Draw one small throwaway figure in memory (matplotlib's font cache and the Agg renderer get loaded), so
     that the first real figure does not pay for it; used while an experiment's last runs finish."""
-    import io
-
     fig, ax = plt.subplots(figsize=(2, 2), constrained_layout=True)
     ax.plot([0, 1], [0, 1], label="x")
     ax.set_xlabel("log t")
@@ -163,9 +160,7 @@ def experiment_plots(labels, trajectories, model, dataset, out_dir: str | Path) 
             out_dir / "margins.png",
             title=f"Margins along mirror flow: {model!r} on {dataset.name}",
         ),
-        plot_loss(
-            labels, trajectories, out_dir / "loss.png", title=f"Loss along mirror flow on {dataset.name}"
-        ),
+        plot_loss(labels, trajectories, out_dir / "loss.png", title=f"Loss along mirror flow on {dataset.name}"),
     ]
     if isinstance(model, AbstractTwoLayer):
         paths.append(plot_neuron_masses(labels, trajectories, out_dir / "neurons.png"))
@@ -268,8 +263,16 @@ def plot_rate_fits(log_t, series: dict, fits: dict, path: str | Path | None = No
     return _finish(fig, path)
 
 
-def plot_curves(curves: dict, path: str | Path | None = None, *, xlabel="log t", ylabel="", title="", logx=True,
-                marks: dict | None = None):
+def plot_curves(
+    curves: dict,
+    path: str | Path | None = None,
+    *,
+    xlabel="log t",
+    ylabel="",
+    title="",
+    logx=True,
+    marks: dict | None = None,
+):
     """Generic line plot of name → (x, y) curves (validation scripts), with optional vertical marks."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2), constrained_layout=True)
     for name, (x, y) in curves.items():
@@ -286,3 +289,16 @@ def plot_curves(curves: dict, path: str | Path | None = None, *, xlabel="log t",
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _finish(fig, path)
+
+
+def save_drawing(draw: Callable[[Any], None], path: str | Path, *, dpi: int = 100) -> None:
+    """Run ``draw(plt)`` (it draws on pyplot's current figure), save that figure to ``path``, close all figures.
+
+    The figure functions of :mod:`flowsim.lab.validate` draw through this, so that matplotlib is imported here
+    only.
+    """
+    try:
+        draw(plt)
+        plt.gcf().savefig(path, dpi=dpi)
+    finally:
+        plt.close("all")
