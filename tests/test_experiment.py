@@ -178,7 +178,7 @@ def test_progress_callable_sees_every_save(tmp_path):
 
 def test_truthy_progress_shows_a_bar():
     """Found by review: progress=1 (truthy, not True) showed nothing after the callable hook was added."""
-    from flowsim.results.stream import SaveProgress
+    from flowsim.results import SaveProgress
 
     bar = SaveProgress(1, 5, 0, "log")
     try:

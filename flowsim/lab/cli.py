@@ -1,12 +1,14 @@
 """Command-line interface: ``flowsim run``, ``flowsim plot``, ``flowsim validate``, ``flowsim info``.
 
 ``flowsim run`` with no arguments runs the default preset (the main job: a two-layer ReLU network on
-digits 0 vs 1 under three mirror potentials) and writes trajectories, a summary table and plots.
+digits 0 vs 1 under three mirror potentials) and writes trajectories, a summary table and plots. Each
+subcommand imports what it needs when it runs (plotting loads matplotlib, validate scipy's solvers).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -24,9 +26,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return _resume(Path(args.resume), progress=not args.no_progress and sys.stderr.isatty(), workers=workers)
     if args.config is not None and args.preset is not None:
         raise FlowSimError("give either --preset NAME or --config FILE.toml, not both")
-    config = (
-        load_config(args.config) if args.config is not None else get_preset(args.preset or DEFAULT_PRESET)
-    )
+    config = load_config(args.config) if args.config is not None else get_preset(args.preset or DEFAULT_PRESET)
     config = _apply_md_options(config, args)
     out = Path(args.out) if args.out else Path("flowsim_runs") / config["experiment"]["name"]
     print(f"[flowsim] experiment {config['experiment']['name']!r}: {config['experiment']['description']}")
@@ -52,12 +52,10 @@ def _workers(text: str) -> int | str:
 
 def _resume(path: Path, progress: bool, workers: int | str) -> int:
     """``flowsim run --resume DIR``: one run (DIR/run.json) or an experiment (DIR/config.json)."""
-    import json
-
     from .experiment import format_table, run_experiment
 
     if (path / "run.json").exists():
-        from ..results.stream import resume
+        from ..simulation import resume
 
         print(f"[flowsim] resuming the run in {path}")
         tr = resume(path, progress=progress)
@@ -76,7 +74,7 @@ def _resume(path: Path, progress: bool, workers: int | str) -> int:
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    from ..results.trajectory import Trajectory
+    from ..results import Trajectory
     from . import plotting
 
     trajs = [Trajectory.load(p) for p in args.runs]
@@ -93,7 +91,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     from ..data import DATASETS
     from ..models import MODELS
     from ..potentials import POTENTIALS
-    from ..results.trajectory import environment_metadata
+    from ..results import environment_metadata
     from .config import PRESETS
 
     for k, v in environment_metadata().items():
@@ -194,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     run = sub.add_parser("run", help="run an experiment (default: the main job preset)")
     run.add_argument("--preset", help="built-in preset name (default: main); see `flowsim info`")
-    run.add_argument("--config", help="TOML experiment file (see flowsim.config for the format)")
+    run.add_argument("--config", help="TOML experiment file (see flowsim.lab.config for the format)")
     run.add_argument("--out", help="output directory (default: flowsim_runs/<experiment name>)")
     run.add_argument("--resume", metavar="DIR", help="continue a killed run or experiment from its checkpoints")
     run.add_argument(

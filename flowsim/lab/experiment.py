@@ -1,7 +1,7 @@
 """Run an experiment configuration (preset or TOML): one simulate() per potential, a summary, plots.
 
-This is the layer behind ``flowsim run``; the core (potentials, models, losses, flow, solve) never
-imports it.
+This is the layer behind ``flowsim run`` and ``flowsim compare``; the worker processes that run potentials
+concurrently are :mod:`flowsim.lab.workers`.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def run_experiment(
     resume: bool = False,
     workers: int | str = "auto",
 ) -> ExperimentResult:
-    """Run every potential of a validated configuration (see :mod:`flowsim.config`).
+    """Run every potential of a validated configuration (see :mod:`flowsim.lab.config`).
 
     The potentials' runs are independent; with ``workers`` > 1 they run concurrently, one worker process per
     run (at most ``workers`` at a time), each rebuilding data, model and potential from the configuration.
@@ -129,7 +129,7 @@ def run_experiment(
     configuration's order.
 
     Args:
-        config: a validated configuration (from :func:`flowsim.config.get_preset` or ``load_config``).
+        config: a validated configuration (from :func:`flowsim.lab.config.get_preset` or ``load_config``).
         out: output directory: ``<label>/`` trajectories, ``summary.csv``, ``summary.txt``,
             ``config.json`` and PNG plots. None writes nothing.
         progress: progress bars on log t (one run at a time only; worker processes show none).
@@ -141,12 +141,12 @@ def run_experiment(
             :data:`flowsim.device.SMALL_PROBLEM_WORK`, where a run uses one thread) and the data are on the CPU,
             else 1. An int N > 1 runs min(N, runs) processes, each
             with one thread for small problems, else CPU cores // N threads. 1 runs the potentials one after
-            another in this process. Sweeps (list values, :func:`flowsim.config.is_sweep`) ignore it. Worker
+            another in this process. Sweeps (list values, :func:`flowsim.lab.config.is_sweep`) ignore it. Worker
             processes are forked on Linux when CUDA is not initialized and every worker runs one thread (a
             forked child using OpenMP threads after its parent did can hang), else spawned (scripts that call
             this need an ``if __name__ == "__main__":`` guard then). When the worker processes outnumber the
             CPU cores, a run more than one unit of log t ahead of another running one lowers its own priority
-            (``os.nice(10)``, once; :class:`_YieldWhenAhead`), so that the runs behind get the cores.
+            (``os.nice(10)``, once; :mod:`flowsim.lab.workers`), so that the runs behind get the cores.
 
     Returns:
         an :class:`ExperimentResult`. Runs that fail keep their partial trajectories and statuses. On Ctrl-C,
@@ -198,6 +198,16 @@ def run_experiment(
             resume=resume,
             log=log,
         )
+    return _run_one_after_another(
+        config, model, dataset, labels, potentials, subs, out_dir, progress=progress, resume=resume, log=log
+    )
+
+
+def _run_one_after_another(
+    config, model, dataset, labels, potentials, subs, out_dir, *, progress: bool, resume: bool, log
+) -> ExperimentResult:
+    """Run the potentials in this process in configuration order; a Ctrl-C keeps the interrupted run and skips
+    the rest."""
     done_labels, trajs = [], []
     for label, potential, sub in zip(labels, potentials, subs, strict=True):
         log(f"[flowsim] {label}: {model!r} on {dataset.name} (n={dataset.n}, d={dataset.d})")
@@ -312,7 +322,7 @@ def _run_potentials_in_workers(
 def _preload_plotting() -> None:
     """Import matplotlib and draw one throwaway figure (font cache, Agg renderer) while the last runs finish."""
     try:
-        from . import plotting
+        from . import plotting  # (matplotlib: the point of the preload)
 
         plotting.warm_up()
     except Exception:  # noqa: BLE001 - only a head start: the plots themselves report any real error
@@ -320,7 +330,7 @@ def _preload_plotting() -> None:
 
 
 def _run_sweep(config: dict[str, Any], model, dataset, out_dir, *, progress: bool, log):
-    """Run the members of a sweep (:func:`flowsim.config.sweep_members`) through :func:`simulate_ensemble`.
+    """Run the members of a sweep (:func:`flowsim.lab.config.sweep_members`) through :func:`simulate_ensemble`.
 
     dopri5 sweeps are one :func:`flowsim.ensemble.simulate_ensemble` call with the configuration's
     ``[solver] kinks``: without Filippov handling (smooth models, ``kinks = "naive"``) the members are one
@@ -392,7 +402,7 @@ def _finish(config, model, dataset, labels, trajs, out_dir) -> ExperimentResult:
             writer.writerows(rows)
         (out_dir / "summary.txt").write_text(format_table(rows) + "\n")
         if config.get("output", {}).get("plots", True):
-            from . import plotting
+            from . import plotting  # matplotlib is loaded only when plots are written
 
             plotting.experiment_plots(labels, trajs, model, dataset, out_dir)
     return ExperimentResult(config, dataset, labels, trajs, rows, out_dir)
@@ -497,45 +507,62 @@ def run_comparison(
         if len(md) < 2:
             log("[flowsim]   the discrete run stopped at its first step; nothing to compare")
             continue
-        fl = simulate(
-            model,
-            dataset,
-            potential,
-            loss=config["flow"]["loss"],
-            save_log_t=md.log_t[1:],
-            init_scale=config["init"]["scale"],
-            seed=config["init"]["seed"],
-            method=method,
-            rtol=config["solver"]["rtol"],
-            atol=config["solver"]["atol"],
-            progress=progress,
-            out=sub / "flow" if sub is not None else None,
-        )
+        fl = _flow_at_times_of(md, config, model, dataset, potential, method, progress=progress, sub=sub)
         log(f"[flowsim]   flow {fl.status.value}: {fl.stats['nfe']} RHS evaluations")
         k = min(len(fl), len(md))
         if k < len(md):  # the flow stopped early: compare the common prefix
             md = _prefix(md, k)
         diff = compare_trajectories(_prefix(fl, k), md)
-        idx = np.unique(np.round(np.geomspace(1, k - 1, max(n_rows - 1, 1))).astype(int).tolist() + [k - 1])
-        for i in idx:
-            row = {"label": label}
-            for c in COMPARE_COLUMNS[1:]:
-                v = diff.get(c)
-                row[c] = float(v[i]) if v is not None else ""
-            rows.append(row)
+        rows += _compare_rows(label, diff, k, n_rows)
         labels.append(label)
         runs.append((fl, md, diff))
     if out_dir is not None:
-        with open(out_dir / "compare.csv", "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(COMPARE_COLUMNS))
-            writer.writeheader()
-            writer.writerows(rows)
-        (out_dir / "compare.txt").write_text(format_compare_table(rows) + "\n")
-        from . import plotting
-
-        for label, (fl, md, diff) in zip(labels, runs, strict=True):
-            plotting.plot_flow_vs_discrete(label, fl, md, diff, out_dir / f"compare_{_slug(label)}.png")
+        _write_comparison(out_dir, rows, labels, runs)
     return rows, labels, runs
+
+
+def _flow_at_times_of(md: Trajectory, config, model, dataset, potential, method: str, *, progress, sub) -> Trajectory:
+    """The flow of one potential saved at exactly the discrete run's flow-clock times (for :func:`run_comparison`)."""
+    return simulate(
+        model,
+        dataset,
+        potential,
+        loss=config["flow"]["loss"],
+        save_log_t=md.log_t[1:],
+        init_scale=config["init"]["scale"],
+        seed=config["init"]["seed"],
+        method=method,
+        rtol=config["solver"]["rtol"],
+        atol=config["solver"]["atol"],
+        progress=progress,
+        out=sub / "flow" if sub is not None else None,
+    )
+
+
+def _compare_rows(label: str, diff: dict, k: int, n_rows: int) -> list[dict[str, Any]]:
+    """Table rows of one potential: ``n_rows`` log-spaced matched times out of ``k``, plus the last."""
+    rows = []
+    idx = np.unique(np.round(np.geomspace(1, k - 1, max(n_rows - 1, 1))).astype(int).tolist() + [k - 1])
+    for i in idx:
+        row = {"label": label}
+        for c in COMPARE_COLUMNS[1:]:
+            v = diff.get(c)
+            row[c] = float(v[i]) if v is not None else ""
+        rows.append(row)
+    return rows
+
+
+def _write_comparison(out_dir: Path, rows, labels, runs) -> None:
+    """``compare.csv``, ``compare.txt`` and one ``compare_<label>.png`` per potential."""
+    with open(out_dir / "compare.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(COMPARE_COLUMNS))
+        writer.writeheader()
+        writer.writerows(rows)
+    (out_dir / "compare.txt").write_text(format_compare_table(rows) + "\n")
+    from . import plotting  # matplotlib is loaded only when plots are written
+
+    for label, (fl, md, diff) in zip(labels, runs, strict=True):
+        plotting.plot_flow_vs_discrete(label, fl, md, diff, out_dir / f"compare_{_slug(label)}.png")
 
 
 def _prefix(tr: Trajectory, k: int) -> Trajectory:
