@@ -126,6 +126,8 @@ class Recorder:
         theta0: Tensor | None = None,
         flush_every: int = 128,
     ) -> None:
+        if clock not in CLOCKS:
+            raise ValueError(f"clock must be one of {CLOCKS}, got {clock!r}")
         self.potential = potential
         self.clock = clock
         self.diagnose = diagnose

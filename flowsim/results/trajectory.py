@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .._json import jsonable
+from .._version import __version__
 from ..errors import TrajectoryFileError
 from ..timegrid import log_t_from_s, t_from_s
 from .store import FORMAT_VERSION, STREAM_DIR, stream_arrays
@@ -205,8 +206,6 @@ def environment_metadata() -> dict[str, Any]:
     import scipy
     import torch
     import torchdiffeq
-
-    from .._version import __version__
 
     return {
         "flowsim": __version__,
