@@ -176,7 +176,8 @@ def _peak_memory(n_save: int, out: Path) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("n_big", [pytest.param(100_000, marks=pytest.mark.slow), 10_000])
+@pytest.mark.slow  # two subprocesses of up to 1e5 save points: `pytest -m slow`
+@pytest.mark.parametrize("n_big", [100_000, 10_000])
 def test_streamed_memory_does_not_grow_with_saved_points(tmp_path, n_big):
     small = _peak_memory(100, tmp_path / "small")
     big = _peak_memory(n_big, tmp_path / "big")

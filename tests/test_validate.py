@@ -41,6 +41,7 @@ def test_quick_checks_pass_and_write_figures(tmp_path):
     assert "| C1 |" in report and "closed form" in report
 
 
+@pytest.mark.slow  # every quick case through the CLI (~1.5 min); also `flowsim validate`
 def test_whole_quick_tier_passes_through_the_cli(tmp_path, capsys):
     # Acceptance of `flowsim validate`: the quick tier (every case C1–C15) passes in CI.
     code = main(["validate", "--out", str(tmp_path)])
