@@ -113,6 +113,24 @@ def test_no_import_cycles():
     assert not cycles, "import cycles between flowsim modules:\n" + "\n".join(" ↔ ".join(c) for c in cycles)
 
 
+def test_subpackages_form_layers():
+    """Between the top-level units (``flowsim.solvers``, ``flowsim.results``, ``flowsim.analysis``, ...) imports
+    point one way: the architecture ``ls`` shows is a stack, not a tangle."""
+    units: dict[str, set[str]] = {}
+    for module, targets in import_graph().items():
+        if module == "flowsim":  # the package root re-exports the public API from everywhere
+            continue
+        unit = ".".join(module.split(".")[:2])
+        deps = units.setdefault(unit, set())
+        deps.update(".".join(t.split(".")[:2]) for t in targets if t != "flowsim")
+    for unit, deps in units.items():
+        deps.discard(unit)
+    for dep in {d for deps in units.values() for d in deps}:
+        units.setdefault(dep, set())
+    cycles = _cycles(units)
+    assert not cycles, "subpackages that import each other:\n" + "\n".join(" ↔ ".join(c) for c in cycles)
+
+
 def test_the_core_never_imports_the_edges():
     graph = import_graph()
     bad = {

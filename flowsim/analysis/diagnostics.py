@@ -29,8 +29,8 @@ from torch import Tensor
 from ..losses import AbstractLoss
 from ..models import AbstractModel, AbstractPiecewiseLinearTwoLayer, AbstractTwoLayer, DeepReLU
 from ..potentials import AbstractPotential
-from ..solvers import activation_summary
 from ..timegrid import log_t_from_s
+from .activation import activation_summary
 
 __all__ = ["compute_diagnostics", "balance"]
 
@@ -93,7 +93,7 @@ def compute_diagnostics(
         models with hidden neurons ``balance`` `(k, m)`, ``balance_drift``, ``balance_drift_abs``; for
         two-layer models ``neuron_mass`` `(k, m)` and ``active_neurons``; for two-layer (leaky-)ReLU and deep
         ReLU models the activation pattern ``active_pairs``, ``zero_pairs`` (pairs on a switching surface:
-        sliding) and ``zero_neurons`` (:func:`flowsim.solvers.activation_summary`).
+        sliding) and ``zero_neurons`` (:func:`flowsim.analysis.activation.activation_summary`).
     """
     theta = theta.to(dtype=torch.float64)
     L = float(model.degree)

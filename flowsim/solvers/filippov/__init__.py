@@ -95,10 +95,11 @@ References:
     Stark & Parker, "Bounded-variable least-squares: an algorithm and applications", Comput. Statist. 10, 1995.
 """
 
+from ...analysis.activation import activation_summary
 from .affine import PiecewiseAffineSystem, solve_filippov
 from .driver import FILIPPOV_OPTIONS, RK_OPTIONS, FilippovDriver
 from .state import ACTIVE, INACTIVE, SLIDING, FilippovInvariantError
-from .support import activation_summary, auto_filippov, supports
+from .support import auto_filippov, supports
 
 __all__ = [
     "ACTIVE",
