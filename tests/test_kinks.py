@@ -766,3 +766,40 @@ def test_runs_with_sliding_projections_are_bitwise_reproducible():
     assert runs[0].stats["n_sliding_projections"] >= 1  # measured 5
     assert runs[0].stats["nfe"] == runs[1].stats["nfe"]
     assert np.array_equal(runs[0].theta, runs[1].theta)
+
+
+def test_candidate_lcp_meets_filippov_conditions_when_a_point_has_negligible_loss_weight():
+    """A neuron with two surfaces at zero, one of whose points has a loss weight 1e-20 of the other's: its ḣ does
+    not depend on α at all, so the Filippov conditions (ḣ_k = 0 inside (0, 1), ≤ 0 at 0, ≥ 0 at 1), checked here
+    from their definition, force it across (α = 1) — the least squares weighted by the loss weights could not see
+    that, and the activation state then never settled (student–teacher data, n = 300, gradient flow)."""
+    from flowsim.solvers.filippov.lcp import _candidate_lcp
+
+    f64 = torch.float64
+    XC = torch.tensor([[0.6, -0.2, 0.5, 0.1, 0.3], [0.1, 0.7, -0.3, 0.4, 0.2]], dtype=f64)
+    sq = torch.tensor([1.0, 0.8, 1.2, 0.9, 1.1], dtype=f64)
+    r = torch.tensor([-0.3, -1e-20], dtype=f64)
+    u = torch.tensor([0.05, 0.06, 0.02, 0.03, 0.0], dtype=f64)
+
+    def hdot(al):
+        return XC @ (sq * sq * (u + XC.T @ (r * al)))
+
+    assert float(hdot(torch.tensor([1.0, 1.0], dtype=f64))[1]) > 0  # the second surface is crossed, whatever α
+    for fixed in ([1.0, 0.0], [0.0, 0.0]):
+        al = _candidate_lcp(
+            u, XC, r, sq, torch.tensor(fixed, dtype=f64), torch.tensor([True, True]), torch.tensor([False, False])
+        )
+        hd = hdot(al)
+        assert 0.0 < float(al[0]) < 1.0 and abs(float(hd[0])) < 1e-12  # the first one slides
+        assert float(al[1]) == 1.0 and float(hd[1]) > 0  # the second one crosses to the active side
+
+
+@pytest.mark.slow
+def test_student_teacher_300_points_settles_and_reaches_the_horizon():
+    """The configuration whose activation state cycled at log t ≈ 3.5 reaches log t = 5 with a conserved balance."""
+    data = student_teacher_relu(300, d=5, seed=0)
+    tr = simulate(
+        TwoLayerReLU(5, 20), data, "euclidean", log_t_end=5.0, rtol=1e-6, atol=1e-9, kinks="filippov", n_save=20
+    )
+    assert tr.success, tr.message
+    assert float(np.max(np.abs(tr.diagnostics["balance_drift"]))) < 1e-5

@@ -47,6 +47,8 @@ def _candidate_lcp(u: Tensor, XC: Tensor, r: Tensor, sq: Tensor, fixed: Tensor, 
                     A.cpu().numpy(), t.cpu().numpy(), bounds=(0.0, 1.0), method="bvls", tol=1e-14, lsmr_tol=None
                 )
                 al[att] = torch.as_tensor(sol.x, dtype=u.dtype, device=u.device)
+                if _misses_filippov_conditions(XC[att], sq, t, A, al[att]):
+                    al[att] = _unscaled_lcp(XC[att], sq, t, -r[att])
             resid = t - A @ al[att]
         else:
             resid = t
@@ -56,6 +58,35 @@ def _candidate_lcp(u: Tensor, XC: Tensor, r: Tensor, sq: Tensor, fixed: Tensor, 
             break
         al[flip] = 1.0 - al[flip]
     return al
+
+
+def _misses_filippov_conditions(XA: Tensor, sq: Tensor, t: Tensor, A: Tensor, al: Tensor) -> bool:
+    """Whether α of attracting surfaces (rows ``XA`` `(K, q)`) violates the Filippov conditions on ḣ itself:
+    ḣ_k ≠ 0 inside (0, 1), ḣ_k > 0 at 0 or ḣ_k < 0 at 1, beyond 1e-8 of the size of ḣ_k's terms.
+
+    The least-squares problem of :func:`_candidate_lcp` weighs surface k's condition by |r_k| (its loss weight):
+    a surface whose point has a negligible loss weight (r_k ~ 1e-20 of the others) meets BVLS's tolerance at any
+    α, although its ḣ_k is far from zero.
+    """
+    hdot = XA @ (sq * (t - A @ al))
+    size = XA.abs() @ (sq * (t.abs() + (A.abs() @ al)))
+    tol = 1e-8 * size
+    inside = (al > _ALPHA_EPS) & (al < 1.0 - _ALPHA_EPS)
+    bad = (
+        (inside & (hdot.abs() > tol)) | ((al <= _ALPHA_EPS) & (hdot > tol)) | ((al >= 1.0 - _ALPHA_EPS) & (hdot < -tol))
+    )
+    return bool(bad.any())
+
+
+def _unscaled_lcp(XA: Tensor, sq: Tensor, t: Tensor, R: Tensor) -> Tensor:
+    """α of attracting surfaces from the least-squares problem in β = R α ∈ [0, R] (R = −r > 0): the same
+    Filippov conditions, with ḣ_k itself (not R_k ḣ_k) as the gradient that BVLS drives to its tolerance."""
+    B = sq.unsqueeze(1) * XA.T  # (q, K)
+    sol = lsq_linear(
+        B.cpu().numpy(), t.cpu().numpy(), bounds=(0.0, R.cpu().numpy()), method="bvls", tol=1e-14, lsmr_tol=None
+    )
+    beta = torch.as_tensor(sol.x, dtype=t.dtype, device=t.device)
+    return (beta / R).clamp(0.0, 1.0)
 
 
 def _equivalent_control(
