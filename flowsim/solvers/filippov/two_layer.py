@@ -9,6 +9,7 @@ crossing_correction`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -17,7 +18,7 @@ from torch import Tensor
 
 from ...models import AbstractPiecewiseLinearTwoLayer
 from .dense import _gl_interval_weights, _gl_nodes, _horner, _powers
-from .lcp import _candidate_lcp, _equivalent_control, _project_onto_surfaces
+from .lcp import _candidate_lcp, _project_onto_surfaces
 from .state import ACTIVE, INACTIVE, SLIDING, AbstractSwitchingSystem, DenseSurfaceRates
 
 
@@ -80,6 +81,16 @@ class _TwoLayerSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
         dev = self.mode.device
         self.single_j = torch.tensor(single, dtype=torch.long, device=dev)
         self.single_i = torch.cat([self.slide_sets[j] for j in single]) if single else self.single_j
+        # neurons sliding on several surfaces: their points padded to the largest set (mask marks real entries)
+        self.multi_j = torch.tensor(self.slide_multi, dtype=torch.long, device=dev)
+        kmax = max((self.slide_sets[j].numel() for j in self.slide_multi), default=0)
+        self.multi_i = torch.zeros((len(self.slide_multi), kmax), dtype=torch.long, device=dev)
+        self.multi_mask = torch.zeros((len(self.slide_multi), kmax), dtype=torch.bool, device=dev)
+        for b, j in enumerate(self.slide_multi):
+            k = self.slide_sets[j].numel()
+            self.multi_i[b, :k] = self.slide_sets[j]
+            self.multi_mask[b, :k] = True
+        self.bg_multi: Tensor | None = None
 
     def split(self, theta: Tensor) -> tuple[Tensor, Tensor]:
         return theta[..., : self.md].reshape(*theta.shape[:-1], self.m, self.d), theta[..., self.md :]
@@ -127,7 +138,6 @@ class _TwoLayerSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
         else:
             alpha = torch.full_like(H, float("nan"))
             D = self.pot.inverse_hessian_diag(W)
-            rows = []
             Pf = self.P.clone()
             ref = self.alpha0 if alpha_ref is None else alpha_ref
             scale = {} if self.bg_scale is None else None
@@ -138,18 +148,15 @@ class _TwoLayerSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
                 alpha[is_, js] = al
                 Pf[is_, js] = al
                 zW[js] = row
-            for j in self.slide_multi:
-                S = self.slide_sets[j]
-                XS = self.X[S]
-                R = -(1.0 - self.slope) * a[j] * cy[S]  # −r_k (> 0 on an attracting surface)
-                al = _equivalent_control(self, j, scale, uW[j], XS, R, D[j].sqrt(), ref[S, j], H[S, j])
-                alpha[S, j] = al
-                Pf[S, j] = al
-                rows.append((j, uW[j] + (1.0 - self.slope) * a[j] * ((cy[S] * al) @ XS)))
+            if self.multi_j.numel():
+                js, I, mask = self.multi_j, self.multi_i, self.multi_mask
+                al, row = self._multi_control(js, I, mask, scale, uW, D, a, cy, H, ref)
+                jj = js.unsqueeze(1).expand_as(I)
+                alpha[I[mask], jj[mask]] = al[mask]
+                Pf[I[mask], jj[mask]] = al[mask]
+                zW[js] = row
             if scale is not None:
                 self.bg_scale = scale
-            for j, row in rows:
-                zW[j] = row
             G = self._gate(Pf)
         za = ((G * H) * cy.unsqueeze(1)).sum(0)
         return torch.cat([zW.reshape(-1), za]), alpha
@@ -182,6 +189,40 @@ class _TwoLayerSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
             delta = delta + f * d_bg
         al = a0 + delta
         row = uW[js] + (r * al).unsqueeze(1) * XS
+        return al, row
+
+    def _multi_control(self, js, I, mask, scale, uW, D, a, cy, H, ref) -> tuple[Tensor, Tensor]:
+        """:func:`_equivalent_control` of the neurons ``js`` `(J,)` sliding on several surfaces each (points ``I``
+        `(J, k)`, padded; ``mask`` marks the real ones), batched: one pseudo-inverse of the stacked (zero-padded)
+        k × k systems AᵀA, whose padded block contributes nothing. Returns α `(J, k)` (0 where padded) and the
+        neurons' velocity rows `(J, d)`."""
+        fm = mask.to(H.dtype)
+        XS = self.X[I] * fm.unsqueeze(2)  # (J, k, d)
+        R = -(1.0 - self.slope) * a[js].unsqueeze(1) * cy[I] * fm  # −r (> 0 on an attracting surface)
+        sq = D[js].sqrt()  # (J, d)
+        A = sq.unsqueeze(2) * XS.transpose(1, 2) * R.unsqueeze(1)  # (J, d, k)
+        t = sq * uW[js]
+        a0 = torch.where(mask, ref[I, js.unsqueeze(1)], 0.0)
+        M = A.transpose(1, 2) @ A
+        finite = torch.isfinite(M).flatten(1).all(1)  # a trial RK stage far off: non-finite field, step rejected
+        Minv = torch.linalg.pinv(torch.where(finite[:, None, None], M, 0.0), hermitian=True, rtol=1e-12)
+        delta = (Minv @ (A.transpose(1, 2) @ (t - (A @ a0.unsqueeze(2)).squeeze(2)).unsqueeze(2))).squeeze(2)
+        if self.lam:
+            d_bg = (Minv @ (self.lam * R * H[I, js.unsqueeze(1)] * fm).unsqueeze(2)).squeeze(2)
+            if scale is not None:  # the segment's first evaluation (its start): fix the Baumgarte factors
+                al_eq = a0 + delta
+                room = torch.where(mask, torch.minimum(al_eq, 1.0 - al_eq), math.inf).amin(1).clamp_min(0.0)
+                big = d_bg.abs().amax(1)
+                f = torch.where(big > 0, (0.5 * room / torch.where(big > 0, big, 1.0)).clamp_max(1.0), 1.0)
+                scale.update(zip(js.tolist(), f.tolist(), strict=True))
+                self.bg_multi = f
+            else:
+                f = self.bg_multi
+                if f is None or f.shape != js.shape:  # (defensive: the sliding set changed within the segment)
+                    f = torch.tensor([self.bg_scale.get(j, 1.0) for j in js.tolist()], dtype=M.dtype, device=M.device)
+            delta = delta + f.unsqueeze(1) * d_bg
+        al = torch.where(finite.unsqueeze(1), (a0 + delta) * fm, math.nan)
+        row = uW[js] - ((R * al).unsqueeze(1) @ XS).squeeze(1)
         return al, row
 
     # -- classification at a segment start --
