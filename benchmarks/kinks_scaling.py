@@ -65,8 +65,16 @@ def run(n: int, m: int, pot: str, kinks: str, cap: float | None) -> dict:
     wall0, cpu0 = time.perf_counter(), time.process_time()
     with _WallCap(cap):
         tr = flowsim.simulate(
-            model, data, POTENTIALS[pot](), log_t_end=LOG_T, rtol=RTOL, atol=ATOL, kinks=kinks, n_save=11,
-            threads=1, diagnostics=False,
+            model,
+            data,
+            POTENTIALS[pot](),
+            log_t_end=LOG_T,
+            rtol=RTOL,
+            atol=ATOL,
+            kinks=kinks,
+            n_save=11,
+            threads=1,
+            diagnostics=False,
         )
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     st = tr.stats
@@ -125,8 +133,8 @@ def main() -> None:
     for pot in POTENTIALS:
         by_n = [(n, f["nfe"]) for p, n, m, f, _, _ in rows if p == pot and m == 20 and f["status"] == "success"]
         by_m = [(m, f["nfe"]) for p, n, m, f, _, _ in rows if p == pot and n == 100 and f["status"] == "success"]
-        en = fit_exponent(*zip(*by_n)) if len(by_n) >= 2 else math.nan
-        em = fit_exponent(*zip(*by_m)) if len(by_m) >= 2 else math.nan
+        en = fit_exponent(*zip(*by_n, strict=True)) if len(by_n) >= 2 else math.nan
+        em = fit_exponent(*zip(*by_m, strict=True)) if len(by_m) >= 2 else math.nan
         print(f"{pot}: RHS evaluations grow like n^{en:.2f} (m = 20) and m^{em:.2f} (n = 100)")
     failures = sum(1 for *_, f, _, _ in rows if f["status"] != "success" or f["log_t"] < LOG_T - 1e-9)
     print(f"filippov_scale_failures={failures}")
