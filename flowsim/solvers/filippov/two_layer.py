@@ -73,23 +73,17 @@ class _TwoLayerSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
     # -- state bookkeeping --
     def _refresh(self) -> None:
         super()._refresh()
-        self.slide_neurons = [int(j) for j in torch.nonzero(self.sliding.any(0)).flatten()]
-        self.slide_sets = {j: torch.nonzero(self.sliding[:, j]).flatten() for j in self.slide_neurons}
+        count = self.sliding.sum(0)  # sliding surfaces per neuron, (m,)
+        self.slide_neurons = torch.nonzero(count > 0).flatten().tolist()
         # neurons sliding on one surface (most of them) get their equivalent control in closed form, batched
-        single = [j for j in self.slide_neurons if self.slide_sets[j].numel() == 1]
-        self.slide_multi = [j for j in self.slide_neurons if self.slide_sets[j].numel() > 1]
-        dev = self.mode.device
-        self.single_j = torch.tensor(single, dtype=torch.long, device=dev)
-        self.single_i = torch.cat([self.slide_sets[j] for j in single]) if single else self.single_j
-        # neurons sliding on several surfaces: their points padded to the largest set (mask marks real entries)
-        self.multi_j = torch.tensor(self.slide_multi, dtype=torch.long, device=dev)
-        kmax = max((self.slide_sets[j].numel() for j in self.slide_multi), default=0)
-        self.multi_i = torch.zeros((len(self.slide_multi), kmax), dtype=torch.long, device=dev)
-        self.multi_mask = torch.zeros((len(self.slide_multi), kmax), dtype=torch.bool, device=dev)
-        for b, j in enumerate(self.slide_multi):
-            k = self.slide_sets[j].numel()
-            self.multi_i[b, :k] = self.slide_sets[j]
-            self.multi_mask[b, :k] = True
+        self.single_j = torch.nonzero(count == 1).flatten()
+        self.single_i = self.sliding[:, self.single_j].to(torch.int8).argmax(0)
+        # neurons sliding on several surfaces: their points (ascending) padded to the largest set, mask = real ones
+        self.multi_j = torch.nonzero(count > 1).flatten()
+        kmax = int(count.max()) if self.multi_j.numel() else 0
+        order = torch.argsort((~self.sliding[:, self.multi_j].T).to(torch.int8), dim=1, stable=True)
+        self.multi_i = order[:, :kmax]
+        self.multi_mask = torch.arange(kmax, device=count.device) < count[self.multi_j].unsqueeze(1)
         self.bg_multi: Tensor | None = None
 
     def split(self, theta: Tensor) -> tuple[Tensor, Tensor]:
@@ -323,7 +317,7 @@ class _TwoLayerSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
             return None
         zW, za = self.split(z.clone())
         for j in torch.nonzero(off.any(0)).flatten().tolist():
-            S = self.slide_sets[j]
+            S = torch.nonzero(self.sliding[:, j]).flatten()
             XS = self.X[S]
             zW[j] = _project_onto_surfaces(
                 self.pot, zW[j], XS, lambda w, XS=XS: XS @ w, lambda w, XS=XS: XS, h[S, j], 0.01 * band[S, j]
