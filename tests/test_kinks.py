@@ -803,3 +803,44 @@ def test_student_teacher_300_points_settles_and_reaches_the_horizon():
     )
     assert tr.success, tr.message
     assert float(np.max(np.abs(tr.diagnostics["balance_drift"]))) < 1e-5
+
+
+def test_event_scan_prescreen_keeps_every_surface_the_full_scan_would_flag(monkeypatch):
+    """The event scan samples only the surfaces that g and dg/dx at x = 0, ½, 1 say can reach zero; along a whole
+    run, every surface the full 9-sample scan flags (a sign change, or a dip whose Hermite cubic goes below zero)
+    must be among them."""
+    from flowsim.solvers.filippov.events import _N_SAMPLES, _EventLocation
+
+    screen = _EventLocation._scan_candidates
+    seen = {"steps": 0, "flagged": 0, "missed": 0, "screened": 0}
+
+    def checked(self, Th, dTh, sigf, bandf, watched):
+        cols = screen(self, Th, dTh, sigf, bandf, watched)
+        H, dH = self.sw.surfaces_and_rates(Th, dTh)
+        g = torch.where(watched, sigf * H.flatten(1) + bandf, math.inf)
+        dg = torch.where(watched, sigf * dH.flatten(1), 0.0)
+        ga, gb, da, db = g[:-1], g[1:], dg[:-1], dg[1:]
+        dip = (ga >= 0) & (gb >= 0) & (da < 0) & (db > 0)
+        u = torch.linspace(0.0, 1.0, 41, dtype=g.dtype).view(41, 1, 1)
+        dx = 1.0 / _N_SAMPLES
+        cubic = (
+            (2 * u**3 - 3 * u**2 + 1) * torch.where(dip, ga, 1.0)
+            + (u**3 - 2 * u**2 + u) * dx * torch.where(dip, da, 0.0)
+            + (3 * u**2 - 2 * u**3) * torch.where(dip, gb, 1.0)
+            + (u**3 - u**2) * dx * torch.where(dip, db, 0.0)
+        )
+        flagged = (((ga >= 0) & (gb < 0)) | (dip & (cubic.amin(0) < 0))).any(0)
+        kept = torch.ones_like(flagged) if cols is None else torch.zeros_like(flagged).index_fill_(0, cols, True)
+        seen["steps"] += 1
+        seen["flagged"] += int(flagged.sum())
+        seen["missed"] += int((flagged & ~kept).sum())
+        seen["screened"] += int((~kept).sum())
+        return cols
+
+    monkeypatch.setattr(_EventLocation, "_scan_candidates", checked)
+    data = student_teacher_relu(100, d=5, seed=0)
+    for pot in ("euclidean", {"name": "hyperbolic_entropy", "beta": 0.1}):
+        tr = simulate(TwoLayerReLU(5, 20), data, pot, log_t_end=5.0, rtol=1e-6, atol=1e-9, kinks="filippov", n_save=6)
+        assert tr.success, tr.message
+    assert seen["flagged"] > 100 and seen["screened"] > 10 * seen["flagged"]  # the screen does work, and runs often
+    assert seen["missed"] == 0, seen

@@ -25,7 +25,18 @@ class _SoftCrossings:
     ``field``, the tolerances and ``soft_*`` options, the run's ``_stats``, and the driver's event location)."""
 
     def _soft_step(
-        self, new, prev, C: Tensor, cross: Tensor, g: Tensor, xs: Tensor, sigf, bandf, seg: _SegmentField, saves: Tensor
+        self,
+        new,
+        prev,
+        C: Tensor,
+        cross: Tensor,
+        g: Tensor,
+        xs: Tensor,
+        sigf,
+        bandf,
+        seg: _SegmentField,
+        saves: Tensor,
+        cols: Tensor,
     ):
         """Keep an accepted step (or its first part) whose crossings are transversal, correcting it in closed form.
 
@@ -66,12 +77,12 @@ class _SoftCrossings:
         fail = self._soft_fallback
         t0, t1 = prev.t1, new.t1
         dt = t1 - t0
-        x, idxs, cnt = self._sorted_crossings(C, cross, g, xs, sigf, bandf)
+        x, idxs, n_changes = self._sorted_crossings(C, cross, g, xs, sigf, bandf, cols)
         if bool(x[0] <= 0):
             return fail("at_start")
         ii, jj = idxs // sw.m, idxs % sw.m
         K = int(idxs.numel())
-        kb, reason = self._first_hard_crossing(cnt[idxs], ii, jj, K)
+        kb, reason = self._first_hard_crossing(n_changes, ii, jj, K)
         if kb == 0:
             return fail(reason)
         x_end = 1.0 if kb == K else float(x[kb])
@@ -136,15 +147,16 @@ class _SoftCrossings:
         self._stats.count_fallback(reason)
         return None
 
-    def _sorted_crossings(self, C: Tensor, cross: Tensor, g: Tensor, xs: Tensor, sigf, bandf):
+    def _sorted_crossings(self, C: Tensor, cross: Tensor, g: Tensor, xs: Tensor, sigf, bandf, cols: Tensor):
         """The step's crossings located as roots on the dense output and sorted by time: step fractions x `(K,)`,
-        flat surface indices `(K,)`, and the number of sign changes of every surface `(N,)`."""
+        flat surface indices `(K,)`, and each one's number of sign changes in the step `(K,)`. Columns of
+        ``cross`` and ``g`` are the surfaces ``cols`` (flat indices)."""
         cnt = cross.sum(0)
-        idxs = torch.nonzero(cnt).flatten()
-        k = cross[:, idxs].to(torch.int8).argmax(0)
-        x = self._roots(C, idxs, xs[k], xs[k + 1], sigf, bandf, g[k, idxs], g[k + 1, idxs])
+        sub = torch.nonzero(cnt).flatten()
+        k = cross[:, sub].to(torch.int8).argmax(0)
+        x = self._roots(C, cols[sub], xs[k], xs[k + 1], sigf, bandf, g[k, sub], g[k + 1, sub])
         order = torch.argsort(x)
-        return x[order], idxs[order], cnt
+        return x[order], cols[sub][order], cnt[sub][order]
 
     def _first_hard_crossing(self, n_changes: Tensor, ii: Tensor, jj: Tensor, K: int) -> tuple[int, str]:
         """Index of the first crossing that cannot be switched softly and why ("recross": crossed twice in the

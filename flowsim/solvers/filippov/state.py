@@ -44,9 +44,12 @@ class AbstractSwitchingSystem(abc.ABC):
             exempt from the side check), or None.
         :meth:`project_sliding`: put drifted sliding surfaces back onto h = 0 (default: never).
         :class:`DenseSurfaceRates`: ḣ along a step's dense output, for Newton root finding.
+        scans_subsets: h and ḣ of chosen surfaces at several states (:meth:`surfaces_and_rates_at`), so the event
+            scan samples only the surfaces that can reach zero inside a step.
     """
 
     supports_soft: bool = False
+    scans_subsets: bool = False
     inert: Tensor | None = None
 
     def _init_state(self, shape: tuple, dtype, device) -> None:
@@ -124,6 +127,12 @@ class AbstractSwitchingSystem(abc.ABC):
     def surfaces_and_rates(self, theta: Tensor, theta_dot: Tensor) -> tuple[Tensor, Tensor]:
         """h and ḣ at K states ``theta``, ``theta_dot`` `(K, p)`, shape `(K, *S)` each."""
         return self.surfaces(theta), self.surface_rates(theta, theta_dot)
+
+    def surfaces_and_rates_at(self, theta: Tensor, theta_dot: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+        """h and ḣ of surfaces ``idx`` (flat indices, `(B,)`) at K states, shape `(K, B)` each (systems with
+        ``scans_subsets``)."""
+        H, dH = self.surfaces_and_rates(theta, theta_dot)
+        return H.flatten(1)[:, idx], dH.flatten(1)[:, idx]
 
     def project_sliding(self, z: Tensor, theta: Tensor, band: Tensor) -> Tensor | None:
         """z with the sliding surfaces that drifted off h = 0 by more than ``band`` put back on it, or None when

@@ -56,6 +56,7 @@ class _TwoLayerSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
     """
 
     supports_soft = True
+    scans_subsets = True
 
     def __init__(self, model: AbstractPiecewiseLinearTwoLayer, field) -> None:
         self.model = model
@@ -105,6 +106,13 @@ class _TwoLayerSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
         W, _ = self.split(torch.cat([theta, theta_dot]))  # (2K, m, d)
         HH = (self.X @ W.reshape(-1, self.d).T).reshape(self.n, 2 * K, self.m).transpose(0, 1)
         return HH[:K], HH[K:]
+
+    def surfaces_and_rates_at(self, theta: Tensor, theta_dot: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+        """h and ḣ of surfaces ``idx`` (flat, `(B,)`) at K states, `(K, B)` each: h_ij = x_i · w_j."""
+        i, j = idx // self.m, idx % self.m
+        W, _ = self.split(torch.stack([theta, theta_dot]))  # (2, K, m, d)
+        HH = (self.X[i] * W[:, :, j]).sum(-1)  # (2, K, B)
+        return HH[0], HH[1]
 
     def error_scale(self, theta: Tensor, z: Tensor, rtol: float, atol: float) -> Tensor:
         """Scale of the error in h implied by the solver tolerance on z, shape `(n, m)`."""
