@@ -101,6 +101,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a small grid (a few minutes)")
     parser.add_argument("--naive-cap", type=float, default=None, help="wall seconds per naive run (default 60)")
+    parser.add_argument(
+        "--potentials", nargs="+", choices=sorted(POTENTIALS), default=list(POTENTIALS), help="a subset (default both)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     ns = [30, 100, 300] if args.quick else [30, 100, 300, 1000, 3000]
@@ -114,7 +117,7 @@ def main() -> None:
     )
     print(header)
     print("-" * len(header))
-    for pot in POTENTIALS:
+    for pot in args.potentials:
         for n, m in grid:
             fil = run(n, m, pot, "filippov", None)
             nai = run(n, m, pot, "naive", cap)
@@ -130,7 +133,7 @@ def main() -> None:
             if fil["status"] != "success":
                 print(f"    filippov: {fil['message'][:200]}")
     print()
-    for pot in POTENTIALS:
+    for pot in args.potentials:
         by_n = [(n, f["nfe"]) for p, n, m, f, _, _ in rows if p == pot and m == 20 and f["status"] == "success"]
         by_m = [(m, f["nfe"]) for p, n, m, f, _, _ in rows if p == pot and n == 100 and f["status"] == "success"]
         en = fit_exponent(*zip(*by_n, strict=True)) if len(by_n) >= 2 else math.nan
