@@ -838,9 +838,9 @@ def test_event_scan_prescreen_keeps_every_surface_the_full_scan_would_flag(monke
         return cols
 
     monkeypatch.setattr(_EventLocation, "_scan_candidates", checked)
-    data = student_teacher_relu(100, d=5, seed=0)
+    data = student_teacher_relu(60, d=5, seed=0)
     for pot in ("euclidean", {"name": "hyperbolic_entropy", "beta": 0.1}):
-        tr = simulate(TwoLayerReLU(5, 20), data, pot, log_t_end=5.0, rtol=1e-6, atol=1e-9, kinks="filippov", n_save=6)
+        tr = simulate(TwoLayerReLU(5, 20), data, pot, log_t_end=4.0, rtol=1e-6, atol=1e-9, kinks="filippov", n_save=6)
         assert tr.success, tr.message
     assert seen["flagged"] > 100 and seen["screened"] > 10 * seen["flagged"]  # the screen does work, and runs often
     assert seen["missed"] == 0, seen
