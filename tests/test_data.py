@@ -165,7 +165,7 @@ def test_make_dataset_maps_zero_one_labels():
     one_class = make_dataset(np.eye(2), [1.0, 1.0])  # ±1 labels of one sign are a valid margin problem
     assert one_class.y.tolist() == [1.0, 1.0]
     assert make_dataset([[2.0, 1.0]], [-1]).y.tolist() == [-1.0]
-    from_torch = make_dataset(torch.ones(2, 2, dtype=torch.float32), torch.tensor([3, 8]))
+    from_torch = make_dataset(torch.eye(2, dtype=torch.float32), torch.tensor([3, 8]))
     assert from_torch.X.dtype == torch.float64 and from_torch.y.tolist() == [-1.0, 1.0]
 
 
@@ -295,3 +295,14 @@ def test_is_linearly_separable_negative_and_array_input():
     X = np.array([[1.0, 1.0], [-1.0, -1.0], [1.0, -1.0], [-1.0, 1.0]])
     assert not is_linearly_separable(make_dataset(X, [1, 1, -1, -1]))  # XOR through the origin
     assert is_linearly_separable(np.array([[1.0, 0.0], [0.5, 2.0]]))  # Z given directly
+
+
+def test_dataset_rejects_conflicting_duplicates_and_inf():
+    X = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]], dtype=torch.float64)
+    with pytest.raises(InvalidDataError, match=r"rows 0 and 2 have the same x"):
+        Dataset(X, torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64))
+    assert Dataset(X, torch.tensor([1.0, 1.0, 1.0], dtype=torch.float64)).n == 3  # same label: fine
+    with pytest.raises(InvalidDataError, match=r"non-finite .* row 1"):
+        Dataset(
+            torch.tensor([[1.0, 0.0], [float("inf"), 1.0]], dtype=torch.float64), torch.ones(2, dtype=torch.float64)
+        )

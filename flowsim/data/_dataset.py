@@ -19,7 +19,8 @@ class Dataset:
     """A binary classification data set with labels in {−1, +1}.
 
     Build instances with :func:`make_dataset` (or a loader), which validates and converts the inputs;
-    the constructor itself only checks shapes, dtype kind and the label values.
+    the constructor itself checks shapes, dtype kind, the label values, that ``X`` and ``y`` are finite,
+    and that no point appears twice with different labels (such data cannot be classified by any model).
 
     Attributes:
         X: features, shape `(n, d)`, floating point (float64 by default).
@@ -56,6 +57,8 @@ class Dataset:
                 f"Dataset.y must contain only -1 and +1; found other values {bad}. "
                 "Use flowsim.data.make_dataset(X, y), which maps two-class labels to ±1."
             )
+        _check_finite(self.X, self.y)
+        _check_no_conflicting_duplicates(self.X, self.y)
 
     @property
     def n(self) -> int:
@@ -91,6 +94,49 @@ class Dataset:
             f"Dataset(name={self.name!r}, n={self.n}, d={self.d}, n_pos={n_pos}, n_neg={self.n - n_pos}, "
             f"dtype={self.X.dtype}, device={self.X.device})"
         )
+
+
+def _check_finite(X: Tensor, y: Tensor) -> None:
+    """Raise :class:`InvalidDataError` if ``X`` or ``y`` has NaN/inf entries (first bad row named)."""
+    for what, a in (("X", X), ("y", y)):
+        finite = torch.isfinite(a)
+        if bool(finite.all()):
+            continue
+        rows = finite if a.ndim == 1 else finite.all(dim=1)
+        r = int(torch.nonzero(~rows)[0, 0])
+        raise InvalidDataError(
+            f"Dataset.{what} has {int((~finite).sum())} non-finite (NaN/inf) entries; the first is in row {r}. "
+            "Drop or impute these rows, e.g. keep = np.isfinite(X).all(axis=1); make_dataset(X[keep], y[keep])."
+        )
+
+
+def _check_no_conflicting_duplicates(X: Tensor, y: Tensor) -> None:
+    """Raise :class:`InvalidDataError` if two rows of ``X`` are equal but their labels differ.
+
+    Such a pair (x, +1), (x, −1) has margins of opposite signs for every model f(θ; x), so no parameter
+    classifies both and the margin flow never separates the data (the loss cannot go to zero). Rows are
+    compared by their bytes (after mapping −0.0 to 0.0), in one pass over a dict: O(n d).
+    """
+    if X.shape[0] < 2 or bool((y == y[0]).all()):
+        return
+    Xa = np.ascontiguousarray(X.detach().cpu().numpy()) + 0.0  # + 0.0 maps -0.0 to 0.0
+    ya = y.detach().cpu().numpy()
+    first: dict[bytes, int] = {}
+    conflicts: list[tuple[int, int]] = []
+    for i, row in enumerate(Xa):
+        j = first.setdefault(row.tobytes(), i)
+        if ya[j] != ya[i]:
+            conflicts.append((j, i))
+    if not conflicts:
+        return
+    j, i = conflicts[0]
+    raise InvalidDataError(
+        f"the data set has {len(conflicts)} row(s) that repeat an earlier point with a different label; e.g. "
+        f"rows {j} and {i} have the same x but labels {_label_repr(ya[j])} and {_label_repr(ya[i])}. No model "
+        "can classify both, so the data are not separable and the margin flow would never converge. Remove the "
+        "conflicting duplicates (keep one label per point), e.g. find them with "
+        "numpy.unique(X, axis=0, return_inverse=True)."
+    )
 
 
 def _to_numpy(a: Any, what: str) -> np.ndarray:
@@ -141,6 +187,7 @@ def make_dataset(
         InvalidDataError: if ``X`` is not 2-D, ``y`` is not 1-D, their lengths differ, ``n == 0`` or
             ``d == 0``, ``X`` has NaN/inf entries (the message counts them and gives the first bad row),
             ``y`` has NaN, the labels have more than two classes or a single class other than ±1,
+            the same point appears with both labels,
             ``positive_class`` is not a label,
             or ``info`` is not JSON-able.
 
