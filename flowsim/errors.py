@@ -19,6 +19,7 @@ __all__ = [
     "HorizonError",
     "ReferenceSolverError",
     "TrajectoryFileError",
+    "RunFolderError",
 ]
 
 
@@ -55,6 +56,11 @@ class ReferenceSolverError(FlowSimError, RuntimeError):
 
 class TrajectoryFileError(FlowSimError, OSError):
     """A saved trajectory could not be read (missing files, wrong format version)."""
+
+
+class RunFolderError(FlowSimError, OSError):
+    """An output folder cannot be used: a file is in the way, it is not writable, another run holds it, or a
+    file in it is damaged (the message names the file and what to do)."""
 
 
 def positive_real(name: str, value, example: str) -> float:
