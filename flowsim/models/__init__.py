@@ -29,10 +29,15 @@ References:
 """
 
 from ._base import AbstractModel as AbstractModel
+from ._cnn import VGG16_LAYERS as VGG16_LAYERS
+from ._cnn import VGGNet as VGGNet
+from ._cnn import vgg16 as vgg16
 from ._deep import DeepReLU as DeepReLU
 from ._linear import DeepLinear as DeepLinear
 from ._linear import DiagonalLinear as DiagonalLinear
 from ._linear import Linear as Linear
+from ._module import ModuleModel as ModuleModel
+from ._module import from_module as from_module
 from ._registry import MODELS as MODELS
 from ._registry import get_model as get_model
 from ._two_layer import AbstractPiecewiseLinearTwoLayer as AbstractPiecewiseLinearTwoLayer
@@ -52,6 +57,11 @@ __all__ = [
     "TwoLayerLeakyReLU",
     "TwoLayerReLUPower",
     "DeepReLU",
+    "VGGNet",
+    "VGG16_LAYERS",
+    "vgg16",
+    "ModuleModel",
+    "from_module",
     "MODELS",
     "get_model",
 ]

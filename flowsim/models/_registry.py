@@ -7,6 +7,7 @@ from typing import Any
 
 from ..errors import InvalidParameterError
 from ._base import AbstractModel
+from ._cnn import VGGNet
 from ._deep import DeepReLU
 from ._linear import DeepLinear, DiagonalLinear, Linear
 from ._two_layer import TwoLayerLeakyReLU, TwoLayerReLU, TwoLayerReLUPower
@@ -21,6 +22,7 @@ MODELS: dict[str, type[AbstractModel]] = {
         TwoLayerLeakyReLU,
         TwoLayerReLUPower,
         DeepReLU,
+        VGGNet,
     )
 }
 
@@ -36,7 +38,7 @@ def get_model(name: str, **kwargs: Any) -> AbstractModel:
 
     Args:
         name: one of ``MODELS`` (``"linear"``, ``"diagonal_linear"``, ``"deep_linear"``,
-            ``"two_layer_relu"``, ``"two_layer_leaky_relu"``, ``"two_layer_relu_power"``, ``"deep_relu"``).
+            ``"two_layer_relu"``, ``"two_layer_leaky_relu"``, ``"two_layer_relu_power"``, ``"deep_relu"``, ``"vgg_cnn"``).
         **kwargs: constructor arguments of that model.
 
     Returns:
