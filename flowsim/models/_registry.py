@@ -38,7 +38,8 @@ def get_model(name: str, **kwargs: Any) -> AbstractModel:
 
     Args:
         name: one of ``MODELS`` (``"linear"``, ``"diagonal_linear"``, ``"deep_linear"``,
-            ``"two_layer_relu"``, ``"two_layer_leaky_relu"``, ``"two_layer_relu_power"``, ``"deep_relu"``, ``"vgg_cnn"``).
+            ``"two_layer_relu"``, ``"two_layer_leaky_relu"``, ``"two_layer_relu_power"``, ``"deep_relu"``,
+            ``"vgg_cnn"``).
         **kwargs: constructor arguments of that model.
 
     Returns:
