@@ -44,7 +44,7 @@ from .potentials import AbstractPotential, get_potential
 from .problem import Problem, num_threads, prepare_problem
 from .results import Status, Trajectory, environment_metadata
 from .results.recorder import Recorder, SaveProgress, diagnostics_function
-from .results.store import DEFAULT_CHECKPOINT_EVERY, STREAM_DIR, RowStore, RunDirectory
+from .results.store import DEFAULT_CHECKPOINT_EVERY, STREAM_DIR, RowStore, RunDirectory, locked_folder
 from .solvers import ADAPTIVE_METHODS, STIFF_METHODS, MaxStepsReached, NonFiniteField, StepFailed
 from .solvers.select import check_tolerances, make_driver
 from .timegrid import check_grid, log_t_from_s, s_from_log_t, save_grid, t_from_s
@@ -84,8 +84,8 @@ def _run_driver(driver, field, z0: torch.Tensor, tau: torch.Tensor, save) -> tup
     status, message = Status.SUCCESS, Status.SUCCESS.hint
     try:
         driver.integrate(field, z0, tau, save)
-    except KeyboardInterrupt:
-        status, message = Status.INTERRUPTED, Status.INTERRUPTED.hint
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM in flowsim run (flowsim.lab.workers.Terminated: says so)
+        status, message = Status.INTERRUPTED, f"{Status.INTERRUPTED.hint} ({e})" if str(e) else Status.INTERRUPTED.hint
     except MaxStepsReached as e:
         status, message = Status.MAX_STEPS, f"{Status.MAX_STEPS.hint} ({e})"
     except NonFiniteField as e:
@@ -261,7 +261,7 @@ def simulate(
     data_arrays = {"X": prob.X.cpu().numpy(), "y": prob.y.cpu().numpy()}
     if theta0 is not None:
         data_arrays["theta0"] = prob.theta0.cpu().numpy()
-    with num_threads(prob.threads):
+    with num_threads(prob.threads), locked_folder(out):  # a file, unwritable or held by another run: an error
         run = _StreamedRun(out, checkpoint_every, resume, config, spec, data_arrays, field, z0, tau_grid, time)
         return run.record(new_driver, solver_options, int(max_steps), prob.potential, diagnose, progress)
 

@@ -15,15 +15,25 @@ Directory layout::
     DIR/checkpoint.npz    last checkpoint (atomic)
     DIR/trajectory.json   status, stats, config, ``"storage": "stream"``, ``"n_saved"`` (rewritten at every
                           checkpoint)
+    DIR/.flowsim.lock     while a run writes to DIR: its pid, host and start time (:func:`locked_folder`)
 
-Every file is readable with numpy and json alone.
+Every file is readable with numpy and json alone. While a run is going (or after SIGKILL) the ``.npy`` files hold
+their full preallocated row count; a run that returns (finished, failed or interrupted) trims them to its
+``n_saved`` rows. A second run into a folder that a live run holds is refused (:class:`RunFolderError` naming
+the holder); a lock left by a dead process is taken over. A damaged file (truncated, not JSON/npz) raises
+:class:`RunFolderError` naming the file and what to do.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Callable
+import re
+import socket
+import time
+import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +41,12 @@ from typing import Any
 import numpy as np
 
 from .._json import jsonable
-from ..errors import InvalidParameterError, TrajectoryFileError
+from ..errors import InvalidParameterError, RunFolderError, TrajectoryFileError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - (not POSIX: the lock file's pid is checked instead)
+    fcntl = None
 
 __all__ = [
     "FORMAT_VERSION",
@@ -41,11 +56,161 @@ __all__ = [
     "RunDirectory",
     "Checkpoint",
     "stream_arrays",
+    "LOCK_FILE",
+    "prepare_out_dir",
+    "locked_folder",
 ]
 
 FORMAT_VERSION = 1
 STREAM_DIR = "stream"
 DEFAULT_CHECKPOINT_EVERY = 50
+LOCK_FILE = ".flowsim.lock"
+
+_RESTART_FIX = (
+    "delete {dir}/checkpoint.npz and resume to restart the run from t = 0 (flowsim run --resume DIR, or "
+    "flowsim.resume(DIR)), or start it again in another folder"
+)
+_REBUILD_FIX = (
+    "the run cannot be rebuilt without it: start it again (flowsim.simulate(..., out=DIR) or flowsim run --out DIR), "
+    "in a new folder or after deleting this one"
+)
+
+# what can go wrong reading a damaged file: truncated npz/npy (BadZipFile, EOFError, ValueError), bad JSON
+_DAMAGED = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
+
+
+def damaged(path: Path, error: BaseException, fix: str) -> RunFolderError:
+    """The error for a damaged file ``path``: what was wrong with it and ``fix`` (what to do)."""
+    return RunFolderError(f"{path} is damaged or truncated ({type(error).__name__}: {str(error)[:200]}); {fix}")
+
+
+def prepare_out_dir(path: str | os.PathLike) -> Path:
+    """Create the output folder ``path`` (and its parents) and check that files can be written in it, before
+    any work is done.
+
+    Raises:
+        RunFolderError: ``path`` (or a part of it) is a file, or the folder cannot be created or written to.
+    """
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise RunFolderError(
+            f"the output folder {p} is a file, not a folder; give a folder path (--out DIR or out=DIR; it is "
+            "created if missing) or move the file away"
+        )
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        why = "a part of the path is a file" if isinstance(e, FileExistsError | NotADirectoryError) else e.strerror
+        raise RunFolderError(
+            f"cannot create the output folder {p}: {why}; give a folder you can write to (--out DIR or out=DIR)"
+        ) from e
+    probe = p / f".flowsim-write-test-{os.getpid()}"
+    try:
+        os.close(os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600))
+        probe.unlink()
+    except OSError as e:
+        raise RunFolderError(
+            f"the output folder {p} is not writable ({e.strerror}); give a folder you can write to "
+            "(--out DIR or out=DIR) or fix its permissions"
+        ) from e
+    return p
+
+
+def _holder(fd: int) -> str:
+    """The lock file's description of the process holding it."""
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+    except (OSError, ValueError):
+        info = {}
+    if not info:
+        return "a process that wrote no details"
+    return f"pid {info.get('pid')} on host {info.get('host')}, started {info.get('started')}"
+
+
+def _pid_alive(pid: Any) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError, TypeError):
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def _take_lock(path: Path) -> int | None:
+    """An open descriptor of ``path`` holding its lock, or None when a live process holds it."""
+    for _ in range(20):  # the holder may unlink the file between our open and flock: retry on a fresh file
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return _refuse(fd)
+            try:
+                same = os.fstat(fd).st_ino == os.stat(path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+        else:  # pragma: no cover - no flock: a live pid on this host holds it
+            info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+            if info.get("host") == socket.gethostname() and _pid_alive(info.get("pid")) and info["pid"] != os.getpid():
+                return _refuse(fd)
+        return fd
+    raise RunFolderError(f"could not lock {path}: it keeps being replaced; is another run starting there?")
+
+
+def _refuse(fd: int) -> None:
+    os.close(fd)
+    return None
+
+
+@contextlib.contextmanager
+def locked_folder(path: str | os.PathLike, *, what: str = "run") -> Iterator[Path]:
+    """Prepare the output folder (:func:`prepare_out_dir`) and hold its lock (``DIR/.flowsim.lock``: pid, host,
+    start time) while the block runs, so that a second run into the same folder fails at once.
+
+    The lock is an OS file lock (``flock``), released by the kernel when its process ends, even by SIGKILL: a
+    lock file left by a dead process is taken over. Child processes forked inside the block share the lock.
+
+    Raises:
+        RunFolderError: the folder is unusable (see :func:`prepare_out_dir`) or another live run holds it.
+    """
+    folder = prepare_out_dir(path)
+    lock = folder / LOCK_FILE
+    fd = _take_lock(lock)
+    if fd is None:
+        fd2 = os.open(lock, os.O_RDONLY)
+        try:
+            holder = _holder(fd2)
+        finally:
+            os.close(fd2)
+        raise RunFolderError(
+            f"{folder} is in use by another flowsim {what} ({holder}); wait for it to end or stop it, or write to "
+            f"another folder (--out DIR or out=DIR). If no such process runs, delete {lock}"
+        )
+    info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(info).encode(), 0)
+    try:
+        yield folder
+    finally:
+        with contextlib.suppress(OSError):
+            lock.unlink()
+        os.close(fd)
+
+
+def _set_rows(fd: int, offset: int, rows: int) -> None:
+    """Rewrite the row count in a ``.npy`` header in place (padding keeps the header's length)."""
+    head = os.pread(fd, offset, 0)
+    start = 10 if head[6] == 1 else 12  # magic, version, then a 2- (v1) or 4-byte header length
+    text = head[start:].decode("latin1")
+    body = re.sub(r"'shape': \(\d+,", f"'shape': ({rows},", text, count=1).rstrip(" \n")
+    pad = len(text) - len(body) - 1
+    if pad < 0:  # pragma: no cover - the header was written for at least as many digits
+        raise TrajectoryFileError(f"cannot rewrite the .npy header of {rows} rows in place")
+    os.pwrite(fd, head[:start] + (body + " " * pad + "\n").encode("latin1"), 0)
 
 
 def atomic_write_bytes(path: Path, writer: Callable[[Any], None]) -> None:
@@ -71,8 +236,12 @@ class RowStore:
     SIGKILL of the process; :meth:`sync` (at checkpoints) also makes them survive a crash of the machine.
     Nothing is mapped into the writing process, so its resident memory does not grow with the rows.
 
+    :meth:`close` trims the files to the rows written (and a reopened store grows trimmed files back to
+    ``capacity``), so that files of a returned run hold exactly its save points.
+
     Raises:
-        TrajectoryFileError: when reopening (``fresh=False``) files whose row count is not ``capacity``.
+        TrajectoryFileError: when reopening (``fresh=False``) files of more rows than ``capacity``.
+        RunFolderError: when reopening a damaged (truncated) file.
     """
 
     def __init__(self, root: Path, capacity: int, p: int, *, fresh: bool) -> None:
@@ -80,6 +249,7 @@ class RowStore:
         self.capacity = capacity
         root.mkdir(parents=True, exist_ok=True)
         self.files: dict[str, tuple[int, int, int, np.dtype]] = {}  # name -> (fd, offset, row bytes, dtype)
+        self.rows_end = 0  # rows to keep at close (0: none written and the files as they were)
         if fresh:
             for f in root.glob("*.npy"):
                 f.unlink()
@@ -88,12 +258,18 @@ class RowStore:
             self._create("theta", (p,), np.dtype(np.float64))
         else:
             for f in sorted(root.glob("*.npy")):
-                m = np.load(f, mmap_mode="r")
-                if m.shape[0] != capacity:
+                try:
+                    m = np.load(f, mmap_mode="r")
+                except _DAMAGED as e:
+                    raise damaged(f, e, _RESTART_FIX.format(dir=root.parent)) from e
+                if m.shape[0] > capacity:
                     raise TrajectoryFileError(
                         f"{f}: {m.shape[0]} rows stored, this run needs {capacity}; the save grid changed"
                     )
                 self._open(f.stem, m)
+                if m.shape[0] < capacity:  # trimmed when its run returned: back to full size
+                    self.rows_end = max(self.rows_end, m.shape[0])
+                    self._resize(f.stem, capacity)
                 del m
 
     def _open(self, name: str, m: np.memmap) -> None:
@@ -115,13 +291,22 @@ class RowStore:
             fd, offset, size, dtype = self.files[name]
             data = np.ascontiguousarray(v, dtype=dtype).tobytes()
             os.pwrite(fd, data, offset + row * size)
+            self.rows_end = max(self.rows_end, row + len(v))
+
+    def _resize(self, name: str, rows: int) -> None:
+        fd, offset, size, _ = self.files[name]
+        _set_rows(fd, offset, rows)
+        os.ftruncate(fd, offset + rows * size)
 
     def sync(self) -> None:
         for fd, *_ in self.files.values():
             os.fsync(fd)
 
     def close(self) -> None:
-        for fd, *_ in self.files.values():
+        """Trim the files to the rows written (none written to a reopened store: left as they are), close them."""
+        for name, (fd, *_) in self.files.items():
+            if self.rows_end:
+                self._resize(name, self.rows_end)
             os.close(fd)
         self.files.clear()
 
@@ -132,9 +317,19 @@ def stream_arrays(path: Path, n_saved: int) -> dict[str, np.ndarray]:
 
     Raises:
         TrajectoryFileError: if ``s``, ``z`` or ``theta`` is missing.
+        RunFolderError: a damaged (truncated) file.
     """
     root = path / STREAM_DIR
-    arrays = {f.stem: np.load(f, mmap_mode="c")[:n_saved] for f in sorted(root.glob("*.npy"))}
+    arrays = {}
+    for f in sorted(root.glob("*.npy")):
+        try:
+            arrays[f.stem] = np.load(f, mmap_mode="c")[:n_saved]
+        except _DAMAGED as e:
+            raise damaged(f, e, _RESTART_FIX.format(dir=path)) from e
+        if len(arrays[f.stem]) < n_saved:
+            raise damaged(
+                f, ValueError(f"{len(arrays[f.stem])} rows, {n_saved} expected"), _RESTART_FIX.format(dir=path)
+            )
     for key in ("s", "z", "theta"):
         if key not in arrays:
             raise TrajectoryFileError(f"{root} has no {key}.npy: not a complete streamed trajectory")
@@ -176,7 +371,16 @@ class RunDirectory:
 
         Raises:
             InvalidParameterError: when the stored configuration or data differ from this call's.
+            RunFolderError: a damaged checkpoint (truncated, not an npz, missing entries).
         """
+        try:
+            return self._read_checkpoint(config_json, data_arrays)
+        except _DAMAGED as e:
+            if isinstance(e, InvalidParameterError | RunFolderError):
+                raise
+            raise damaged(self.checkpoint_path, e, _RESTART_FIX.format(dir=self.path)) from e
+
+    def _read_checkpoint(self, config_json: dict[str, Any], data_arrays: dict[str, np.ndarray]) -> Checkpoint:
         with np.load(self.checkpoint_path) as ck:
             stored_cfg = json.loads(str(ck["config"]))
             if _comparable(stored_cfg) != _comparable(config_json) or not self._same_data(data_arrays):
@@ -226,32 +430,54 @@ class RunDirectory:
 
     def stored_s(self, row: int) -> float:
         """Log-time s of a stored row."""
-        return float(np.load(self.path / STREAM_DIR / "s.npy", mmap_mode="r")[row])
+        f = self.path / STREAM_DIR / "s.npy"
+        try:
+            return float(np.load(f, mmap_mode="r")[row])
+        except _DAMAGED as e:
+            raise damaged(f, e, _RESTART_FIX.format(dir=self.path)) from e
 
     def read_meta(self) -> dict[str, Any]:
-        return json.loads((self.path / "trajectory.json").read_text())
+        """``trajectory.json``.
+
+        Raises:
+            RunFolderError: a damaged file (not JSON).
+        """
+        f = self.path / "trajectory.json"
+        try:
+            return json.loads(f.read_text())
+        except _DAMAGED as e:
+            raise damaged(f, e, _RESTART_FIX.format(dir=self.path)) from e
 
     def read_run(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """``run.json`` and the arrays of ``data.npz``.
 
         Raises:
             TrajectoryFileError: if the directory holds no resumable run (no ``run.json``).
+            RunFolderError: ``run.json`` or ``data.npz`` damaged (not JSON, truncated).
         """
         rj = self.path / "run.json"
         if not rj.exists():
             raise TrajectoryFileError(
                 f"{self.path} holds no resumable run (no run.json); start it with flowsim.simulate(..., out=DIR)"
             )
-        spec = json.loads(rj.read_text())
-        with np.load(self.path / "data.npz") as d:
-            arrays = {k: d[k] for k in d.files}
+        try:
+            spec = json.loads(rj.read_text())
+            if not isinstance(spec, dict) or not {"model", "potential", "kwargs"} <= set(spec):
+                raise ValueError("not a run description (model, potential, kwargs)")
+        except _DAMAGED as e:
+            raise damaged(rj, e, _REBUILD_FIX) from e
+        try:
+            with np.load(self.path / "data.npz") as d:
+                arrays = {k: d[k] for k in d.files}
+        except _DAMAGED as e:
+            raise damaged(self.path / "data.npz", e, _REBUILD_FIX) from e
         return spec, arrays
 
     def _same_data(self, arrays: dict[str, np.ndarray]) -> bool:
         try:
             with np.load(self.path / "data.npz") as d:
                 return all(k in d.files and np.array_equal(d[k], v) for k, v in arrays.items())
-        except OSError:
+        except _DAMAGED:
             return False
 
 
