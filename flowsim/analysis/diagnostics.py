@@ -11,7 +11,8 @@ underflow. For an L-homogeneous model with margins q_i = y_i f(θ; x_i) and q_mi
 * ``balance`` B_j = Σ_{k∈in(j)} Q(θ_k) − Σ_{r∈out(j)} Q(θ_r) per hidden neuron j, conserved by mirror
   flow with a separable potential (a reconstruction of the seed paper's balance equation from convex
   duality; the paper body was not available), and ``balance_drift`` max_j |B_j(t) − B_j(0)| relative to
-  the current scale max_j (Σ_in Q + Σ_out Q);
+  the current scale max_j (Σ_in (Q − Q(0)) + k Σ_out (Q − Q(0))) (Q − Q(0) ≥ 0 per coordinate: Q itself can
+  be negative, e.g. Q(0) = −λ^{p/2} for the smoothed homogeneous potential);
 * ``neuron_mass`` ‖w̃_j‖₂ with w̃_j = |a_j| w_j and ``active_neurons`` (two-layer models).
 
 References:
@@ -39,8 +40,9 @@ def balance(model: AbstractModel, potential: AbstractPotential, theta: Tensor) -
     """Per-neuron balance B_j and its scale S_j.
 
     B_j = Σ_in Q(θ_k) − k Σ_out Q(θ_r) with Q = φ*∘φ′ and k the activation's homogeneity degree
-    (:meth:`~flowsim.models.AbstractModel.neuron_balance`); S_j = Σ_in Q + k Σ_out Q of |θ| is the scale
-    that drifts are measured against.
+    (:meth:`~flowsim.models.AbstractModel.neuron_balance`); S_j = Σ_in (Q − Q(0)) + k Σ_out (Q − Q(0)) ≥ 0
+    (:meth:`~flowsim.potentials.AbstractPotential.q_excess`, never negative, unlike Q) is the scale that
+    drifts are measured against.
 
     Args:
         model: the model (its ``neuron_groups`` define in/out weights).
@@ -52,7 +54,7 @@ def balance(model: AbstractModel, potential: AbstractPotential, theta: Tensor) -
     """
     B = model.neuron_balance(theta, potential.q_function)
     k = model.activation_degree
-    S = B + 2 * k * _out_sum(model, potential, theta)
+    S = model.neuron_balance(theta, potential.q_excess) + 2 * k * _out_sum(model, potential, theta)
     return B, S
 
 
@@ -60,7 +62,7 @@ def _out_sum(model: AbstractModel, potential: AbstractPotential, theta: Tensor) 
     blocks = model.neuron_group_blocks(theta.device)
     if not blocks:
         return theta.new_zeros((*theta.shape[:-1], 0))
-    qt = potential.q_function(theta)
+    qt = potential.q_excess(theta)
     parts = [qt[..., out].sum(-1) for _, out in blocks]
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
 

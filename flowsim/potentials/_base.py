@@ -211,6 +211,23 @@ class AbstractPotential(abc.ABC):
         theta = _as_tensor(theta)
         return theta * self.mirror_map(theta) - self.phi(theta)
 
+    def q_excess(self, theta: Tensor) -> Tensor:
+        """Excess Q(x) − Q(0) ≥ 0 of :meth:`q_function` over its minimum, elementwise.
+
+        Q′(x) = xφ″(x) has the sign of x, so Q is smallest at 0 and Q − Q(0) is never negative; it is the
+        scale the balance drift is measured against (Q(0) = −φ(0) can be negative, e.g. −λ^{p/2} for the
+        smoothed homogeneous potential, so Q itself is no scale). The base class subtracts Q(0) and clamps
+        rounding at 0; subclasses whose Q(0) ≠ 0 override it with a form free of cancellation near 0.
+
+        Args:
+            theta: parameters, any shape, floating.
+
+        Returns:
+            Tensor of the same shape, dtype and device, ≥ 0.
+        """
+        theta = _as_tensor(theta)
+        return (self.q_function(theta) - self.q_function(torch.zeros_like(theta))).clamp_min(0.0)
+
     def q_horizon(self, theta: Tensor) -> Tensor:
         """Asymptote Q∞(x) = coefficient·|x|^alpha of :meth:`q_function`, elementwise.
 

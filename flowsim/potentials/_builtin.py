@@ -156,6 +156,11 @@ class HyperbolicEntropy(AbstractPotential):
         """Q(x) = √(x² + β²) (reconstructed balance quantity, see :meth:`AbstractPotential.q_function`)."""
         return self._hypot(_as_tensor(theta))
 
+    def q_excess(self, theta: Tensor) -> Tensor:
+        """Q(x) − Q(0) = √(x² + β²) − β = x²/(√(x² + β²) + β), without cancellation or overflow."""
+        x = _as_tensor(theta).abs()
+        return x * (x / (self._hypot(x) + self.beta))
+
     def _analytic_radius(self, b: Tensor) -> Tensor:
         return self._hypot(b)
 
@@ -318,6 +323,24 @@ class SmoothedHomogeneous(AbstractPotential):
         r = self._radius(theta)
         cos, sin = theta / r, self._sqrt_lam / r
         return r.pow(self.p) * ((self.p - 1.0) * cos.square() - sin.square())
+
+    def q_excess(self, theta: Tensor) -> Tensor:
+        """Q(x) − Q(0) = Q(x) + λ^{p/2} ≥ 0 without cancellation near 0.
+
+        For |x| ≤ √λ it is (p−1)x² r^{p−2} − λ^{p/2}·expm1((p/2 − 1)·log1p(x²/λ)) (both terms O(x²), of
+        ratios that never cancel: ½pλ^{p/2−1}x² to leading order); beyond, Q(x) + λ^{p/2} directly (there
+        Q(x) − Q(0) ≥ (1 − 2^{-1/2})λ^{p/2} for every p > 1, and x² is never formed, so nothing overflows).
+        """
+        theta = _as_tensor(theta)
+        p, lam = self.p, self.lam
+        floor = lam ** (0.5 * p)
+        near = theta.abs() <= self._sqrt_lam
+        x = torch.where(near, theta, torch.zeros_like(theta))
+        x2 = x.square()
+        inner = (p - 1.0) * x2 * self._radius(x).pow(p - 2.0) - floor * torch.expm1(
+            (0.5 * p - 1.0) * torch.log1p(x2 / lam)
+        )
+        return torch.where(near, inner, self.q_function(theta) + floor).clamp_min(0.0)
 
     def _analytic_radius(self, b: Tensor) -> Tensor:
         return self._radius(b)
