@@ -16,6 +16,8 @@ checked against; they share no code with the flow.
 * :func:`max_margin_l1`, :func:`max_margin_linf` – linear programs (scipy HiGHS), polished on the active
   set, with a uniqueness check.
 * :func:`max_margin_lp` – 1 < p < ∞ with SLSQP from the ℓ2 solution, polished by Newton on the KKT system.
+* :func:`crammer_singer` – the multi-class (Crammer–Singer) hard margin without bias, a QP solved by
+  Clarabel on Kesler's construction (:func:`kesler_rows`).
 * :func:`max_margin` – dispatcher on ``"l2"``, ``"l1"``, ``"linf"``, or a number p.
 
 Every solver checks its own status and the KKT conditions of its result, and raises
@@ -39,6 +41,8 @@ References:
 from ._common import ACTIVE_TOL as ACTIVE_TOL
 from ._common import KKT_TOL as KKT_TOL
 from ._common import MaxMarginSolution as MaxMarginSolution
+from ._crammer_singer import crammer_singer as crammer_singer
+from ._crammer_singer import kesler_rows as kesler_rows
 from ._dispatch import max_margin as max_margin
 from ._kkt import KKTResidual as KKTResidual
 from ._kkt import kkt_residual as kkt_residual
@@ -54,6 +58,8 @@ __all__ = [
     "max_margin_linf",
     "max_margin_lp",
     "max_margin",
+    "crammer_singer",
+    "kesler_rows",
     "KKTResidual",
     "kkt_residual",
     "ACTIVE_TOL",
