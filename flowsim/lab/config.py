@@ -15,6 +15,9 @@ A **sweep** gives lists of values for ``[init] scale``/``seed`` or a potential p
 ``beta = [0.01, 0.1, 1.0]``, ``seed = [0, 1, 2]``): every combination is one member, and ``flowsim run``
 integrates the members through :func:`flowsim.ensemble.simulate_ensemble` (:func:`sweep_members`) with
 ``[solver] kinks``: one batched computation without Filippov handling, one member at a time under it.
+A ``[sweep]`` table sweeps keyword arguments of ``[data]`` and ``[model]`` (whose own list values are
+arguments, e.g. ``classes``), keyed ``"table.key"``: ``[sweep] "model.width" = [8, 16]``, ``"data.n" = [12, 24]``;
+every combination is a group of members with its own data set and model (:func:`sweep_groups`).
     [solver]       method, rtol, atol, max_steps; method = "md" runs discrete mirror descent
                    (flowsim.discrete) with step_size, schedule, variant, rollback
                    kinks = "auto" | "filippov" | "naive" (ReLU kinks, see flowsim.solvers.filippov)
@@ -55,6 +58,7 @@ __all__ = [
     "SCHEMA",
     "is_sweep",
     "sweep_members",
+    "sweep_groups",
 ]
 
 # table -> allowed keys (None: free keyword arguments forwarded to a factory, checked there)
@@ -69,6 +73,7 @@ SCHEMA: dict[str, set[str] | None] = {
     | {"step_size", "schedule", "variant", "rollback"},
     "horizon": {"log_t_end", "n_save", "log_t_start"},
     "output": {"plots"},
+    "sweep": None,  # "data.KEY" / "model.KEY" = [values] (see sweep_groups)
 }
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -168,9 +173,26 @@ def validate_config(raw: dict[str, Any], *, source: str = "config") -> dict[str,
         for key, value in pot.items():
             if key not in ("name", "label"):
                 _sweep_values(value, source, f"potentials[{i}] {key}")
+    _check_sweep_table(cfg, source)
     _check_md_solver(cfg["solver"], source)
     _check_solver_options(cfg, source)
     return cfg
+
+
+SWEEP_TABLES = ("data", "model")  # tables whose keyword arguments a [sweep] table may sweep
+
+
+def _check_sweep_table(cfg: dict[str, Any], source: str) -> None:
+    """[sweep]: keys "data.KEY" or "model.KEY" (KEY not "name"), each a non-empty list of values."""
+    for key, values in cfg.get("sweep", {}).items():
+        table, _, name = key.partition(".")
+        if table not in SWEEP_TABLES or not name or name == "name":
+            raise ConfigError(
+                f'{source}: [sweep] key {key!r} must name a keyword argument of [data] or [model] as "table.key", '
+                'e.g. "model.width" = [8, 16] or "data.n" = [12, 24]'
+            )
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{source}: [sweep] {key!r} must be a non-empty list of values, got {values!r}")
 
 
 def _check_solver_options(cfg: dict[str, Any], source: str) -> None:
@@ -215,10 +237,44 @@ def _sweep_values(value: Any, source: str, where: str) -> list[Any]:
 
 
 def is_sweep(cfg: dict[str, Any]) -> bool:
-    """True when a validated configuration gives a list of values for [init] scale/seed or a potential parameter."""
-    if isinstance(cfg["init"]["scale"], list) or isinstance(cfg["init"]["seed"], list):
+    """True when a validated configuration gives a list of values for [init] scale/seed or a potential parameter,
+    or a [sweep] table."""
+    if cfg.get("sweep") or isinstance(cfg["init"]["scale"], list) or isinstance(cfg["init"]["seed"], list):
         return True
     return any(isinstance(v, list) for pot in cfg["potentials"] for k, v in pot.items() if k not in ("name", "label"))
+
+
+def sweep_groups(cfg: dict[str, Any]) -> list[tuple[dict[str, Any], str]]:
+    """Expand a validated configuration's ``[sweep]`` table into groups: one configuration per combination.
+
+    Each group's configuration is ``cfg`` with the swept ``[data]``/``[model]`` keyword arguments set to one
+    combination (the ``[sweep]`` keys in the order given, last fastest) and no ``[sweep]`` table; its members
+    are :func:`sweep_members` of it. Without a ``[sweep]`` table: ``[(cfg, "")]``.
+
+    Returns:
+        ``[(group configuration, label prefix)]``; the prefix names the combination, e.g. ``"width=8 n=12"``
+        (``"model.width=8"`` where two tables sweep the same key name).
+
+    Example:
+        >>> cfg = {"data": {"name": "gaussian"}, "model": {"name": "two_layer_relu", "width": 4},
+        ...        "sweep": {"model.width": [4, 8]}}
+        >>> [(g["model"]["width"], prefix) for g, prefix in sweep_groups(cfg)]
+        [(4, 'width=4'), (8, 'width=8')]
+    """
+    sweep = cfg.get("sweep") or {}
+    if not sweep:
+        return [(cfg, "")]
+    keys = list(sweep)
+    short = [k.partition(".")[2] for k in keys]
+    names = [s if short.count(s) == 1 else k for k, s in zip(keys, short, strict=True)]
+    groups = []
+    for combo in itertools.product(*(sweep[k] for k in keys)):
+        group = {t: _plain(v) for t, v in cfg.items() if t != "sweep"}
+        for key, value in zip(keys, combo, strict=True):
+            table, _, name = key.partition(".")
+            group[table][name] = _plain(value)
+        groups.append((group, " ".join(f"{n}={v}" for n, v in zip(names, combo, strict=True))))
+    return groups
 
 
 def sweep_members(cfg: dict[str, Any]) -> list[dict[str, Any]]:

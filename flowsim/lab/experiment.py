@@ -24,7 +24,7 @@ from ..models import AbstractModel, get_model
 from ..potentials import AbstractPotential, get_potential
 from ..results import Trajectory
 from ..simulation import simulate
-from .config import is_sweep, sweep_members
+from .config import is_sweep, sweep_groups, sweep_members
 from .workers import cpu_cores, progress_hook, run_parallel
 
 __all__ = ["ExperimentResult", "run_experiment", "summary_rows", "format_table", "SUMMARY_COLUMNS"]
@@ -46,7 +46,8 @@ SUMMARY_COLUMNS = (
 @dataclass
 class ExperimentResult:
     """Trajectories of one experiment (one per potential), its summary rows and output directory; ``skipped``:
-    the labels of runs not run (or stopped before they started) after a Ctrl-C."""
+    the labels of runs not run (or stopped before they started) after a Ctrl-C; ``missing``: the labels of a
+    planned sweep's runs with nothing on disk yet (:func:`flowsim.lab.sweep.gather`)."""
 
     config: dict[str, Any]
     dataset: Dataset
@@ -55,6 +56,29 @@ class ExperimentResult:
     rows: list[dict[str, Any]]
     out: Path | None
     skipped: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+    def to_pandas(self, trajectories: bool = False):
+        """The summary rows as a ``pandas.DataFrame`` (one row per run, :data:`SUMMARY_COLUMNS`), or with
+        ``trajectories=True`` every run's :meth:`Trajectory.to_pandas` stacked, with a ``label`` column.
+
+        Raises:
+            FlowSimError: pandas is not installed (``pip install "flowsim[frames]"``).
+        """
+        from ..results.frames import runs_frame, summary_frame
+
+        return runs_frame(self.labels, self.trajectories) if trajectories else summary_frame(self.rows)
+
+    def to_xarray(self):
+        """The runs as an ``xarray.Dataset`` with dimensions ``run`` × ``save`` (shorter runs padded with NaN):
+        ``log_t`` and the scalar diagnostics per run and save point, the summary columns per run.
+
+        Raises:
+            FlowSimError: xarray is not installed (``pip install "flowsim[frames]"``).
+        """
+        from ..results.frames import runs_dataset
+
+        return runs_dataset(self.labels, self.trajectories, self.rows)
 
 
 def _slug(text: str) -> str:
@@ -167,7 +191,7 @@ def run_experiment(
         raise InvalidParameterError(
             f'workers must be "auto" or an integer ≥ 1 (flowsim run --workers N), got {workers!r}'
         )
-    dataset, model = _build(config)
+    dataset, model = _build(sweep_groups(config)[0][0])  # (the first group's, with a [sweep] table)
     out_dir = Path(out) if out is not None else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -330,14 +354,32 @@ def _preload_plotting() -> None:
 
 
 def _run_sweep(config: dict[str, Any], model, dataset, out_dir, *, progress: bool, log):
+    """Run a sweep: each group of its ``[sweep]`` table (:func:`flowsim.lab.config.sweep_groups`, with its own
+    data set and model; labels prefixed by the group's values) by :func:`_run_sweep_group`, one after another.
+    Each member is saved to ``out/<label>/``."""
+    labels, trajs = [], []
+    for group, prefix in sweep_groups(config):
+        if prefix:
+            dataset, model = _build(group)
+            log(f"[flowsim] sweep group {prefix}: {model!r} on {dataset.name} (n={dataset.n}, d={dataset.d})")
+        group_labels, group_trajs = _run_sweep_group(group, model, dataset, progress=progress, log=log)
+        labels += [f"{prefix} {label}" if prefix else label for label in group_labels]
+        trajs += group_trajs
+    for label, tr in zip(labels, trajs, strict=True):
+        log(f"[flowsim]   {label}: {tr.status.value}, log t = {tr.log_t[-1]:.4g}, nfe = {tr.stats['nfe']}")
+        if out_dir is not None:
+            tr.save(out_dir / _slug(label))
+    return labels, trajs
+
+
+def _run_sweep_group(config: dict[str, Any], model, dataset, *, progress: bool, log):
     """Run the members of a sweep (:func:`flowsim.lab.config.sweep_members`) through :func:`simulate_ensemble`.
 
     dopri5 sweeps are one :func:`flowsim.ensemble.simulate_ensemble` call with the configuration's
     ``[solver] kinks``: without Filippov handling (smooth models, ``kinks = "naive"``) the members are one
     batched computation; under Filippov handling (``"filippov"``, or ``"auto"`` on two-layer ReLU models) they
     are run one by one (the event-driven driver cannot share steps across members). Other flow methods run
-    the members one by one with :func:`simulate`. The log line says which path is used. Each member is saved
-    to ``out/<label>/``.
+    the members one by one with :func:`simulate`. The log line says which path is used.
     """
     members = sweep_members(config)
     solver = config["solver"]
@@ -385,26 +427,27 @@ def _run_sweep(config: dict[str, Any], model, dataset, out_dir, *, progress: boo
             )
             for m in members
         ]
-    for label, tr in zip(labels, trajs, strict=True):
-        log(f"[flowsim]   {label}: {tr.status.value}, log t = {tr.log_t[-1]:.4g}, nfe = {tr.stats['nfe']}")
-        if out_dir is not None:
-            tr.save(out_dir / _slug(label))
     return labels, trajs
 
 
-def _finish(config, model, dataset, labels, trajs, out_dir) -> ExperimentResult:
-    """Summary table (``summary.csv``/``summary.txt``) and plots of an experiment's runs."""
-    rows = summary_rows(labels, trajs)
+def _finish(config, model, dataset, labels, trajs, out_dir, rows=None, footer: str = "") -> ExperimentResult:
+    """Summary table (``summary.csv``/``summary.txt``; ``rows`` default: :func:`summary_rows`, ``footer``: lines
+    after the text table) and plots of an experiment's runs."""
+    rows = summary_rows(labels, trajs) if rows is None else rows
     if out_dir is not None:
         with open(out_dir / "summary.csv", "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(SUMMARY_COLUMNS))
             writer.writeheader()
             writer.writerows(rows)
-        (out_dir / "summary.txt").write_text(format_table(rows) + "\n")
-        if config.get("output", {}).get("plots", True):
+        (out_dir / "summary.txt").write_text(format_table(rows) + "\n" + footer)
+        if config.get("output", {}).get("plots", True) and trajs:
             from . import plotting  # matplotlib is loaded only when plots are written
 
-            plotting.experiment_plots(labels, trajs, model, dataset, out_dir)
+            if config.get("sweep"):  # groups with their own data and model: the plots that need neither
+                plotting.plot_margins(labels, trajs, out_dir / "margins.png")
+                plotting.plot_loss(labels, trajs, out_dir / "loss.png")
+            else:
+                plotting.experiment_plots(labels, trajs, model, dataset, out_dir)
     return ExperimentResult(config, dataset, labels, trajs, rows, out_dir)
 
 
