@@ -42,7 +42,7 @@ def _ci_command() -> str:
 
 def test_readme_test_command_is_what_ci_runs():
     command = _ci_command()
-    assert "pytest" in command and ".[test,docs]" in command, command
+    assert "pytest" in command and ".[test,docs,vision]" in command, command
     assert command in README.read_text().splitlines(), f"README.md should show the CI command:\n{command}"
 
 
