@@ -117,6 +117,30 @@ class Trajectory:
             f"nfe={self.stats.get('nfe')}, message={self.message!r})"
         )
 
+    # ------------------------------------------------------------------ frames
+    def to_pandas(self, *, state: bool = False):
+        """This trajectory as a ``pandas.DataFrame``, one row per save point: ``s``, ``log_t``, the diagnostics
+        (arrays spread over ``name[j]`` columns) and with ``state=True`` ``theta[j]``, ``z[j]``
+        (:func:`flowsim.results.frames.trajectory_frame`).
+
+        Raises:
+            FlowSimError: pandas is not installed (``pip install "flowsim[frames]"``).
+        """
+        from .frames import trajectory_frame
+
+        return trajectory_frame(self, state=state)
+
+    def to_xarray(self):
+        """This trajectory as an ``xarray.Dataset`` over the save points (dimension ``save``, coordinates ``s`` and
+        ``log_t``; ``theta``/``z`` over ``save`` × ``param``; :func:`flowsim.results.frames.trajectory_dataset`).
+
+        Raises:
+            FlowSimError: xarray is not installed (``pip install "flowsim[frames]"``).
+        """
+        from .frames import trajectory_dataset
+
+        return trajectory_dataset(self)
+
     # ------------------------------------------------------------------ I/O
     def save(self, path: str | os.PathLike) -> Path:
         """Write the trajectory to directory ``path`` (created if needed). Returns the directory."""
