@@ -12,22 +12,25 @@ import json
 import sys
 from pathlib import Path
 
-from ..errors import FlowSimError
+from ..errors import FlowSimError, RunFolderError
 
 __all__ = ["main"]
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .config import DEFAULT_PRESET, get_preset, load_config
+    from .config import DEFAULT_PRESET, get_preset, load_config, validate_config
     from .experiment import format_table, run_experiment
 
     workers = _workers(args.workers)
     if args.resume is not None:
+        _resume_alone(args)
         return _resume(Path(args.resume), progress=not args.no_progress and sys.stderr.isatty(), workers=workers)
     if args.config is not None and args.preset is not None:
         raise FlowSimError("give either --preset NAME or --config FILE.toml, not both")
     config = load_config(args.config) if args.config is not None else get_preset(args.preset or DEFAULT_PRESET)
     config = _apply_md_options(config, args)
+    if args.checkpoint_every is not None:
+        config = validate_config({**config, "output": {**config["output"], "checkpoint_every": args.checkpoint_every}})
     out = Path(args.out) if args.out else Path("flowsim_runs") / config["experiment"]["name"]
     print(f"[flowsim] experiment {config['experiment']['name']!r}: {config['experiment']['description']}")
     print(f"[flowsim] writing to {out}")
@@ -50,6 +53,32 @@ def _workers(text: str) -> int | str:
         return text
 
 
+def _resume_alone(args: argparse.Namespace) -> None:
+    """``--resume DIR`` continues with the configuration stored in DIR: options that would change it are refused
+    (they would otherwise be silently ignored)."""
+    given = [
+        flag
+        for flag, value in (
+            ("--config", args.config),
+            ("--preset", args.preset),
+            ("--out", args.out),
+            ("--method", args.method),
+            ("--step-size", args.step_size),
+            ("--schedule", args.schedule),
+            ("--variant", args.variant),
+            ("--rollback", args.rollback or None),
+            ("--checkpoint-every", args.checkpoint_every),
+        )
+        if value is not None
+    ]
+    if given:
+        raise FlowSimError(
+            f"--resume DIR continues a run with the configuration stored in DIR; {', '.join(given)} would not be "
+            "applied. Give --resume DIR alone (--workers and --no-progress may go with it), or start a new run "
+            "with those options and another --out DIR"
+        )
+
+
 def _resume(path: Path, progress: bool, workers: int | str) -> int:
     """``flowsim run --resume DIR``: one run (DIR/run.json) or an experiment (DIR/config.json)."""
     from .experiment import format_table, run_experiment
@@ -63,7 +92,15 @@ def _resume(path: Path, progress: bool, workers: int | str) -> int:
         return 0 if tr.success else 3
     if not (path / "config.json").exists():
         raise FlowSimError(f"--resume {path}: no run.json (a simulate run) or config.json (an experiment) there")
-    config = json.loads((path / "config.json").read_text())
+    try:
+        config = json.loads((path / "config.json").read_text())
+        if not isinstance(config, dict) or "experiment" not in config:
+            raise ValueError("not an experiment configuration")
+    except ValueError as e:
+        raise RunFolderError(
+            f"{path / 'config.json'} is damaged ({e}); the experiment cannot be resumed without it: run it again "
+            "with flowsim run --config FILE.toml (or --preset NAME) --out DIR"
+        ) from e
     print(f"[flowsim] resuming experiment {config['experiment']['name']!r} in {path}")
     result = run_experiment(config, path, progress=progress, resume=True, workers=workers)
     print()
@@ -126,7 +163,8 @@ def _add_md_arguments(parser: argparse.ArgumentParser, *, method: bool) -> None:
         parser.add_argument(
             "--method", help='solver: a torchdiffeq method (the flow) or "md" (discrete mirror descent)'
         )
-    parser.add_argument("--step-size", type=float, help="mirror-descent step size η (required with --method md)")
+    need = "required with --method md" if method else "required"
+    parser.add_argument("--step-size", type=float, help=f"mirror-descent step size η ({need})")
     parser.add_argument("--schedule", choices=SCHEDULES, help="mirror-descent step-size rule (default constant)")
     parser.add_argument("--variant", choices=VARIANTS, help='"eg": sign-preserving EG (hyperbolic entropy)')
     parser.add_argument("--rollback", action="store_true", help="undo loss-increasing steps and halve η")
@@ -204,6 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_md_arguments(run, method=True)
     run.add_argument(
+        "--checkpoint-every",
+        type=int,
+        metavar="N",
+        help="save points between each run's checkpoints (default 50; 0: none); [output] checkpoint_every",
+    )
+    run.add_argument(
         "--no-progress", action="store_true", help="no progress bars (they are shown only on a terminal anyway)"
     )
     run.set_defaults(func=_cmd_run)
@@ -235,11 +279,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    from .workers import Terminated, sigterm_as_interrupt
+
     try:
-        return int(args.func(args))
+        with sigterm_as_interrupt():  # SIGTERM stops a run like Ctrl-C: what was computed is kept and saved
+            return int(args.func(args))
     except FlowSimError as e:
         print(f"flowsim: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:  # outside a run (runs keep their results and return)
+        print(f"flowsim: {str(e) or 'interrupted'}", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
 
 
 if __name__ == "__main__":  # pragma: no cover

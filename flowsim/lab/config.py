@@ -25,7 +25,7 @@ every combination is a group of members with its own data set and model (:func:`
                    driver's (flowsim.solvers.FILIPPOV_OPTIONS) and torchdiffeq's first_step, min_step, max_step,
                    safety, ifactor, dfactor; not with method = "md" or sweeps
     [horizon]      log_t_end, n_save, log_t_start
-    [output]       plots = true
+    [output]       plots = true, checkpoint_every = 50 (save points between each run's checkpoints; 0: none)
 
 Unknown tables or keys raise :class:`~flowsim.errors.ConfigError` naming the valid ones. The built-in
 presets (:data:`PRESETS`) are such files, ``flowsim/lab/presets/<name>.toml``.
@@ -72,7 +72,7 @@ SCHEMA: dict[str, set[str] | None] = {
     "solver": {"method", "rtol", "atol", "max_steps", "kinks", "options"}
     | {"step_size", "schedule", "variant", "rollback"},
     "horizon": {"log_t_end", "n_save", "log_t_start"},
-    "output": {"plots"},
+    "output": {"plots", "checkpoint_every"},
     "sweep": None,  # "data.KEY" / "model.KEY" = [values] (see sweep_groups)
 }
 
@@ -174,6 +174,12 @@ def validate_config(raw: dict[str, Any], *, source: str = "config") -> dict[str,
             if key not in ("name", "label"):
                 _sweep_values(value, source, f"potentials[{i}] {key}")
     _check_sweep_table(cfg, source)
+    every = cfg["output"].get("checkpoint_every")
+    if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 0):
+        raise ConfigError(
+            f"{source}: [output] checkpoint_every must be an integer ≥ 0 (save points between checkpoints; 0: "
+            f"none), got {every!r}"
+        )
     _check_md_solver(cfg["solver"], source)
     _check_solver_options(cfg, source)
     return cfg

@@ -23,6 +23,7 @@ from ..errors import ConfigError, InvalidParameterError
 from ..models import AbstractModel, get_model
 from ..potentials import AbstractPotential, get_potential
 from ..results import Trajectory
+from ..results.store import locked_folder
 from ..simulation import simulate
 from .config import is_sweep, sweep_groups, sweep_members
 from .workers import cpu_cores, progress_hook, run_parallel
@@ -155,8 +156,10 @@ def run_experiment(
     Args:
         config: a validated configuration (from :func:`flowsim.lab.config.get_preset` or ``load_config``).
         out: output directory: ``<label>/`` trajectories, ``summary.csv``, ``summary.txt``,
-            ``config.json`` and PNG plots. None writes nothing.
-        progress: progress bars on log t (one run at a time only; worker processes show none).
+            ``config.json`` and PNG plots. None writes nothing. It is checked (a writable folder) and locked
+            (:func:`flowsim.results.store.locked_folder`) before any work: a second experiment into it fails.
+        progress: progress on log t: bars when one run runs at a time; with worker processes a line every
+            :data:`flowsim.lab.workers.PROGRESS_EVERY` seconds with each running run's log t.
         log: a print-like function for progress lines.
         resume: continue each run from its last checkpoint in ``out/<label>/`` (``flowsim run --resume``);
             finished runs are reloaded as they are.
@@ -183,6 +186,7 @@ def run_experiment(
         ConfigError: when the data, model or potential arguments in the configuration are invalid (before any
             run starts).
         InvalidParameterError: when ``workers`` is neither "auto" nor an int ≥ 1.
+        RunFolderError: ``out`` is a file, not writable, or another run holds it (before any run starts).
         Exception: the first error (in configuration order) raised inside a worker process, or
             ``BrokenProcessPool`` when a worker process died, re-raised after the other runs were collected
             and the summary and plots written for them.
@@ -191,10 +195,16 @@ def run_experiment(
         raise InvalidParameterError(
             f'workers must be "auto" or an integer ≥ 1 (flowsim run --workers N), got {workers!r}'
         )
+    if out is None:
+        return _run_experiment(config, None, progress=progress, log=log, resume=resume, workers=workers)
+    with locked_folder(out, what="experiment") as out_dir:
+        return _run_experiment(config, out_dir, progress=progress, log=log, resume=resume, workers=workers)
+
+
+def _run_experiment(config, out_dir: Path | None, *, progress: bool, log, resume: bool, workers) -> ExperimentResult:
+    """:func:`run_experiment` in its output folder (prepared and locked)."""
     dataset, model = _build(sweep_groups(config)[0][0])  # (the first group's, with a [sweep] table)
-    out_dir = Path(out) if out is not None else None
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
     if is_sweep(config):  # lists of values: one batched ensemble (flowsim.ensemble)
         labels, trajs = _run_sweep(config, model, dataset, out_dir, progress=progress, log=log)
@@ -221,6 +231,7 @@ def run_experiment(
             threads=1 if small else max(1, cores // workers),
             resume=resume,
             log=log,
+            progress=progress,
         )
     return _run_one_after_another(
         config, model, dataset, labels, potentials, subs, out_dir, progress=progress, resume=resume, log=log
@@ -302,6 +313,7 @@ def _run_one(
         threads=threads,
         progress=progress,
         out=out,
+        checkpoint_every=config.get("output", {}).get("checkpoint_every"),
         resume=resume,
     )
 
@@ -314,8 +326,23 @@ def _run_in_worker(config: dict[str, Any], pot_cfg: dict[str, Any], out, resume:
     return _run_one(config, model, dataset, potential, progress=hook, out=out, resume=resume, threads=threads)
 
 
+def _progress_line(labels: list[str], log):
+    """``on_progress`` of :func:`run_parallel`: one line with the log t each running run has reached."""
+
+    def show(log_t: dict[int, float]) -> None:
+        parts = [
+            f"{labels[i]} {'starting' if v == -np.inf else f'log t = {v:.4g}'}"
+            for i, v in sorted(log_t.items())
+            if not np.isnan(v)
+        ]
+        if parts:
+            log(f"[flowsim]   progress: {' | '.join(parts)}")
+
+    return show
+
+
 def _run_potentials_in_workers(
-    config, model, dataset, labels, subs, out_dir, *, workers: int, threads: int, resume, log
+    config, model, dataset, labels, subs, out_dir, *, workers: int, threads: int, resume, log, progress=False
 ) -> ExperimentResult:
     """Run the potentials in worker processes, at most ``workers`` at a time (see :func:`run_experiment`)."""
     plots = out_dir is not None and config.get("output", {}).get("plots", True)
@@ -329,6 +356,7 @@ def _run_potentials_in_workers(
         on_start=lambda i: log(f"[flowsim] {labels[i]}: {model!r} on {dataset.name} (n={dataset.n}, d={dataset.d})"),
         on_result=lambda i, tr: log(f"[flowsim]   {labels[i]}: {_outcome(tr)}"),
         when_idle=_preload_plotting if plots else None,
+        on_progress=_progress_line(labels, log) if progress else None,
     )
     trajs, errors = runs.results, runs.errors
     order = sorted(trajs)

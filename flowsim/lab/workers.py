@@ -8,6 +8,7 @@ side of :func:`flowsim.lab.experiment.run_experiment`; what a task does is the c
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import multiprocessing
@@ -17,15 +18,17 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-__all__ = ["ParallelRuns", "cpu_cores", "progress_hook", "run_parallel"]
+__all__ = ["ParallelRuns", "Terminated", "cpu_cores", "progress_hook", "run_parallel", "sigterm_as_interrupt"]
 
 _NICE_LEAD = 1.0  # log-t units another run must be behind before a worker yields (see _YieldWhenAhead)
-_SHARED_LOG_T = None  # in a worker process: the runs' current log t (NaN: not running), when runs outnumber cores
+_SHARED_LOG_T = None  # in a worker process: the runs' current log t (NaN: not running, −inf: no save yet)
+PROGRESS_EVERY = 2.0  # seconds between the progress lines of run_parallel(on_progress=...)
 _SLOT = (0, 1)  # in a worker process: (its run's index in _SHARED_LOG_T, the CPU cores)
 
 
@@ -36,10 +39,38 @@ def cpu_cores() -> int:
     return os.cpu_count() or 1
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt (see :func:`sigterm_as_interrupt`): a run stops and keeps
+    what it computed, with a message saying it was terminated."""
+
+    def __init__(self, message: str = "terminated by SIGTERM") -> None:
+        super().__init__(message)
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """While the block runs (in the main thread), SIGTERM raises :class:`Terminated`, a KeyboardInterrupt: a
+    run stops as on Ctrl-C and keeps (and saves) what it computed; its message says it was terminated. Worker
+    processes started by :func:`run_parallel` meanwhile get the SIGTERM forwarded."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def _worker_init(shared) -> None:
     """Worker process start: SIGINT ignored until its task starts (see _worker_run); the shared progress array."""
     global _SHARED_LOG_T
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # (a forked child inherits sigterm_as_interrupt's handler)
     _SHARED_LOG_T = shared
 
 
@@ -90,7 +121,8 @@ def _worker_run(
 
     With ``interruptible`` (the parent does not ignore SIGINT), Ctrl-C (SIGINT, ignored by the worker until
     here) interrupts the task, which keeps what it computed; None when it came before the task returned
-    without handling it. ``index``: the task's slot in the shared progress array (:func:`progress_hook`).
+    without handling it. SIGTERM does the same (:class:`Terminated`). ``index``: the task's slot in the shared
+    progress array (:func:`progress_hook`; marked −inf here, as the task starts).
     """
     global _SLOT
     torch.set_num_threads(threads)  # before any torch op: a forked child must not reuse its parent's OpenMP pool
@@ -101,6 +133,9 @@ def _worker_run(
     try:
         if interruptible:
             signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _raise_terminated)
+        if shared is not None:
+            shared[index] = -math.inf
         return task(*args)
     except KeyboardInterrupt:  # before the run started (simulate itself keeps an interrupted run's results)
         return None
@@ -138,9 +173,8 @@ class _Pool:
         self.interrupted = False
         self.mask = hasattr(signal, "pthread_sigmask")
         self.cores = cpu_cores()
-        self.shared = None
-        if workers > self.cores and hasattr(os, "nice"):  # runs outnumber cores: the ones ahead in log t yield
-            self.shared = self.ctx.Array("d", [math.nan] * len(labels), lock=False)
+        # the runs' log t (progress lines; when runs outnumber cores, the ones ahead in log t yield)
+        self.shared = self.ctx.Array("d", [math.nan] * len(labels), lock=False)
 
     def start_ready(self) -> None:
         """Start tasks until ``workers`` run, each in a new one-process executor."""
@@ -166,6 +200,17 @@ class _Pool:
             if self.mask:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
+    def forward(self, signum: int) -> None:
+        """Send ``signum`` to the running workers' processes (SIGTERM to the parent reaches only the parent)."""
+        for _, pool in self.running.values():
+            for pid in list(getattr(pool, "_processes", None) or {}):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signum)
+
+    def progress(self) -> dict[int, float]:
+        """log t of each running run (−inf: no save yet, NaN: not started)."""
+        return {i: float(self.shared[i]) for i, _ in self.running.values()}
+
     def collect(self, done) -> None:
         """Take the results (or errors) of finished futures and shut their executors down."""
         for fut in done:
@@ -176,6 +221,10 @@ class _Pool:
             try:
                 result = fut.result()
             except BaseException as e:  # raised in the worker (any exception), or BrokenProcessPool: it died
+                if self.interrupted and isinstance(e, BrokenProcessPool):  # a signal to the whole process group
+                    self.skipped.append(i)  # killed it before its task started
+                    self.log(f"[flowsim]   {self.labels[i]}: its worker process was stopped before its run started")
+                    continue
                 self.outcome.errors[i] = e
                 self.log(f"[flowsim]   {self.labels[i]}: failed in its worker process: {type(e).__name__}: {e}")
                 continue
@@ -198,6 +247,7 @@ def run_parallel(
     on_start: Callable[[int], Any],
     on_result: Callable[[int, Any], Any],
     when_idle: Callable[[], Any] | None = None,
+    on_progress: Callable[[dict[int, float]], Any] | None = None,
 ) -> ParallelRuns:
     """Run ``task(*args[i])`` for every i in worker processes, at most ``workers`` at a time, in order of i.
 
@@ -217,13 +267,19 @@ def run_parallel(
         on_result: called with (i, result) in the parent when task i returned a result.
         when_idle: run in a daemon thread once every task started and a core is idle (e.g. preloading
             matplotlib); joined before returning.
+        on_progress: called in the parent every :data:`PROGRESS_EVERY` seconds while tasks run, with
+            ``{i: log t}`` of the running tasks (−inf: started, no save yet; NaN: not started; tasks that call
+            :func:`progress_hook` report their log t).
 
     Returns:
         :class:`ParallelRuns`. On Ctrl-C (the workers get the SIGINT too) the running tasks are collected and
-        the ones not started are listed in ``not_run``; a SIGINT to the parent alone does the same.
+        the ones not started are listed in ``not_run``; a SIGINT to the parent alone does the same. A SIGTERM
+        turned into :class:`Terminated` (:func:`sigterm_as_interrupt`) is forwarded to the running workers,
+        whose runs stop and keep what they computed.
     """
     pool = _Pool(task, args, labels, workers=workers, threads=threads, log=log, on_start=on_start, on_result=on_result)
     idle: threading.Thread | None = None
+    every = PROGRESS_EVERY if on_progress is not None else None
     while pool.running or (pool.todo and not pool.interrupted):
         try:
             pool.start_ready()
@@ -231,10 +287,15 @@ def run_parallel(
                 # a core is idle (every task started): use it meanwhile (started after the last fork)
                 idle = threading.Thread(target=when_idle, daemon=True)
                 idle.start()
-            done, _ = wait(pool.running, return_when=FIRST_COMPLETED)
-        except KeyboardInterrupt:  # the workers got the SIGINT too: their tasks stop and return what they have
+            done, _ = wait(pool.running, timeout=every, return_when=FIRST_COMPLETED)
+            if not done and on_progress is not None:
+                on_progress(pool.progress())
+        except KeyboardInterrupt as e:  # Ctrl-C: the workers got the SIGINT too; SIGTERM: forwarded to them
+            if isinstance(e, Terminated):
+                pool.forward(signal.SIGTERM)
             if not pool.interrupted:
-                log("[flowsim] interrupted: partial results kept; collecting the running runs, skipping the rest")
+                why = str(e) or "interrupted"
+                log(f"[flowsim] {why}: partial results kept; collecting the running runs, skipping the rest")
             pool.interrupted = True
             continue
         pool.collect(done)
