@@ -1,4 +1,5 @@
-"""Command-line interface: ``flowsim run``, ``flowsim plot``, ``flowsim validate``, ``flowsim info``.
+"""Command-line interface: ``flowsim run``, ``flowsim plot``, ``flowsim validate``, ``flowsim info``; the sweep
+commands ``flowsim plan``, ``run-spec``, ``gather`` and ``run --executor ray`` are in :mod:`flowsim.lab.sweep_cli`.
 
 ``flowsim run`` with no arguments runs the default preset (the main job: a two-layer ReLU network on
 digits 0 vs 1 under three mirror potentials) and writes trajectories, a summary table and plots. Each
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 from ..errors import FlowSimError, RunFolderError
+from .sweep_cli import EXECUTOR_HELP, add_sweep_commands
 
 __all__ = ["main"]
 
@@ -22,8 +24,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .experiment import format_table, run_experiment
 
     workers = _workers(args.workers)
+    if args.ray_address is not None and args.executor != "ray":
+        raise FlowSimError("--ray-address ADDR goes with --executor ray")
     if args.resume is not None:
         _resume_alone(args)
+        if args.executor != "local":  # a planned sweep (flowsim.lab.sweep): run its plan again
+            from .sweep_cli import resume_with_executor
+
+            return resume_with_executor(Path(args.resume), args)
         return _resume(Path(args.resume), progress=not args.no_progress and sys.stderr.isatty(), workers=workers)
     if args.config is not None and args.preset is not None:
         raise FlowSimError("give either --preset NAME or --config FILE.toml, not both")
@@ -34,6 +42,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("flowsim_runs") / config["experiment"]["name"]
     print(f"[flowsim] experiment {config['experiment']['name']!r}: {config['experiment']['description']}")
     print(f"[flowsim] writing to {out}")
+    if args.executor != "local":  # one task per run (flowsim.lab.sweep)
+        from .sweep_cli import run_with_executor
+
+        return run_with_executor(config, out, args)
     result = run_experiment(config, out, progress=not args.no_progress and sys.stderr.isatty(), workers=workers)
     table = format_table(result.rows)
     print()
@@ -250,7 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--no-progress", action="store_true", help="no progress bars (they are shown only on a terminal anyway)"
     )
+    run.add_argument("--executor", choices=("local", "ray"), default="local", help=EXECUTOR_HELP)
+    run.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to use with --executor ray (default: local)")
     run.set_defaults(func=_cmd_run)
+    add_sweep_commands(sub)
     plot = sub.add_parser("plot", help="plot saved trajectories (directories written by `flowsim run`)")
     plot.add_argument("runs", nargs="+", help="trajectory directories")
     plot.add_argument("--out", default=".", help="where to write the PNGs")
