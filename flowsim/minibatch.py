@@ -4,9 +4,10 @@ The iteration is mirror descent in dual coordinates, as :func:`flowsim.discrete.
 
     z_{k+1} = z_k − η_k ĝ_k,   θ_k = ∇Φ*(z_k),   ĝ_k = (n/b) Σ_{i∈B_k} ∇ℓ_i(θ_k),
 
-with B_k the k-th batch of a seeded shuffle of the n training points per epoch (b = |B_k|; B_k = all points
-when ``batch_size`` is None, which is full-batch mirror descent). ĝ_k is unbiased for ∇L, L = Σ_i ℓ_i (sum
-convention), so a constant η has the units of flow time t for every batch size and the flow clock is
+with B_k the k-th batch of a seeded shuffle of the n training points per epoch, cut into ⌈n/b⌉ batches of
+near-equal size (b = |B_k|; the sizes differ by at most one, so no small last batch gets a large n/b; B_k =
+all points when ``batch_size`` is None, which is full-batch mirror descent). ĝ_k is unbiased for ∇L, L = Σ_i
+ℓ_i (sum convention), so a constant η has the units of flow time t for every batch size and the flow clock is
 t_k = Σ_j η_j. ``"loss_normalized"`` steps use η_k = η / L̂_k with L̂_k = (n/b) Σ_{B_k} ℓ_i. Gradients are in
 log-space: ĝ = e^m g with g = O(1), and the step is exp(log η_k + m) g, as in :mod:`flowsim.discrete`.
 
@@ -195,8 +196,8 @@ def _epoch(run: _Run, model, loss, X, y, eta: float, b: int, schedule: str) -> N
     """
     n = X.shape[0]
     order = torch.randperm(n, generator=run.gen) if b < n else torch.arange(n)
-    for start in range(0, n, b):
-        idx = order[start : start + b].to(X.device)
+    for idx in torch.tensor_split(order, -(-n // b)):  # near-equal batches: no tiny last batch scaled by n/b
+        idx = idx.to(X.device)
         log_L, m, g = batch_gradient(model, loss, X[idx], y[idx], run.theta)
         if not (math.isfinite(log_L) and math.isfinite(m)):
             raise FloatingPointError(f"non-finite batch loss at step {run.k + 1}")

@@ -132,6 +132,35 @@ class VGGNet(AbstractModel):
         out = H @ next(Ws).mT
         return out.squeeze(-1) if self.num_classes == 1 else out
 
+    def hidden_activations(self, theta: Tensor, X: Tensor) -> dict[str, Tensor]:
+        """Post-ReLU outputs of every layer but the head (before any following max-pool).
+
+        Args:
+            theta: flat parameters, shape `(p,)`; X: inputs `(n, d)`.
+
+        Returns:
+            Ordered dict from layer name (``"conv1"``, …, ``"fc1"``, …) to its output, shape `(n, C, H, W)`
+            for convolutions and `(n, h)` for hidden linear layers.
+
+        Raises:
+            InvalidDataError: on wrong shapes (as :meth:`forward`).
+        """
+        self._check_inputs(theta, X)
+        if theta.dim() != 1:
+            raise InvalidParameterError("VGGNet.hidden_activations takes one parameter vector of shape (p,).")
+        names, Ws = iter(self._shapes), iter(self._views(theta))
+        out: dict[str, Tensor] = {}
+        H = X.reshape(X.shape[0], *self.input_shape)
+        for item in self.layers:
+            if item == "M":
+                H = F.max_pool2d(H, 2, ceil_mode=True)
+            else:
+                H = out[next(names)] = torch.relu(F.conv2d(H, next(Ws), padding=1))
+        H = H.reshape(H.shape[0], -1)
+        for _ in self.hidden:
+            H = out[next(names)] = torch.relu(H @ next(Ws).mT)
+        return out
+
     def _init_params(self, generator: torch.Generator) -> dict[str, Tensor]:
         params = {}
         for key, shape in self._shapes.items():
