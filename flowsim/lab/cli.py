@@ -35,6 +35,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return _resume(Path(args.resume), progress=not args.no_progress and sys.stderr.isatty(), workers=workers)
     if args.config is not None and args.preset is not None:
         raise FlowSimError("give either --preset NAME or --config FILE.toml, not both")
+    from .vision import run_vision_command  # the vision presets (a CNN by mini-batch mirror descent)
+
+    if (vision_status := run_vision_command(args)) is not None:
+        return vision_status
     config = load_config(args.config) if args.config is not None else get_preset(args.preset or DEFAULT_PRESET)
     config = _apply_md_options(config, args)
     if args.checkpoint_every is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import sys
 import time
 from importlib import resources
 from pathlib import Path
@@ -315,3 +316,33 @@ def _draw_pruning(plt, summary: dict[str, Any]) -> None:
     ax.set_ylabel("test accuracy (no retraining)")
     ax.legend(fontsize=8)
     fig.tight_layout()
+
+
+def run_vision_command(args: Any) -> int | None:
+    """``flowsim run`` for vision configurations: a ``--preset`` among :data:`VISION_PRESETS` or a
+    ``--config`` file with ``[experiment] kind = "vision"``; None for anything else (the flow experiments).
+
+    Returns:
+        The exit status (0 when every run succeeded, 3 otherwise), or None when ``args`` is not a vision run.
+    """
+    if args.preset is not None and args.preset in VISION_PRESETS:
+        config = get_vision_preset(args.preset)
+    elif args.config is not None and Path(args.config).is_file():
+        try:
+            raw = tomllib.loads(Path(args.config).read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+            return None  # the flow experiments' loader reports it
+        if not is_vision_config(raw):
+            return None
+        config = validate_vision_config(raw, source=str(args.config))
+    else:
+        return None
+    out = Path(args.out) if args.out else Path("flowsim_runs") / config["experiment"]["name"]
+    print(f"[flowsim] experiment {config['experiment']['name']!r}: {config['experiment']['description']}")
+    print(f"[flowsim] writing to {out}")
+    summary = run_vision(config, out, progress=not args.no_progress and sys.stderr.isatty())
+    print()
+    print(format_vision_table(summary))
+    print(f"\n[flowsim] {summary['wall_s']:.1f} s; outputs in {out}: summary.txt, summary.json, weight_histograms.png, "
+          "pruning.png, weights.npz, history_*.csv")  # fmt: skip
+    return 0 if all(r["status"] == "success" for r in summary["runs"].values()) else 3
