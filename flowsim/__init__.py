@@ -5,7 +5,10 @@ L-homogeneous model and a margin loss on binary data, and returns a :class:`Traj
 
     >>> import flowsim
     >>> data = flowsim.data.load_dataset("iris")
-    >>> tr = flowsim.simulate(flowsim.models.Linear(data.d), data, "hyperbolic_entropy", log_t_end=20)
+    >>> he = flowsim.potentials.HyperbolicEntropy(beta=0.1)
+    >>> tr = flowsim.simulate(flowsim.models.Linear(data.d), data, he, log_t_end=10, n_save=40, rtol=1e-6)
+    >>> tr.status.value, tr.theta.shape
+    ('success', (40, 4))
 
 Layout: the core (``errors``, ``losses``, ``flow``, ``simulation``, ``discrete``, ``ensemble``) at the top;
 ``potentials``, ``models``, ``data``, ``analysis``, ``solvers`` and ``results`` below it; ``lab`` holds the
