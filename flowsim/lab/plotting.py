@@ -17,13 +17,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from ..models import AbstractModel, AbstractTwoLayer  # noqa: E402
+from ..models import AbstractModel, AbstractTwoLayer, Linear  # noqa: E402
 from ..results import Trajectory  # noqa: E402
 
 __all__ = [
     "plot_rate_fits",
     "plot_curves",
     "plot_margins",
+    "margin_references",
     "plot_loss",
     "plot_neuron_masses",
     "plot_features",
@@ -40,15 +41,35 @@ def _finite(tr: Trajectory, key: str):
     return lt[ok], v[ok]
 
 
-def plot_margins(labels, trajectories, path: str | Path | None = None, title: str = "Margins along mirror flow"):
-    """Normalized margin q_min/‖θ‖₂^L and Q-margin q_min/Q∞(θ)^{L/α} against log t, one line per run."""
+def plot_margins(
+    labels,
+    trajectories,
+    path: str | Path | None = None,
+    title: str = "Margins along mirror flow",
+    references: dict[str, float] | None = None,
+):
+    """Normalized margin q_min/‖θ‖₂^L and Q-margin q_min/Q∞(θ)^{L/α} against log t, one line per run.
+
+    The Q-margin panel has a symmetric-log axis (linear within a decade below the smallest final positive
+    Q-margin), so that runs whose Q-margins differ by orders of magnitude (hyperbolic entropy's ≈ 1e-3 next to
+    0.1) are all readable. ``references``: label → the max-margin level the run's Q-margin tends to (linear
+    models: :func:`margin_references`), drawn dashed in the run's colour.
+    """
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    finals = []
     for label, tr in zip(labels, trajectories, strict=True):
         for ax, key in zip(axes, ("normalized_margin", "q_margin"), strict=True):
             x, y = _finite(tr, key)
-            ax.plot(x, y, label=label)
-    axes[0].set_ylabel("normalized margin  q_min / ‖θ‖₂^L")
-    axes[1].set_ylabel("Q-margin  q_min / Q∞(θ)^{L/α}")
+            (line,) = ax.plot(x, y, label=label)
+            if key == "q_margin" and len(y) and y[-1] > 0:
+                finals.append(y[-1])
+        ref = (references or {}).get(label)
+        if ref is not None and np.isfinite(ref):
+            axes[1].axhline(ref, ls="--", lw=1.0, color=line.get_color(), label=f"max-margin level {ref:.3g}")
+            finals.append(ref)
+    axes[0].set_ylabel(r"normalized margin  $q_{\min} / \|\theta\|_2^{L}$")
+    axes[1].set_ylabel(r"Q-margin  $q_{\min} / Q_\infty(\theta)^{L/\alpha}$  (symlog)")
+    axes[1].set_yscale("symlog", linthresh=0.1 * min(finals) if finals else 1e-3)
     for ax in axes:
         ax.set_xlabel("log t  (t = time)")
         ax.axhline(0.0, color="0.7", lw=0.8)
@@ -56,6 +77,32 @@ def plot_margins(labels, trajectories, path: str | Path | None = None, title: st
         ax.legend(fontsize=8)
     fig.suptitle(title)
     return _finish(fig, path)
+
+
+def margin_references(labels, trajectories, model: AbstractModel, dataset) -> dict[str, float]:
+    """The max-margin level each run's Q-margin tends to, where one is computable: for the linear model,
+    mirror flow converges in direction to w* = argmin ‖w‖_p s.t. y_i⟨x_i, w⟩ ≥ 1 in its potential's horizon
+    gauge (Pesme, Dragomir & Flammarion 2024), whose Q-margin min_i y_i⟨x_i, w*⟩ / Q∞(w*)^{1/α} is the level
+    (:func:`flowsim.analysis.references.max_margin`). Other models, or a reference solver that fails: none."""
+    if not isinstance(model, Linear):
+        return {}
+    from ..analysis.references import max_margin
+    from ..errors import FlowSimError
+    from ..potentials import get_potential
+
+    Z = (dataset.y[:, None] * dataset.X).cpu().numpy()
+    refs = {}
+    for label, tr in zip(labels, trajectories, strict=True):
+        try:
+            cfg = dict(tr.config["potential"])
+            pot = get_potential(cfg.pop("name"), **cfg)
+            p = pot.horizon.p
+            w = max_margin(Z, p, **({"check_unique": False} if p == 1 else {})).w  # (the level is unique)
+            gauge = float(pot.horizon_function(torch.as_tensor(w))) ** (1.0 / pot.horizon.alpha)
+            refs[label] = float(np.min(Z @ w)) / gauge
+        except (FlowSimError, KeyError, TypeError):  # custom potentials, solver failures: no level
+            continue
+    return refs
 
 
 def plot_loss(labels, trajectories, path: str | Path | None = None, title: str = "Loss along mirror flow"):
@@ -118,6 +165,7 @@ def plot_features(
         mass = np.linalg.norm(rep, axis=1)
         order = np.argsort(mass)[::-1][:top]
         scale = np.abs(rep[order]).max() or 1.0
+        image = None
         for c in range(top):
             ax = axes[r, c]
             if c >= len(order):
@@ -125,7 +173,7 @@ def plot_features(
                 continue
             w = rep[order[c]]
             if image_shape is not None and int(np.prod(image_shape)) == w.size:
-                ax.imshow(w.reshape(image_shape), cmap="RdBu_r", vmin=-scale, vmax=scale)
+                image = ax.imshow(w.reshape(image_shape), cmap="RdBu_r", vmin=-scale, vmax=scale)
                 ax.set_xticks([])
                 ax.set_yticks([])
             else:
@@ -135,6 +183,8 @@ def plot_features(
             ax.set_title(f"j={order[c]}  mass {mass[order[c]] / (mass.sum() or 1):.2f}", fontsize=8)
             if c == 0:
                 ax.set_ylabel(label, fontsize=8)
+        if image is not None:  # one colour scale per row (its heaviest neuron's largest |w̃_jk|)
+            fig.colorbar(image, ax=list(axes[r]), shrink=0.9, label=r"$\tilde w_{jk}$")
     fig.suptitle("Input-weight representation w̃_j = |a_j| w_j of the heaviest neurons (final time)")
     return _finish(fig, path)
 
@@ -159,6 +209,7 @@ def experiment_plots(labels, trajectories, model, dataset, out_dir: str | Path) 
             trajectories,
             out_dir / "margins.png",
             title=f"Margins along mirror flow: {model!r} on {dataset.name}",
+            references=margin_references(labels, trajectories, model, dataset),
         ),
         plot_loss(labels, trajectories, out_dir / "loss.png", title=f"Loss along mirror flow on {dataset.name}"),
     ]
