@@ -28,7 +28,7 @@ __all__ = ["ParallelRuns", "Terminated", "cpu_cores", "progress_hook", "run_para
 
 _NICE_LEAD = 1.0  # log-t units another run must be behind before a worker yields (see _YieldWhenAhead)
 _SHARED_LOG_T = None  # in a worker process: the runs' current log t (NaN: not running, −inf: no save yet)
-PROGRESS_EVERY = 2.0  # seconds between the progress lines of run_parallel(on_progress=...)
+PROGRESS_EVERY = 5.0  # seconds between the progress lines of run_parallel(on_progress=...)
 _SLOT = (0, 1)  # in a worker process: (its run's index in _SHARED_LOG_T, the CPU cores)
 
 
