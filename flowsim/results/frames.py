@@ -127,7 +127,8 @@ def runs_dataset(labels: Sequence[str], trajectories: Sequence[Trajectory], rows
 
     Variables: ``log_t`` and every diagnostic that is one number per save point (``run`` × ``save``; runs with
     fewer save points are padded with NaN), and the summary columns of ``rows`` that belong to these runs
-    (``run``; matched by label). Coordinate ``run``: the labels.
+    (``run``; matched by label; ``summary_<column>`` where a diagnostic has the column's name, e.g.
+    ``summary_q_margin``). Coordinate ``run``: the labels.
 
     Raises:
         FlowSimError: xarray is not installed.
@@ -151,5 +152,6 @@ def runs_dataset(labels: Sequence[str], trajectories: Sequence[Trajectory], rows
             if column != "label":
                 values = [by_label[label][column] for label in labels]
                 numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
-                data[column] = ("run", np.asarray(values, dtype=np.float64 if numeric else object))
+                name = f"summary_{column}" if column in data else column  # (q_margin: per save point too)
+                data[name] = ("run", np.asarray(values, dtype=np.float64 if numeric else object))
     return xr.Dataset(data, coords={"run": list(labels)})
