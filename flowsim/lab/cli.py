@@ -128,12 +128,12 @@ def _resume(path: Path, progress: bool, workers: int | str) -> int:
 
 def _cmd_plot(args: argparse.Namespace) -> int:
     from ..results import Trajectory
+    from ..results.store import prepare_out_dir
     from . import plotting
 
     trajs = [Trajectory.load(p) for p in args.runs]
     labels = [Path(p).name for p in args.runs]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_out_dir(args.out)
     plotting.plot_margins(labels, trajs, out / "margins.png")
     plotting.plot_loss(labels, trajs, out / "loss.png")
     print(f"[flowsim] wrote {out / 'margins.png'} and {out / 'loss.png'}")
@@ -157,10 +157,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    from ..results.store import prepare_out_dir
     from .validate import format_table, run_validation, write_report
 
     cases = [c for c in args.only.split(",") if c.strip()] if args.only else None
-    out = Path(args.out)
+    out = prepare_out_dir(args.out)
     tier = "full" if args.full else "quick"
     print(f"[flowsim] validate ({tier} tier), report in {out}")
     results = run_validation(cases, full=args.full, out=out, progress=lambda line: print(line, flush=True))

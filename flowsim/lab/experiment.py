@@ -23,7 +23,7 @@ from ..errors import ConfigError, InvalidParameterError
 from ..models import AbstractModel, get_model
 from ..potentials import AbstractPotential, get_potential
 from ..results import Trajectory
-from ..results.store import locked_folder
+from ..results.store import locked_folder, prepare_out_dir
 from ..simulation import simulate
 from .config import is_sweep, sweep_groups, sweep_members
 from .workers import cpu_cores, progress_hook, run_parallel
@@ -549,12 +549,11 @@ def run_comparison(
         (table rows with :data:`COMPARE_COLUMNS`, labels, [(flow, discrete, differences)] per potential).
 
     Raises:
-        ConfigError: invalid data, model or potential arguments; InvalidParameterError: bad step size etc.
+        ConfigError: invalid data, model or potential arguments; InvalidParameterError: bad step size etc.;
+        RunFolderError: ``out`` is a file or not writable.
     """
+    out_dir = prepare_out_dir(out) if out is not None else None  # a file or unwritable: an error before any work
     dataset, model = _build(config)
-    out_dir = Path(out) if out is not None else None
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
     rows, labels, runs = [], [], []
     method = config["solver"]["method"] if config["solver"]["method"] != "md" else "dopri5"
     for pot_cfg in config["potentials"]:
