@@ -35,7 +35,7 @@ References (per case, see each check's docstring):
     Jacobs & Montúfar, arXiv 2605.19458 (2026) (C7, C13, C15).
 """
 
-from . import _identities, _linear, _networks  # noqa: F401  (importing them registers their checks)
+from . import _identities, _linear, _networks, _paper_networks  # noqa: F401  (importing them registers their checks)
 from ._framework import (
     CHECKS,
     STATUSES,

@@ -1,0 +1,372 @@
+"""The seed paper's three findings on two-layer ReLU networks, C16–C18, with exact kinks.
+
+* C16, same limit: ``PPower(3)`` and the smoothed p = 3 potential reach the same normalised network;
+* C17, exponentially slow: hyperbolic entropy reaches its sparse geometry at a log t that grows like a power
+  of β;
+* C18, KKT: the Q-margin problem's KKT residual along the flow goes to 0.
+
+Every run uses the Filippov driver (``kinks="filippov"``) with the ODE method of :data:`METHODS` for its
+tier (one parameter: the full tier can move to ``"radau"`` once exact kinks with an implicit method exist).
+
+Normalised networks. A bias-free two-layer ReLU net f(x) = Σ_j a_j relu(⟨w_j, x⟩) is determined by the
+signs s_j = sign a_j and the effective weights w̃_j = |a_j| w_j (f = Σ_j s_j relu(⟨w̃_j, x⟩)), which are
+invariant under the rescaling symmetry (w_j, a_j) → (c w_j, a_j / c). Dividing by the smallest margin gives
+the network at unit margin, w̃ / q_min; two networks are compared by the permutation-invariant distance
+
+    D(A, B) = min_π (Σ_j ‖w̃ᴬ_j − w̃ᴮ_π(j)‖²)^{1/2} / ((Σ_j ‖w̃ᴬ_j‖² + Σ_j ‖w̃ᴮ_j‖²) / 2)^{1/2}
+
+over neuron permutations π (``scipy.optimize.linear_sum_assignment``; a pair with different output signs
+costs ‖w̃ᴬ_j‖² + ‖w̃ᴮ_π(j)‖², as if each were matched with a dead neuron).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment, minimize
+
+from ...analysis.references import kkt_residual
+from ...data import Dataset, student_teacher_relu
+from ...errors import ReferenceSolverError
+from ...models import TwoLayerReLU
+from ...potentials import Euclidean, HyperbolicEntropy, PPower, SmoothedHomogeneous
+from ._common import _sim
+from ._framework import CheckFailure, _Ctx, register_check
+
+__all__ = ["METHODS", "config_distance", "unit_margin_network"]
+
+#: ODE method per tier for C16–C18 (always with ``kinks="filippov"``).
+METHODS = {"quick": "dopri5", "full": "dopri5"}
+
+
+def _method(ctx: _Ctx) -> str:
+    return METHODS["full" if ctx.full else "quick"]
+
+
+def _split(theta: np.ndarray, d: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """(W `(m, d)`, a `(m,)`) of a flat two-layer parameter vector (``TwoLayerReLU`` layout: W rows, then a)."""
+    return theta[: m * d].reshape(m, d), theta[m * d : m * d + m]
+
+
+def _margins(wt: np.ndarray, s: np.ndarray, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return y * (np.maximum(X @ wt.T, 0.0) @ s)
+
+
+def unit_margin_network(theta: np.ndarray, X: np.ndarray, y: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Effective weights w̃_j = |a_j| w_j at unit margin (divided by q_min) and output signs, in numpy.
+
+    Args:
+        theta: flat parameters of ``TwoLayerReLU(d, m)``, shape `(m·d + m,)`.
+        X: inputs `(n, d)`; y: labels `(n,)` (±1).
+        m: width.
+
+    Returns:
+        (w̃ / q_min `(m, d)`, s `(m,)`).
+
+    Raises:
+        CheckFailure: if θ does not classify every point (q_min ≤ 0).
+    """
+    W, a = _split(np.asarray(theta, dtype=np.float64), X.shape[1], m)
+    wt, s = np.abs(a)[:, None] * W, np.sign(a)
+    q_min = float(_margins(wt, s, X, y).min())
+    if not q_min > 0.0:
+        raise CheckFailure(f"the network does not classify every point (q_min = {q_min:.3g}); run longer")
+    return wt / q_min, s
+
+
+def config_distance(A: tuple[np.ndarray, np.ndarray], B: tuple[np.ndarray, np.ndarray]) -> float:
+    """Permutation-invariant relative distance D(A, B) of two (w̃, s) configurations (module docstring)."""
+    (wa, sa), (wb, sb) = A, B
+    na, nb = (wa**2).sum(-1), (wb**2).sum(-1)
+    cost = ((wa[:, None, :] - wb[None, :, :]) ** 2).sum(-1)
+    cost = np.where(sa[:, None] != sb[None, :], na[:, None] + nb[None, :], cost)
+    rows, cols = linear_sum_assignment(cost)
+    return float(math.sqrt(cost[rows, cols].sum() / ((na.sum() + nb.sum()) / 2.0)))
+
+
+def _lp_q_margin(theta: np.ndarray, X: np.ndarray, y: np.ndarray, m: int, p: float) -> float:
+    """ℓp Q-margin q_min / ‖θ‖_p^{2} of a two-layer ReLU (L = 2), computed in numpy from θ alone."""
+    W, a = _split(theta, X.shape[1], m)
+    q_min = float((y * (np.maximum(X @ W.T, 0.0) @ a)).min())
+    return q_min / float(np.sum(np.abs(theta) ** p)) ** (2.0 / p)
+
+
+def _l3_pattern_reference(
+    wt: np.ndarray, s: np.ndarray, X: np.ndarray, y: np.ndarray, seed: int = 0, drop: float = 0.05
+) -> tuple[np.ndarray, float]:
+    """Minimiser of Σ_j ‖w̃_j‖₃^{3/2} s.t. y_i Σ_j s_j relu⟨w̃_j, x_i⟩ ≥ 1 on the activation pattern of ``wt``.
+
+    With the Q-balance of the ℓ3 horizon (‖w_j‖₃³ = |a_j|³ in the limit) Σ_k |θ_k|³ = 2 Σ_j ‖w̃_j‖₃^{3/2}, so
+    this is the ℓ3 Q-margin problem in the effective weights. On a fixed pattern (neuron j on at x_i iff
+    ⟨w̃_j, x_i⟩ > 0 for the given ``wt``) the margins are linear and the objective strictly convex, so the
+    minimiser is unique; SLSQP solves it from a randomly perturbed start (independent of the flow's values).
+    Neurons of mass below ``drop`` times the largest are set to 0 (they are dying along the flow, and the
+    objective's curvature is unbounded at w̃_j = 0).
+
+    Returns:
+        (w̃* `(m, d)` at unit margin, its balanced ℓ3 Q-margin 1 / (2 Σ_j ‖w̃*_j‖₃^{3/2})^{2/3}).
+
+    Raises:
+        ReferenceSolverError: if SLSQP fails or its result violates a constraint by more than 1e-7.
+    """
+    mass = np.linalg.norm(wt, axis=1)
+    keep = mass >= drop * mass.max()  # dying neurons (→ 0 along the flow) sit where the objective is not C²
+    full, wt, s = wt, wt[keep], s[keep]
+    m, d = wt.shape
+    P = (X @ wt.T > 0.0).astype(np.float64)  # (n, m)
+    A_margin = ((y[:, None] * P * s[None, :])[:, :, None] * X[:, None, :]).reshape(len(y), m * d)
+    A_side = (((2.0 * P - 1.0)[:, :, None] * X[:, None, :])[:, :, None, :] * np.eye(m)[None, :, :, None]).reshape(
+        -1, m * d
+    )
+
+    def f(v: np.ndarray) -> tuple[float, np.ndarray]:
+        V = v.reshape(m, d)
+        n3 = np.cbrt((np.abs(V) ** 3).sum(-1))
+        safe = np.where(n3 > 0.0, n3, 1.0)
+        grad = 1.5 * np.sign(V) * V**2 / np.sqrt(safe)[:, None]
+        return float((n3**1.5).sum()), grad.ravel()
+
+    rng = np.random.default_rng(seed)
+    v0 = (wt * (1.0 + 0.3 * rng.standard_normal(wt.shape))).ravel()
+    cons = [
+        {"type": "ineq", "fun": lambda v: A_margin @ v - 1.0, "jac": lambda v: A_margin},
+        {"type": "ineq", "fun": lambda v: A_side @ v, "jac": lambda v: A_side},
+    ]
+    res = minimize(f, v0, jac=True, method="SLSQP", constraints=cons, options={"ftol": 1e-15, "maxiter": 2000})
+    v = res.x
+    viol = max(float(np.max(1.0 - A_margin @ v)), float(np.max(-(A_side @ v))), 0.0)
+    if not res.success or viol > 1e-7:
+        raise ReferenceSolverError(f"ℓ3 pattern program: SLSQP {res.message!r}, constraint violation {viol:.2e}")
+    out = np.zeros_like(full)
+    out[keep] = v.reshape(m, d)
+    return out, 1.0 / (2.0 * f(v)[0]) ** (2.0 / 3.0)
+
+
+def _student_teacher(ctx: _Ctx) -> tuple[Dataset, int, int]:
+    """Student–teacher data (teacher width 2, 2-sparse inputs, margin filter 0.1), the input dim and width."""
+    n, d, m = (20, 5, 10) if ctx.full else (12, 4, 6)
+    return student_teacher_relu(n=n, d=d, teacher_width=2, seed=0, margin=0.1), d, m
+
+
+def _run(ctx: _Ctx, data: Dataset, d: int, m: int, pot, save_log_t, rtol: float, init_scale: float):
+    return _sim(
+        TwoLayerReLU(d, m),
+        data,
+        pot,
+        kinks="filippov",
+        method=_method(ctx),
+        save_log_t=np.asarray(save_log_t, dtype=np.float64),
+        rtol=rtol,
+        atol=rtol * 1e-2,
+        init_scale=init_scale,
+        seed=1,
+    )
+
+
+def _power_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Least-squares exponent b of y ≈ c·x^b (log–log) and the fit's R²."""
+    lx, ly = np.log(x), np.log(y)
+    b, c = np.polyfit(lx, ly, 1)
+    resid = ly - (b * lx + c)
+    ss = float(((ly - ly.mean()) ** 2).sum())
+    return float(b), 1.0 - float((resid**2).sum()) / ss if ss > 0 else float("nan")
+
+
+@register_check(
+    "C16",
+    "Networks: PPower(3) and smoothed p = 3 reach the same normalised two-layer ReLU net; paths differ",
+    "Jacobs & Montúfar 2026; Pesme, Dragomir & Flammarion, NeurIPS 2024",
+)
+def check_c16(ctx: _Ctx) -> None:
+    """C16, seed-paper finding (1) on networks: same ℓ3 horizon ⇒ same limit network.
+
+    Student–teacher two-layer ReLU (quick n = 12, d = 4, m = 6 to log t = 100; full n = 20, d = 5, m = 10 to
+    log t = 1000, also λ = 0.1), init scale 0.5, the same initial θ for ``PPower(3)`` and
+    ``SmoothedHomogeneous(3, λ)`` (λ = 0.01). Measured, from the saved θ in numpy: the permutation-invariant
+    distance D of the unit-margin networks w̃/q_min (module docstring) at log t = 1 (paths differ) and at the
+    end (same limit), and the ℓ3 Q-margins q_min/‖θ‖₃² (coefficient-free, so the two potentials' different
+    Q∞ constants do not enter). Reference: the unique minimiser of the ℓ3 Q-margin problem on the final
+    activation pattern of the PPower run (:func:`_l3_pattern_reference`, SLSQP from a perturbed start): both
+    flows' margins must approach its margin from below and their networks its network.
+    """
+    data, d, m = _student_teacher(ctx)
+    X, y = data.X.numpy(), data.y.numpy()
+    end = 1000.0 if ctx.full else 100.0
+    save = np.unique(np.concatenate([[1.0, 10.0, 30.0], np.geomspace(1.0, end, 12)]))
+    lams = (0.01, 0.1) if ctx.full else (0.01,)
+    pp = _run(ctx, data, d, m, PPower(3.0), save, 1e-8, 0.5)
+    A = [unit_margin_network(th, X, y, m) for th in pp.theta[1:]]
+    ref, g_ref = _l3_pattern_reference(*A[-1], X, y)
+    R = (ref, A[-1][1])
+    g_pp = _lp_q_margin(pp.theta[-1], X, y, m, 3.0)
+    ctx.upper("PPower(3): ℓ3 Q-margin / pattern optimum − 1 (never above)", g_pp / g_ref - 1.0, 1e-6, 0.0)
+    ctx.lower(f"PPower(3): ℓ3 Q-margin / pattern optimum at log t = {end:g}", g_pp / g_ref, 0.98, 1.0)
+    ctx.upper(f"PPower(3): D(net, pattern optimum) at log t = {end:g}", config_distance(A[-1], R), 0.15, 0.0)
+    curves = {}
+    i1, i10 = (int(np.searchsorted(save, v)) for v in (1.0, 10.0))
+    for lam in lams:
+        sm = _run(ctx, data, d, m, SmoothedHomogeneous(3.0, lam), save, 1e-8, 0.5)
+        B = [unit_margin_network(th, X, y, m) for th in sm.theta[1:]]
+        D = np.array([config_distance(a, b) for a, b in zip(A, B, strict=True)])
+        curves[lam] = D
+        g_sm = _lp_q_margin(sm.theta[-1], X, y, m, 3.0)
+        tag = f"λ = {lam:g}"
+        ctx.lower(f"{tag}: D(PPower, smoothed) at log t = 1 (paths differ)", float(D[i1]), 0.2, "> 0")
+        ctx.upper(f"{tag}: D(PPower, smoothed) at log t = {end:g} (same limit)", float(D[-1]), 0.05, 0.0)
+        ctx.upper(f"{tag}: D at log t = {end:g} / D at log t = 1", float(D[-1] / D[i1]), 0.1, "→ 0")
+        ctx.close(f"{tag}: ℓ3 Q-margin, smoothed vs PPower", g_sm, g_pp, rtol=5e-3)
+        ctx.upper(f"{tag}: D(smoothed net, pattern optimum)", config_distance(B[-1], R), 0.15, 0.0)
+        b, r2 = _power_fit(save[i10:], D[i10:])
+        ctx.note(f"{tag}: D(log t) ∝ (log t)^{b:.2f} on log t ∈ [10, {end:g}] (R² = {r2:.3f})")
+        ctx.holds(
+            f"{tag}: D decreasing in log t on [10, {end:g}]",
+            bool(np.all(np.diff(D[i10:]) < 0)),
+            f"exponent {b:.2f}, R² {r2:.3f}",
+            "→ 0",
+            "decreasing",
+        )
+    ctx.figure(lambda plt: _draw_c16(plt, save, curves))
+
+
+def _draw_c16(plt, save: np.ndarray, curves: dict) -> None:
+    fig, ax = plt.subplots(figsize=(6.5, 3.8), constrained_layout=True)
+    for lam, D in curves.items():
+        ax.loglog(save, D, marker=".", label=f"PPower(3) vs smoothed p = 3, λ = {lam:g}")
+    ax.set_xlabel("log t")
+    ax.set_ylabel("D(unit-margin networks)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    ax.set_title("C16 / finding 1 on networks: same ℓ3 horizon ⇒ same limit")
+
+
+def _effective_neurons(theta: np.ndarray, d: int, m: int) -> np.ndarray:
+    """Participation ratio n_eff = (Σ_j μ_j)² / Σ_j μ_j² of the neuron masses μ_j = ‖|a_j| w_j‖₂, per state."""
+    W, a = theta[:, : m * d].reshape(-1, m, d), theta[:, m * d :]
+    mass = np.linalg.norm(np.abs(a)[..., None] * W, axis=-1)
+    return mass.sum(-1) ** 2 / (mass**2).sum(-1)
+
+
+def _sparse_time(log_t: np.ndarray, n_eff: np.ndarray, level: float) -> float:
+    """log t* at which n_eff last comes down through ``level`` (linear interpolation); inf if above at the end."""
+    above = np.flatnonzero(n_eff > level)
+    if above.size == 0:
+        return float(log_t[0])
+    k = int(above[-1])
+    if k == n_eff.size - 1:
+        return math.inf
+    x0, x1, y0, y1 = log_t[k], log_t[k + 1], n_eff[k], n_eff[k + 1]
+    return float(x0 + (y0 - level) * (x1 - x0) / (y0 - y1))
+
+
+@register_check(
+    "C17",
+    "Networks: hyperbolic entropy reaches the sparse geometry at log t* ∝ β^b (b ≈ L = 2): t* = e^{cβ^b}",
+    "Jacobs & Montúfar 2026; Woodworth et al., COLT 2020; Lyu & Li, ICLR 2020",
+)
+def check_c17(ctx: _Ctx) -> None:
+    """C17, seed-paper finding (2) on networks: hyperbolic entropy is exponentially slow in β.
+
+    Student–teacher two-layer ReLU (teacher width k = 2; quick n = 12, d = 4, m = 6, β ∈ {0.25, 0.5, 0.75}
+    to log t = 300; full n = 20, d = 5, m = 10, β up to 2 to log t = 3000), init scale 0.1.
+    *Sparse geometry reached* at log t*: the effective neuron count n_eff = (Σ_j μ_j)² / Σ_j μ_j² (neuron
+    masses μ_j = ‖|a_j| w_j‖₂) comes down through k + 0.1 for the last time (interpolated between save
+    points; the sparse limit has n_eff = k, the teacher's width, read from the data generator). For |θ| ≪ β
+    the flow is gradient flow with learning rate β, and the ℓ1 geometry takes over once the weights, growing
+    like (log t)^{1/L}, reach β, which suggests log t* ∝ β^L (L = 2). Measured: log t* per β, the fitted
+    exponent b of log t* ∝ β^b and its R² (checked: b within [1, 3], R² ≥ 0.95, log t* increasing; the
+    constant is not checked), i.e. t* = exp(c β^b) grows exponentially in β^b.
+    """
+    data, d, m = _student_teacher(ctx)
+    k = len(data.info["teacher"]["a"])
+    level = k + 0.1
+    end = 3000.0 if ctx.full else 300.0
+    betas = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0) if ctx.full else (0.25, 0.5, 0.75)
+    save = np.geomspace(1.0, end, 120 if ctx.full else 60)
+    curves, tstar = {}, []
+    for beta in betas:
+        tr = _run(ctx, data, d, m, HyperbolicEntropy(beta), save, 1e-7, 0.1)
+        n_eff = _effective_neurons(np.asarray(tr.theta[1:]), d, m)
+        curves[beta] = n_eff
+        tstar.append(_sparse_time(save, n_eff, level))
+    ts = np.array(tstar)
+    ctx.holds(
+        f"sparse geometry (n_eff ≤ {level:g}) reached by log t = {end:g} for every β",
+        bool(np.isfinite(ts).all()),
+        ", ".join(f"β={b:g}: {t:.1f}" for b, t in zip(betas, ts, strict=True)),
+        f"n_eff → {k} (teacher width)",
+        "finite log t*",
+    )
+    ctx.holds("log t* increasing in β", bool(np.all(np.diff(ts) > 0)), f"{ts.round(1).tolist()}", "increasing", "↑")
+    b, r2 = _power_fit(np.array(betas), ts) if np.isfinite(ts).all() else (math.nan, math.nan)
+    ctx.close("exponent b of log t* ∝ β^b", b, 2.0, atol=1.0)
+    ctx.lower("R² of the log–log fit of log t* against β", r2, 0.95, 1.0)
+    ctx.note(f"log t* ∝ β^{b:.2f} (R² = {r2:.3f}); theory suggests b = L = 2; t* = exp(c β^b)")
+    ctx.figure(lambda plt: _draw_c17(plt, save, curves, betas, ts, level, b))
+
+
+def _draw_c17(plt, save, curves: dict, betas, ts, level: float, b: float) -> None:
+    fig, ax = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
+    for beta, n_eff in curves.items():
+        ax[0].semilogx(save, n_eff, label=f"β = {beta:g}")
+    ax[0].axhline(level, color="k", lw=0.6)
+    ax[0].set_xlabel("log t")
+    ax[0].set_ylabel("n_eff = (Σμ)² / Σμ²")
+    ax[0].legend(fontsize=8)
+    ax[0].grid(alpha=0.3)
+    ax[1].loglog(list(betas), ts, marker="o", label=f"log t* ∝ β^{b:.2f}")
+    ax[1].set_xlabel("β")
+    ax[1].set_ylabel("log t*  (n_eff ≤ k + 0.1 for good)")
+    ax[1].legend(fontsize=8)
+    ax[1].grid(alpha=0.3, which="both")
+    fig.suptitle("C17 / finding 2 on networks: hyperbolic entropy reaches the sparse geometry at log t* ∝ β^b")
+
+
+@register_check(
+    "C18",
+    "Networks: KKT residual of the Q-margin problem → 0 along the flow (two-layer ReLU)",
+    "Lyu & Li, ICLR 2020; Soudry et al., JMLR 2018; Jacobs & Montúfar 2026",
+)
+def check_c18(ctx: _Ctx) -> None:
+    """C18: KKT residuals of min Q∞(θ) s.t. q_i(θ) ≥ 1 along mirror flow on a two-layer ReLU.
+
+    Gradient flow (R = ½‖θ‖₂², Lyu & Li) and ``PPower(3)`` (R ∝ ‖θ‖₃³) on the student–teacher net of C16
+    (init scale 0.5). Reference: :func:`flowsim.analysis.references.kkt_residual` at the saved states
+    (autograd Jacobian of the margins at the rescaled point, NNLS over the near-active set, Clarke
+    subgradients taken from the ReLU's side at kinks), independent of the flow. Measured: the relative
+    stationarity residual and the complementarity at the end, its decrease from log t = 10, and the exponent
+    of the residual against log t over the last decade of the run (reported with R²; for linear models the
+    direction, and with it the residual, converges like 1/log t (Soudry et al.), exponent −1; for networks
+    no rate is proved, so only a clear decrease, exponent ≤ −0.5, is checked).
+    """
+    data, d, m = _student_teacher(ctx)
+    model = TwoLayerReLU(d, m)
+    runs = ((Euclidean(), 2.0, 1000.0 if ctx.full else 300.0), (PPower(3.0), 3.0, 1000.0 if ctx.full else 100.0))
+    curves = {}
+    for pot, p, end in runs:
+        save = np.geomspace(10.0, end, 12)
+        tr = _run(ctx, data, d, m, pot, save, 1e-9, 0.5)
+        res = [kkt_residual(model, th, data.X, data.y, p=p) for th in tr.theta[1:]]
+        stat = np.array([r.stationarity for r in res])
+        comp = np.array([r.complementarity for r in res])
+        curves[repr(pot)] = (save, stat)
+        tag = f"{pot!r} (p = {p:g})"
+        ctx.upper(f"{tag}: stationarity residual at log t = {end:g}", float(stat[-1]), 0.1, 0.0)
+        ctx.upper(f"{tag}: residual at log t = {end:g} / at log t = 10", float(stat[-1] / stat[0]), 0.2, "→ 0")
+        ctx.upper(f"{tag}: complementarity at log t = {end:g}", float(comp[-1]), 5e-3, 0.0)
+        tail = save >= end / 10.0
+        b, r2 = _power_fit(save[tail], stat[tail])
+        ctx.upper(f"{tag}: exponent of the residual ∝ (log t)^b, last decade", b, -0.5, "−1 (linear models)")
+        ctx.note(f"{tag}: residual ∝ (log t)^{b:.2f} on log t ∈ [{end / 10:g}, {end:g}] (R² = {r2:.3f})")
+    ctx.figure(lambda plt: _draw_c18(plt, curves))
+
+
+def _draw_c18(plt, curves: dict) -> None:
+    fig, ax = plt.subplots(figsize=(6.5, 3.8), constrained_layout=True)
+    for name, (save, stat) in curves.items():
+        ax.loglog(save, stat, marker=".", label=name)
+    ax.set_xlabel("log t")
+    ax.set_ylabel("relative KKT stationarity residual")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    ax.set_title("C18: KKT residual of the Q-margin problem, two-layer ReLU")
