@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..errors import FlowSimError
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .trajectory import Trajectory
+Trajectory = Any  # a flowsim.results.Trajectory (not imported: trajectory.py imports this module's functions)
 
 __all__ = ["trajectory_frame", "trajectory_dataset", "summary_frame", "runs_frame", "runs_dataset"]
 
