@@ -1,0 +1,103 @@
+"""C16-C18 (the seed paper's findings on two-layer ReLU nets): their measuring tools against closed forms, and
+the quick tier of the three checks (slow)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from flowsim.lab.validate import CHECKS, run_check
+from flowsim.lab.validate import _paper_networks as pn
+from flowsim.lab.validate._framework import CheckFailure
+
+
+def _theta(W: np.ndarray, a: np.ndarray) -> np.ndarray:
+    return np.concatenate([W.ravel(), a])
+
+
+def _problem(seed: int = 0, n: int = 9, d: int = 3, m: int = 4):
+    rng = np.random.default_rng(seed)
+    W, a = rng.normal(size=(m, d)), np.array([1.0, -1.0, 0.5, -2.0])[:m]
+    X = rng.normal(size=(n, d))
+    y = np.sign(np.maximum(X @ W.T, 0.0) @ a)
+    return W, a, X, y
+
+
+def test_unit_margin_network_is_invariant_under_rescaling_and_scale():
+    W, a, X, y = _problem()
+    wt, s = pn.unit_margin_network(_theta(W, a), X, y, 4)
+    c = np.array([0.3, 2.0, 5.0, 0.7])
+    wt2, s2 = pn.unit_margin_network(_theta(3.0 * c[:, None] * W, 3.0 * a / c), X, y, 4)
+    np.testing.assert_allclose(wt2, wt, rtol=1e-13)
+    np.testing.assert_array_equal(s2, s)
+    q = y * (np.maximum(X @ wt.T, 0.0) @ s)
+    assert q.min() == pytest.approx(1.0, rel=1e-14)
+
+
+def test_unit_margin_network_rejects_a_misclassifying_net():
+    W, a, X, y = _problem()
+    with pytest.raises(CheckFailure, match="does not classify"):
+        pn.unit_margin_network(_theta(W, a), X, -y, 4)
+
+
+def test_config_distance_permutation_invariant_and_closed_form():
+    rng = np.random.default_rng(1)
+    w, s = rng.normal(size=(5, 3)), np.array([1.0, -1.0, 1.0, 1.0, -1.0])
+    perm = np.array([3, 0, 4, 1, 2])
+    assert pn.config_distance((w, s), (w[perm], s[perm])) == pytest.approx(0.0, abs=1e-15)
+    # one neuron moved by δ: D = ‖δ‖ / (Σ‖w‖² + ½(‖w_0 + δ‖² − ‖w_0‖²))^{1/2}
+    delta = np.array([0.1, -0.2, 0.05])
+    w2 = w.copy()
+    w2[0] += delta
+    na, nb = (w**2).sum(), (w2**2).sum()
+    expect = math.sqrt((delta**2).sum() / ((na + nb) / 2))
+    assert pn.config_distance((w, s), (w2[perm], s[perm])) == pytest.approx(expect, rel=1e-13)
+    # a sign flip is not a small move: the pair costs ‖w_1‖² + ‖w_1‖² (each matched with a dead neuron); the
+    # swapped matching costs ‖w_0 − w_1‖² + ‖w_0‖² + ‖w_1‖² = 20 > 2
+    w4 = np.array([[3.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    flipped = pn.config_distance((w4, np.array([1.0, -1.0])), (w4, np.array([1.0, 1.0])))
+    assert flipped == pytest.approx(math.sqrt(2.0 / 10.0), rel=1e-14)
+
+
+def test_l3_pattern_reference_matches_hoelder_closed_form():
+    """Two points ±x, labels ±1, neurons of signs ±1: min ‖w‖₃^{3/2} s.t. ⟨w, x⟩ ≥ 1 is attained at
+    w_k = |x_k|^{1/2} sign(x_k) / ‖x‖_{3/2}^{3/2} (Hölder, ℓ3 and ℓ3/2 dual)."""
+    x = np.array([1.0, 0.5, -0.25])
+    X, y = np.stack([x, -x]), np.array([1.0, -1.0])
+    w_star = np.sign(x) * np.sqrt(np.abs(x)) / np.sum(np.abs(x) ** 1.5)
+    start = np.stack([x * 2.0, -x * 1.5])  # right pattern, wrong values
+    ref, margin = pn._l3_pattern_reference(start, np.array([1.0, -1.0]), X, y)
+    np.testing.assert_allclose(ref, np.stack([w_star, -w_star]), atol=1e-6)
+    F = 2.0 * np.sum(np.abs(w_star) ** 3) ** 0.5
+    assert margin == pytest.approx(1.0 / (2.0 * F) ** (2.0 / 3.0), rel=1e-8)
+
+
+def test_sparse_time_is_the_last_downward_crossing():
+    log_t = np.array([1.0, 2.0, 4.0, 8.0, 16.0])
+    # dips below early, comes back above, and settles: the last crossing counts (between 4 and 8)
+    n_eff = np.array([2.0, 2.6, 2.4, 2.0, 1.99])
+    assert pn._sparse_time(log_t, n_eff, 2.1) == pytest.approx(4.0 + 0.3 / 0.4 * 4.0)
+    assert pn._sparse_time(log_t, np.array([3.0, 3, 3, 3, 2.5]), 2.1) == math.inf
+    assert pn._sparse_time(log_t, np.full(5, 2.0), 2.1) == 1.0
+
+
+def test_power_fit_recovers_an_exact_power_law():
+    x = np.array([0.25, 0.5, 0.75, 1.0])
+    b, r2 = pn._power_fit(x, 240.0 * x**2)
+    assert b == pytest.approx(2.0, abs=1e-12)
+    assert r2 == pytest.approx(1.0, abs=1e-12)
+
+
+def test_cases_registered_with_one_method_parameter():
+    assert {"C16", "C17", "C18"} <= set(CHECKS)
+    assert set(pn.METHODS) == {"quick", "full"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["C16", "C17", "C18"])
+def test_quick_tier_passes(case):
+    r = run_check(case)
+    assert r.status == "pass", r.message
+    assert len(r.metrics) >= 4
