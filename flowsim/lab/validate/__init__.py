@@ -1,4 +1,4 @@
-"""Theorem verification: the known results C1–C15 of ``validation/CASES.md`` as numerical checks.
+"""Theorem verification: the known results C1–C18 of ``validation/CASES.md`` as numerical checks.
 
 Each check runs flowsim (:func:`flowsim.simulate`, :func:`flowsim.discrete.mirror_descent`, the potentials
 and models) on a small problem and compares the result with a reference computed *independently*: a
@@ -18,7 +18,8 @@ Two tiers: ``quick`` (every check on a small horizon) and ``full`` (longer horiz
 and seeds). Times: ``log t`` is the natural log of the flow time t; horizons are given in log t throughout.
 
 The checks, by topic: exact identities C1–C5 (:mod:`._identities`), implicit bias of linear models C6 and
-C10–C13 (:mod:`._linear`), networks and kinks C7–C9, C14, C15 (:mod:`._networks`). The framework (records,
+C10–C13 (:mod:`._linear`), networks and kinks C7–C9, C14, C15 (:mod:`._networks`), the seed paper's findings on
+two-layer ReLU nets C16–C18 (:mod:`._paper_networks`). The framework (records,
 the context a check receives, the registry :data:`CHECKS`) is :mod:`._framework`; figures are drawn through
 :mod:`flowsim.lab.plotting`, only when a report directory is given.
 
@@ -32,7 +33,7 @@ References (per case, see each check's docstring):
     Soudry, Hoffer, Nacson, Gunasekar & Srebro, JMLR 2018 (C1, C10); Lyu & Li, ICLR 2020 (C14);
     Gunasekar, Lee, Soudry & Srebro, ICML 2018 (C5, C11); Woodworth et al., COLT 2020 (C6);
     Pesme, Dragomir & Flammarion, NeurIPS 2024 (C11–C13); Du, Hu & Lee, NeurIPS 2018 (C7, C8);
-    Jacobs & Montúfar, arXiv 2605.19458 (2026) (C7, C13, C15).
+    Jacobs & Montúfar, arXiv 2605.19458 (2026) (C7, C13, C15–C18).
 """
 
 from . import _identities, _linear, _networks, _paper_networks  # noqa: F401  (importing them registers their checks)
