@@ -103,7 +103,7 @@ def prepare_problem(
         threads: "auto" (1 thread when n·p ≤ 2e6: small problems are op-overhead bound), an int, or None.
 
     Raises:
-        InvalidParameterError: not a flowsim model, wrong θ₀ shape, unknown potential/loss.
+        InvalidParameterError: not a flowsim model, wrong θ₀ shape, NaN/inf in θ₀, unknown potential/loss.
         InvalidDataError: bad data, or a feature count different from ``model.input_dim``.
     """
     if not isinstance(model, AbstractModel):
@@ -128,6 +128,13 @@ def prepare_problem(
     if theta.shape != (model.num_params,):
         raise InvalidParameterError(
             f"theta0 must have shape ({model.num_params},) for {model!r}, got {tuple(theta.shape)}"
+        )
+    bad = ~torch.isfinite(theta)
+    if bool(bad.any()):
+        i = int(torch.nonzero(bad)[0, 0])
+        raise InvalidParameterError(
+            f"theta0 has {int(bad.sum())} non-finite entries (NaN/inf) of {theta.numel()}; the first is entry {i} "
+            f"(value {float(theta[i])}). Pass a finite θ₀, or theta0=None for model.init(scale=init_scale, seed=seed)."
         )
     if threads == "auto":
         threads = 1 if X.shape[0] * model.num_params <= 2_000_000 else None

@@ -38,6 +38,14 @@ from ._json import jsonable
 from .data import Dataset, make_dataset
 from .errors import HorizonError, InvalidParameterError
 from .flow import TIME_MODES, MirrorFlowField
+from .guards import (
+    DEFAULT_SEPARATION_LOG_T,
+    LINEAR_IN_X,
+    SeparationMonitor,
+    check_explicit_work,
+    check_finite_start,
+    check_separable,
+)
 from .losses import AbstractLoss
 from .models import AbstractModel, get_model
 from .potentials import AbstractPotential, get_potential
@@ -46,10 +54,14 @@ from .results import Status, Trajectory, environment_metadata
 from .results.recorder import Recorder, SaveProgress, diagnostics_function
 from .results.store import DEFAULT_CHECKPOINT_EVERY, STREAM_DIR, RowStore, RunDirectory, locked_folder
 from .solvers import ADAPTIVE_METHODS, STIFF_METHODS, MaxStepsReached, NonFiniteField, StepFailed
+from .solvers.base import NotSeparated
 from .solvers.select import check_tolerances, make_driver
 from .timegrid import check_grid, log_t_from_s, s_from_log_t, save_grid, t_from_s
 
 __all__ = ["simulate", "resume", "save_grid_s", "ADAPTIVE_METHODS", "STIFF_METHODS"]
+
+DEFAULT_CHECKPOINT_SECONDS = 300.0
+"""Wall time (s) after which a streamed run also checkpoints at its next save point (see ``checkpoint_seconds``)."""
 
 
 def save_grid_s(time: str, log_t_end, save_log_t, n_save, log_t_start) -> np.ndarray:
@@ -88,6 +100,8 @@ def _run_driver(driver, field, z0: torch.Tensor, tau: torch.Tensor, save) -> tup
         status, message = Status.INTERRUPTED, f"{Status.INTERRUPTED.hint} ({e})" if str(e) else Status.INTERRUPTED.hint
     except MaxStepsReached as e:
         status, message = Status.MAX_STEPS, f"{Status.MAX_STEPS.hint} ({e})"
+    except NotSeparated as e:
+        status, message = Status.NOT_SEPARABLE, f"{Status.NOT_SEPARABLE.hint} ({e})"
     except NonFiniteField as e:
         status, message = Status.NONFINITE, f"{Status.NONFINITE.hint} ({e})"
     except StepFailed as e:  # scipy's implicit solvers: step size below float spacing
@@ -118,9 +132,32 @@ class _DriverFactory:
     method: str
     rtol: float
     atol: float
+    monitor: SeparationMonitor | None = None
 
     def __call__(self, options: dict | None, max_steps: int):
-        return make_driver(self.model, self.kinks, self.method, self.rtol, self.atol, max_steps, options)
+        driver = make_driver(self.model, self.kinks, self.method, self.rtol, self.atol, max_steps, options)
+        driver.monitor = self.monitor  # per accepted step, where the driver supports it (smooth, stiff)
+        return driver
+
+
+def _max_steps_message(n_accepted, max_steps: int) -> str:
+    """The ``max_steps`` status message, counting the accepted steps of the whole run (all segments)."""
+    return (
+        f"{Status.MAX_STEPS.hint} ({int(n_accepted or 0)} accepted steps in the run, max_steps = {int(max_steps)}; "
+        "for long log-time horizons method='radau' needs far fewer)"
+    )
+
+
+def _monitored(save, monitor: SeparationMonitor | None):
+    """``save`` followed by the separation monitor on the saved state (the row is kept when it raises)."""
+    if monitor is None:
+        return save
+
+    def save_and_check(tau: float, z: torch.Tensor) -> None:
+        save(tau, z)
+        monitor(tau, z)
+
+    return save_and_check
 
 
 def simulate(
@@ -151,6 +188,9 @@ def simulate(
     out: str | None = None,
     checkpoint_every: int | None = None,
     resume: bool = False,
+    allow_nonseparable: bool = False,
+    separation_log_t: float | None = DEFAULT_SEPARATION_LOG_T,
+    checkpoint_seconds: float | None = DEFAULT_CHECKPOINT_SECONDS,
 ) -> Trajectory:
     """Integrate mirror flow d/dt ∇Φ(θ) = −∇L(θ) from θ₀ to a log-time horizon.
 
@@ -198,15 +238,31 @@ def simulate(
         resume: with ``out``: continue from ``out``'s last checkpoint (after a crash, Ctrl-C or SIGKILL)
             instead of starting over; the configuration must match the stored one (see
             :func:`resume`, which rebuilds it from ``out``).
+        allow_nonseparable: run on data the model cannot separate. By default a model linear in x
+            (Linear, DiagonalLinear, DeepLinear) refuses data that an LP finds not linearly separable through the
+            origin, and a network run is stopped (status ``not_separable``) when its data are still not separated
+            at ``separation_log_t`` (:mod:`flowsim.guards`).
+        separation_log_t: log t by which a network run must have separated the data (min margin > 0), else it
+            ends with status ``not_separable``, its trajectory so far kept; None: no check.
+        checkpoint_seconds: with ``out``: also write a checkpoint at the first save point after this many seconds
+            of wall time without one (None or 0: only every ``checkpoint_every`` save points). Such a checkpoint
+            does not restart the solver, so the run's numerics are unchanged; a run resumed from it restarts
+            there (same tolerances, not bit-identical to the uninterrupted run).
 
     Returns:
         A :class:`~flowsim.results.Trajectory`; ``status`` says how the run ended. A run that fails or
         is interrupted returns what it computed so far (save times reached, plus the last accepted state).
 
     Raises:
-        InvalidParameterError: unknown method/potential/loss, bad tolerances, wrong ``theta0`` shape.
-        HorizonError: horizon or save grid not finite / not increasing, or too long for plain time.
-        InvalidDataError: bad data (labels not ±1, NaN/inf, shape mismatch).
+        InvalidParameterError: unknown method/potential/loss/solver option, bad tolerances, wrong ``theta0``
+            shape, NaN/inf in ``theta0`` or in ∇Φ(θ₀).
+        HorizonError: horizon or save grid not finite / not increasing, too long for plain time, or out of reach
+            of an explicit method in log-time (it would need more than ``max_steps`` steps: use "radau").
+        InvalidDataError: bad data (labels not ±1, NaN/inf, shape mismatch, the same point with both labels), or
+            data not linearly separable for a model linear in x (unless ``allow_nonseparable``).
+
+    Warns:
+        RuntimeWarning: a log-time horizon that takes an explicit method more than 1e5 steps.
 
     References:
         Jacobs & Montúfar, arXiv 2605.19458 (2026); Pesme, Dragomir & Flammarion, NeurIPS 2024 (mirror flow).
@@ -216,13 +272,17 @@ def simulate(
         model, data, potential, loss, theta0=theta0, init_scale=init_scale, seed=seed, device=device, threads=threads
     )
     s_grid = save_grid_s(time, log_t_end, save_log_t, n_save, log_t_start)
-    new_driver = _DriverFactory(model, kinks, method, rtol, atol)
+    check_explicit_work(method, time, s_grid, int(max_steps))
+    field = MirrorFlowField(model, prob.potential, prob.loss, prob.X, prob.y, time=time)
+    monitor = _separation_monitor(model, field, prob, time, allow_nonseparable, separation_log_t)
+    new_driver = _DriverFactory(model, kinks, method, rtol, atol, monitor)
     driver = new_driver(solver_options, max_steps)
+    check_separable(model, prob.dataset, allow_nonseparable)
     config = _run_config(
         model, prob, driver.kinks, method, rtol, atol, max_steps, time, solver_options, s_grid, init_scale, seed, theta0
     )
-    field = MirrorFlowField(model, prob.potential, prob.loss, prob.X, prob.y, time=time)
     z0 = prob.potential.mirror_map(prob.theta0)
+    check_finite_start(z0, prob.potential)
     tau_grid = s_grid if time == "log" else t_from_s(s_grid)
     diagnose = (
         diagnostics_function(model, prob.potential, prob.loss, prob.X, prob.y, active_threshold)
@@ -231,7 +291,9 @@ def simulate(
     )
     if out is None:
         with num_threads(prob.threads):
-            return _record_in_memory(driver, field, z0, tau_grid, time, diagnose, progress, prob.potential, config)
+            return _record_in_memory(
+                driver, field, z0, tau_grid, time, diagnose, progress, prob.potential, config, monitor, int(max_steps)
+            )
 
     spec = {
         "model": model.config(),
@@ -256,6 +318,9 @@ def simulate(
             "active_threshold": active_threshold,
             "kinks": kinks,
             "checkpoint_every": checkpoint_every,
+            "allow_nonseparable": bool(allow_nonseparable),
+            "separation_log_t": separation_log_t,
+            "checkpoint_seconds": checkpoint_seconds,
         },
     }
     data_arrays = {"X": prob.X.cpu().numpy(), "y": prob.y.cpu().numpy()}
@@ -263,7 +328,27 @@ def simulate(
         data_arrays["theta0"] = prob.theta0.cpu().numpy()
     with num_threads(prob.threads), locked_folder(out):  # a file, unwritable or held by another run: an error
         run = _StreamedRun(out, checkpoint_every, resume, config, spec, data_arrays, field, z0, tau_grid, time)
+        run.wall_every = _checkpoint_seconds(checkpoint_seconds)
         return run.record(new_driver, solver_options, int(max_steps), prob.potential, diagnose, progress)
+
+
+def _separation_monitor(model, field, prob: Problem, time: str, allow_nonseparable: bool, separation_log_t):
+    """The run-time separation check of a network run (None for models linear in x: they get the LP up front)."""
+    if allow_nonseparable or separation_log_t is None or isinstance(model, LINEAR_IN_X):
+        return None
+    return SeparationMonitor(field, prob.potential, prob.loss, time, separation_log_t)
+
+
+def _checkpoint_seconds(value) -> float | None:
+    """Raises:
+    InvalidParameterError: ``checkpoint_seconds`` not None and not a number ≥ 0."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise InvalidParameterError(
+            f"checkpoint_seconds must be a number of seconds ≥ 0 (0 or None: no wall-time checkpoints), got {value!r}"
+        )
+    return float(value) or None
 
 
 def _check_solver_arguments(time: str, method: str, rtol: float, atol: float, max_steps: int) -> None:
@@ -305,7 +390,9 @@ def _run_config(
     }
 
 
-def _record_in_memory(driver, field, z0, tau_grid, time: str, diagnose, progress, potential, config) -> Trajectory:
+def _record_in_memory(
+    driver, field, z0, tau_grid, time: str, diagnose, progress, potential, config, monitor, max_steps: int
+) -> Trajectory:
     """One driver over the whole grid, save points kept in memory."""
     recorder = Recorder(potential, clock=time, diagnose=diagnose, count=lambda: field.nfe)
     recorder.save(float(tau_grid[0]), z0, report=False)
@@ -314,12 +401,14 @@ def _record_in_memory(driver, field, z0, tau_grid, time: str, diagnose, progress
         if progress:
             recorder.progress = SaveProgress(progress, len(tau_grid) - 1, 0, time)
         tau = torch.as_tensor(tau_grid, dtype=torch.float64, device=z0.device)
-        status, message = _run_driver(driver, field, z0, tau, recorder.save)
+        status, message = _run_driver(driver, field, z0, tau, _monitored(recorder.save, monitor))
     finally:
         if recorder.progress is not None:
             recorder.progress.close()
     if status != Status.SUCCESS:
         recorder.keep_last_state(driver.last_state(), report=False)
+    if status == Status.MAX_STEPS:
+        message = _max_steps_message(driver.stats().get("n_accepted"), max_steps)
     wall = _time.perf_counter() - start
     stats = {"nfe": field.nfe, **driver.stats(), "wall_time": wall, "final_log_t": recorder.final_log_t}
     return recorder.trajectory(status, message, stats, config)
@@ -368,6 +457,8 @@ class _StreamedRun:
             None,
         )
         self.fresh = True
+        self.wall_every: float | None = None  # seconds between wall-time checkpoints (set by simulate)
+        self.driver = None  # the segment's driver (for wall-time checkpoints inside a segment)
         if resume and self.dir.checkpoint_path.exists():
             ck = self.dir.read_checkpoint(self.config_json, data_arrays)
             self.k, self.stats, self.nfe_prev, self.wall_prev, self.next_dt = (
@@ -410,13 +501,18 @@ class _StreamedRun:
         N = len(self.tau_grid)
         if progress:
             recorder.progress = SaveProgress(progress, N - 1, self.k, self.time)
+        if self.wall_every:
+            recorder.wall_every, recorder.on_wall = self.wall_every, lambda: self._wall_checkpoint(recorder)
+        save = _monitored(recorder.save, new_driver.monitor)
         driver = None
         try:
             while self.k < N - 1:
                 k_end = min(self.k + self.every, N - 1) if self.every > 0 else N - 1
-                driver = new_driver(self._segment_options(solver_options), max(self._budget(max_steps), 1))
+                driver = self.driver = new_driver(
+                    self._segment_options(solver_options), max(self._budget(max_steps), 1)
+                )
                 seg = torch.as_tensor(self.tau_grid[self.k : k_end + 1], dtype=torch.float64, device=self.z0.device)
-                status, message = _run_driver(driver, self.field, recorder.last_z.to(self.z0.dtype), seg, recorder.save)
+                status, message = _run_driver(driver, self.field, recorder.last_z.to(self.z0.dtype), seg, save)
                 seg_stats = driver.stats()
                 self.stats = merge_stats(self.stats, seg_stats)
                 if status != Status.SUCCESS:
@@ -431,6 +527,9 @@ class _StreamedRun:
                 recorder.progress.close()
         if status != Status.SUCCESS and driver is not None:
             recorder.keep_last_state(driver.last_state(), report=True)
+        if status == Status.MAX_STEPS:
+            message = _max_steps_message(self.stats.get("n_accepted"), max_steps)
+        recorder.on_wall = None
         recorder.sync()
         stats = self._total_stats()
         stats["final_log_t"] = recorder.final_log_t
@@ -466,6 +565,28 @@ class _StreamedRun:
         msg = Status.SUCCESS.hint if done else "running or killed: resume with flowsim.resume(DIR)"
         status = Status.SUCCESS if done else Status.INTERRUPTED
         self.dir.write_meta(recorder.n_written, status.value, msg, total, self.config, self.metadata)
+
+    def _wall_checkpoint(self, recorder: Recorder) -> None:
+        """A checkpoint at the save point just recorded, inside a segment, after ``wall_every`` seconds without one.
+
+        The running solver is not restarted (the run's numerics are unchanged); a run resumed from here restarts
+        the solver at this save point with the step size the driver would take next.
+        """
+        j = recorder.n_rows - 1  # row j holds grid point j
+        if j <= self.k or self.driver is None:
+            return
+        recorder.sync()
+        seg = self.driver.stats()
+        stats = merge_stats(self.stats, seg)
+        nd = seg.get("next_dt") if seg.get("next_dt") is not None else seg.get("last_dt")
+        next_dt = float(nd) if nd is not None and np.isfinite(nd) and nd > 0 else None
+        wall = self.wall_prev + _time.perf_counter() - self.t_start
+        nfe = self.nfe_prev + self.field.nfe
+        z = recorder.last_z.detach().cpu().numpy()
+        self.dir.write_checkpoint(j, z, self.tau_grid[j], next_dt, stats, nfe, wall, self.config_json)
+        total = {"nfe": nfe, **stats, "wall_time": wall, "final_log_t": float(log_t_from_s(self.s_grid[j]))}
+        msg = "running or killed: resume with flowsim.resume(DIR) (wall-time checkpoint)"
+        self.dir.write_meta(recorder.n_written, Status.INTERRUPTED.value, msg, total, self.config, self.metadata)
 
 
 def resume(out: str | os.PathLike, *, progress: bool = False, **overrides: Any) -> Trajectory:

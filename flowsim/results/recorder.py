@@ -9,6 +9,7 @@ diagnostics are computed from the rows: once at the end in memory, per flush whe
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -109,6 +110,10 @@ class Recorder:
         theta0: with ``stream``: θ at t = 0, `(1, p)`, prepended to each flush's diagnostics so that drifts
             (balance) are measured against the initial state as in memory.
         flush_every: rows buffered before they are written.
+
+    Attributes:
+        wall_every, on_wall: streamed runs: ``on_wall()`` (the run's wall-time checkpoint) is called after a save
+            when ``wall_every`` seconds have passed since the rows were last made durable (:meth:`sync`).
     """
 
     def __init__(
@@ -141,6 +146,9 @@ class Recorder:
         self._z: list[Tensor] = []  # blocks `(k, p)`
         self._theta: list[Tensor] = []
         self.last_tau, self.last_z = last if last is not None else (-np.inf, None)
+        self.wall_every: float | None = None
+        self.on_wall: Callable[[], None] | None = None
+        self._durable_at = time.monotonic()
 
     # ------------------------------------------------------------------ receiving rows
     def save(self, tau: float, z: Tensor, theta: Tensor | None = None, *, report: bool = True) -> None:
@@ -152,6 +160,8 @@ class Recorder:
             self.flush()
         if report and self.progress is not None:
             self.progress.update(tau, self.count())
+        if self.on_wall is not None and self.wall_every and time.monotonic() - self._durable_at >= self.wall_every:
+            self.on_wall()  # it calls sync(), which restarts the clock
 
     def save_rows(self, tau: np.ndarray, z: Tensor, theta: Tensor | None = None) -> None:
         """Several saved states at once (in memory): times `(k,)`, z `(k, p)`, θ `(k, p)` or None."""
@@ -204,6 +214,12 @@ class Recorder:
         """Flush and make the stored rows durable (at checkpoints)."""
         self.flush()
         self.rows.sync()
+        self._durable_at = time.monotonic()
+
+    @property
+    def n_rows(self) -> int:
+        """Rows saved so far (stored and buffered)."""
+        return self.n_written + len(self._tau)
 
     @property
     def final_log_t(self) -> float:

@@ -36,6 +36,7 @@ class Status(str, Enum):
     NONFINITE = "nonfinite"
     FAILED = "failed"
     DIVERGED = "diverged"
+    NOT_SEPARABLE = "not_separable"
 
     @property
     def hint(self) -> str:
@@ -53,6 +54,12 @@ class Status(str, Enum):
                 "and the data scale; log-time keeps the field O(1)."
             ),
             "failed": "The solver failed; see the message for the underlying error.",
+            "not_separable": (
+                "The data were still not separated (some margin ≤ 0, loss ≥ ℓ(0)) at the separation horizon: "
+                "the margin flow has no limit direction and an explicit solver's cost grows like t. Check the "
+                "data (same-ray points with opposite labels cannot be separated by any homogeneous model), or "
+                "pass a later separation_log_t, or allow_nonseparable=True to run on regardless."
+            ),
             "diverged": (
                 "The loss grew far above its initial value (discrete mirror descent). Reduce `step_size`, "
                 "use schedule='loss_normalized' with rollback=True, or start from a smaller init_scale."

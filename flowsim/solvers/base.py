@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from torch import Tensor
 
-__all__ = ["AbstractDriver", "MaxStepsReached", "NonFiniteField", "StepFailed"]
+__all__ = ["AbstractDriver", "MaxStepsReached", "NonFiniteField", "NotSeparated", "StepFailed"]
 
 
 class MaxStepsReached(Exception):
@@ -28,6 +28,10 @@ class StepFailed(Exception):
     """An implicit solver could not take a step (scipy's ``status == 'failed'``)."""
 
 
+class NotSeparated(Exception):
+    """A run-time monitor found that the data are still not separated past the run's separation horizon."""
+
+
 class AbstractDriver(abc.ABC):
     """Advances the dual state over a save grid, counting its work.
 
@@ -37,6 +41,9 @@ class AbstractDriver(abc.ABC):
     """
 
     kinks: str
+    monitor: Callable[[float, Tensor], None] | None = None
+    """Optional check called with (τ, z) of accepted steps (drivers that support it: smooth and stiff); it may
+    raise, e.g. :class:`NotSeparated`, to stop the run."""
 
     @abc.abstractmethod
     def integrate(self, field, z0: Tensor, tau_grid: Tensor, save: Callable[[float, Tensor], None]) -> None:

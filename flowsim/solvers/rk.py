@@ -11,12 +11,44 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ..errors import InvalidParameterError
 from ._torchdiffeq import SOLVERS, check_inputs
 from .base import AbstractDriver, MaxStepsReached, NonFiniteField
 
-__all__ = ["ADAPTIVE_METHODS", "CountingField", "SmoothDriver", "finite_rms_norm", "initial_step"]
+__all__ = ["ADAPTIVE_METHODS", "SMOOTH_OPTIONS", "CountingField", "SmoothDriver", "finite_rms_norm", "initial_step"]
 
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+
+SMOOTH_OPTIONS = frozenset(
+    {"first_step", "min_step", "max_step", "safety", "ifactor", "dfactor", "norm", "dtype", "step_t", "jump_t"}
+)
+"""The torchdiffeq options :class:`SmoothDriver` accepts (those of its adaptive Runge–Kutta solvers; the step
+budget is ``max_steps``, so ``max_num_steps`` is not one of them)."""
+
+# the Filippov driver's own options (flowsim.solvers.filippov.FILIPPOV_OPTIONS), named in the error for smooth runs
+_FILIPPOV_ONLY = frozenset(
+    {"soft_crossings", "soft_fraction", "soft_cap", "truncated_growth", "event_state", "exact_saves"}
+)
+
+
+def check_smooth_options(method: str, options: dict) -> None:
+    """Raises:
+    InvalidParameterError: for a key of ``options`` that :class:`SmoothDriver` does not accept (torchdiffeq would
+        only warn and ignore it), naming the valid keys; Filippov-only options get their own hint."""
+    unknown = sorted(set(options) - SMOOTH_OPTIONS)
+    if not unknown:
+        return
+    filippov = [k for k in unknown if k in _FILIPPOV_ONLY]
+    hint = (
+        f" {filippov} are options of the Filippov driver (kinks='filippov', ReLU models); this run is integrated "
+        "without it (kinks='naive' or a smooth model): drop them."
+        if filippov
+        else ""
+    )
+    raise InvalidParameterError(
+        f"unknown solver option(s) {unknown} for method {method!r}; valid: {sorted(SMOOTH_OPTIONS)} (check the "
+        f"spelling; the step budget is max_steps).{hint}"
+    )
 
 
 def finite_rms_norm(x: Tensor) -> Tensor:
@@ -68,6 +100,7 @@ class CountingField:
         self.n_nonfinite = 0
         self.last_nonfinite_tau: float | None = None
         self.last_dt: float | None = None
+        self.monitor: Callable[[float, Tensor], None] | None = None
 
     def __call__(self, tau: Tensor, z: Tensor) -> Tensor:
         out = self.field(tau, z)
@@ -81,6 +114,8 @@ class CountingField:
         self.last_dt = float(dt)
         if self.n_accepted >= self.max_steps:
             raise MaxStepsReached(f"{self.n_accepted} accepted steps")
+        if self.monitor is not None:
+            self.monitor(float(t0), y0)  # the step's start: an accepted state
 
     def callback_reject_step(self, t0, y0, dt) -> None:
         self.n_rejected += 1
@@ -93,12 +128,16 @@ class SmoothDriver(AbstractDriver):
         method: one of ``ADAPTIVE_METHODS``.
         rtol, atol: tolerances on the dual state.
         max_steps: total budget of accepted steps.
-        options: extra torchdiffeq solver options.
+        options: extra torchdiffeq solver options, keys in :data:`SMOOTH_OPTIONS`.
+
+    Raises:
+        InvalidParameterError: an unknown option (torchdiffeq itself would only warn).
     """
 
     kinks = "naive"  # how ReLU kinks are treated: integrated straight through
 
     def __init__(self, method: str, rtol: float, atol: float, max_steps: int, options: dict | None = None):
+        check_smooth_options(method, dict(options or {}))
         self.method = method
         self.rtol = rtol
         self.atol = atol
@@ -109,6 +148,7 @@ class SmoothDriver(AbstractDriver):
 
     def integrate(self, field, z0: Tensor, tau_grid: Tensor, save: Callable[[float, Tensor], None]) -> None:
         self.counting = CountingField(field, self.max_steps)
+        self.counting.monitor = self.monitor
         opts = dict(self.options)
         opts.setdefault("norm", finite_rms_norm)
         _, func, y0, tt, rtol, atol, method, opts, _, _ = check_inputs(

@@ -161,6 +161,8 @@ class StiffDriver(AbstractDriver):
                         dense = solver.dense_output()
                     save(float(grid[k]), torch.as_tensor(dense(grid[k]), dtype=dtype, device=device))
                 k += 1
+            if self.monitor is not None:  # after the saves this step passed
+                self.monitor(float(solver.t), y_now)
             if self.n_accepted >= self.max_steps and k < len(grid):
                 raise MaxStepsReached(f"{self.n_accepted} accepted steps")
 

@@ -1,0 +1,197 @@
+"""Guards of a flow run against hopeless or silently wrong runs: checks made up front, and a run-time monitor.
+
+Up front (:func:`flowsim.simulate` calls these before any integration):
+
+* :func:`check_finite_start` – the dual start z₀ = ∇Φ(θ₀) must be finite (θ₀ itself is checked by
+  :func:`flowsim.problem.prepare_problem`; NaN/inf would otherwise end as ``nonfinite`` after the first step,
+  or as a bare scipy ``ValueError`` with ``radau``).
+* :func:`check_separable` – for models linear in x (:class:`~flowsim.models.Linear`,
+  :class:`~flowsim.models.DiagonalLinear`, :class:`~flowsim.models.DeepLinear`) the data must be linearly
+  separable through the origin, decided by an LP (:func:`flowsim.data.is_linearly_separable`, HiGHS). On
+  non-separable data the margin flow has no limit direction: the margin stays negative, and in log-time the
+  field stiffens like e^s, so an explicit solver's cost grows like t. ``allow_nonseparable=True`` opts out.
+* :func:`check_explicit_work` – explicit Runge–Kutta methods are stability-limited in log-time s: the mode
+  that relaxes onto the asymptotic path has eigenvalue ≈ −1 (or larger) in s for ever, so every step is at most
+  the method's real stability interval (dopri5 ≈ 3.3; measured: 3.2–3.4 on a linear model at log t 200–400).
+  A horizon whose lower bound of steps exceeds ``max_steps`` is refused; one above :data:`WARN_STEPS` warned.
+
+At run time, :class:`SeparationMonitor` stops a network run whose data are still not separated (min margin ≤ 0)
+past a log-time horizon, with status ``not_separable`` and the partial trajectory kept. Once L < ℓ(0) every
+margin is positive for good (the loss decreases along the flow; Lyu & Li 2020), and the monitor disarms.
+
+References:
+    Lyu & Li, "Gradient Descent Maximizes the Margin of Homogeneous Neural Networks", ICLR 2020.
+    Hairer & Wanner, "Solving Ordinary Differential Equations II", Springer 1996, Sec. IV.2 (stability
+    domains of explicit Runge–Kutta methods).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .data import Dataset, is_linearly_separable
+from .errors import HorizonError, InvalidDataError, InvalidParameterError
+from .losses import AbstractLoss
+from .models import AbstractModel, DeepLinear, DiagonalLinear, Linear
+from .potentials import AbstractPotential
+from .solvers.base import NotSeparated
+from .timegrid import log_t_from_s, s_from_log_t
+
+__all__ = [
+    "LINEAR_IN_X",
+    "STABILITY_STEP",
+    "WARN_STEPS",
+    "DEFAULT_SEPARATION_LOG_T",
+    "check_finite_start",
+    "check_separable",
+    "explicit_steps_lower_bound",
+    "check_explicit_work",
+    "SeparationMonitor",
+]
+
+LINEAR_IN_X = (Linear, DiagonalLinear, DeepLinear)
+"""Models whose output is linear in x (f = ⟨β(θ), x⟩): separable by them iff linearly separable."""
+
+STABILITY_STEP = {"dopri5": 3.5, "dopri8": 6.0, "bosh3": 3.0, "fehlberg2": 2.5, "adaptive_heun": 2.5}
+"""Upper bounds on an explicit method's step in log-time s on the asymptotic path (its real stability interval
+for eigenvalue −1, rounded up: dopri5 3.3, DOP853 ≈ 5.5, Bogacki–Shampine ≈ 2.5, order-2 methods 2)."""
+
+WARN_STEPS = 100_000
+"""Lower bound of explicit steps above which a run is warned about (dopri5: log t ≳ 3.5e5)."""
+
+DEFAULT_SEPARATION_LOG_T = 8.0
+"""Default log t by which a network run must have separated the data (t ≈ 3000)."""
+
+
+def check_finite_start(z0: Tensor, potential: AbstractPotential) -> None:
+    """The dual start z₀ = ∇Φ(θ₀) must be finite (θ₀ itself is checked by :func:`flowsim.problem.prepare_problem`).
+
+    Raises:
+        InvalidParameterError: if z₀ has NaN/inf entries (the first one named), e.g. θ₀ outside the potential's
+            domain or too large for float64.
+    """
+    bad = ~torch.isfinite(z0)
+    if bool(bad.any()):
+        i = int(torch.nonzero(bad)[0, 0])
+        raise InvalidParameterError(
+            f"the dual start z0 = ∇Φ(θ0) of the potential {potential.name!r} has {int(bad.sum())} non-finite "
+            f"entries (NaN/inf) of {z0.numel()}; the first is entry {i} (value {float(z0[i])}). θ₀ is outside the "
+            "potential's domain or too large for float64: scale θ₀ down (init_scale) or change the potential."
+        )
+
+
+def check_separable(model: AbstractModel, dataset: Dataset, allow_nonseparable: bool) -> None:
+    """For a model linear in x, refuse data that are not linearly separable through the origin (LP, HiGHS).
+
+    Raises:
+        InvalidDataError: the data are not separable and ``allow_nonseparable`` is False; the message says why
+            it matters and what to do.
+    """
+    if allow_nonseparable or not isinstance(model, LINEAR_IN_X):
+        return
+    if is_linearly_separable(dataset):
+        return
+    n_pos = int((dataset.y > 0).sum())
+    raise InvalidDataError(
+        f"the data {dataset.name!r} (n = {dataset.n}, {n_pos} positive, {dataset.n - n_pos} negative) are not "
+        f"linearly separable through the origin (LP by HiGHS: no w with y_i⟨x_i, w⟩ > 0 for all i), so the "
+        f"{type(model).__name__} model's margin flow has no limit direction: its minimum margin stays ≤ 0 and an "
+        "explicit solver's cost grows like t. Fix: use separable data (flowsim.data.is_linearly_separable(data) "
+        "checks; no bias is fitted, so classes must be split by a hyperplane through 0), a nonlinear model "
+        "(e.g. flowsim.models.TwoLayerReLU), or pass allow_nonseparable=True to run anyway (then prefer "
+        "method='radau')."
+    )
+
+
+def explicit_steps_lower_bound(method: str, s_start: float, s_end: float) -> float:
+    """A lower bound on the accepted steps of explicit ``method`` from log-time ``s_start`` to ``s_end``.
+
+    Past s ≈ 1 the step is stability-limited to at most :data:`STABILITY_STEP` ``[method]`` (smaller with the
+    larger eigenvalues of deeper models: a degree-3 diagonal net measured 1.2).
+    """
+    h = STABILITY_STEP[method]
+    return max(0.0, float(s_end) - max(float(s_start), 1.0)) / h
+
+
+def check_explicit_work(method: str, time: str, s_grid: np.ndarray, max_steps: int) -> None:
+    """Refuse (or warn about) a log-time horizon that an explicit method cannot reach within ``max_steps``.
+
+    Raises:
+        HorizonError: the lower bound of steps exceeds ``max_steps``: the run could never finish; the message
+            gives the fix (``method="radau"``), the largest reachable log t and the budget.
+
+    Warns:
+        RuntimeWarning: the lower bound exceeds :data:`WARN_STEPS` (hours of work); suggests ``method="radau"``.
+    """
+    if time != "log" or method not in STABILITY_STEP:
+        return
+    s_end = float(s_grid[-1])
+    steps = explicit_steps_lower_bound(method, float(s_grid[0]), s_end)
+    log_t_end = float(log_t_from_s(s_end))
+    radau = "method='radau' (implicit; its work grows like the log of log t)"
+    if steps > max_steps:
+        reach = float(log_t_from_s(1.0 + STABILITY_STEP[method] * max_steps))
+        raise HorizonError(
+            f"log_t_end = {log_t_end:.4g} is out of reach of the explicit method {method!r}: in log-time its steps "
+            f"are stability-limited to Δs ≤ {STABILITY_STEP[method]}, so it needs at least {steps:.3g} steps, more "
+            f"than max_steps = {max_steps} (it would stop at max_steps far short of the horizon). Use {radau}, "
+            f"or a horizon log_t_end ≤ {reach:.3g}, or raise max_steps."
+        )
+    if steps > WARN_STEPS:
+        warnings.warn(
+            f"log_t_end = {log_t_end:.4g} with the explicit method {method!r} takes at least {steps:.3g} steps "
+            f"(≈ {steps * 6:.2g} field evaluations: log-time steps are stability-limited to Δs ≤ "
+            f"{STABILITY_STEP[method]}); {radau} reaches it in far fewer.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+class SeparationMonitor:
+    """Stops a run whose data are still not separated (min margin ≤ 0) at or after log t = ``log_t``.
+
+    Called with (τ, z) of saved states and, for smooth and stiff drivers, of every accepted step. Does nothing
+    before the horizon (no cost), and nothing after it has once seen L < ℓ(0) (then every margin is positive for
+    good); in between, one forward pass per call. It only reads the state: the run's numerics are unchanged.
+
+    Args:
+        field: the run's :class:`~flowsim.flow.MirrorFlowField` (``margins``), potential Φ (θ = ∇Φ*(z)),
+        loss: its ℓ (``value_at_zero``, ``log_value``); clock: "log" (τ = s) or "linear" (τ = t);
+        log_t: the separation horizon in log t.
+
+    Raises (when called):
+        NotSeparated: past the horizon with min margin ≤ 0; the message gives log t, q_min and log L.
+    """
+
+    def __init__(self, field, potential: AbstractPotential, loss: AbstractLoss, clock: str, log_t: float) -> None:
+        if not (isinstance(log_t, int | float) and not isinstance(log_t, bool) and math.isfinite(log_t)):
+            raise InvalidParameterError(f"separation_log_t must be a finite number (log t) or None, got {log_t!r}")
+        self.field, self.potential, self.loss = field, potential, loss
+        s_h = float(s_from_log_t(np.float64(log_t)))
+        self.tau_h = s_h if clock == "log" else float(np.expm1(s_h))
+        self.log_t = float(log_t)
+        self.log_l0 = math.log(loss.value_at_zero)
+        self.armed = True
+
+    def __call__(self, tau: float, z: Tensor) -> None:
+        if not self.armed or tau < self.tau_h:
+            return
+        theta = self.potential.inverse_mirror_map(z.detach())
+        q = self.field.margins(theta)
+        log_L = float(self.loss.log_value(q))
+        if log_L < self.log_l0:  # L < ℓ(0): separated, and L only decreases along the flow
+            self.armed = False
+            return
+        q_min = float(q.min())
+        if q_min > 0:
+            return
+        s = tau if self.field.log_time else float(np.log1p(tau))
+        raise NotSeparated(
+            f"at log t = {float(log_t_from_s(s)):.4g} ≥ separation_log_t = {self.log_t:g} the minimum margin is "
+            f"q_min = {q_min:.4g} ≤ 0 and the loss L = {math.exp(log_L):.4g} ≥ ℓ(0) = {self.loss.value_at_zero:.4g}"
+        )
