@@ -336,6 +336,8 @@ def _separation_monitor(model, field, prob: Problem, time: str, allow_nonseparab
     """The run-time separation check of a network run (None for models linear in x: they get the LP up front)."""
     if allow_nonseparable or separation_log_t is None or isinstance(model, LINEAR_IN_X):
         return None
+    if not isinstance(prob.loss, AbstractLoss):  # (a margin loss gives ℓ(0) and L; others are not monitored)
+        return None
     return SeparationMonitor(field, prob.potential, prob.loss, time, separation_log_t)
 
 
@@ -525,11 +527,11 @@ class _StreamedRun:
         finally:
             if recorder.progress is not None:
                 recorder.progress.close()
+        recorder.on_wall = None  # (a kept last state is no grid point: no checkpoint there)
         if status != Status.SUCCESS and driver is not None:
             recorder.keep_last_state(driver.last_state(), report=True)
         if status == Status.MAX_STEPS:
             message = _max_steps_message(self.stats.get("n_accepted"), max_steps)
-        recorder.on_wall = None
         recorder.sync()
         stats = self._total_stats()
         stats["final_log_t"] = recorder.final_log_t

@@ -1,0 +1,341 @@
+"""Hostile inputs through the Python API and TOML configs (issue 19, items 1, 3, 5, 7).
+
+Each case asserts a :class:`~flowsim.errors.FlowSimError` subclass whose message names the problem and the fix, or
+the correct status with the partial trajectory kept. Facts the refusals rest on are checked independently: XOR
+and ±x are not separable (Σ_i z_i = 0, so no w has every ⟨z_i, w⟩ > 0), the explicit step bound is a lower bound
+of a real run's steps, and wall-time checkpoints leave the numerics bit for bit unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from flowsim import resume, simulate
+from flowsim.data import Dataset, is_linearly_separable, load_csv, load_dataset, make_dataset
+from flowsim.discrete import mirror_descent
+from flowsim.ensemble import simulate_ensemble
+from flowsim.errors import ConfigError, FlowSimError, HorizonError, InvalidDataError, InvalidParameterError
+from flowsim.guards import STABILITY_STEP, WARN_STEPS, check_explicit_work, explicit_steps_lower_bound
+from flowsim.lab.config import load_config
+from flowsim.lab.experiment import run_experiment
+from flowsim.models import DeepLinear, DiagonalLinear, Linear, TwoLayerReLU
+from flowsim.results import Status, Trajectory
+from flowsim.timegrid import s_from_log_t
+
+XOR = make_dataset([[1.0, 1.0], [-1.0, -1.0], [1.0, -1.0], [-1.0, 1.0]], [1, 1, -1, -1], name="xor")
+PM_ONE_CLASS = make_dataset([[1.0, 0.5], [-1.0, -0.5]], [1, 1], name="pm_x")
+RAY = make_dataset([[1.0, 0.5], [2.0, 1.0]], [1, -1], name="same_ray")  # x and 2x with opposite labels
+ONE = make_dataset([[1.0, 0.5]], [1], name="one_point")
+FAST = {"n_save": 20, "rtol": 1e-6, "atol": 1e-9}
+
+
+def _message(err: pytest.ExceptionInfo) -> str:
+    assert isinstance(err.value, FlowSimError)
+    return str(err.value)
+
+
+# ---------------------------------------------------------------- item 1: non-separable data
+def test_xor_and_pm_x_are_not_separable_by_an_independent_argument():
+    for ds in (XOR, PM_ONE_CLASS):
+        Z = ds.Z.numpy()
+        assert np.allclose(Z.sum(axis=0), 0.0)  # Σ⟨z_i, w⟩ = 0 for every w: not all > 0
+        assert not is_linearly_separable(ds)
+
+
+@pytest.mark.parametrize(
+    "model, data",
+    [
+        (Linear(2), XOR),
+        (Linear(2), PM_ONE_CLASS),
+        (DiagonalLinear(2), XOR),
+        (DeepLinear(2, [3]), PM_ONE_CLASS),
+        (Linear(2), (XOR.X.numpy(), XOR.y.numpy())),
+    ],
+    ids=["xor-linear", "pm_x-linear", "xor-diagonal", "pm_x-deep-linear", "xor-tuple"],
+)
+def test_linear_model_refuses_nonseparable_data(model, data):
+    with pytest.raises(InvalidDataError) as err:
+        simulate(model, data, log_t_end=2.0, **FAST)
+    msg = _message(err)
+    assert "not linearly separable" in msg and "allow_nonseparable=True" in msg
+
+
+def test_allow_nonseparable_runs_xor_to_the_unique_minimizer():
+    """XOR: L(w) = 2cosh(w1 + w2) + 2cosh(w1 − w2) has its unique minimum at w = 0, reached like e^{−4t}."""
+    tr = simulate(Linear(2), XOR, log_t_end=3.0, allow_nonseparable=True, **FAST)
+    assert tr.status == Status.SUCCESS
+    assert np.linalg.norm(tr.theta[-1]) < 1e-6
+    assert tr.diagnostics["q_min"][-1] <= 0
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: make_dataset([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]], [1, 1, -1]),
+        lambda: Dataset(
+            torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]], dtype=torch.float64),
+            torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64),
+        ),
+        lambda: simulate(TwoLayerReLU(2, 3), ([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]], [1, 1, -1]), log_t_end=1.0),
+        lambda: make_dataset([[0.0, 2.0], [-0.0, 2.0]], ["a", "b"]),  # −0.0 and 0.0 are the same point
+    ],
+    ids=["make_dataset", "Dataset", "simulate-tuple", "signed-zero"],
+)
+def test_conflicting_duplicates_are_rejected_at_construction(build):
+    with pytest.raises(InvalidDataError) as err:
+        build()
+    msg = _message(err)
+    assert "same x" in msg and "Remove the conflicting duplicates" in msg
+
+
+def test_duplicates_with_one_label_are_fine():
+    ds = make_dataset([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], [1, 1, -1])
+    assert ds.n == 3 and is_linearly_separable(ds)
+
+
+def test_conflicting_duplicates_in_a_csv_file(tmp_path):
+    path = tmp_path / "dup.csv"
+    path.write_text("a,b,label\n1,0,1\n0,1,1\n1,0,0\n")
+    with pytest.raises(InvalidDataError, match="rows 0 and 2"):
+        load_csv(path)
+
+
+def _not_separable_checks(tr: Trajectory, horizon: float) -> None:
+    assert tr.status == Status.NOT_SEPARABLE
+    assert "separation_log_t" in tr.message and "allow_nonseparable" in tr.message
+    assert len(tr) >= 2 and tr.log_t[-1] >= horizon - 0.2  # the partial trajectory is kept
+    # an independent check of the claim: the kept state does not separate x and 2x (f(2x) = 2 f(x))
+    q = tr.diagnostics["q_min"]
+    assert q[-1] <= 0 and np.all(np.isfinite(tr.theta))
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [{}, {"kinks": "naive", "n_save": 4}, {"method": "radau", "n_save": 4}],
+    ids=["filippov", "naive-per-step", "radau-per-step"],
+)
+def test_relu_on_same_ray_points_ends_not_separable_quickly(kw):
+    start = time.perf_counter()
+    tr = simulate(TwoLayerReLU(2, 4), RAY, log_t_end=40.0, separation_log_t=3.0, **{**FAST, **kw})
+    _not_separable_checks(tr, 3.0)
+    assert time.perf_counter() - start < 20.0  # (issue: ran past 120 s)
+
+
+def test_not_separable_run_is_saved_with_its_status(tmp_path):
+    tr = simulate(TwoLayerReLU(2, 4), RAY, log_t_end=40.0, separation_log_t=2.0, out=tmp_path / "run", **FAST)
+    _not_separable_checks(tr, 2.0)
+    meta = json.loads((tmp_path / "run" / "trajectory.json").read_text())
+    assert meta["status"] == "not_separable" and meta["n_saved"] == len(tr)
+    assert np.array_equal(Trajectory.load(tmp_path / "run").theta, tr.theta)
+
+
+def test_relu_allow_nonseparable_runs_on():
+    tr = simulate(TwoLayerReLU(2, 4), RAY, log_t_end=2.5, separation_log_t=1.0, allow_nonseparable=True, **FAST)
+    assert tr.status == Status.SUCCESS and tr.log_t[-1] == pytest.approx(2.5)
+
+
+def test_separated_network_run_is_not_stopped():
+    """soudry_2d is separable: the run passes its separation horizon (L < ℓ(0) there) and reaches log t 5."""
+    tr = simulate(TwoLayerReLU(2, 4), load_dataset("soudry_2d"), log_t_end=5.0, separation_log_t=3.0, **FAST)
+    assert tr.status == Status.SUCCESS
+    k = np.searchsorted(tr.log_t, 3.0)
+    assert np.all(tr.diagnostics["q_min"][k:] > 0) and np.all(tr.diagnostics["loss"][k:] < 1.0)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), "8", True])
+def test_bad_separation_horizon(bad):
+    with pytest.raises(InvalidParameterError, match="separation_log_t"):
+        simulate(TwoLayerReLU(2, 4), RAY, log_t_end=1.0, separation_log_t=bad, **FAST)
+
+
+# ---------------------------------------------------------------- item 3: astronomical horizons
+@pytest.mark.parametrize("method", sorted(STABILITY_STEP))
+def test_astronomical_horizon_refused_for_explicit_methods(method):
+    with pytest.raises(HorizonError) as err:
+        simulate(Linear(2), ONE, log_t_end=1e300, method=method)
+    msg = _message(err)
+    assert "method='radau'" in msg and "max_steps" in msg and "1e+300" in msg
+
+
+def test_astronomical_horizon_refused_with_filippov_and_explicit_save_grid():
+    with pytest.raises(HorizonError, match="radau"):
+        simulate(TwoLayerReLU(2, 4), RAY, log_t_end=1e300)  # kinks="auto": Filippov
+    with pytest.raises(HorizonError, match="radau"):
+        simulate(Linear(2), ONE, save_log_t=[0.0, 1.0, 1e300])
+
+
+def test_horizon_beyond_the_step_budget_is_refused_and_radau_reaches_it():
+    with pytest.raises(HorizonError, match=r"log_t_end ≤ 36"):
+        simulate(Linear(2), ONE, log_t_end=1e3, max_steps=10)
+    tr = simulate(Linear(2), ONE, log_t_end=1e8, method="radau", n_save=4)  # implicit: not refused
+    assert tr.status == Status.SUCCESS and tr.stats["n_accepted"] < 1000
+
+
+def test_explicit_step_bound_is_a_lower_bound_of_a_real_run():
+    log_t_end = 300.0
+    tr = simulate(Linear(2), load_dataset("soudry_2d"), log_t_end=log_t_end, n_save=3, diagnostics=False)
+    bound = explicit_steps_lower_bound("dopri5", 0.0, float(s_from_log_t(np.float64(log_t_end))))
+    assert bound > 50 and tr.stats["n_accepted"] >= bound
+
+
+def test_long_explicit_horizon_warns():
+    s_grid = np.array([0.0, float(s_from_log_t(np.float64(STABILITY_STEP["dopri5"] * 2 * WARN_STEPS)))])
+    with pytest.warns(RuntimeWarning, match="method='radau'"):
+        check_explicit_work("dopri5", "log", s_grid, 5_000_000)
+
+
+def _toml(tmp_path, body: str):
+    path = tmp_path / "exp.toml"
+    path.write_text(body)
+    return load_config(path)
+
+
+_TOML_HEAD = '[data]\nname = "soudry_2d"\n[model]\nname = "linear"\n[[potentials]]\nname = "euclidean"\n'
+
+
+def test_toml_astronomical_horizon(tmp_path):
+    cfg = _toml(tmp_path, _TOML_HEAD + "[horizon]\nlog_t_end = 1e300\n[output]\nplots = false\n")
+    with pytest.raises(HorizonError, match="radau"):
+        run_experiment(cfg, None, log=lambda *a: None, workers=1)
+
+
+def test_toml_nonseparable_csv_on_a_linear_model(tmp_path):
+    (tmp_path / "xor.csv").write_text("a,b,label\n1,1,1\n-1,-1,1\n1,-1,0\n-1,1,0\n")
+    body = f'[data]\nname = "csv"\npath = "{tmp_path / "xor.csv"}"\n' + _TOML_HEAD.split("\n", 2)[2]
+    cfg = _toml(tmp_path, body + "[horizon]\nlog_t_end = 2.0\nn_save = 5\n[output]\nplots = false\n")
+    with pytest.raises(InvalidDataError, match="not linearly separable"):
+        run_experiment(cfg, None, log=lambda *a: None, workers=1)
+
+
+def test_wall_time_checkpoints_keep_numerics_and_allow_resume(tmp_path):
+    kw = {"log_t_end": 3.0, "n_save": 16, "rtol": 1e-8, "atol": 1e-10}
+    data = load_dataset("soudry_2d")
+    plain = simulate(Linear(2), data, out=tmp_path / "plain", checkpoint_seconds=None, **kw)
+    walled = simulate(Linear(2), data, out=tmp_path / "walled", checkpoint_seconds=1e-9, **kw)
+    assert np.array_equal(plain.theta, walled.theta)  # no restart: bit-identical
+    assert (
+        not (tmp_path / "plain" / "checkpoint.npz").exists()
+        or int(np.load(tmp_path / "plain" / "checkpoint.npz")["k"]) == len(plain) - 1
+    )
+
+    stopped = []
+
+    def stop_at(log_t: float, count: int) -> None:  # Ctrl-C once, past log t = 1
+        if log_t > 1.0 and not stopped:
+            stopped.append(log_t)
+            raise KeyboardInterrupt
+
+    cut = simulate(Linear(2), data, out=tmp_path / "cut", checkpoint_seconds=1e-9, progress=stop_at, **kw)
+    assert cut.status == Status.INTERRUPTED
+    k = int(np.load(tmp_path / "cut" / "checkpoint.npz")["k"])
+    assert 1 <= k < 15  # a checkpoint long before checkpoint_every = 50 save points
+    done = resume(tmp_path / "cut")
+    assert done.status == Status.SUCCESS and len(done) == len(plain)
+    np.testing.assert_allclose(done.theta, plain.theta, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("bad", [-1.0, "60", True])
+def test_bad_checkpoint_seconds(tmp_path, bad):
+    with pytest.raises(InvalidParameterError, match="checkpoint_seconds"):
+        simulate(Linear(2), ONE, log_t_end=1.0, out=tmp_path / "r", checkpoint_seconds=bad, **FAST)
+
+
+# ---------------------------------------------------------------- item 5: NaN / inf inputs
+@pytest.mark.parametrize(
+    "model, theta0, kw",
+    [
+        (Linear(2), [np.nan, 0.0], {}),
+        (Linear(2), [np.inf, 0.0], {"method": "radau"}),
+        (Linear(2), [0.0, -np.inf], {"method": "bdf"}),
+        (TwoLayerReLU(2, 2), [0.1, -np.inf, 0.2, 0.3, 0.1, 0.2], {"kinks": "filippov"}),
+    ],
+    ids=["nan-dopri5", "inf-radau", "-inf-bdf", "-inf-filippov"],
+)
+def test_nonfinite_theta0_rejected_up_front(model, theta0, kw):
+    with pytest.raises(InvalidParameterError) as err:
+        simulate(model, load_dataset("soudry_2d"), theta0=theta0, log_t_end=1.0, **kw)
+    msg = _message(err)
+    assert "theta0" in msg and "non-finite" in msg and "entry" in msg
+
+
+def test_nonfinite_theta0_rejected_by_mirror_descent():
+    with pytest.raises(InvalidParameterError, match="theta0 has 1 non-finite"):
+        mirror_descent(Linear(2), ONE, theta0=[np.nan, 1.0], step_size=0.1, n_steps=3)
+
+
+def test_dual_start_overflow_rejected():
+    """p-power with p = 3: ∇Φ(θ) = sign(θ)|θ|², so θ₀ = 1e200 gives z₀ = inf in float64."""
+    with pytest.raises(InvalidParameterError) as err:
+        simulate(Linear(2), ONE, {"name": "p_power", "p": 3.0}, theta0=[1e200, 0.0], log_t_end=1.0)
+    assert "dual start" in _message(err) and "scale θ₀ down" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: Dataset(torch.tensor([[1.0, np.inf]], dtype=torch.float64), torch.ones(1, dtype=torch.float64)),
+        lambda: Dataset(torch.tensor([[np.nan, 1.0]], dtype=torch.float64), torch.ones(1, dtype=torch.float64)),
+        lambda: make_dataset([[1.0, 2.0], [-np.inf, 1.0]], [1, -1]),
+        lambda: simulate(Linear(2), ([[1.0, 2.0], [np.inf, 1.0]], [1, -1]), log_t_end=1.0),
+    ],
+    ids=["Dataset-inf", "Dataset-nan", "make_dataset-inf", "simulate-tuple-inf"],
+)
+def test_nonfinite_features_rejected(build):
+    with pytest.raises(InvalidDataError) as err:
+        build()
+    msg = _message(err)
+    assert "non-finite" in msg and "row" in msg and "np.isfinite" in msg
+
+
+def test_toml_csv_with_inf(tmp_path):
+    (tmp_path / "d.csv").write_text("a,b,label\n1,inf,1\n0,1,-1\n")
+    body = f'[data]\nname = "csv"\npath = "{tmp_path / "d.csv"}"\n' + _TOML_HEAD.split("\n", 2)[2]
+    cfg = _toml(tmp_path, body + "[output]\nplots = false\n")
+    with pytest.raises(InvalidDataError, match="non-finite"):
+        run_experiment(cfg, None, log=lambda *a: None, workers=1)
+
+
+# ---------------------------------------------------------------- item 7: solver options, max_steps
+@pytest.mark.parametrize(
+    "model, kw, match",
+    [
+        (Linear(2), {"solver_options": {"fist_step": 1e-3}}, "fist_step"),
+        (Linear(2), {"solver_options": {"soft_cap": 2.0}}, "options of the Filippov driver"),
+        (Linear(2), {"solver_options": {"max_num_steps": 10}}, "max_steps"),
+        (Linear(2), {"method": "radau", "solver_options": {"frist_step": 1e-3}}, "frist_step"),
+        (TwoLayerReLU(2, 3), {"kinks": "naive", "solver_options": {"saftey": 0.8}}, "saftey"),
+        (TwoLayerReLU(2, 3), {"kinks": "filippov", "solver_options": {"soft_capp": 2.0}}, "soft_capp"),
+    ],
+    ids=["smooth-typo", "smooth-filippov-option", "smooth-max_num_steps", "radau", "relu-naive", "filippov"],
+)
+def test_misspelled_solver_option_is_an_error_on_every_driver(model, kw, match):
+    with pytest.raises(InvalidParameterError, match=match) as err:
+        simulate(model, load_dataset("soudry_2d"), log_t_end=0.5, n_save=3, **kw)
+    assert "valid" in _message(err)
+
+
+def test_misspelled_option_in_an_ensemble():
+    with pytest.raises(InvalidParameterError, match="fist_step"):
+        simulate_ensemble(
+            Linear(2), ONE, [{"potential": "euclidean"}], log_t_end=0.5, solver_options={"fist_step": 1e-3}
+        )
+
+
+def test_toml_misspelled_option(tmp_path):
+    with pytest.raises(ConfigError, match="fist_step"):
+        _toml(tmp_path, _TOML_HEAD + "[solver]\noptions = {fist_step = 0.001}\n")
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["in-memory", "streamed-segments"])
+@pytest.mark.parametrize("model", [Linear(2), TwoLayerReLU(2, 3)], ids=["smooth", "filippov"])
+def test_max_steps_message_counts_every_step_of_the_run(tmp_path, streamed, model):
+    out = {"out": tmp_path / "run", "checkpoint_every": 3} if streamed else {}
+    tr = simulate(model, load_dataset("soudry_2d"), log_t_end=8.0, n_save=40, max_steps=25, **out)
+    assert tr.status == Status.MAX_STEPS
+    assert tr.stats["n_accepted"] == 25  # all segments together
+    assert "25 accepted steps in the run, max_steps = 25" in tr.message
