@@ -200,9 +200,6 @@ def check_c16(ctx: _Ctx) -> None:
     ref, g_ref = _l3_pattern_reference(*A[-1], X, y)
     R = (ref, A[-1][1])
     g_pp = _lp_q_margin(pp.theta[-1], X, y, m, 3.0)
-    ctx.upper("PPower(3): ℓ3 Q-margin / pattern optimum − 1 (never above)", g_pp / g_ref - 1.0, 1e-6, 0.0)
-    ctx.lower(f"PPower(3): ℓ3 Q-margin / pattern optimum at log t = {end:g}", g_pp / g_ref, 0.98, 1.0)
-    ctx.upper(f"PPower(3): D(net, pattern optimum) at log t = {end:g}", config_distance(A[-1], R), 0.15, 0.0)
     curves = {}
     i1, i10 = (int(np.searchsorted(save, v)) for v in (1.0, 10.0))
     for lam in lams:
@@ -212,8 +209,8 @@ def check_c16(ctx: _Ctx) -> None:
         curves[lam] = D
         g_sm = _lp_q_margin(sm.theta[-1], X, y, m, 3.0)
         tag = f"λ = {lam:g}"
-        ctx.lower(f"{tag}: D(PPower, smoothed) at log t = 1 (paths differ)", float(D[i1]), 0.2, "> 0")
         ctx.upper(f"{tag}: D(PPower, smoothed) at log t = {end:g} (same limit)", float(D[-1]), 0.05, 0.0)
+        ctx.lower(f"{tag}: D(PPower, smoothed) at log t = 1 (paths differ)", float(D[i1]), 0.2, "> 0")
         ctx.upper(f"{tag}: D at log t = {end:g} / D at log t = 1", float(D[-1] / D[i1]), 0.1, "→ 0")
         ctx.close(f"{tag}: ℓ3 Q-margin, smoothed vs PPower", g_sm, g_pp, rtol=5e-3)
         ctx.upper(f"{tag}: D(smoothed net, pattern optimum)", config_distance(B[-1], R), 0.15, 0.0)
@@ -226,6 +223,9 @@ def check_c16(ctx: _Ctx) -> None:
             "→ 0",
             "decreasing",
         )
+    ctx.upper("PPower(3): ℓ3 Q-margin / pattern optimum − 1 (never above)", g_pp / g_ref - 1.0, 1e-6, 0.0)
+    ctx.lower(f"PPower(3): ℓ3 Q-margin / pattern optimum at log t = {end:g}", g_pp / g_ref, 0.98, 1.0)
+    ctx.upper(f"PPower(3): D(net, pattern optimum) at log t = {end:g}", config_distance(A[-1], R), 0.15, 0.0)
     ctx.figure(lambda plt: _draw_c16(plt, save, curves))
 
 
@@ -290,6 +290,9 @@ def check_c17(ctx: _Ctx) -> None:
         curves[beta] = n_eff
         tstar.append(_sparse_time(save, n_eff, level))
     ts = np.array(tstar)
+    b, r2 = _power_fit(np.array(betas), ts) if np.isfinite(ts).all() else (math.nan, math.nan)
+    ctx.close("exponent b of log t* ∝ β^b", b, 2.0, atol=1.0)
+    ctx.lower("R² of the log–log fit of log t* against β", r2, 0.95, 1.0)
     ctx.holds(
         f"sparse geometry (n_eff ≤ {level:g}) reached by log t = {end:g} for every β",
         bool(np.isfinite(ts).all()),
@@ -298,9 +301,6 @@ def check_c17(ctx: _Ctx) -> None:
         "finite log t*",
     )
     ctx.holds("log t* increasing in β", bool(np.all(np.diff(ts) > 0)), f"{ts.round(1).tolist()}", "increasing", "↑")
-    b, r2 = _power_fit(np.array(betas), ts) if np.isfinite(ts).all() else (math.nan, math.nan)
-    ctx.close("exponent b of log t* ∝ β^b", b, 2.0, atol=1.0)
-    ctx.lower("R² of the log–log fit of log t* against β", r2, 0.95, 1.0)
     ctx.note(f"log t* ∝ β^{b:.2f} (R² = {r2:.3f}); theory suggests b = L = 2; t* = exp(c β^b)")
     ctx.figure(lambda plt: _draw_c17(plt, save, curves, betas, ts, level, b))
 
