@@ -70,7 +70,7 @@ TASK_FAILED = "task_failed"  # the summary status of a run whose task raised or 
 EXECUTORS = ("local", "ray")
 # statuses after which a run is not resumed (rerunning would repeat them); any other (interrupted, a run
 # stopped by a signal, a status this module does not know) is resumed from its last checkpoint
-FINISHED = frozenset({"success", "step_underflow", "max_steps", "nonfinite", "failed", "diverged"})
+FINISHED = frozenset({"success", "step_underflow", "max_steps", "nonfinite", "failed", "diverged", "not_separable"})
 # testing hook (tests/test_sweeps.py): "INDEX:MARKER" in the environment of the process calling run_plan makes the
 # Ray task of spec INDEX kill its own worker (SIGKILL) once, after its first checkpoint, unless MARKER exists
 KILL_ENV = "FLOWSIM_SWEEP_TEST_KILL"
