@@ -68,12 +68,13 @@ DEFAULT_SEPARATION_LOG_T = 8.0
 """Default log t by which a network run must have separated the data (t ≈ 3000)."""
 
 
-def check_finite_start(z0: Tensor, potential: AbstractPotential) -> None:
-    """The dual start z₀ = ∇Φ(θ₀) must be finite (θ₀ itself is checked by :func:`flowsim.problem.prepare_problem`).
+def check_finite_start(z0: Tensor, potential: AbstractPotential, field=None, theta0: Tensor | None = None) -> None:
+    """The dual start z₀ = ∇Φ(θ₀) and, given ``field`` and θ₀, the margins at θ₀ must be finite (θ₀ itself is
+    checked by :func:`flowsim.problem.prepare_problem`). One forward pass; the field's ``nfe`` is not counted.
 
     Raises:
         InvalidParameterError: if z₀ has NaN/inf entries (the first one named), e.g. θ₀ outside the potential's
-            domain or too large for float64.
+            domain or too large for float64; or if the model's outputs at θ₀ overflow.
     """
     bad = ~torch.isfinite(z0)
     if bool(bad.any()):
@@ -82,6 +83,17 @@ def check_finite_start(z0: Tensor, potential: AbstractPotential) -> None:
             f"the dual start z0 = ∇Φ(θ0) of the potential {potential.name!r} has {int(bad.sum())} non-finite "
             f"entries (NaN/inf) of {z0.numel()}; the first is entry {i} (value {float(z0[i])}). θ₀ is outside the "
             "potential's domain or too large for float64: scale θ₀ down (init_scale) or change the potential."
+        )
+    if field is None or theta0 is None:
+        return
+    with torch.no_grad():
+        q = field.margins(theta0)
+    if not bool(torch.isfinite(q).all()):
+        i = int(torch.nonzero(~torch.isfinite(q))[0, 0])
+        raise InvalidParameterError(
+            f"the model's outputs at θ₀ are not finite (margin of sample {i}: {float(q[i])}; max |θ₀| = "
+            f"{float(theta0.abs().max()):.3g}, max |x| = {float(field.X.abs().max()):.3g}): they overflow float64. "
+            "Scale θ₀ down (init_scale) or normalize the data (e.g. max_i ‖x_i‖ = 1)."
         )
 
 
@@ -181,9 +193,10 @@ class SeparationMonitor:
     def __call__(self, tau: float, z: Tensor) -> None:
         if not self.armed or tau < self.tau_h:
             return
-        theta = self.potential.inverse_mirror_map(z.detach())
-        q = self.field.margins(theta)
-        log_L = float(self.loss.log_value(q))
+        with torch.no_grad():
+            theta = self.potential.inverse_mirror_map(z.detach())
+            q = self.field.margins(theta)
+            log_L = float(self.loss.log_value(q))
         if log_L < self.log_l0:  # L < ℓ(0): separated, and L only decreases along the flow
             self.armed = False
             return

@@ -282,7 +282,7 @@ def simulate(
         model, prob, driver.kinks, method, rtol, atol, max_steps, time, solver_options, s_grid, init_scale, seed, theta0
     )
     z0 = prob.potential.mirror_map(prob.theta0)
-    check_finite_start(z0, prob.potential)
+    check_finite_start(z0, prob.potential, field, prob.theta0)
     tau_grid = s_grid if time == "log" else t_from_s(s_grid)
     diagnose = (
         diagnostics_function(model, prob.potential, prob.loss, prob.X, prob.y, active_threshold)

@@ -275,6 +275,14 @@ def test_dual_start_overflow_rejected():
     assert "dual start" in _message(err) and "scale θ₀ down" in str(err.value)
 
 
+@pytest.mark.parametrize("kw", [{"init_scale": 1e300}, {"theta0": [1e200, 1e200, 1e200, 1e200, 1e200, 1e200]}])
+def test_overflowing_outputs_at_the_start_rejected(kw):
+    """A two-layer ReLU net of scale 1e300 outputs ~1e600: inf in float64 (the run would end 'nonfinite')."""
+    with pytest.raises(InvalidParameterError) as err:
+        simulate(TwoLayerReLU(2, 2), load_dataset("soudry_2d"), log_t_end=1.0, **kw)
+    assert "overflow float64" in _message(err) and "init_scale" in str(err.value)
+
+
 @pytest.mark.parametrize(
     "build",
     [
