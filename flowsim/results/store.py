@@ -155,7 +155,8 @@ def _take_lock(path: Path) -> int | None:
                 continue
         else:  # pragma: no cover - no flock: a live pid on this host holds it
             info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
-            if info.get("host") == socket.gethostname() and _pid_alive(info.get("pid")) and info["pid"] != os.getpid():
+            mine = info.get("pid") == os.getpid()
+            if info.get("host") == socket.gethostname() and _pid_alive(info.get("pid")) and not mine:
                 return _refuse(fd)
         return fd
     raise RunFolderError(f"could not lock {path}: it keeps being replaced; is another run starting there?")
