@@ -15,6 +15,7 @@ from . import (
     ADAPTIVE_METHODS,
     STIFF_METHODS,
     FilippovDriver,
+    ImplicitFilippovDriver,
     SmoothDriver,
     StiffDriver,
     auto_filippov,
@@ -74,21 +75,25 @@ def resolve_kinks(model: AbstractModel, kinks: str) -> str:
 
 def make_driver(
     model: AbstractModel, kinks: str, method: str, rtol: float, atol: float, max_steps: int, options: dict | None
-) -> SmoothDriver | StiffDriver | FilippovDriver:
-    """The driver for one run: implicit scipy stepping for a stiff ``method`` (through kinks), else
-    torchdiffeq stepping with the kink handling of :func:`resolve_kinks`.
+) -> SmoothDriver | StiffDriver | FilippovDriver | ImplicitFilippovDriver:
+    """The driver for one run: implicit scipy stepping for a stiff ``method`` (through kinks, or with exact kinks
+    for ``kinks="filippov", method="radau"``), else torchdiffeq stepping with the kink handling of
+    :func:`resolve_kinks`.
 
     Raises:
-        InvalidParameterError: an unknown ``kinks`` mode, ``kinks="filippov"`` with a stiff method or a smooth or
-            unsupported model, or options the driver rejects.
+        InvalidParameterError: an unknown ``kinks`` mode, ``kinks="filippov"`` with a stiff method other than
+            radau or a smooth or unsupported model, or options the driver rejects.
     """
     check_kinks_mode(kinks)
-    if method in STIFF_METHODS:  # implicit scipy steppers integrate straight through kinks
+    if method in STIFF_METHODS:  # implicit scipy steppers integrate straight through kinks, except radau + filippov
         if kinks == "filippov":
-            raise InvalidParameterError(
-                f"kinks='filippov' needs an explicit torchdiffeq method {ADAPTIVE_METHODS}; the stiff method "
-                f"{method!r} integrates through kinks: use kinks='naive' (or 'auto')"
-            )
+            if method != "radau":
+                raise InvalidParameterError(
+                    f"kinks='filippov' needs method='radau' or an explicit torchdiffeq method {ADAPTIVE_METHODS}; "
+                    f"the stiff method {method!r} integrates through kinks: use method='radau' or kinks='naive'"
+                )
+            resolve_kinks(model, kinks)
+            return ImplicitFilippovDriver(model, method, rtol, atol, max_steps, options)
         return StiffDriver(method, rtol, atol, max_steps, options)
     if resolve_kinks(model, kinks) == "filippov":
         return FilippovDriver(model, method, rtol, atol, max_steps, options)

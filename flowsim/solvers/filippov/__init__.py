@@ -98,10 +98,13 @@ References:
 from ...analysis.activation import activation_summary
 from .affine import PiecewiseAffineSystem, solve_filippov
 from .driver import FILIPPOV_OPTIONS, RK_OPTIONS, FilippovDriver
+from .implicit import IMPLICIT_FILIPPOV_OPTIONS, ImplicitFilippovDriver
 from .state import ACTIVE, INACTIVE, SLIDING, FilippovInvariantError
 from .support import auto_filippov, supports
 
 __all__ = [
+    "IMPLICIT_FILIPPOV_OPTIONS",
+    "ImplicitFilippovDriver",
     "ACTIVE",
     "FILIPPOV_OPTIONS",
     "INACTIVE",

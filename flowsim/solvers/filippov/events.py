@@ -317,8 +317,8 @@ class _EventLocation:
 
         The step's dense output (4th order) where it agrees with the cubic Hermite interpolant of the step's ends
         to within the error tolerance (RMS norm, as the step's error control: the lower-order interpolant bounds
-        the dense output's error there) and ``interpolate``; otherwise an RK step from the step start (a redo,
-        6 evaluations). Counted in ``n_interpolated_states`` / ``n_redo_steps``.
+        the dense output's error there) and ``interpolate``; otherwise :meth:`_redo_state` (an RK step from the step
+        start, 6 evaluations). Counted in ``n_interpolated_states`` / ``n_redo_steps``.
         """
         t0, t1 = prev.t1, new.t1
         z_e = interp_evaluate(new.interp_coeff, t0, t1, t_e)
@@ -334,7 +334,13 @@ class _EventLocation:
             if bool(((z_e - hermite) / tol).square().mean() <= 1.0):
                 self._stats.n_interpolated_states += 1
                 return z_e, True, None
+        z_e, f_e = self._redo_state(prev, t_e)
+        return z_e, False, f_e
+
+    def _redo_state(self, prev, t_e: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(z, the field there) at τ_e by one RK step of the segment field from the step start (a redo)."""
         func, tableau = self._rk
+        t0 = prev.t1
         self._stats.n_redo_steps += 1
         z_e, f_e = runge_kutta_step(func, prev.y1, prev.f1, t0, t_e - t0, t_e, tableau)[:2]
-        return z_e, False, f_e
+        return z_e, f_e

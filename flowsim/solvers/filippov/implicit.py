@@ -1,0 +1,304 @@
+"""Exact ReLU kinks with an implicit solver: Filippov segments stepped by scipy's Radau IIA (order 5).
+
+The event core is the explicit driver's (:class:`~flowsim.solvers.filippov.FilippovDriver`): a segment is a
+fixed activation state, classified at its start; after every accepted step the switching events inside it are
+located on the step's dense output (Radau's collocation polynomial, cubic in the step fraction). What changes:
+
+* the segment field is integrated by Radau IIA with the exact Jacobian of the fixed-state field — the sliding
+  equivalent control and its Baumgarte term included — by autograd through the switching system's velocity;
+* the state at an event τ_e inside an accepted step [τ₀, τ₁] is the dense output, balance restored, where it
+  agrees with the cubic Hermite interpolant of the step's ends to within the error tolerance (as in the explicit
+  driver); otherwise the step is redone by Radau from τ₀ with τ_e as its end point (scipy lands its last step
+  on it);
+* crossings are always exact restarts (no soft crossings: those are written for the RK tableau).
+
+In log-time s = log(1 + t) an explicit method is stability-limited to steps of O(1) in s; Radau is limited
+only by accuracy, so once the activation state has settled (events are rare late in training) its steps
+grow with s and a run to log t = 10⁶ costs a few times a run to 10² (``benchmarks/horizon.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from scipy.integrate import Radau
+from threadpoolctl import threadpool_limits
+from torch import Tensor
+
+from ...errors import InvalidParameterError, positive_real
+from ...models import AbstractModel
+from ..base import MaxStepsReached, NonFiniteField, StepFailed
+from .driver import _DRIFT_FACTOR, FilippovDriver, _Run
+from .events import ExactEvent
+from .segment import _SegmentField
+
+__all__ = ["ImplicitFilippovDriver", "IMPLICIT_FILIPPOV_OPTIONS"]
+
+IMPLICIT_FILIPPOV_OPTIONS = frozenset({"first_step", "max_step"})
+
+
+class _Step(NamedTuple):
+    """An accepted Radau step as the event core reads it (the fields of torchdiffeq's RK state it uses)."""
+
+    t1: Tensor  # the step end τ₁, a float64 scalar tensor
+    y1: Tensor  # z(τ₁), (p,)
+    f1: Tensor  # the segment field at τ₁, (p,)
+    dt: Tensor  # the step length τ₁ − τ₀
+    interp_coeff: list[Tensor]  # dense output Σ_k c_k x^k in x = (τ − τ₀)/(τ₁ − τ₀), ascending powers, (p,) each
+
+
+def inverse_map_slope(pot, theta: Tensor, z: Tensor) -> Tensor:
+    """dθ/dz of a separable potential's inverse mirror map, `(p,)`: 1/φ″(θ), or where that is not finite (p-power
+    with p > 2 at θ_k = 0) the central secant of ∇Φ* with width √ε·max(1, |z_k|)."""
+    slope = pot.inverse_hessian_diag(theta)
+    bad = ~torch.isfinite(slope)
+    if bool(bad.any()):
+        h = torch.finfo(z.dtype).eps ** 0.5 * z.abs().clamp_min(1.0)
+        secant = (pot.inverse_mirror_map(z + h) - pot.inverse_mirror_map(z - h)) / (2 * h)
+        slope = torch.where(bad, secant, slope)
+    return slope
+
+
+class ImplicitFilippovDriver(FilippovDriver):
+    """Filippov driver (exact crossings, sliding modes) whose segments are integrated by Radau IIA.
+
+    ``simulate(..., kinks="filippov", method="radau")``. For long horizons in log-time: where the explicit
+    :class:`~flowsim.solvers.filippov.FilippovDriver` needs RHS evaluations linear in log t (its steps are
+    stability-limited to O(1) in s), this one needs few once the activation state settles. Each segment start
+    (every event) builds a new Radau solver, whose first Jacobian costs p backward passes: prefer the explicit
+    driver while events are crowded (early training, many points).
+
+    Stats add ``n_jac`` (Jacobians), ``n_lu`` (LU decompositions), ``n_event_redos`` (Radau runs from a step start
+    to an event in it) and ``next_dt``; ``n_redo_steps`` counts the redo runs' steps, ``n_interpolated_states`` the
+    event states taken from the dense output.
+
+    Args:
+        model: a two-layer ReLU / leaky-ReLU or deep ReLU model (as :class:`FilippovDriver`).
+        rtol, atol: tolerances on the dual state z.
+        max_steps: budget of accepted steps for the whole run (all segments, redo steps not counted).
+        options: ``first_step`` (first step in τ, e.g. a checkpoint's ``next_dt``) and ``max_step`` (largest
+            step in τ, default unbounded).
+
+    Raises:
+        InvalidParameterError: an unsupported model, or an unknown option.
+
+    References:
+        Hairer & Wanner, "Solving Ordinary Differential Equations II", Springer 1996 (Radau IIA); Filippov 1988;
+        Dieci & Lopez, SIAM J. Numer. Anal. 47 (2009) (sliding modes, the equivalent control).
+    """
+
+    def __init__(
+        self, model: AbstractModel, method: str, rtol: float, atol: float, max_steps: int, options: dict | None = None
+    ) -> None:
+        if method != "radau":
+            raise InvalidParameterError(
+                f"kinks='filippov' with an implicit method supports method='radau', got {method!r}; "
+                "use method='radau' or an explicit method such as 'dopri5'"
+            )
+        opts = dict(options or {})
+        unknown = sorted(set(opts) - IMPLICIT_FILIPPOV_OPTIONS)
+        if unknown:
+            raise InvalidParameterError(
+                f"unknown solver option(s) {unknown} for kinks='filippov', method='radau'; valid: "
+                f"{sorted(IMPLICIT_FILIPPOV_OPTIONS)}"
+            )
+        self.first_step = None
+        self.max_step = math.inf
+        if opts.get("first_step") is not None:
+            self.first_step = positive_real("solver option 'first_step'", opts["first_step"], "1e-3")
+        if opts.get("max_step") is not None:
+            self.max_step = positive_real("solver option 'max_step'", opts["max_step"], "10.0")
+        super().__init__(model, "dopri5", rtol, atol, max_steps, {"soft_crossings": False, "exact_saves": False})
+        self.method = "radau"
+        self.n_jac = 0
+        self.n_lu = 0
+        self.n_event_redos = 0
+        self._next_dt: float | None = None
+        self._J: np.ndarray | None = None  # the last Jacobian computed (a new solver's first Newton matrix)
+        self._seg: _SegmentField | None = None
+
+    def stats(self) -> dict:
+        out = super().stats()
+        out.update(n_jac=self.n_jac, n_lu=self.n_lu, n_event_redos=self.n_event_redos, next_dt=self._next_dt)
+        return out
+
+    def integrate(self, field, z0: Tensor, tau_grid: Tensor, save: Callable[[float, Tensor], None]) -> None:
+        """Integrate over ``tau_grid`` (τ, shape `(k,)`), calling ``save(τ_k, z_k)`` at every grid time (from the
+        dense output of the step that contains it).
+
+        Raises:
+            MaxStepsReached: the budget of accepted steps is used up.
+            NonFiniteField: non-finite field values or state.
+            StepFailed: Radau failed (step size too small).
+            FilippovInvariantError: a surface ended a segment on the wrong side, or the state does not settle.
+        """
+        # (not inference mode: the Jacobian needs autograd on the switching system's tensors). One BLAS thread:
+        # Radau's LU factorisations are small, and threaded OpenBLAS takes 87 ms for a complex 120 × 120 LU on a
+        # busy 2-core machine against 0.36 ms on one thread.
+        with torch.no_grad(), threadpool_limits(limits=1, user_api="blas"):
+            self.field = field
+            self.sw = self._make_switching(field, z0)
+            seg = self._seg = _SegmentField(field, self.sw, self._stats, self.max_steps)
+            run = self._start_implicit_run(seg, z0, tau_grid)
+            while run.k < len(run.grid):
+                seg_start = float(run.tau)
+                solver, band = self._start_implicit_segment(run, seg)
+                self._advance_implicit(run, solver, band, seg, save)
+                if run.k == len(run.grid):
+                    break
+                self._count_null_segment(run, seg_start)
+
+    # ---- the steps of the loop ----
+    def _start_implicit_run(self, seg: _SegmentField, z0: Tensor, tau_grid: Tensor) -> _Run:
+        grid = tau_grid.to(torch.float64)
+        tau = grid[0].clone()
+        self.sw.init_mode(self.field.potential.inverse_mirror_map(z0))
+        self._last = (float(tau), z0)
+        rate = float(seg(tau, z0).norm() / z0.norm().clamp_min(torch.finfo(z0.dtype).tiny))
+        return _Run(seg, "radau", self.rtol, self.atol, {}, grid, tau, z0, rate, self.first_step)
+
+    def _start_implicit_segment(self, run: _Run, seg: _SegmentField) -> tuple[Radau, Tensor]:
+        """Project, check and classify as the explicit driver does, then start a Radau solver at the segment start.
+
+        Returns the solver and the hysteresis band of the surfaces at zero at the start (shape of h)."""
+        sw = self.sw
+        theta, zero = self._project_drifted(run)
+        self._check_sides(theta, zero)
+        self._classify(run, theta, zero)
+        sw.lam = run.rate
+        solver = self._radau(seg, run.tau, run.z, run.grid[-1], run.first_step)
+        f0 = torch.as_tensor(solver.f, dtype=run.z.dtype, device=run.z.device)
+        run.rate = float(f0.norm() / run.z.norm().clamp_min(torch.finfo(run.z.dtype).tiny))
+        band = torch.where(sw.surfaces(theta).abs() <= zero, zero, torch.zeros_like(zero))
+        return solver, band
+
+    def _advance_implicit(self, run: _Run, solver: Radau, band: Tensor, seg: _SegmentField, save) -> None:
+        """Radau steps of the segment, saving grid times, until an event, a sliding drift or the grid's end."""
+        dtype, device = run.z.dtype, run.z.device
+        f0 = torch.as_tensor(solver.f, dtype=dtype, device=device)
+        prev = _Step(run.tau, run.z, f0, torch.zeros_like(run.tau), [run.z])
+        no_saves = run.grid[:0]
+        while True:
+            seg.stage_margin = math.inf  # smallest sliding-α margin over this step's evaluations
+            new = self._radau_step(solver, seg, dtype, device)
+            ev = self._find_event(new, prev, band, seg, no_saves)
+            self._save_inside(run, prev, new, ev, save)
+            if ev is not None:
+                self._restart_implicit(run, prev, new, ev, seg)
+                return
+            self._last = (float(new.t1), new.y1)
+            drift = self._track_sliding(float(prev.t1), float(new.t1), new.y1)
+            if run.k == len(run.grid):
+                return
+            if drift > _DRIFT_FACTOR:  # projected at the next segment start
+                run.tau, run.z, run.forced, run.first_step = new.t1, new.y1, {}, float(new.dt)
+                return
+            prev = new
+
+    def _restart_implicit(self, run: _Run, prev: _Step, new: _Step, ev: ExactEvent, seg: _SegmentField) -> None:
+        """The next segment starts at the event τ_e, with the state from a Radau run from the step start to τ_e."""
+        tau_e = ev.tau
+        t0, t1 = prev.t1, new.t1
+        if not bool(tau_e > t0):
+            z = prev.y1
+        elif bool(tau_e >= t1):
+            z = new.y1
+        else:
+            z = self._event_state(prev, new, tau_e)
+        self._track_sliding(float(t0), float(tau_e), z)
+        run.tau, run.z, run.forced = tau_e, z, ev.forced
+        run.first_step = float(new.dt)
+        self._last = (float(tau_e), z)
+
+    # ---- Radau ----
+    def _radau(self, seg: _SegmentField, tau: Tensor, z: Tensor, t_bound: Tensor, first_step) -> Radau:
+        """A scipy Radau solver of the current segment field from (τ, z) towards ``t_bound``."""
+        dtype, device = z.dtype, z.device
+
+        def fun(t: float, y: np.ndarray) -> np.ndarray:
+            v = seg(torch.as_tensor(t, dtype=torch.float64, device=device), torch.as_tensor(y.copy(), device=device))
+            return v.cpu().numpy()
+
+        reuse = [self._J is not None]
+
+        def jac(t: float, y: np.ndarray) -> np.ndarray:
+            if reuse[0]:  # the solver's first Jacobian: the last one computed (marked stale below)
+                reuse[0] = False
+                return self._J
+            self.n_jac += 1
+            self._J = self._jacobian(t, torch.as_tensor(y.copy(), dtype=dtype, device=device)).cpu().numpy()
+            return self._J
+
+        span = float(t_bound - tau)
+        kwargs = {"rtol": self.rtol, "atol": self.atol, "jac": jac, "max_step": self.max_step}
+        if first_step is not None and span > 0:
+            kwargs["first_step"] = min(float(first_step), span)
+        stale = self._J is not None
+        with np.errstate(over="ignore", invalid="ignore"):
+            solver = Radau(fun, float(tau), z.detach().cpu().numpy().astype(np.float64), float(t_bound), **kwargs)
+        # A Jacobian from an earlier state or activation state is a fine Newton matrix (a segment start changes the
+        # field by a few surfaces' terms); marked stale, scipy recomputes it where Newton's iteration stalls.
+        solver.current_jac = not stale
+        return solver
+
+    def _radau_step(self, solver: Radau, seg: _SegmentField, dtype, device) -> _Step:
+        """One accepted Radau step (counted, budget checked) as a :class:`_Step`.
+
+        Raises:
+            NonFiniteField, StepFailed, MaxStepsReached."""
+        st = self._stats
+        t_old = solver.t
+        nlu = solver.nlu
+        with np.errstate(over="ignore", invalid="ignore"):  # diverging Newton trials are rejected
+            message = solver.step()
+        self.n_lu += solver.nlu - nlu
+        if solver.status == "failed":
+            if st.n_nonfinite_evals:
+                raise NonFiniteField(f"radau: {message} after {st.n_nonfinite_evals} non-finite field evaluations")
+            raise StepFailed(f"radau failed at τ = {t_old:.9g}: {message}")
+        st.n_accepted += 1
+        st.last_dt = float(solver.t - t_old)
+        self._next_dt = float(solver.h_abs)
+        y1 = torch.as_tensor(solver.y.copy(), dtype=dtype, device=device)
+        if not bool(torch.isfinite(y1).all()):
+            raise NonFiniteField(f"radau: non-finite state at τ = {solver.t:.9g}")
+        if st.n_accepted >= self.max_steps and solver.status != "finished":
+            raise MaxStepsReached(f"{st.n_accepted} accepted steps")
+        dense = solver.dense_output()  # y(x) = y_old + Σ_k Q[:, k] x^(k+1), x = (τ − τ₀)/(τ₁ − τ₀)
+        coeff = [torch.as_tensor(dense.y_old, dtype=dtype, device=device)]
+        coeff += list(torch.as_tensor(dense.Q.T.copy(), dtype=dtype, device=device))
+        f1 = torch.as_tensor(solver.f.copy(), dtype=dtype, device=device)
+        t1 = torch.tensor(float(solver.t), dtype=torch.float64, device=device)
+        return _Step(t1, y1, f1, torch.tensor(st.last_dt, dtype=torch.float64, device=device), coeff)
+
+    def _redo_state(self, prev: _Step, tau_e: Tensor) -> tuple[Tensor, None]:
+        """(z(τ_e), None) by a Radau run of the segment field from the step start, landing on τ_e: the state at an
+        event where the step's dense output disagrees with the cubic Hermite interpolant of its ends."""
+        self.n_event_redos += 1
+        solver = self._radau(self._seg, prev.t1, prev.y1, tau_e, float(tau_e - prev.t1))
+        while solver.status == "running":
+            t_old = solver.t
+            with np.errstate(over="ignore", invalid="ignore"):
+                message = solver.step()
+            if solver.status == "failed":
+                raise StepFailed(f"radau failed at τ = {t_old:.9g} on the way to an event: {message}")
+            self._stats.n_redo_steps += 1
+        return torch.as_tensor(solver.y.copy(), dtype=prev.y1.dtype, device=prev.y1.device), None
+
+    def _jacobian(self, tau: float, z: Tensor) -> Tensor:
+        """∂(dz/dτ)/∂z of the current segment field (fixed activation state, sliding control included), `(p, p)`:
+        (∂v/∂θ by autograd through the switching system's velocity) · diag(dθ/dz)."""
+        pot = self.field.potential
+        theta = pot.inverse_mirror_map(z)
+        tau_t = torch.as_tensor(tau, dtype=torch.float64, device=z.device)
+
+        def velocity(th: Tensor) -> Tensor:
+            return self.sw.velocity(tau_t, th)[0]
+
+        with torch.enable_grad():
+            J = torch.autograd.functional.jacobian(velocity, theta, vectorize=True)
+        return J * inverse_map_slope(pot, theta, z)[None, :]

@@ -1,0 +1,152 @@
+"""Exact ReLU kinks with the implicit solver (kinks="filippov", method="radau"): closed-form sliding, agreement
+with the explicit Filippov driver, an autograd Jacobian checked by finite differences, long horizons."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from flowsim import simulate
+from flowsim.data import student_teacher_relu
+from flowsim.errors import InvalidParameterError
+from flowsim.models import TwoLayerReLU
+from flowsim.solvers.filippov import ImplicitFilippovDriver
+from flowsim.solvers.filippov import implicit as implicit_module
+
+
+def test_constructed_sliding_solution_with_radau():
+    """The closed-form sliding mode of tests/test_kinks.py (one neuron on h1 = w_1 = 0 for all t, α = c2):
+    u = a w_2 obeys u̇ = e^{−u}√(K² + 4u²), K = w_2² − a², solved here by scipy's DOP853 at rtol 1e-13."""
+    from scipy.integrate import solve_ivp
+
+    X = torch.tensor([[1.0, 0.0], [1.0, 1.0]], dtype=torch.float64)
+    y = torch.tensor([-1.0, 1.0], dtype=torch.float64)
+    w2, a0 = 1.0, 0.5
+    times = [0.5, 1.0, 2.0]
+    tr = simulate(
+        TwoLayerReLU(2, 1),
+        (X, y),
+        "euclidean",
+        theta0=torch.tensor([0.0, w2, a0], dtype=torch.float64),
+        time="linear",
+        rtol=1e-10,
+        atol=1e-12,
+        kinks="filippov",
+        method="radau",
+        save_log_t=np.log(times),
+    )
+    K = w2**2 - a0**2
+    sol = solve_ivp(
+        lambda t, v: [math.exp(-v[0]) * math.sqrt(K * K + 4 * v[0] ** 2)],
+        (0.0, 2.0),
+        [a0 * w2],
+        t_eval=times,
+        rtol=1e-13,
+        atol=1e-15,
+        method="DOP853",
+    )
+    u = sol.y[0]
+    w2_ref = np.sqrt((K + np.sqrt(K**2 + 4 * u**2)) / 2)
+    th = tr.theta[1:]
+    assert tr.status.value == "success"
+    assert np.abs(th[:, 0]).max() <= 1e-9  # stays on the surface
+    assert np.abs(th[:, 1] - w2_ref).max() <= 1e-7
+    assert np.abs(th[:, 2] - u / w2_ref).max() <= 1e-7
+    assert tr.stats["n_sliding_entries"] == 1 and tr.stats["n_sliding_at_end"] == 1
+
+
+@pytest.fixture(scope="module")
+def small_problem():
+    return student_teacher_relu(n=12, d=3, seed=1), TwoLayerReLU(3, 6)
+
+
+@pytest.mark.parametrize("potential", ["euclidean", {"name": "hyperbolic_entropy", "beta": 0.1}], ids=["gf", "he"])
+def test_radau_filippov_agrees_with_explicit_filippov(small_problem, potential):
+    """Same crossings and sliding, and the final state within 100 × rtol of the explicit driver's at rtol 1e-10."""
+    ds, model = small_problem
+    common = dict(log_t_end=6.0, n_save=10, kinks="filippov", seed=0)
+    imp = simulate(model, ds, potential, method="radau", rtol=1e-8, atol=1e-11, **common)
+    ref = simulate(model, ds, potential, method="dopri5", rtol=1e-10, atol=1e-13, **common)
+    assert imp.status.value == ref.status.value == "success"
+    assert imp.stats["n_crossings"] > 0 and imp.stats["n_jac"] > 0
+    rel = np.linalg.norm(imp.theta[-1] - ref.theta[-1]) / np.linalg.norm(ref.theta[-1])
+    assert rel <= 100 * 1e-8
+    assert imp.stats["n_active_at_end"] == ref.stats["n_active_at_end"]
+    assert imp.stats["n_sliding_at_end"] == ref.stats["n_sliding_at_end"]
+    assert imp.diagnostics["balance_drift"].max() <= 1e-8
+
+
+def test_segment_jacobian_matches_finite_differences(small_problem, monkeypatch):
+    """The autograd Jacobian of the fixed-state field (sliding control and Baumgarte term included) against
+    central differences of the same field, at a state with sliding surfaces."""
+    ds, model = small_problem
+    seen = {}
+    original = ImplicitFilippovDriver._jacobian
+
+    def spy(self, tau, z):
+        if self.sw.n_sliding and "z" not in seen:
+            seen.update(driver=self, tau=tau, z=z.clone(), lam=self.sw.lam)
+        return original(self, tau, z)
+
+    monkeypatch.setattr(ImplicitFilippovDriver, "_jacobian", spy)
+    simulate(model, ds, "euclidean", log_t_end=3.0, n_save=5, kinks="filippov", method="radau", seed=0)
+    assert seen, "no Jacobian was taken at a state with sliding surfaces"
+    drv, tau, z = seen["driver"], seen["tau"], seen["z"]
+    drv.sw.lam = seen["lam"]
+    J = original(drv, tau, z)
+    pot = drv.field.potential
+    tau_t = torch.tensor(tau, dtype=torch.float64)
+
+    def f(zz):
+        return drv.sw.velocity(tau_t, pot.inverse_mirror_map(zz))[0]
+
+    eps = 1e-6
+    eye = torch.eye(len(z), dtype=z.dtype)
+    J_fd = torch.stack([(f(z + eps * e) - f(z - eps * e)) / (2 * eps) for e in eye], 1)
+    assert float((J - J_fd).norm() / J_fd.norm()) <= 1e-7
+
+
+@pytest.mark.slow
+def test_long_horizon_work_grows_slowly(small_problem):
+    """To log t = 1e2 and 1e5 with exact kinks: both succeed, and 1e5 costs a few times 1e2 (an explicit method,
+    stability-limited to steps of about 3 in log-time, would need over 30,000 evaluations to 1e5)."""
+    ds, model = small_problem
+    runs = {
+        lt: simulate(model, ds, "euclidean", log_t_end=lt, n_save=10, kinks="filippov", method="radau", seed=0)
+        for lt in (1e2, 1e5)
+    }
+    assert all(tr.status.value == "success" for tr in runs.values())
+    assert runs[1e5].log_t[-1] == pytest.approx(1e5)
+    assert runs[1e5].stats["nfe"] <= 6 * runs[1e2].stats["nfe"]
+    assert runs[1e5].diagnostics["balance_drift"].max() <= 1e-5
+
+
+def test_options_and_methods_are_checked():
+    model = TwoLayerReLU(3, 2)
+    with pytest.raises(InvalidParameterError, match="soft_crossings"):
+        ImplicitFilippovDriver(model, "radau", 1e-6, 1e-9, 100, {"soft_crossings": False})
+    with pytest.raises(InvalidParameterError, match="method='radau'"):
+        ImplicitFilippovDriver(model, "bdf", 1e-6, 1e-9, 100)
+    ds = student_teacher_relu(n=6, d=3, seed=0)
+    with pytest.raises(InvalidParameterError, match="radau"):
+        simulate(model, ds, "euclidean", log_t_end=1.0, kinks="filippov", method="lsoda")
+
+
+def test_one_blas_thread_while_stepping(small_problem, monkeypatch):
+    """Radau's small LU factorisations run on one BLAS thread (threaded OpenBLAS is 100× slower on a busy box)."""
+    from threadpoolctl import threadpool_info
+
+    seen = []
+    original = implicit_module.ImplicitFilippovDriver._radau_step
+
+    def spy(self, *args):
+        seen.append(max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"))
+        return original(self, *args)
+
+    monkeypatch.setattr(implicit_module.ImplicitFilippovDriver, "_radau_step", spy)
+    ds, model = small_problem
+    simulate(model, ds, "euclidean", log_t_end=0.5, n_save=3, kinks="filippov", method="radau", seed=0)
+    assert seen and set(seen) == {1}
