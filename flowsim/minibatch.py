@@ -267,7 +267,8 @@ def minibatch_mirror_descent(
         target_loss: stop after the first epoch whose mean training loss L/n is ≤ this.
         progress: a tqdm bar over epochs showing the loss and accuracies.
         checkpoint: file to write the state to after every epoch (atomically).
-        resume: continue from ``checkpoint`` when it exists (same arguments required).
+        resume: continue from ``checkpoint`` when it exists (same arguments required, except ``epochs``,
+            ``target_loss`` and ``progress``: a run can be extended).
 
     Returns:
         :class:`MinibatchResult`. Non-finite iterates and Ctrl-C end the run with a status, keeping the history.
@@ -308,7 +309,6 @@ def minibatch_mirror_descent(
         "potential": {"name": pot.name, **pot.params()},
         "loss": loss_fn.name,
         "solver": {"method": "minibatch_md", "step_size": eta, "schedule": schedule, "batch_size": b, "seed": seed},
-        "epochs": epochs,
         "dtype": str(dtype).removeprefix("torch."),
         "init": {"scale": init_scale, "theta0_given": theta0 is not None},
     }
@@ -324,7 +324,7 @@ def minibatch_mirror_descent(
         run, model, loss_fn, Xt, yt, test_data, eta, b, schedule, epochs, target_loss, progress, ckpt, config
     )
     history = {k: np.asarray(v, dtype=np.float64) for k, v in run.history.items()}
-    return MinibatchResult(run.theta, history, status, message, config)
+    return MinibatchResult(run.theta, history, status, message, {**config, "epochs": epochs})
 
 
 def _potential(potential):
