@@ -27,12 +27,16 @@ class Dataset:
         y: labels, shape `(n,)`, same dtype and device as ``X``, values in {−1, +1}.
         name: short name, e.g. ``"digits_0v1"``.
         info: JSON-able provenance (source, classes, label map, preprocessing, seed, ...).
+        num_classes: None (default) for labels ±1; K ≥ 2 for multi-class labels 0..K−1 (stored as floats in
+            ``y``), as used by :func:`flowsim.minibatch.minibatch_mirror_descent` with a K-output model. The
+            flow and :func:`~flowsim.discrete.mirror_descent` take ±1 labels only.
     """
 
     X: Tensor
     y: Tensor
     name: str = "custom"
     info: dict = field(default_factory=dict)
+    num_classes: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.X, Tensor) or not isinstance(self.y, Tensor):
@@ -51,7 +55,9 @@ class Dataset:
                 f"Dataset.X and Dataset.y must be floating point; got {self.X.dtype} and {self.y.dtype}. "
                 "Use flowsim.data.make_dataset(X, y), which converts to float64."
             )
-        if self.y.numel() and not bool(((self.y == 1) | (self.y == -1)).all()):
+        if self.num_classes is not None:
+            _check_class_labels(self.y, self.num_classes)
+        elif self.y.numel() and not bool(((self.y == 1) | (self.y == -1)).all()):
             bad = sorted({float(v) for v in self.y.unique().tolist()} - {-1.0, 1.0})[:5]
             raise InvalidDataError(
                 f"Dataset.y must contain only -1 and +1; found other values {bad}. "
@@ -72,7 +78,15 @@ class Dataset:
 
     @property
     def Z(self) -> Tensor:
-        """Label-signed inputs z_i = y_i x_i, shape `(n, d)`: margins of a linear model are ``Z @ w``."""
+        """Label-signed inputs z_i = y_i x_i, shape `(n, d)`: margins of a linear model are ``Z @ w``.
+
+        Raises:
+            InvalidDataError: for multi-class labels (use :func:`flowsim.analysis.references.kesler_rows`).
+        """
+        if self.num_classes is not None:
+            raise InvalidDataError(
+                "Dataset.Z needs labels ±1; for labels 0..K−1 use flowsim.analysis.references.kesler_rows(X, y)."
+            )
         return self.y[:, None] * self.X
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Dataset:
@@ -82,6 +96,7 @@ class Dataset:
             self.y.to(device=device, dtype=dtype),
             self.name,
             dict(self.info),
+            self.num_classes,
         )
 
     def numpy(self) -> tuple[np.ndarray, np.ndarray]:
@@ -89,10 +104,29 @@ class Dataset:
         return self.X.detach().cpu().numpy(), self.y.detach().cpu().numpy()
 
     def __repr__(self) -> str:
+        if self.num_classes is not None:
+            return (
+                f"Dataset(name={self.name!r}, n={self.n}, d={self.d}, num_classes={self.num_classes}, "
+                f"dtype={self.X.dtype}, device={self.X.device})"
+            )
         n_pos = int((self.y > 0).sum())
         return (
             f"Dataset(name={self.name!r}, n={self.n}, d={self.d}, n_pos={n_pos}, n_neg={self.n - n_pos}, "
             f"dtype={self.X.dtype}, device={self.X.device})"
+        )
+
+
+def _check_class_labels(y: Tensor, num_classes: int) -> None:
+    """Raise :class:`InvalidDataError` unless ``num_classes`` is an int ≥ 2 and ``y`` holds 0..K−1."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise InvalidDataError(
+            f"Dataset.num_classes must be an integer >= 2 (or None for labels ±1); got {num_classes!r}."
+        )
+    ok = (y == torch.round(y)) & (y >= 0) & (y < num_classes)
+    if y.numel() and not bool(ok.all()):
+        bad = sorted({float(v) for v in y[~ok].unique().tolist()})[:5]
+        raise InvalidDataError(
+            f"Dataset.y must hold class indices 0..{num_classes - 1} for num_classes={num_classes}; found {bad}."
         )
 
 
