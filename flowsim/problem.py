@@ -113,6 +113,12 @@ def prepare_problem(
     pot = as_potential(potential)
     loss_fn = get_loss(loss)
     dataset = as_dataset(data)
+    if dataset.num_classes is not None:
+        raise InvalidDataError(
+            f"{dataset.name!r} has labels 0..{dataset.num_classes - 1}; the flow and mirror_descent take labels ±1. "
+            "Use flowsim.minibatch.minibatch_mirror_descent with a K-output model, or, for a linear model, the "
+            "binary data flowsim.analysis.references.kesler_rows(X, y) (the same gradient flow)"
+        )
     if dataset.d != model.input_dim:
         raise InvalidDataError(
             f"the data have d = {dataset.d} features but the model expects input_dim = {model.input_dim}; "
