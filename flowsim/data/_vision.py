@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InvalidDataError, InvalidParameterError
+from ._dataset import Dataset
 
 __all__ = ["ImageSplit", "load_digits_images", "load_mnist_5k", "load_cifar10", "split_images"]
 
@@ -43,6 +44,18 @@ class ImageSplit:
     num_classes: int
     name: str
     info: dict = field(default_factory=dict)
+
+    @property
+    def train(self) -> Dataset:
+        """The training part as a :class:`~flowsim.data.Dataset` with ``num_classes`` = K."""
+        return Dataset(self.X_train, self.y_train.to(self.X_train.dtype), f"{self.name}_train", dict(self.info),
+                       self.num_classes)  # fmt: skip
+
+    @property
+    def test(self) -> Dataset:
+        """The test part as a :class:`~flowsim.data.Dataset` with ``num_classes`` = K."""
+        return Dataset(self.X_test, self.y_test.to(self.X_test.dtype), f"{self.name}_test", dict(self.info),
+                       self.num_classes)  # fmt: skip
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> ImageSplit:
         """A copy with images on ``device`` in floating ``dtype`` (labels stay int64)."""
