@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .data import Dataset
 from .errors import InvalidDataError, InvalidParameterError, positive_real
 from .losses import AbstractLoss, AbstractMulticlassLoss, get_loss, get_multiclass_loss
 from .models import AbstractModel
@@ -251,7 +252,8 @@ def minibatch_mirror_descent(
 
     Args:
         model: a flowsim model: scalar output with labels ±1, or ``num_classes`` = K logits with labels 0..K−1.
-        X: training inputs `(n, d)`; y: labels `(n,)`.
+        X: training inputs `(n, d)`, or a :class:`~flowsim.data.Dataset` (then ``y`` is ignored: pass None).
+        y: labels `(n,)`.
         potential: object, name or ``{"name": ..., **params}``.
         loss: binary loss for scalar models; for K ≥ 2 a multi-class loss (``"exponential"`` = multi-class
             exponential, ``"logistic"``/``"cross_entropy"``).
@@ -263,7 +265,7 @@ def minibatch_mirror_descent(
         theta0: initial parameters `(p,)`; default ``model.init(scale=init_scale, seed=seed)``.
         dtype: floating dtype of θ, z and the data (float64 default; float32 for GPUs).
         device: torch device (default: X's device).
-        test: ``(X_test, y_test)`` whose accuracy is recorded each epoch.
+        test: ``(X_test, y_test)`` or a Dataset whose accuracy is recorded each epoch.
         target_loss: stop after the first epoch whose mean training loss L/n is ≤ this.
         progress: a tqdm bar over epochs showing the loss and accuracies.
         checkpoint: file to write the state to after every epoch (atomically).
@@ -284,6 +286,10 @@ def minibatch_mirror_descent(
         )
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise InvalidParameterError(f"dtype must be a floating torch dtype, got {dtype!r}")
+    if isinstance(X, Dataset):
+        X, y = X.X, X.y
+    if isinstance(test, Dataset):
+        test = (test.X, test.y)
     Xt = torch.as_tensor(X)
     dev = torch.device(device) if device is not None else Xt.device
     Xt = Xt.to(device=dev, dtype=dtype)

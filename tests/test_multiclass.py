@@ -145,3 +145,42 @@ def test_gradient_flow_direction_reaches_crammer_singer_on_10_class_digits():
     pytest.importorskip("clarabel")
     cos = _flow_cosines(100, 100.0)
     assert cos[-1] >= 0.999 and np.all(np.diff(cos) > 0), cos
+
+
+def test_multiclass_margin_summary_at_the_crammer_singer_solution():
+    """At W = the Crammer–Singer solution, q_min = 1 and the normalised margin is its margin 1/‖W‖; the
+    normalisations are scale-invariant (degree 1); gradient descent's Q-margin uses (Σ θ²/2)^{1/2}."""
+    pytest.importorskip("clarabel")
+    from torch import nn
+
+    from flowsim.analysis.multiclass import multiclass_margin_summary
+    from flowsim.analysis.references import crammer_singer
+    from flowsim.models import from_module
+    from flowsim.potentials import get_potential
+
+    X, y = _digits(80)
+    cs = crammer_singer(X, y)
+    model = from_module(nn.Linear(64, 10, bias=False), (64,))
+    Xt, yt, W = torch.as_tensor(X), torch.as_tensor(y), torch.as_tensor(cs.w)
+    s = multiclass_margin_summary(model, get_potential("euclidean"), W, Xt, yt)
+    assert math.isclose(s["q_min"], 1.0, rel_tol=1e-9) and math.isclose(s["normalized_margin"], cs.margin, rel_tol=1e-9)
+    assert math.isclose(s["q_margin"], math.sqrt(2.0) * s["normalized_margin"], rel_tol=1e-12)  # Q∞ = x²/2
+    s3 = multiclass_margin_summary(model, get_potential("euclidean"), 3.0 * W, Xt, yt)
+    assert math.isclose(s3["normalized_margin"], cs.margin, rel_tol=1e-9)
+
+
+def test_multiclass_datasets_are_checked_and_kept_out_of_the_binary_flow():
+    from flowsim import simulate
+    from flowsim.data import Dataset, load_digits_images
+    from flowsim.errors import InvalidDataError
+    from flowsim.models import Linear
+
+    X = torch.rand(4, 3, dtype=torch.float64)
+    with pytest.raises(InvalidDataError, match=r"0\.\.2"):
+        Dataset(X, torch.tensor([0.0, 1.0, 2.0, 3.0], dtype=torch.float64), num_classes=3)
+    ds = Dataset(X, torch.tensor([0.0, 1.0, 2.0, 2.0], dtype=torch.float64), num_classes=3)
+    assert ds.to(dtype=torch.float32).num_classes == 3
+    with pytest.raises(InvalidDataError, match="kesler_rows"):
+        _ = ds.Z
+    with pytest.raises(InvalidDataError, match="minibatch_mirror_descent"):
+        simulate(Linear(64), load_digits_images().train, "euclidean", log_t_end=1.0)

@@ -23,6 +23,7 @@ import numpy as np
 import tomllib
 import torch
 
+from ..analysis.multiclass import multiclass_margin_summary
 from ..analysis.weights import (
     KEEP_FRACTIONS,
     dead_unit_fractions,
@@ -161,15 +162,16 @@ def _train_one(model, data, pcfg, cfg, dev, dtype, progress):
     step = pcfg.get("step_size", tr.get("step_size"))
     init = cfg.get("init", {})
     theta0 = model.init(scale=float(init.get("scale", 1.0)), seed=int(init.get("seed", 0)), dtype=dtype, device=dev)
-    return minibatch_mirror_descent(
+    res = minibatch_mirror_descent(
         model, data.X_train, data.y_train, pot, loss=tr.get("loss", "cross_entropy"), step_size=float(step),
         schedule=tr.get("schedule", "constant"), batch_size=tr.get("batch_size"), epochs=int(tr.get("epochs", 10)),
         seed=int(tr.get("seed", 0)), theta0=theta0, dtype=dtype, device=dev, test=(data.X_test, data.y_test),
         target_loss=tr.get("target_loss"), progress=progress,
     )  # fmt: skip
+    return res, pot
 
 
-def _analyse(model, data, res, an: dict[str, Any], dev, dtype) -> dict[str, Any]:
+def _analyse(model, data, res, pot, an: dict[str, Any], dev, dtype) -> dict[str, Any]:
     theta = res.theta
     Xte, yte = data.X_test.to(device=dev, dtype=dtype), data.y_test.to(device=dev)
     Xtr = data.X_train.to(device=dev, dtype=dtype)
@@ -185,6 +187,7 @@ def _analyse(model, data, res, an: dict[str, Any], dev, dtype) -> dict[str, Any]
         "wall_s": float(h["wall"][-1]),
         "sparsity": layer_sparsity(model, theta, small=float(an.get("small", 0.1))),
         "dead_fraction": dead_unit_fractions(model, theta, Xtr),
+        "margins": multiclass_margin_summary(model, pot, theta, Xtr, data.y_train.to(dev)),
         "pruning": {k: v.tolist() for k, v in curve.items()},
     }
 
@@ -201,7 +204,7 @@ def run_vision(config: dict[str, Any], out: str | Path, *, progress: bool = Fals
         The summary dict written to ``summary.json``: ``runs`` (one entry per potential: accuracies, loss,
         per-layer sparsity, dead fractions, pruning curve), ``first_layer``, ``data``, ``model``, ``wall_s``.
     """
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tr = config.get("training", {})
@@ -217,8 +220,8 @@ def run_vision(config: dict[str, Any], out: str | Path, *, progress: bool = Fals
         runs, hists, finals = {}, {}, {}
         for pcfg in config["potentials"]:
             label = _label(pcfg)
-            res = _train_one(model, data, pcfg, config, dev, dtype, progress)
-            runs[label] = _analyse(model, data, res, an, dev, dtype)
+            res, pot = _train_one(model, data, pcfg, config, dev, dtype, progress)
+            runs[label] = _analyse(model, data, res, pot, an, dev, dtype)
             hists[label] = magnitude_histograms(model, res.theta, bins=int(an.get("bins", 40)))
             finals[label] = res.theta.detach().cpu().to(torch.float64).numpy()
             _write_history(out / f"history_{_slug(label)}.csv", res.history)
@@ -234,6 +237,7 @@ def run_vision(config: dict[str, Any], out: str | Path, *, progress: bool = Fals
         "first_layer": first,
         "runs": runs,
         "wall_s": time.perf_counter() - start,
+        "cpu_s": time.process_time() - cpu,
     }  # fmt: skip
     _write_outputs(out, config, summary, hists, finals, model)
     return summary
