@@ -245,9 +245,9 @@ def simulate(
         separation_log_t: log t by which a network run must have separated the data (min margin > 0), else it
             ends with status ``not_separable``, its trajectory so far kept; None: no check.
         checkpoint_seconds: with ``out``: also write a checkpoint at the first save point after this many seconds
-            of wall time without one (None or 0: only every ``checkpoint_every`` save points). Such a checkpoint
-            does not restart the solver, so the run's numerics are unchanged; a run resumed from it restarts
-            there (same tolerances, not bit-identical to the uninterrupted run).
+            of wall time without one (None or 0: only every ``checkpoint_every`` save points; none when that is
+            0). Such a checkpoint does not restart the solver, so the run's numerics are unchanged; a run resumed
+            from it restarts there (same tolerances, not bit-identical to the uninterrupted run).
 
     Returns:
         A :class:`~flowsim.results.Trajectory`; ``status`` says how the run ended. A run that fails or
@@ -503,7 +503,7 @@ class _StreamedRun:
         N = len(self.tau_grid)
         if progress:
             recorder.progress = SaveProgress(progress, N - 1, self.k, self.time)
-        if self.wall_every:
+        if self.wall_every and self.every > 0:  # (checkpoint_every = 0: no checkpoints at all)
             recorder.wall_every, recorder.on_wall = self.wall_every, lambda: self._wall_checkpoint(recorder)
         save = _monitored(recorder.save, new_driver.monitor)
         driver = None
