@@ -101,3 +101,49 @@ def test_quick_tier_passes(case):
     r = run_check(case)
     assert r.status == "pass", r.message
     assert len(r.metrics) >= 4
+
+
+def _nnls_residual_with_sigma(theta, X, y, m, sigma, i_k, j_k):
+    """Relative stationarity residual (p = 2, all points active) with the kink pair's one-sided slope σ fixed."""
+    from scipy.optimize import nnls
+
+    d = X.shape[1]
+    W, a = theta[: m * d].reshape(m, d), theta[m * d :]
+    c = math.sqrt((y * (np.maximum(X @ W.T, 0.0) @ a)).min())
+    W, a = W / c, a / c
+    pre = X @ W.T
+    slope = (pre > 0).astype(float)
+    slope[i_k, j_k] = sigma
+    Gw = (y[:, None] * a[None, :] * slope)[:, :, None] * X[:, None, :]
+    G = np.concatenate([Gw.reshape(len(y), -1), y[:, None] * np.maximum(pre, 0.0)], axis=1)
+    g = np.concatenate([W.ravel(), a])
+    return nnls(G.T, g)[1] / np.linalg.norm(g)
+
+
+def _net_with_one_kink_pair(seed: int):
+    """A random 3-neuron net on 2-d inputs with neuron 0 exactly on its kink at x_0, every |margin| ≥ 0.05."""
+    rng = np.random.default_rng(seed)
+    for _ in range(1000):
+        W, a = rng.normal(size=(3, 2)), np.array([1.0, -1.0, 1.0])
+        X = rng.normal(size=(6, 2))
+        W[0] -= (W[0] @ X[0]) / (X[0] @ X[0]) * X[0]
+        f = np.maximum(X @ W.T, 0.0) @ a
+        if np.abs(f).min() >= 0.05:
+            return _theta(W, a), X, np.sign(f)
+    raise AssertionError("no configuration found")
+
+
+@pytest.mark.parametrize("seed", [0, 21, 138, 187])
+def test_clarke_kkt_residual_is_the_minimum_over_the_kink_slope(seed):
+    """One pair (i, j) put exactly on its kink: the QP's residual equals the minimum over σ ∈ [0, 1] of the
+    NNLS residual with the slope fixed at σ (brute force on a grid of 2001 slopes), and is never above σ = 0's.
+    Seeds 21, 138, 187 have their best slope away from 0 (about 0.9-1, 0.53, 0.715), seed 0 at σ = 0."""
+    theta, X, y = _net_with_one_kink_pair(seed)
+    stat, _, kinks = pn._clarke_kkt_residual(theta, X, y, 3, 2.0, active_tol=1e9, kink_tol=1e-9)
+    assert kinks == 1
+    grid = [_nnls_residual_with_sigma(theta, X, y, 3, s, 0, 0) for s in np.linspace(0.0, 1.0, 2001)]
+    assert stat <= min(grid) + 1e-9
+    assert stat >= min(grid) - 1e-3
+    assert stat <= grid[0] + 1e-12
+    if seed:
+        assert stat < grid[0] - 0.02  # the slope-0 one-sided gradient would not do
