@@ -189,9 +189,10 @@ def test_from_module_numerical_check_catches_unknown_layers():
 # ---- mini-batch mirror descent ---------------------------------------------------------------------------
 
 
-def test_full_batch_step_is_mirror_descent():
-    """One full-batch step with hyperbolic entropy: z₁ = z₀ − η ∇L(θ₀), ∇L from autograd of torch's
-    cross-entropy (sum) — an independent computation of the same step."""
+@pytest.mark.parametrize("schedule", ["constant", "loss_normalized"])
+def test_full_batch_step_is_mirror_descent(schedule):
+    """One full-batch step with hyperbolic entropy: z₁ = z₀ − η_0 ∇L(θ₀) with η_0 = η (constant) or η / L(θ₀),
+    ∇L from autograd of torch's cross-entropy (sum) — an independent computation of the same step."""
     from flowsim.potentials import get_potential
 
     model = _small_cnn()
@@ -199,12 +200,16 @@ def test_full_batch_step_is_mirror_descent():
     X, y = data.X_train[:50], data.y_train[:50]
     pot = get_potential("hyperbolic_entropy", beta=0.1)
     theta0 = model.init(seed=2)
-    res = minibatch_mirror_descent(model, X, y, pot, loss="cross_entropy", step_size=0.01, epochs=1, theta0=theta0)
+    res = minibatch_mirror_descent(
+        model, X, y, pot, loss="cross_entropy", step_size=0.01, schedule=schedule, epochs=1, theta0=theta0
+    )
     th = theta0.clone().requires_grad_(True)
-    (grad,) = torch.autograd.grad(torch.nn.functional.cross_entropy(model(th, X), y, reduction="sum"), th)
-    expected = pot.inverse_mirror_map(pot.mirror_map(theta0) - 0.01 * grad)
+    loss = torch.nn.functional.cross_entropy(model(th, X), y, reduction="sum")
+    (grad,) = torch.autograd.grad(loss, th)
+    eta = 0.01 if schedule == "constant" else 0.01 / float(loss)
+    expected = pot.inverse_mirror_map(pot.mirror_map(theta0) - eta * grad)
     assert torch.allclose(res.theta, expected, rtol=1e-12, atol=1e-15)
-    assert math.isclose(res.history["log_t"][-1], math.log(0.01), rel_tol=1e-12)
+    assert math.isclose(res.history["log_t"][-1], math.log(eta), rel_tol=1e-12)
 
 
 def test_minibatch_is_seeded_and_resumes_bit_identically(tmp_path):
