@@ -206,7 +206,7 @@ def test_full_batch_step_is_mirror_descent(schedule):
     th = theta0.clone().requires_grad_(True)
     loss = torch.nn.functional.cross_entropy(model(th, X), y, reduction="sum")
     (grad,) = torch.autograd.grad(loss, th)
-    eta = 0.01 if schedule == "constant" else 0.01 / float(loss)
+    eta = 0.01 if schedule == "constant" else 0.01 / float(loss.detach())
     expected = pot.inverse_mirror_map(pot.mirror_map(theta0) - eta * grad)
     assert torch.allclose(res.theta, expected, rtol=1e-12, atol=1e-15)
     assert math.isclose(res.history["log_t"][-1], math.log(eta), rel_tol=1e-12)
