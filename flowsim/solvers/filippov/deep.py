@@ -10,7 +10,15 @@ from torch import Tensor
 
 from .dense import _poly_eval
 from .lcp import _candidate_lcp, _equivalent_control, _project_onto_surfaces
-from .state import ACTIVE, INACTIVE, SLIDING, AbstractSwitchingSystem, DenseSurfaceRates, FilippovInvariantError
+from .state import (
+    ACTIVE,
+    INACTIVE,
+    SLIDING,
+    AbstractSwitchingSystem,
+    DenseSurfaceRates,
+    FilippovInvariantError,
+    inverse_map_slope,
+)
 
 _MAX_DEEP_AT_ZERO = 64  # most surfaces of a deep net classified together at a segment start
 
@@ -174,7 +182,7 @@ class _DeepSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
             Z, dZ = _poly_eval(coeffs, x)
             Th = self.pot.inverse_mirror_map(Z)
             H = self.surfaces(Th).flatten(1)[rows, idx]
-            dH = self.surface_rates(Th, self.pot.inverse_hessian_diag(Th) * dZ).flatten(1)[rows, idx]
+            dH = self.surface_rates(Th, inverse_map_slope(self.pot, Th) * dZ).flatten(1)[rows, idx]
             return H, dH
 
         return rates
@@ -182,7 +190,7 @@ class _DeepSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
     def error_scale(self, theta: Tensor, z: Tensor, rtol: float, atol: float) -> Tensor:
         """Scale of the error in h implied by the solver tolerance on z, shape `(n, M)` (first-order bound
         propagated through the layers)."""
-        eth = self.pot.inverse_hessian_diag(theta) * (rtol * z.abs() + atol)
+        eth = inverse_map_slope(self.pot, theta) * (rtol * z.abs() + atol)
         Ws, eWs = self.model._views(theta.abs()), self.model._views(eth)
         Pe = torch.where(self.sliding, 1.0, self.P)
         ma = ea = None  # |activations| and their error, propagated
@@ -205,7 +213,7 @@ class _DeepSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
         S = self.S
         G = self._surface_grads(S, self.P, fwd)
         r = cy[S[:, 0]] * U[S[:, 0], S[:, 1]]
-        sq = self.pot.inverse_hessian_diag(theta).sqrt()
+        sq = inverse_map_slope(self.pot, theta).sqrt()
         ref = self.alpha0 if alpha_ref is None else alpha_ref
         scale = {} if self.bg_scale is None else None
         al = _equivalent_control(self, 0, scale, v0, G, -r, sq, ref[S[:, 0], S[:, 1]], H[S[:, 0], S[:, 1]])
@@ -281,7 +289,7 @@ class _DeepSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
             G = self._surface_grads(C, Pbase, fwd)
             r = cy[C[:, 0]] * U[C[:, 0], C[:, 1]]
             att = (r < 0) & ~pinned
-            sq = self.pot.inverse_hessian_diag(theta).sqrt()
+            sq = inverse_map_slope(self.pot, theta).sqrt()
             al = _candidate_lcp(v0, G, r, sq, side[C[:, 0], C[:, 1]], att, pinned)
             self._assign(new, alpha0, (C[:, 0], C[:, 1]), al, att)
         for i, lo, hi, _, master in slaves:
@@ -306,7 +314,7 @@ class _DeepSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
         self.field.nfe += 1
         G = self._surface_grads(B, Pcur, fwd)
         r = cy[B[:, 0]] * U[B[:, 0], B[:, 1]]
-        D = self.pot.inverse_hessian_diag(theta)
+        D = inverse_map_slope(self.pot, theta)
         hd0 = G @ (D * v0)  # ḣ on the inactive side
         hd1 = hd0 + r * ((G * G) @ D)  # on the active side
         for k, (i, c) in enumerate(B.tolist()):

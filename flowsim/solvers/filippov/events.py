@@ -19,7 +19,7 @@ from torch import Tensor
 from .._torchdiffeq import interp_evaluate, runge_kutta_step
 from .dense import _poly_eval
 from .segment import _SegmentField
-from .state import ACTIVE, INACTIVE, DenseSurfaceRates
+from .state import ACTIVE, INACTIVE, DenseSurfaceRates, inverse_map_slope
 
 _N_SAMPLES = 8  # sub-intervals of an accepted step scanned for sign changes
 
@@ -60,7 +60,7 @@ class _EventLocation:
         xs = torch.linspace(0.0, 1.0, _N_SAMPLES + 1, dtype=torch.float64, device=C.device)
         Z, dZ = _poly_eval(new.interp_coeff, xs)
         Th = pot.inverse_mirror_map(Z)
-        dTh = pot.inverse_hessian_diag(Th) * dZ
+        dTh = inverse_map_slope(pot, Th) * dZ
         sigf, bandf = sw.sigma.flatten(), band.flatten()
         watched = ~self._unwatched().flatten()
         cols = self._scan_candidates(Th, dTh, sigf, bandf, watched) if sw.scans_subsets else None

@@ -35,6 +35,7 @@ from ..base import MaxStepsReached, NonFiniteField, StepFailed
 from .driver import _DRIFT_FACTOR, FilippovDriver, _Run
 from .events import ExactEvent
 from .segment import _SegmentField
+from .state import inverse_map_slope
 
 __all__ = ["ImplicitFilippovDriver", "IMPLICIT_FILIPPOV_OPTIONS"]
 
@@ -49,18 +50,6 @@ class _Step(NamedTuple):
     f1: Tensor  # the segment field at τ₁, (p,)
     dt: Tensor  # the step length τ₁ − τ₀
     interp_coeff: list[Tensor]  # dense output Σ_k c_k x^k in x = (τ − τ₀)/(τ₁ − τ₀), ascending powers, (p,) each
-
-
-def inverse_map_slope(pot, theta: Tensor, z: Tensor) -> Tensor:
-    """dθ/dz of a separable potential's inverse mirror map, `(p,)`: 1/φ″(θ), or where that is not finite (p-power
-    with p > 2 at θ_k = 0) the central secant of ∇Φ* with width √ε·max(1, |z_k|)."""
-    slope = pot.inverse_hessian_diag(theta)
-    bad = ~torch.isfinite(slope)
-    if bool(bad.any()):
-        h = torch.finfo(z.dtype).eps ** 0.5 * z.abs().clamp_min(1.0)
-        secant = (pot.inverse_mirror_map(z + h) - pot.inverse_mirror_map(z - h)) / (2 * h)
-        slope = torch.where(bad, secant, slope)
-    return slope
 
 
 class ImplicitFilippovDriver(FilippovDriver):
@@ -253,8 +242,11 @@ class ImplicitFilippovDriver(FilippovDriver):
         st = self._stats
         t_old = solver.t
         nlu = solver.nlu
-        with np.errstate(over="ignore", invalid="ignore"):  # diverging Newton trials are rejected
-            message = solver.step()
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):  # diverging Newton trials are rejected
+                message = solver.step()
+        except ValueError as e:  # scipy's LU of a non-finite Newton matrix
+            raise NonFiniteField(f"radau at τ = {t_old:.9g}: {e}") from e
         self.n_lu += solver.nlu - nlu
         if solver.status == "failed":
             if st.n_nonfinite_evals:
@@ -301,4 +293,7 @@ class ImplicitFilippovDriver(FilippovDriver):
 
         with torch.enable_grad():
             J = torch.autograd.functional.jacobian(velocity, theta, vectorize=True)
-        return J * inverse_map_slope(pot, theta, z)[None, :]
+        J = J * inverse_map_slope(pot, theta, z)[None, :]
+        # where a coordinate sits at a vertical tangent of ∇Φ* (p-power, p > 2, θ_k = 0) the metric's derivative is
+        # not finite: those entries are left out of the Newton matrix (an approximate Jacobian only slows Newton)
+        return torch.where(torch.isfinite(J), J, 0.0)

@@ -19,7 +19,7 @@ import torch
 from scipy.optimize import lsq_linear
 from torch import Tensor
 
-from .state import _ALPHA_EPS
+from .state import _ALPHA_EPS, inverse_map_slope
 
 
 def _candidate_lcp(u: Tensor, XC: Tensor, r: Tensor, sq: Tensor, fixed: Tensor, att: Tensor, pinned: Tensor) -> Tensor:
@@ -136,7 +136,7 @@ def _project_onto_surfaces(pot, z0: Tensor, G: Tensor, h_fn, rows_fn, h0: Tensor
         if bool((h.abs() <= tol).all()):
             break
         th = pot.inverse_mirror_map(z0 + G.T @ mu)
-        J = (rows_fn(th) * pot.inverse_hessian_diag(th)) @ G.T
+        J = (rows_fn(th) * inverse_map_slope(pot, th)) @ G.T
         step = torch.linalg.pinv(J) @ h
         for _ in range(30):
             h_new = h_fn(pot.inverse_mirror_map(z0 + G.T @ (mu - step)))

@@ -19,7 +19,7 @@ from torch import Tensor
 from ...models import AbstractPiecewiseLinearTwoLayer
 from .dense import _gl_interval_weights, _gl_nodes, _horner, _powers
 from .lcp import _candidate_lcp, _project_onto_surfaces
-from .state import ACTIVE, INACTIVE, SLIDING, AbstractSwitchingSystem, DenseSurfaceRates
+from .state import ACTIVE, INACTIVE, SLIDING, AbstractSwitchingSystem, DenseSurfaceRates, inverse_map_slope
 
 
 class _CrossingRates(NamedTuple):
@@ -118,7 +118,7 @@ class _TwoLayerSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
         """Scale of the error in h implied by the solver tolerance on z, shape `(n, m)`."""
         W, _ = self.split(theta)
         zW, _ = self.split(z)
-        D = self.pot.inverse_hessian_diag(W)  # (m, d)
+        D = inverse_map_slope(self.pot, W)  # (m, d)
         ew = D * (rtol * zW.abs() + atol)  # error in w
         return self.xabs @ (ew + torch.finfo(theta.dtype).eps * W.abs()).T  # + rounding of h itself
 
@@ -139,7 +139,7 @@ class _TwoLayerSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
             alpha = None
         else:
             alpha = torch.full_like(H, float("nan"))
-            D = self.pot.inverse_hessian_diag(W)
+            D = inverse_map_slope(self.pot, W)
             Pf = self.P.clone()
             ref = self.alpha0 if alpha_ref is None else alpha_ref
             scale = {} if self.bg_scale is None else None
@@ -254,7 +254,7 @@ class _TwoLayerSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
             q = self.y * ((H * G0) @ a)
             cy = self.field.loss_weights(tau, q) * self.y
             uW = a.unsqueeze(1) * ((G0 * cy.unsqueeze(1)).T @ self.X)
-            D = self.pot.inverse_hessian_diag(W)
+            D = inverse_map_slope(self.pot, W)
             self.field.nfe += 1
             single = ncand == 1
             if forced:
@@ -406,7 +406,7 @@ class _TwoLayerSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
                 dzx = zx + xb * dzx
                 zx = c + xb * zx
             th = pot.inverse_mirror_map(zx)
-            return (Xi * th).sum(-1), (Xi * pot.inverse_hessian_diag(th) * dzx).sum(-1)
+            return (Xi * th).sum(-1), (Xi * inverse_map_slope(pot, th) * dzx).sum(-1)
 
         return rates
 
@@ -440,7 +440,7 @@ class _TwoLayerSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
         Hk = (W @ Xk.unsqueeze(-1)).squeeze(-1)  # h_{i_k j}(x_k), (K, m)
         # c_i(x_k): continuous at the crossing (h_{i_k j_k} = 0 there: flip k does not change f_i)
         c_x = self.field.loss_weights(t0 + xc * dt, self.y[ii] * (Gk * Hk * a).sum(-1))
-        Dk = self.pot.inverse_hessian_diag(W[ar, jj])  # (K, d)
+        Dk = inverse_map_slope(self.pot, W[ar, jj])  # (K, d)
         ak = a[ar, jj]  # a_j at x_k
         Cw = coeff[:, : self.md].reshape(P, self.m, self.d)[:, jj]  # (P, K, d)
         dzw = (dpw.T.unsqueeze(-1) * Cw).sum(0) / dt
