@@ -844,3 +844,26 @@ def test_event_scan_prescreen_keeps_every_surface_the_full_scan_would_flag(monke
         assert tr.success, tr.message
     assert seen["flagged"] > 100 and seen["screened"] > 10 * seen["flagged"]  # the screen does work, and runs often
     assert seen["missed"] == 0, seen
+
+
+def test_p_power_with_exact_zeros_in_theta0_is_quick_and_right():
+    """Issue 19 item 6: PPower(3) (vertical tangent of ∇Φ* at θ_k = 0), a whole neuron and a few entries of θ₀
+    exactly 0. The zero neuron gets zero gradient and stays at 0 (closed form); the run agrees with an rtol 1e-10
+    run to 100 × rtol and keeps every neuron's balance."""
+    from flowsim.data import load_dataset
+    from flowsim.potentials import PPower
+
+    ds = load_dataset("gaussian", n=12, d=3, seed=0)
+    model = TwoLayerReLU(3, 4)
+    theta0 = np.random.default_rng(0).normal(size=16) * 0.5
+    theta0[[0, 1, 2, 12]] = 0.0  # neuron 0: w_0 = 0, a_0 = 0
+    theta0[[5, 6, 15]] = 0.0  # a few other entries
+    common = dict(theta0=theta0, log_t_end=3.0, n_save=10, kinks="filippov")
+    tr = simulate(model, ds, PPower(3.0), rtol=1e-6, atol=1e-9, **common)
+    ref = simulate(model, ds, PPower(3.0), rtol=1e-10, atol=1e-13, **common)
+    assert tr.status.value == ref.status.value == "success"
+    assert tr.stats["nfe"] < 5000 and tr.stats["n_crossings"] > 0
+    assert np.abs(tr.theta[:, [0, 1, 2, 12]]).max() == 0.0
+    rel = np.linalg.norm(tr.theta[-1] - ref.theta[-1]) / np.linalg.norm(ref.theta[-1])
+    assert rel <= 100 * 1e-6
+    assert ref.diagnostics["balance_drift"].max() <= 1e-9
