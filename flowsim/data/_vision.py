@@ -80,7 +80,7 @@ def _stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tu
         k = int(round(test_fraction * idx.size))
         test.append(idx[:k])
         train.append(idx[k:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+    return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))  # classes mixed
 
 
 def _normalize(Xtr: np.ndarray, Xte: np.ndarray, shape: tuple[int, int, int], how: str | None, vmax: float):
