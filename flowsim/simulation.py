@@ -136,7 +136,7 @@ class _DriverFactory:
 
     def __call__(self, options: dict | None, max_steps: int):
         driver = make_driver(self.model, self.kinks, self.method, self.rtol, self.atol, max_steps, options)
-        driver.monitor = self.monitor  # per accepted step, where the driver supports it (smooth, stiff)
+        driver.monitor = self.monitor  # per accepted step (smooth, stiff and Filippov drivers)
         return driver
 
 

@@ -116,8 +116,14 @@ def _not_separable_checks(tr: Trajectory, horizon: float) -> None:
 
 @pytest.mark.parametrize(
     "kw",
-    [{}, {"kinks": "naive", "n_save": 4}, {"method": "radau", "n_save": 4}],
-    ids=["filippov", "naive-per-step", "radau-per-step"],
+    [
+        {},
+        {"kinks": "naive", "n_save": 4},
+        {"method": "radau", "n_save": 4},
+        {"n_save": 4},
+        {"method": "radau", "kinks": "filippov", "n_save": 4},
+    ],
+    ids=["filippov", "naive-per-step", "radau-per-step", "filippov-per-step", "radau-filippov-per-step"],
 )
 def test_relu_on_same_ray_points_ends_not_separable_quickly(kw):
     start = time.perf_counter()

@@ -311,6 +311,8 @@ class FilippovDriver(_EventLocation, _SoftCrossings, AbstractDriver):
                 self._restart_at(run, prev, new, ev)
                 return
             self._last = (float(t1), new.y1)
+            if self.monitor is not None:  # (the separation monitor: reads the state only)
+                self.monitor(float(t1), new.y1)
             drift = self._track_sliding(float(t0), float(t1), new.y1)
             if run.k == len(run.grid):
                 return

@@ -180,6 +180,8 @@ class ImplicitFilippovDriver(FilippovDriver):
                 self._restart_implicit(run, prev, new, ev, seg)
                 return
             self._last = (float(new.t1), new.y1)
+            if self.monitor is not None:  # (the separation monitor: reads the state only)
+                self.monitor(float(new.t1), new.y1)
             drift = self._track_sliding(float(prev.t1), float(new.t1), new.y1)
             if run.k == len(run.grid):
                 return
