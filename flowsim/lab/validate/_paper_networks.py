@@ -6,7 +6,7 @@
 * C18, KKT: the Q-margin problem's KKT residual along the flow goes to 0.
 
 Every run uses the Filippov driver (``kinks="filippov"``) with the ODE method of :data:`METHODS` for its
-tier (one parameter: the full tier can move to ``"radau"`` once exact kinks with an implicit method exist).
+tier (one parameter: ``dopri5`` for the quick tier, ``radau``, the implicit Filippov driver, for the full one).
 
 Normalised networks. A bias-free two-layer ReLU net f(x) = Σ_j a_j relu(⟨w_j, x⟩) is determined by the
 signs s_j = sign a_j and the effective weights w̃_j = |a_j| w_j (f = Σ_j s_j relu(⟨w̃_j, x⟩)), which are
