@@ -262,6 +262,35 @@ def test_truncated_stream_file(tmp_path, capsys):
         Trajectory.load(out)
 
 
+def test_damaged_trajectory_json_of_a_run_folder(tmp_path):
+    out = _killed_run(tmp_path)
+    js = out / "trajectory.json"
+    text = js.read_text()
+    z = Trajectory.load(out).z.copy()
+    meta = json.loads(text)
+    meta.pop("n_saved")
+    for bad in ("\x00 not json", text[: len(text) // 2], "[1, 2]", json.dumps(meta)):  # garbage, cut, list, no rows
+        js.write_text(bad)
+        with pytest.raises(RunFolderError, match="trajectory.json is damaged") as info:
+            Trajectory.load(out)
+        assert f"flowsim run --resume {out}" in str(info.value)
+    # the fix the message gives works: resuming rewrites trajectory.json from the last checkpoint
+    flowsim.resume(out)
+    np.testing.assert_array_equal(Trajectory.load(out).z, z)
+
+
+def test_damaged_files_of_a_saved_trajectory(tmp_path):
+    saved = _simulate(tmp_path / "run").save(tmp_path / "saved")
+    (saved / "trajectory.json").write_text('{"format_version": 1, "stat')
+    with pytest.raises(RunFolderError, match=r"trajectory.json is damaged.*save the trajectory again"):
+        Trajectory.load(saved)
+    Trajectory.load(tmp_path / "run").save(saved)
+    npz = saved / "trajectory.npz"
+    npz.write_bytes(npz.read_bytes()[:100])
+    with pytest.raises(RunFolderError, match=r"trajectory.npz is damaged"):
+        Trajectory.load(saved)
+
+
 def test_garbage_experiment_config_json(tiny, tmp_path, capsys):
     assert _cli(["run", "--config", tiny, "--out", tmp_path / "exp", "--workers", "1"], capsys)[0] == 0
     (tmp_path / "exp" / "config.json").write_text("][")

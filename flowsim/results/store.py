@@ -56,6 +56,8 @@ __all__ = [
     "RunDirectory",
     "Checkpoint",
     "stream_arrays",
+    "read_json",
+    "damaged",
     "LOCK_FILE",
     "prepare_out_dir",
     "locked_folder",
@@ -82,6 +84,23 @@ _DAMAGED = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
 def damaged(path: Path, error: BaseException, fix: str) -> RunFolderError:
     """The error for a damaged file ``path``: what was wrong with it and ``fix`` (what to do)."""
     return RunFolderError(f"{path} is damaged or truncated ({type(error).__name__}: {str(error)[:200]}); {fix}")
+
+
+def read_json(path: Path, fix: str, what: str = "a JSON object") -> dict[str, Any]:
+    """The JSON object (a dict) stored in ``path``, the one reader of a run folder's JSON files (``what``: the
+    expected contents, for the message).
+
+    Raises:
+        RunFolderError: the file cannot be read, is not JSON (garbage, truncated) or not a JSON object; the
+            message names the file and says ``fix`` (what to do).
+    """
+    try:
+        value = json.loads(path.read_text())
+        if not isinstance(value, dict):
+            raise ValueError(f"a JSON {type(value).__name__}, not {what}")
+    except _DAMAGED as e:
+        raise damaged(path, e, fix) from e
+    return value
 
 
 def prepare_out_dir(path: str | os.PathLike) -> Path:
@@ -443,11 +462,7 @@ class RunDirectory:
         Raises:
             RunFolderError: a damaged file (not JSON).
         """
-        f = self.path / "trajectory.json"
-        try:
-            return json.loads(f.read_text())
-        except _DAMAGED as e:
-            raise damaged(f, e, _RESTART_FIX.format(dir=self.path)) from e
+        return read_json(self.path / "trajectory.json", _RESTART_FIX.format(dir=self.path))
 
     def read_run(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """``run.json`` and the arrays of ``data.npz``.
@@ -461,12 +476,10 @@ class RunDirectory:
             raise TrajectoryFileError(
                 f"{self.path} holds no resumable run (no run.json); start it with flowsim.simulate(..., out=DIR)"
             )
-        try:
-            spec = json.loads(rj.read_text())
-            if not isinstance(spec, dict) or not {"model", "potential", "kwargs"} <= set(spec):
-                raise ValueError("not a run description (model, potential, kwargs)")
-        except _DAMAGED as e:
-            raise damaged(rj, e, _REBUILD_FIX) from e
+        what = "a run description (model, potential, kwargs)"
+        spec = read_json(rj, _REBUILD_FIX, what)
+        if not {"model", "potential", "kwargs"} <= set(spec):
+            raise damaged(rj, ValueError(f"not {what}"), _REBUILD_FIX)
         try:
             with np.load(self.path / "data.npz") as d:
                 arrays = {k: d[k] for k in d.files}

@@ -19,9 +19,9 @@ import numpy as np
 
 from .._json import jsonable
 from .._version import __version__
-from ..errors import TrajectoryFileError
+from ..errors import RunFolderError, TrajectoryFileError
 from ..timegrid import log_t_from_s, t_from_s
-from .store import FORMAT_VERSION, STREAM_DIR, stream_arrays
+from .store import _DAMAGED, FORMAT_VERSION, STREAM_DIR, damaged, read_json, stream_arrays
 
 __all__ = ["Status", "Trajectory", "environment_metadata", "load_streamed", "FORMAT_VERSION"]
 
@@ -182,26 +182,31 @@ class Trajectory:
 
         Raises:
             TrajectoryFileError: if the files are missing or of an unknown format version.
+            RunFolderError: ``trajectory.json`` or ``trajectory.npz`` is damaged (garbage, truncated, entries
+                missing); the message names the file and what to do.
         """
         path = Path(path)
         npz, js = path / "trajectory.npz", path / "trajectory.json"
         if js.exists() and (path / STREAM_DIR).is_dir():
-            meta = json.loads(js.read_text())
+            meta = read_json(js, _fix(path))
             if meta.get("storage") == "stream":  # streamed by simulate(out=...): memory-mapped rows
-                return load_streamed(path, meta)
+                return _checked(js, path, lambda: load_streamed(path, meta))
         if not npz.exists() or not js.exists():
             raise TrajectoryFileError(
                 f"no saved trajectory in {path}: expected trajectory.npz and trajectory.json "
                 "(written by Trajectory.save or `flowsim run --out`)"
             )
-        meta = json.loads(js.read_text())
+        meta = read_json(js, _fix(path))
         if meta.get("format_version") != FORMAT_VERSION:
             raise TrajectoryFileError(
                 f"{js} has format version {meta.get('format_version')}, this flowsim reads {FORMAT_VERSION}"
             )
-        with np.load(npz) as data:
-            arrays = {k: data[k] for k in data.files}
-        return cls.from_arrays(arrays, meta)
+        try:
+            with np.load(npz) as data:
+                arrays = {k: data[k] for k in data.files}
+        except _DAMAGED as e:
+            raise damaged(npz, e, _fix(path)) from e
+        return _checked(js, path, lambda: cls.from_arrays(arrays, meta))
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict) -> Trajectory:
@@ -220,6 +225,28 @@ class Trajectory:
             config=meta["config"],
             metadata=meta["metadata"],
         )
+
+
+def _fix(path: Path) -> str:
+    """What to do about a damaged trajectory file in folder ``path``: a streamed run folder is resumed (which
+    rewrites ``trajectory.json`` from the last checkpoint), a folder of :meth:`Trajectory.save` saved again."""
+    if (path / STREAM_DIR).is_dir():
+        return (
+            f"resume the run (flowsim run --resume {path}, or flowsim.resume(DIR)), which rewrites it from the last "
+            "checkpoint, or run it again"
+        )
+    return "save the trajectory again (Trajectory.save(DIR)) or rerun the simulation that made it"
+
+
+def _checked(js: Path, path: Path, build):
+    """``build()``, with metadata that lacks entries or holds wrong values (KeyError, ValueError, TypeError) as a
+    :class:`RunFolderError` naming ``js``."""
+    try:
+        return build()
+    except (KeyError, TypeError, ValueError) as e:
+        if isinstance(e, RunFolderError | TrajectoryFileError):
+            raise
+        raise damaged(js, e, _fix(path)) from e
 
 
 def load_streamed(path: Path, meta: dict[str, Any]) -> Trajectory:
