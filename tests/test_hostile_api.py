@@ -105,6 +105,35 @@ def test_conflicting_duplicates_in_a_csv_file(tmp_path):
         load_csv(path)
 
 
+def test_conflicting_duplicates_in_a_large_array_match_numpy_unique():
+    """20000 × 64 (a conflicting copy, a same-label copy, −0.0 vs 0.0, a near-copy one ulp away): the rows reported
+    are those numpy.unique(axis=0) finds (first occurrence of each x, labels compared), in the same words."""
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((20_000, 64))
+    y = np.where(rng.random(20_000) < 0.5, -1.0, 1.0)
+    X[[100, 200]] = 0.0
+    X[200, 5] = -0.0  # the same point as row 100
+    y[200] = -y[100]
+    X[15_000], y[15_000] = X[123], -y[123]  # a conflicting copy
+    X[16_000], y[16_000] = X[321], y[321]  # a copy with the same label: fine
+    X[17_000], y[17_000] = X[456], -y[456]
+    X[17_000, 3] = np.nextafter(X[456, 3], np.inf)  # one ulp away: a different point
+    _, first, inverse = np.unique(X + 0.0, axis=0, return_index=True, return_inverse=True)
+    heads = first[inverse.reshape(-1)]
+    expected = np.flatnonzero(y[heads] != y)
+    assert expected.tolist() == [200, 15_000]
+    start = time.perf_counter()
+    with pytest.raises(InvalidDataError) as err:
+        make_dataset(X, y)
+    elapsed = time.perf_counter() - start
+    msg = _message(err)
+    assert "has 2 row(s)" in msg and "rows 100 and 200 have the same x" in msg, msg
+    clean = np.delete(np.arange(20_000), expected)
+    start = time.perf_counter()
+    assert make_dataset(X[clean], y[clean]).n == 20_000 - 2  # the one-ulp-apart pair and the same-label copy pass
+    print(f"20000x64 duplicate check: refused in {elapsed:.3f} s, accepted in {time.perf_counter() - start:.3f} s")
+
+
 def _not_separable_checks(tr: Trajectory, horizon: float) -> None:
     assert tr.status == Status.NOT_SEPARABLE
     assert "separation_log_t" in tr.message and "allow_nonseparable" in tr.message

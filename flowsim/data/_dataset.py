@@ -148,22 +148,19 @@ def _check_no_conflicting_duplicates(X: Tensor, y: Tensor) -> None:
     """Raise :class:`InvalidDataError` if two rows of ``X`` are equal but their labels differ.
 
     Such a pair (x, +1), (x, −1) has margins of opposite signs for every model f(θ; x), so no parameter
-    classifies both and the margin flow never separates the data (the loss cannot go to zero). Rows are
-    compared by their bytes (after mapping −0.0 to 0.0), in one pass over a dict: O(n d).
+    classifies both and the margin flow never separates the data (the loss cannot go to zero). Each row is
+    hashed (:func:`_row_hashes`, O(n) extra memory: no second copy of X); only rows whose hashes collide are
+    compared exactly (values, so −0.0 = 0.0). A row conflicts when its label differs from the label of the
+    first row with the same x.
     """
     if X.shape[0] < 2 or bool((y == y[0]).all()):
         return
-    Xa = np.ascontiguousarray(X.detach().cpu().numpy()) + 0.0  # + 0.0 maps -0.0 to 0.0
+    Xa = X.detach().cpu().numpy()
     ya = y.detach().cpu().numpy()
-    first: dict[bytes, int] = {}
-    conflicts: list[tuple[int, int]] = []
-    for i, row in enumerate(Xa):
-        j = first.setdefault(row.tobytes(), i)
-        if ya[j] != ya[i]:
-            conflicts.append((j, i))
+    conflicts = _conflicts(Xa, ya, _row_hashes(Xa))
     if not conflicts:
         return
-    j, i = conflicts[0]
+    j, i = min(conflicts, key=lambda c: c[1])
     raise InvalidDataError(
         f"the data set has {len(conflicts)} row(s) that repeat an earlier point with a different label; e.g. "
         f"rows {j} and {i} have the same x but labels {_label_repr(ya[j])} and {_label_repr(ya[i])}. No model "
@@ -171,6 +168,46 @@ def _check_no_conflicting_duplicates(X: Tensor, y: Tensor) -> None:
         "conflicting duplicates (keep one label per point), e.g. find them with "
         "numpy.unique(X, axis=0, return_inverse=True)."
     )
+
+
+_HASH_BLOCK = 1 << 16  # entries of X hashed at a time (512 KiB of float64)
+
+
+def _row_hashes(X: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each row of ``X`` `(n, d)`, shape `(n,)` uint64; equal rows (−0.0 = 0.0) hash equal.
+
+    Rows are read in blocks (−0.0 mapped to 0.0, as float64 bits), each word mixed and summed with odd
+    multipliers modulo 2⁶⁴ (fixed seed: the check is deterministic).
+    """
+    n, d = X.shape
+    mult = np.random.default_rng(0x5EED).integers(1, 2**63, size=d, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    out = np.empty(n, dtype=np.uint64)
+    rows = max(1, _HASH_BLOCK // max(d, 1))
+    for a in range(0, n, rows):
+        u = (np.asarray(X[a : a + rows], dtype=np.float64) + 0.0).view(np.uint64)  # + 0.0 maps -0.0 to 0.0
+        u ^= u >> np.uint64(29)
+        out[a : a + rows] = (u * mult).sum(axis=1, dtype=np.uint64)
+    return out
+
+
+def _conflicts(X: np.ndarray, y: np.ndarray, h: np.ndarray) -> list[tuple[int, int]]:
+    """Pairs (j, i), j < i, where row i equals row j, the first row with its x, and y_i ≠ y_j; only rows whose
+    hashes ``h`` collide are compared (exactly)."""
+    order = np.argsort(h, kind="stable")  # equal hashes: rows in increasing index
+    hs = h[order]
+    same = hs[1:] == hs[:-1]
+    if not same.any():
+        return []
+    edges = np.diff(np.concatenate(([False], same, [False])).astype(np.int8))
+    conflicts: list[tuple[int, int]] = []
+    for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) + 1, strict=True):
+        group = order[a:b]
+        rows = np.asarray(X[group], dtype=np.float64) + 0.0
+        _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+        heads = group[first[inverse.reshape(-1)]]  # each row's first occurrence (group is in index order)
+        differ = y[heads] != y[group]
+        conflicts.extend(zip(heads[differ].tolist(), group[differ].tolist(), strict=True))
+    return conflicts
 
 
 def _to_numpy(a: Any, what: str) -> np.ndarray:
