@@ -52,6 +52,7 @@ from .potentials import AbstractPotential, Euclidean, HyperbolicEntropy, PPower
 from .problem import as_dataset, as_potential, num_threads
 from .results import Status, Trajectory
 from .results.recorder import Recorder, diagnostics_function
+from .results.trajectory import interrupted_message
 from .simulation import save_grid_s, simulate
 from .solvers.batched import STEP_MODES, BatchedDopri5
 from .solvers.select import check_kinks_mode, check_tolerances, resolve_kinks
@@ -438,31 +439,33 @@ def _initial_thetas(model: AbstractModel, members: list[Member], dev: torch.devi
     return theta0
 
 
-def _integrate_batched(stepper: BatchedDopri5, z0: Tensor, tau_grid: np.ndarray) -> tuple[Tensor, bool, float]:
-    """Every member's save points `(K, G, p)` (NaN where not reached), whether Ctrl-C stopped the batch, and
-    the wall time."""
+def _integrate_batched(
+    stepper: BatchedDopri5, z0: Tensor, tau_grid: np.ndarray
+) -> tuple[Tensor, KeyboardInterrupt | None, float]:
+    """Every member's save points `(K, G, p)` (NaN where not reached), the KeyboardInterrupt that stopped the
+    batch (Ctrl-C, SIGTERM under flowsim run) or None, and the wall time."""
     grid = torch.as_tensor(tau_grid, dtype=torch.float64, device=z0.device)
     saved = torch.full((z0.shape[0], grid.shape[0], z0.shape[1]), float("nan"), dtype=torch.float64, device=z0.device)
     saved[:, 0] = z0
     stepper.start(z0, grid)
-    interrupted = False
+    interrupted = None
     start = _time.perf_counter()
     try:
         stepper.run(z0, grid, saved)
-    except KeyboardInterrupt:
-        interrupted = True
+    except KeyboardInterrupt as e:
+        interrupted = e
     return saved, interrupted, _time.perf_counter() - start
 
 
 def _batched_member(
-    stepper: BatchedDopri5, i: int, saved: Tensor, tau_grid, interrupted: bool, wall: float, recorder, config
+    stepper: BatchedDopri5, i: int, saved: Tensor, tau_grid, interrupted, wall: float, recorder, config
 ) -> Trajectory:
     """Member ``i``'s trajectory from the batch, built by its ``recorder``: its save points (and last accepted
     state if it stopped early), status and stats."""
     status, message = stepper.status[i], stepper.messages[i]
     if status is None:
-        status = Status.INTERRUPTED if interrupted else Status.FAILED
-        message = status.hint
+        status = Status.INTERRUPTED if interrupted is not None else Status.FAILED
+        message = interrupted_message(interrupted) if interrupted is not None else status.hint
     n_saved = int(stepper.next_save[i])
     recorder.save_rows(tau_grid[:n_saved], saved[i, :n_saved])
     if status != Status.SUCCESS:

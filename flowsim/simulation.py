@@ -53,6 +53,7 @@ from .problem import Problem, num_threads, prepare_problem
 from .results import Status, Trajectory, environment_metadata
 from .results.recorder import Recorder, SaveProgress, diagnostics_function
 from .results.store import DEFAULT_CHECKPOINT_EVERY, STREAM_DIR, RowStore, RunDirectory, locked_folder
+from .results.trajectory import interrupted_message
 from .solvers import ADAPTIVE_METHODS, STIFF_METHODS, MaxStepsReached, NonFiniteField, StepFailed
 from .solvers.base import NotSeparated
 from .solvers.select import check_tolerances, make_driver
@@ -97,7 +98,7 @@ def _run_driver(driver, field, z0: torch.Tensor, tau: torch.Tensor, save) -> tup
     try:
         driver.integrate(field, z0, tau, save)
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM in flowsim run (flowsim.lab.workers.Terminated: says so)
-        status, message = Status.INTERRUPTED, f"{Status.INTERRUPTED.hint} ({e})" if str(e) else Status.INTERRUPTED.hint
+        status, message = Status.INTERRUPTED, interrupted_message(e)
     except MaxStepsReached as e:
         status, message = Status.MAX_STEPS, f"{Status.MAX_STEPS.hint} ({e})"
     except NotSeparated as e:

@@ -415,10 +415,30 @@ def test_sigterm_stops_a_run_like_ctrl_c(tmp_path):
     with sigterm_as_interrupt():
         tr = _simulate(tmp_path / "run", checkpoint_every=0, progress=terminate_at_six)  # no checkpoint at all
     assert signal.getsignal(signal.SIGTERM) is before  # restored
-    assert tr.status == Status.INTERRUPTED and "terminated by SIGTERM" in tr.message
+    assert tr.status == Status.INTERRUPTED and "terminated by SIGTERM" in tr.message and "Ctrl-C" not in tr.message
     back = Trajectory.load(tmp_path / "run")  # saved: rows 0..6 (and the last accepted state, if beyond)
     assert back.status == Status.INTERRUPTED and 7 <= len(back) <= 8 and "SIGTERM" in back.message
     np.testing.assert_array_equal(back.z[:7], _simulate(tmp_path / "ref", checkpoint_every=0).z[:7])
+
+
+def test_interrupt_messages_name_one_cause(tmp_path):
+    """Ctrl-C says Ctrl-C, SIGTERM says SIGTERM (not "interrupted (Ctrl-C) … (terminated by SIGTERM)")."""
+    from flowsim.lab.workers import Terminated
+    from flowsim.results.trajectory import interrupted_message
+
+    pressed = []
+
+    def ctrl_c(log_t, nfe):
+        if log_t > 0.0 and not pressed:  # once
+            pressed.append(log_t)
+            raise KeyboardInterrupt
+
+    tr = _simulate(tmp_path / "run", checkpoint_every=0, progress=ctrl_c)
+    assert tr.status == Status.INTERRUPTED and len(tr) >= 2
+    assert "interrupted (Ctrl-C)" in tr.message and "SIGTERM" not in tr.message, tr.message
+    assert Trajectory.load(tmp_path / "run").message == tr.message
+    term = interrupted_message(Terminated())
+    assert "terminated by SIGTERM" in term and "Ctrl-C" not in term and "interrupted" not in term
 
 
 # ---------------------------------------------------------------- item 11: plots

@@ -43,6 +43,8 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C's KeyboardInterrupt (see :func:`sigterm_as_interrupt`): a run stops and keeps
     what it computed, with a message saying it was terminated."""
 
+    signal_name = "SIGTERM"  # (read by flowsim.results.trajectory.interrupted_message)
+
     def __init__(self, message: str = "terminated by SIGTERM") -> None:
         super().__init__(message)
 

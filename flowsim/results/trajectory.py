@@ -43,7 +43,10 @@ class Status(str, Enum):
         """A human explanation of the status with what to do about it."""
         return {
             "success": "The run reached its horizon.",
-            "interrupted": "The run was interrupted (Ctrl-C); the trajectory holds everything computed so far.",
+            "interrupted": (
+                "The run was interrupted (Ctrl-C, or SIGTERM under flowsim run); the trajectory holds everything "
+                "computed so far."
+            ),
             "step_underflow": (
                 "The solver's step size underflowed (dt too small for the time variable). Loosen rtol/atol, "
                 "use log-time (time='log'), or use kinks='filippov' for ReLU models."
@@ -65,6 +68,19 @@ class Status(str, Enum):
                 "use schedule='loss_normalized' with rollback=True, or start from a smaller init_scale."
             ),
         }[self.value]
+
+
+def interrupted_message(error: BaseException | None = None) -> str:
+    """The message of a run stopped by ``error``, a KeyboardInterrupt: Ctrl-C's, or a signal's that carries its
+    name as ``error.signal_name`` (SIGTERM under ``flowsim run``: :class:`flowsim.lab.workers.Terminated`).
+
+    Example:
+        >>> interrupted_message(KeyboardInterrupt())
+        'The run was interrupted (Ctrl-C); the trajectory holds everything computed so far.'
+    """
+    name = getattr(error, "signal_name", None)
+    how = f"terminated by {name}" if name else "interrupted (Ctrl-C)"
+    return f"The run was {how}; the trajectory holds everything computed so far."
 
 
 @dataclass
