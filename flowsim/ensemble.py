@@ -45,7 +45,8 @@ from torch import Tensor
 from .data import Dataset
 from .device import resolve_device, resolve_threads
 from .errors import InvalidDataError, InvalidParameterError
-from .flow import TIME_MODES
+from .flow import TIME_MODES, MirrorFlowField
+from .guards import DEFAULT_SEPARATION_LOG_T, check_explicit_work, check_finite_start, check_separable
 from .losses import AbstractLoss, get_loss
 from .models import AbstractModel
 from .potentials import AbstractPotential, Euclidean, HyperbolicEntropy, PPower
@@ -275,6 +276,8 @@ def simulate_ensemble(
     threads: int | str | None = "auto",
     device: str | torch.device | None = "auto",
     kinks: str = "auto",
+    allow_nonseparable: bool = False,
+    separation_log_t: float | None = DEFAULT_SEPARATION_LOG_T,
 ) -> list[Trajectory]:
     """Integrate the mirror flows of K members, batched where possible; one :class:`Trajectory` each.
 
@@ -307,6 +310,11 @@ def simulate_ensemble(
             Filippov handling, which runs one member at a time), a device, or None (the data's device).
         kinks: "auto" (default), "filippov" or "naive", as in :func:`flowsim.simulate` (see
             :func:`resolve_kinks`).
+        allow_nonseparable: as in :func:`flowsim.simulate`: by default a model linear in x refuses data that an
+            LP finds not linearly separable through the origin (checked once, before any member runs).
+        separation_log_t: as in :func:`flowsim.simulate`, for members under Filippov handling (each a
+            ``simulate`` run, stopped with status ``not_separable``); the batched path does not monitor
+            separation at run time.
 
     Returns:
         One trajectory per member, in order. Batched path: ``stats`` hold the member's ``nfe`` (batched
@@ -321,8 +329,9 @@ def simulate_ensemble(
     Raises:
         InvalidParameterError: empty ``members``, unknown fields, a method other than dopri5, an unknown
             ``kinks`` mode or ``kinks="filippov"`` for a smooth or unsupported model, bad tolerances or step
-            mode, a wrong ``theta0`` shape.
-        HorizonError, InvalidDataError: as :func:`flowsim.simulate`.
+            mode, a wrong ``theta0`` shape, NaN/inf in a member's θ₀ or ∇Φ(θ₀) (the member named).
+        HorizonError, InvalidDataError: as :func:`flowsim.simulate` (the same up-front checks, :mod:`flowsim.guards`:
+            a horizon out of reach of dopri5's stability-limited steps, data a model linear in x cannot separate).
     """
     members = _check_ensemble(model, members, kinks, method, step, time, rtol, atol, solver_options)
     opts = dict(solver_options or {})
@@ -336,10 +345,13 @@ def simulate_ensemble(
             f"the data have d = {dataset.d} features but the model expects input_dim = {model.input_dim}"
         )
     s_grid = save_grid_s(time, log_t_end, save_log_t, n_save, log_t_start)
+    check_explicit_work(method, time, s_grid, int(max_steps))
+    check_separable(model, dataset, allow_nonseparable)
     filippov = path_kinks == "filippov"
     work = dataset.n * model.num_params * (1 if filippov else K)
     dev = resolve_device(device, work=work, default=dataset.X.device)
     theta0 = _initial_thetas(model, members, dev)
+    _check_starts(model, members, potentials, theta0, loss_fn, dataset, time)
     if filippov:
         simulate_kwargs = dict(
             log_t_end=log_t_end,
@@ -352,6 +364,8 @@ def simulate_ensemble(
             atol=atol,
             max_steps=max_steps,
             solver_options=opts,
+            allow_nonseparable=allow_nonseparable,
+            separation_log_t=separation_log_t,
         )
         return _filippov_members(
             model,
@@ -437,6 +451,30 @@ def _initial_thetas(model: AbstractModel, members: list[Member], dev: torch.devi
             )
         theta0.append(th)
     return theta0
+
+
+def _check_starts(model, members, potentials, theta0, loss_fn, dataset: Dataset, time: str) -> None:
+    """Each member's θ₀, its dual start ∇Φ(θ₀) and the model's outputs at θ₀ must be finite
+    (:func:`flowsim.guards.check_finite_start`, as :func:`flowsim.simulate` checks them).
+
+    Raises:
+        InvalidParameterError: naming the member and the first non-finite entry.
+    """
+    X = dataset.X.to(device=theta0[0].device, dtype=torch.float64)
+    y = dataset.y.to(device=theta0[0].device, dtype=torch.float64)
+    for i, (m, pot, th) in enumerate(zip(members, potentials, theta0, strict=True)):
+        where = f"member {i} ({_member_label(m, pot)})"
+        bad = ~torch.isfinite(th)
+        if bool(bad.any()):
+            k = int(torch.nonzero(bad)[0, 0])
+            raise InvalidParameterError(
+                f"{where}: theta0 has {int(bad.sum())} non-finite entries (NaN/inf) of {th.numel()}; the first is "
+                f"entry {k} (value {float(th[k])}). Pass a finite θ₀, or theta0=None for model.init(scale, seed)."
+            )
+        try:
+            check_finite_start(pot.mirror_map(th), pot, MirrorFlowField(model, pot, loss_fn, X, y, time=time), th)
+        except InvalidParameterError as e:
+            raise InvalidParameterError(f"{where}: {e}") from e
 
 
 def _integrate_batched(

@@ -369,6 +369,53 @@ def test_misspelled_option_in_an_ensemble():
         )
 
 
+# ---------------------------------------------------------------- ensembles: the same up-front guards
+@pytest.mark.parametrize("model", [Linear(2), DiagonalLinear(2)], ids=["linear", "diagonal"])
+def test_ensemble_refuses_nonseparable_data_for_models_linear_in_x(model):
+    members = [{"potential": "euclidean"}, {"potential": {"name": "hyperbolic_entropy", "beta": 0.1}}]
+    with pytest.raises(InvalidDataError) as err:
+        simulate_ensemble(model, XOR, members, log_t_end=1.0, **FAST)
+    assert "not linearly separable" in _message(err) and "allow_nonseparable=True" in _message(err)
+    trs = simulate_ensemble(model, XOR, members, log_t_end=1.0, allow_nonseparable=True, **FAST)
+    assert [tr.status for tr in trs] == [Status.SUCCESS, Status.SUCCESS]
+    for tr in trs:  # the loss falls towards its minimum L(0) = 4 (XOR: the only minimizer of L is θ = 0)
+        assert tr.diagnostics["loss"][-1] < tr.diagnostics["loss"][0] and tr.diagnostics["loss"][-1] >= 4.0 - 1e-12
+    if isinstance(model, Linear):  # L = 2cosh(w1 + w2) + 2cosh(w1 − w2) has ∇²L ⪰ 4I: ‖θ(t)‖ ≤ e^{-4t}‖θ₀‖
+        gf = trs[0].theta
+        assert np.linalg.norm(gf[-1]) <= np.exp(-4 * np.e) * np.linalg.norm(gf[0]) * (1 + 1e-3)
+
+
+@pytest.mark.parametrize(
+    "theta0, match",
+    [([0.1, float("nan")], "member 1 .*theta0 has 1 non-finite"), ([float("inf"), 0.0], "member 1 .*entry 0")],
+    ids=["nan", "inf"],
+)
+def test_ensemble_refuses_a_nonfinite_theta0_before_any_work(theta0, match):
+    members = [{"potential": "euclidean"}, {"potential": "euclidean", "theta0": theta0}]
+    with pytest.raises(InvalidParameterError, match=match):
+        simulate_ensemble(Linear(2), ONE, members, log_t_end=1.0, **FAST)
+
+
+def test_ensemble_refuses_overflowing_outputs_at_theta0():
+    big = make_dataset([[1e200, 1.0]], [1], name="big")
+    members = [{"potential": "euclidean", "theta0": [1e200, 0.0]}]
+    with pytest.raises(InvalidParameterError, match="member 0 .*overflow float64"):
+        simulate_ensemble(Linear(2), big, members, log_t_end=1.0, **FAST)
+
+
+def test_ensemble_refuses_a_horizon_out_of_dopri5_reach():
+    with pytest.raises(HorizonError, match="method='radau'"):
+        simulate_ensemble(Linear(2), ONE, [{"potential": "euclidean"}], log_t_end=1e300, **FAST)
+
+
+def test_ensemble_filippov_members_end_not_separable():
+    members = [{"potential": "euclidean", "seed": 0}, {"potential": "euclidean", "seed": 1}]
+    trs = simulate_ensemble(TwoLayerReLU(2, 4), RAY, members, log_t_end=40.0, separation_log_t=2.0, **FAST)
+    assert [tr.stats["ensemble_path"] for tr in trs] == ["sequential_filippov"] * 2
+    for tr in trs:
+        _not_separable_checks(tr, 2.0)
+
+
 def test_toml_misspelled_option(tmp_path):
     with pytest.raises(ConfigError, match="fist_step"):
         _toml(tmp_path, _TOML_HEAD + "[solver]\noptions = {fist_step = 0.001}\n")
