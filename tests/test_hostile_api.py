@@ -247,6 +247,80 @@ def test_toml_nonseparable_csv_on_a_linear_model(tmp_path):
         run_experiment(cfg, None, log=lambda *a: None, workers=1)
 
 
+def _csv_head(tmp_path, rows: str, model: str) -> str:
+    (tmp_path / "d.csv").write_text("a,b,label\n" + rows)
+    data = f'[data]\nname = "csv"\npath = "{tmp_path / "d.csv"}"\n'
+    return data + f'[model]\n{model}\n[[potentials]]\nname = "euclidean"\n'
+
+
+_XOR_ROWS = "1,1,1\n-1,-1,1\n1,-1,0\n-1,1,0\n"
+
+
+def test_toml_run_options_reach_simulate(tmp_path):
+    """[flow] allow_nonseparable, [output] checkpoint_seconds: XOR on a linear model runs, and run.json records
+    the options the run was given."""
+    head = _csv_head(tmp_path, _XOR_ROWS, 'name = "linear"')
+    body = "[flow]\nallow_nonseparable = true\n[horizon]\nlog_t_end = 1.0\nn_save = 5\n"
+    cfg = _toml(tmp_path, head + body + "[output]\nplots = false\ncheckpoint_seconds = 0.5\n")
+    res = run_experiment(cfg, tmp_path / "e", log=lambda *a: None, workers=1)
+    assert res.trajectories[0].status == Status.SUCCESS
+    kwargs = json.loads((tmp_path / "e" / "euclidean" / "run.json").read_text())["kwargs"]
+    assert kwargs["allow_nonseparable"] is True and kwargs["checkpoint_seconds"] == 0.5
+    assert kwargs["separation_log_t"] == 8.0  # not given: simulate's default
+    sweep = _toml(tmp_path, head + body.replace("[horizon]", "[init]\nseed = [0, 1]\n[horizon]"))
+    trs = run_experiment(sweep, None, log=lambda *a: None, workers=1).trajectories  # a batched ensemble
+    assert [tr.status for tr in trs] == [Status.SUCCESS, Status.SUCCESS]
+
+
+def test_toml_run_options_reach_planned_sweeps(tmp_path):
+    from flowsim.lab.sweep import plan
+
+    body = "[flow]\nallow_nonseparable = true\n[horizon]\nseparation_log_t = 5.0\n[output]\ncheckpoint_seconds = 60\n"
+    specs = plan(_toml(tmp_path, _TOML_HEAD + "[init]\nseed = [0, 1]\n" + body))
+    assert len(specs) == 2
+    for spec in specs:
+        assert {k: spec.simulate[k] for k in ("allow_nonseparable", "separation_log_t", "checkpoint_seconds")} == {
+            "allow_nonseparable": True,
+            "separation_log_t": 5.0,
+            "checkpoint_seconds": 60,
+        }
+
+
+def test_toml_separation_log_t_stops_a_network(tmp_path):
+    head = _csv_head(tmp_path, "1,0.5,1\n2,1,0\n", 'name = "two_layer_relu"\nwidth = 4')  # x and 2x
+    body = "[horizon]\nlog_t_end = 40.0\nn_save = 20\nseparation_log_t = 2.0\n[output]\nplots = false\n"
+    tr = run_experiment(_toml(tmp_path, head + body), None, log=lambda *a: None, workers=1).trajectories[0]
+    _not_separable_checks(tr, 2.0)
+    assert "separation_log_t = 2" in tr.message
+
+
+@pytest.mark.parametrize(
+    "table, line, match",
+    [
+        ("flow", 'allow_nonseparable = "yes"', r"\[flow\] allow_nonseparable must be true or false"),
+        ("flow", "allow_nonseparable = 1", r"\[flow\] allow_nonseparable must be true or false"),
+        ("horizon", 'separation_log_t = "8"', r"\[horizon\] separation_log_t must be a finite number"),
+        ("horizon", "separation_log_t = inf", r"\[horizon\] separation_log_t must be a finite number"),
+        ("horizon", "separation_log_t = nan", r"\[horizon\] separation_log_t must be a finite number"),
+        ("horizon", "separation_log_t = true", r"\[horizon\] separation_log_t must be a finite number"),
+        ("output", "checkpoint_seconds = -1", r"\[output\] checkpoint_seconds must be a number of seconds ≥ 0"),
+        ("output", 'checkpoint_seconds = "300"', r"\[output\] checkpoint_seconds must be a number of seconds"),
+        ("output", "checkpoint_seconds = nan", r"\[output\] checkpoint_seconds must be a number of seconds"),
+        ("flow", "allow_nonseperable = true", r"unknown key.*allow_nonseparable"),
+        ("horizon", "separation_logt = 3.0", r"unknown key.*separation_log_t"),
+    ],
+)
+def test_toml_bad_run_options(tmp_path, table, line, match):
+    with pytest.raises(ConfigError, match=match):
+        _toml(tmp_path, _TOML_HEAD + f"[{table}]\n{line}\n")
+
+
+def test_toml_run_options_with_mirror_descent_are_refused(tmp_path):
+    cfg = _toml(tmp_path, _TOML_HEAD + '[flow]\nallow_nonseparable = true\n[solver]\nmethod = "md"\nstep_size = 0.1\n')
+    with pytest.raises(ConfigError, match='allow_nonseparable: options of mirror-flow runs.*method = "md"'):
+        run_experiment(cfg, None, log=lambda *a: None, workers=1)
+
+
 def test_wall_time_checkpoints_keep_numerics_and_allow_resume(tmp_path):
     kw = {"log_t_end": 3.0, "n_save": 16, "rtol": 1e-8, "atol": 1e-10}
     data = load_dataset("soudry_2d")

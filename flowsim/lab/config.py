@@ -8,7 +8,8 @@ with the same loss, initialization, solver and horizon. A TOML file has these ta
     [data]         name = "digits" (a flowsim.data.load_dataset name) + its keyword arguments
     [model]        name = "two_layer_relu" + keyword arguments (input_dim is taken from the data)
     [[potentials]] name = "hyperbolic_entropy", beta = 0.1, label = "HE β=0.1" (label optional)
-    [flow]         loss = "exponential" | "logistic", time = "log" | "linear"
+    [flow]         loss = "exponential" | "logistic", time = "log" | "linear",
+                   allow_nonseparable = false (true: run on data the model cannot separate, see flowsim.guards)
     [init]         scale, seed
 
 A **sweep** gives lists of values for ``[init] scale``/``seed`` or a potential parameter (e.g.
@@ -24,8 +25,15 @@ every combination is a group of members with its own data set and model (:func:`
                    options = {soft_cap = 2.0}: solver options for simulate(solver_options=...): the Filippov
                    driver's (flowsim.solvers.FILIPPOV_OPTIONS) and torchdiffeq's first_step, min_step, max_step,
                    safety, ifactor, dfactor; not with method = "md" or sweeps
-    [horizon]      log_t_end, n_save, log_t_start
-    [output]       plots = true, checkpoint_every = 50 (save points between each run's checkpoints; 0: none)
+    [horizon]      log_t_end, n_save, log_t_start, separation_log_t = 8.0 (log t by which a network run must
+                   have separated the data, else status not_separable)
+    [output]       plots = true, checkpoint_every = 50 (save points between each run's checkpoints; 0: none),
+                   checkpoint_seconds = 300 (also checkpoint after this much wall time; 0: only by save points)
+
+``allow_nonseparable``, ``separation_log_t`` and ``checkpoint_seconds`` are passed to :func:`flowsim.simulate`
+(:func:`run_options`) only when given; ``separation_log_t`` also reaches the members of sweeps under Filippov
+handling, ``allow_nonseparable`` every sweep. With ``method = "md"`` they set the flow runs of ``flowsim compare``
+(``flowsim run`` refuses them: mirror descent takes none).
 
 Unknown tables or keys raise :class:`~flowsim.errors.ConfigError` naming the valid ones. The built-in
 presets (:data:`PRESETS`) are such files, ``flowsim/lab/presets/<name>.toml``.
@@ -59,6 +67,8 @@ __all__ = [
     "is_sweep",
     "sweep_members",
     "sweep_groups",
+    "RUN_OPTIONS",
+    "run_options",
 ]
 
 # table -> allowed keys (None: free keyword arguments forwarded to a factory, checked there)
@@ -67,12 +77,12 @@ SCHEMA: dict[str, set[str] | None] = {
     "data": None,
     "model": None,
     "potentials": None,
-    "flow": {"loss", "time"},
+    "flow": {"loss", "time", "allow_nonseparable"},
     "init": {"scale", "seed"},
     "solver": {"method", "rtol", "atol", "max_steps", "kinks", "options"}
     | {"step_size", "schedule", "variant", "rollback"},
-    "horizon": {"log_t_end", "n_save", "log_t_start"},
-    "output": {"plots", "checkpoint_every"},
+    "horizon": {"log_t_end", "n_save", "log_t_start", "separation_log_t"},
+    "output": {"plots", "checkpoint_every", "checkpoint_seconds"},
     "sweep": None,  # "data.KEY" / "model.KEY" = [values] (see sweep_groups)
 }
 
@@ -182,7 +192,42 @@ def validate_config(raw: dict[str, Any], *, source: str = "config") -> dict[str,
         )
     _check_md_solver(cfg["solver"], source)
     _check_solver_options(cfg, source)
+    _check_run_options(cfg, source)
     return cfg
+
+
+RUN_OPTIONS = {"allow_nonseparable": "flow", "separation_log_t": "horizon", "checkpoint_seconds": "output"}
+"""Keyword arguments of :func:`flowsim.simulate` set from a configuration's tables (key -> table), only when given."""
+
+
+def run_options(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The :data:`RUN_OPTIONS` a validated configuration gives, as ``simulate`` keyword arguments (absent keys
+    are left out, so ``simulate``'s defaults apply)."""
+    return {key: cfg[table][key] for key, table in RUN_OPTIONS.items() if key in cfg.get(table, {})}
+
+
+def _check_run_options(cfg: dict[str, Any], source: str) -> None:
+    """[flow] allow_nonseparable (true/false), [horizon] separation_log_t (a finite log t), [output]
+    checkpoint_seconds (a number ≥ 0)."""
+    given = run_options(cfg)
+    if "allow_nonseparable" in given and not isinstance(given["allow_nonseparable"], bool):
+        raise ConfigError(
+            f"{source}: [flow] allow_nonseparable must be true or false (true: run on data a model linear in x "
+            f"cannot separate, and no separation check for networks), got {given['allow_nonseparable']!r}"
+        )
+    v = given.get("separation_log_t", 0.0)
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        raise ConfigError(
+            f"{source}: [horizon] separation_log_t must be a finite number (the log t by which a network run must "
+            f"have separated the data, e.g. 8.0; to switch the check off set [flow] allow_nonseparable = true), "
+            f"got {v!r}"
+        )
+    v = given.get("checkpoint_seconds", 0.0)
+    if isinstance(v, bool) or not isinstance(v, int | float) or not v >= 0:
+        raise ConfigError(
+            f"{source}: [output] checkpoint_seconds must be a number of seconds ≥ 0 (wall time between "
+            f"checkpoints, e.g. 300; 0: checkpoints only every checkpoint_every save points), got {v!r}"
+        )
 
 
 SWEEP_TABLES = ("data", "model")  # tables whose keyword arguments a [sweep] table may sweep

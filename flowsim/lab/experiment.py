@@ -25,7 +25,7 @@ from ..potentials import AbstractPotential, get_potential
 from ..results import Trajectory
 from ..results.store import locked_folder, prepare_out_dir
 from ..simulation import simulate
-from .config import is_sweep, sweep_groups, sweep_members
+from .config import is_sweep, run_options, sweep_groups, sweep_members
 from .workers import cpu_cores, progress_hook, run_parallel
 
 __all__ = ["ExperimentResult", "run_experiment", "summary_rows", "format_table", "SUMMARY_COLUMNS"]
@@ -203,6 +203,9 @@ def run_experiment(
 
 def _run_experiment(config, out_dir: Path | None, *, progress: bool, log, resume: bool, workers) -> ExperimentResult:
     """:func:`run_experiment` in its output folder (prepared and locked)."""
+    if config["solver"]["method"] == "md" and run_options(config):  # (flowsim compare gives them to its flow runs)
+        keys = ", ".join(run_options(config))
+        raise ConfigError(f'{keys}: options of mirror-flow runs, which [solver] method = "md" (mirror descent) lacks')
     dataset, model = _build(sweep_groups(config)[0][0])  # (the first group's, with a [sweep] table)
     if out_dir is not None:
         (out_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
@@ -315,6 +318,7 @@ def _run_one(
         out=out,
         checkpoint_every=config.get("output", {}).get("checkpoint_every"),
         resume=resume,
+        **run_options(config),
     )
 
 
@@ -425,6 +429,7 @@ def _run_sweep_group(config: dict[str, Any], model, dataset, *, progress: bool, 
         "rtol": solver["rtol"],
         "atol": solver["atol"],
         "max_steps": solver["max_steps"],
+        **{k: v for k, v in run_options(config).items() if k != "checkpoint_seconds"},  # (no out: no checkpoints)
     }
     if solver["method"] == "dopri5":
         try:
@@ -606,6 +611,7 @@ def _flow_at_times_of(md: Trajectory, config, model, dataset, potential, method:
         atol=config["solver"]["atol"],
         progress=progress,
         out=sub / "flow" if sub is not None else None,
+        **run_options(config),
     )
 
 

@@ -45,7 +45,7 @@ from ..errors import ConfigError, FlowSimError, InvalidParameterError
 from ..results import Trajectory
 from ..results.store import DEFAULT_CHECKPOINT_EVERY, atomic_write_text
 from ..simulation import resume, simulate
-from .config import sweep_groups, sweep_members, validate_config
+from .config import run_options, sweep_groups, sweep_members, validate_config
 from .experiment import SUMMARY_COLUMNS, ExperimentResult, _build, _finish, _potential, _slug, summary_rows
 
 __all__ = [
@@ -165,6 +165,7 @@ def plan(config: dict[str, Any], *, checkpoint_every: int | None = None) -> list
         "max_steps": solver["max_steps"],
         "kinks": solver.get("kinks", "auto"),
         "solver_options": solver.get("options"),
+        **run_options(config),  # [flow] allow_nonseparable, [horizon] separation_log_t, [output] checkpoint_seconds
     }
     specs: list[RunSpec] = []
     dirs: set[str] = set()
