@@ -40,6 +40,7 @@ from .losses import AbstractLoss
 from .models import AbstractModel, DeepLinear, DiagonalLinear, Linear
 from .potentials import AbstractPotential
 from .solvers.base import NotSeparated
+from .solvers.rk import STABILITY_STEP
 from .timegrid import log_t_from_s, s_from_log_t
 
 __all__ = [
@@ -57,9 +58,6 @@ __all__ = [
 LINEAR_IN_X = (Linear, DiagonalLinear, DeepLinear)
 """Models whose output is linear in x (f = ⟨β(θ), x⟩): separable by them iff linearly separable."""
 
-STABILITY_STEP = {"dopri5": 3.5, "dopri8": 6.0, "bosh3": 3.0, "fehlberg2": 2.5, "adaptive_heun": 2.5}
-"""Upper bounds on an explicit method's step in log-time s on the asymptotic path (its real stability interval
-for eigenvalue −1, rounded up: dopri5 3.3, DOP853 ≈ 5.5, Bogacki–Shampine ≈ 2.5, order-2 methods 2)."""
 
 WARN_STEPS = 100_000
 """Lower bound of explicit steps above which a run is warned about (dopri5: log t ≳ 3.5e5)."""

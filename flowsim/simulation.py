@@ -54,7 +54,7 @@ from .results import Status, Trajectory, environment_metadata
 from .results.recorder import Recorder, SaveProgress, diagnostics_function
 from .results.store import DEFAULT_CHECKPOINT_EVERY, STREAM_DIR, RowStore, RunDirectory, locked_folder
 from .results.trajectory import interrupted_message
-from .solvers import ADAPTIVE_METHODS, STIFF_METHODS, MaxStepsReached, NonFiniteField, StepFailed
+from .solvers import ADAPTIVE_METHODS, AUTO_METHOD, STIFF_METHODS, MaxStepsReached, NonFiniteField, StepFailed
 from .solvers.base import NotSeparated
 from .solvers.select import check_tolerances, make_driver
 from .timegrid import check_grid, log_t_from_s, s_from_log_t, save_grid, t_from_s
@@ -214,7 +214,10 @@ def simulate(
             stiff solver, one of ``STIFF_METHODS`` ("radau", "bdf", "lsoda"; scipy with an autograd
             Jacobian, :class:`~flowsim.solvers.StiffDriver`): in log-time the flow is mildly stiff and
             explicit methods need RHS evaluations linear in log t, implicit ones about logarithmic — use
-            "radau" beyond log t ≈ 1e3.
+            "radau" beyond log t ≈ 1e3. With ``kinks="filippov"``, "radau" keeps exact kinks
+            (:class:`~flowsim.solvers.filippov.ImplicitFilippovDriver`). "auto": dopri5 until its steps sit at
+            their stability limit in log-time, then radau, both with the run's kink handling
+            (:class:`~flowsim.solvers.AutoDriver`).
         rtol, atol: solver tolerances on the dual state z (relative to its scale).
         max_steps: budget of accepted steps for the whole run (torchdiffeq's own limit is per interval).
         solver_options: extra torchdiffeq options (e.g. ``{"first_step": 1e-3}``).
@@ -359,10 +362,11 @@ def _check_solver_arguments(time: str, method: str, rtol: float, atol: float, ma
     InvalidParameterError: an unknown time mode or method, bad tolerances or ``max_steps``."""
     if time not in TIME_MODES:
         raise InvalidParameterError(f"time must be one of {TIME_MODES}, got {time!r}")
-    if method not in ADAPTIVE_METHODS + STIFF_METHODS:
+    if method not in ADAPTIVE_METHODS + STIFF_METHODS + (AUTO_METHOD,):
         raise InvalidParameterError(
             f"method {method!r} is not an adaptive solver; choose an explicit torchdiffeq method "
-            f"{ADAPTIVE_METHODS} or an implicit (stiff) scipy method {STIFF_METHODS} for long log-time horizons"
+            f"{ADAPTIVE_METHODS}, an implicit (stiff) scipy method {STIFF_METHODS} for long log-time horizons, or "
+            f"{AUTO_METHOD!r} (dopri5, then radau once its steps are stability-limited)"
         )
     check_tolerances(rtol, atol)
     if int(max_steps) < 1:

@@ -150,3 +150,42 @@ def test_one_blas_thread_while_stepping(small_problem, monkeypatch):
     ds, model = small_problem
     simulate(model, ds, "euclidean", log_t_end=0.5, n_save=3, kinks="filippov", method="radau", seed=0)
     assert seen and set(seen) == {1}
+
+
+def test_auto_method_switches_to_radau_on_the_closed_form_problem():
+    """method="auto" on C1 (one point, Euclidean, linear; u(t) = log(e^{u0} + ‖x‖² t) with u = −y x·θ): dopri5
+    until its steps sit at their stability limit in log-time, then radau; the closed form holds at log t = 1e4,
+    where dopri5 alone needs about 23,000 evaluations."""
+    from flowsim.data import make_dataset
+    from flowsim.models import Linear
+
+    x = np.array([0.6, -0.3, 0.9])
+    theta0 = np.array([0.2, 0.1, -0.4])
+    data = make_dataset(x[None, :], np.array([-1.0]))
+    tr = simulate(
+        Linear(3), data, "euclidean", theta0=theta0, save_log_t=[1.0, 1e4], method="auto", rtol=1e-10, atol=1e-12
+    )
+    u = -tr.theta[-1] @ x
+    exact = np.logaddexp(-x @ theta0, np.log(x @ x) + 1e4)
+    assert tr.status.value == "success"
+    assert abs(u - exact) / abs(exact) <= 1e-9
+    st = tr.stats
+    assert st["auto_switch_tau"] is not None and 1.0 < st["auto_switch_tau"] < 1e3
+    assert st["auto_explicit_steps"] >= 8 and st["n_jac"] > 0
+    assert st["nfe"] < 5000
+
+
+def test_auto_method_with_exact_kinks_matches_radau(small_problem):
+    """method="auto" with Filippov kinks to log t = 100: it hands over to the implicit Filippov driver, and the
+    final state agrees with the radau run's to 100 × rtol; time="linear" never switches."""
+    ds, model = small_problem
+    common = dict(log_t_end=100.0, n_save=10, kinks="filippov", rtol=1e-8, atol=1e-11, seed=0)
+    auto = simulate(model, ds, "euclidean", method="auto", **common)
+    imp = simulate(model, ds, "euclidean", method="radau", **common)
+    assert auto.status.value == imp.status.value == "success"
+    assert auto.stats["auto_switch_tau"] is not None and auto.stats["n_jac"] > 0
+    assert auto.stats["n_crossings"] >= imp.stats["n_crossings"] - 2
+    rel = np.linalg.norm(auto.theta[-1] - imp.theta[-1]) / np.linalg.norm(imp.theta[-1])
+    assert rel <= 100 * 1e-8
+    lin = simulate(model, ds, "euclidean", method="auto", time="linear", log_t_end=2.0, n_save=3, kinks="filippov")
+    assert lin.stats["auto_switch_tau"] is None and lin.status.value == "success"

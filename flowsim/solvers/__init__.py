@@ -1,5 +1,6 @@
 """Integration drivers: adaptive Runge–Kutta (torchdiffeq), implicit (scipy), batched dopri5, Filippov."""
 
+from .auto import AutoDriver
 from .base import AbstractDriver, MaxStepsReached, NonFiniteField, StepFailed
 from .filippov import (
     ACTIVE,
@@ -19,8 +20,13 @@ from .filippov import (
 from .rk import ADAPTIVE_METHODS, CountingField, SmoothDriver, finite_rms_norm
 from .stiff import STIFF_METHODS, StiffDriver, dual_jacobian
 
+AUTO_METHOD = "auto"
+"""``method="auto"``: dopri5, then radau once its steps are stability-limited in log-time (:class:`AutoDriver`)."""
+
 __all__ = [
     "ACTIVE",
+    "AUTO_METHOD",
+    "AutoDriver",
     "AbstractDriver",
     "ADAPTIVE_METHODS",
     "FILIPPOV_OPTIONS",

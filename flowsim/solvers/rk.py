@@ -15,9 +15,21 @@ from ..errors import InvalidParameterError
 from ._torchdiffeq import SOLVERS, check_inputs
 from .base import AbstractDriver, MaxStepsReached, NonFiniteField
 
-__all__ = ["ADAPTIVE_METHODS", "SMOOTH_OPTIONS", "CountingField", "SmoothDriver", "finite_rms_norm", "initial_step"]
+__all__ = [
+    "ADAPTIVE_METHODS",
+    "STABILITY_STEP",
+    "SMOOTH_OPTIONS",
+    "CountingField",
+    "SmoothDriver",
+    "finite_rms_norm",
+    "initial_step",
+]
 
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+
+STABILITY_STEP = {"dopri5": 3.5, "dopri8": 6.0, "bosh3": 3.0, "fehlberg2": 2.5, "adaptive_heun": 2.5}
+"""Upper bounds on an explicit method's step in log-time s on the asymptotic path (its real stability interval
+for eigenvalue −1, rounded up: dopri5 3.3, DOP853 ≈ 5.5, Bogacki–Shampine ≈ 2.5, order-2 methods 2)."""
 
 SMOOTH_OPTIONS = frozenset(
     {"first_step", "min_step", "max_step", "safety", "ifactor", "dfactor", "norm", "dtype", "step_t", "jump_t"}

@@ -13,6 +13,7 @@ from ..errors import InvalidParameterError
 from ..models import AbstractModel
 from . import (
     ADAPTIVE_METHODS,
+    AUTO_METHOD,
     STIFF_METHODS,
     FilippovDriver,
     ImplicitFilippovDriver,
@@ -21,6 +22,8 @@ from . import (
     auto_filippov,
     supports,
 )
+from .auto import EXPLICIT_METHOD, AutoDriver
+from .base import AbstractDriver
 
 __all__ = ["KINKS_MODES", "check_kinks_mode", "check_tolerances", "resolve_kinks", "make_driver"]
 
@@ -75,16 +78,19 @@ def resolve_kinks(model: AbstractModel, kinks: str) -> str:
 
 def make_driver(
     model: AbstractModel, kinks: str, method: str, rtol: float, atol: float, max_steps: int, options: dict | None
-) -> SmoothDriver | StiffDriver | FilippovDriver | ImplicitFilippovDriver:
+) -> AbstractDriver:
     """The driver for one run: implicit scipy stepping for a stiff ``method`` (through kinks, or with exact kinks
-    for ``kinks="filippov", method="radau"``), else torchdiffeq stepping with the kink handling of
-    :func:`resolve_kinks`.
+    for ``kinks="filippov", method="radau"``), torchdiffeq stepping with the kink handling of
+    :func:`resolve_kinks` for an explicit one, and for ``method="auto"`` dopri5 handing over to radau once its
+    steps are stability-limited in log-time (:class:`~flowsim.solvers.auto.AutoDriver`; same kink handling).
 
     Raises:
         InvalidParameterError: an unknown ``kinks`` mode, ``kinks="filippov"`` with a stiff method other than
             radau or a smooth or unsupported model, or options the driver rejects.
     """
     check_kinks_mode(kinks)
+    if method == AUTO_METHOD:
+        return _auto_driver(model, kinks, rtol, atol, max_steps, options)
     if method in STIFF_METHODS:  # implicit scipy steppers integrate straight through kinks, except radau + filippov
         if kinks == "filippov":
             if method != "radau":
@@ -98,3 +104,16 @@ def make_driver(
     if resolve_kinks(model, kinks) == "filippov":
         return FilippovDriver(model, method, rtol, atol, max_steps, options)
     return SmoothDriver(method, rtol, atol, max_steps, options)
+
+
+def _auto_driver(model, kinks: str, rtol: float, atol: float, max_steps: int, options: dict | None) -> AutoDriver:
+    """``method="auto"``: dopri5 with the run's kink handling (and ``options``), then radau with the same."""
+    explicit = make_driver(model, kinks, EXPLICIT_METHOD, rtol, atol, max_steps, options)
+    exact = explicit.kinks == "filippov"
+
+    def make_implicit(opts: dict, steps: int):
+        if exact:
+            return ImplicitFilippovDriver(model, "radau", rtol, atol, steps, opts)
+        return StiffDriver("radau", rtol, atol, steps, opts)
+
+    return AutoDriver(explicit, make_implicit, max_steps)
