@@ -177,7 +177,7 @@ class ImplicitFilippovDriver(FilippovDriver):
             ev = self._find_event(new, prev, band, seg, no_saves)
             self._save_inside(run, prev, new, ev, save)
             if ev is not None:
-                self._restart_implicit(run, prev, new, ev, seg)
+                self._restart_implicit(run, prev, new, ev)
                 return
             self._last = (float(new.t1), new.y1)
             if self.monitor is not None:  # (the separation monitor: reads the state only)
@@ -190,8 +190,9 @@ class ImplicitFilippovDriver(FilippovDriver):
                 return
             prev = new
 
-    def _restart_implicit(self, run: _Run, prev: _Step, new: _Step, ev: ExactEvent, seg: _SegmentField) -> None:
-        """The next segment starts at the event τ_e, with the state from a Radau run from the step start to τ_e."""
+    def _restart_implicit(self, run: _Run, prev: _Step, new: _Step, ev: ExactEvent) -> None:
+        """The next segment starts at the event τ_e, with the state there from :meth:`_event_state` (the dense
+        output, balance restored, or a Radau redo to τ_e)."""
         tau_e = ev.tau
         t0, t1 = prev.t1, new.t1
         if not bool(tau_e > t0):
