@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from ..errors import FlowSimError, RunFolderError
+from .paper_cli import add_paper_command
 from .sweep_cli import EXECUTOR_HELP, add_sweep_commands
 
 __all__ = ["main"]
@@ -289,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.set_defaults(func=_cmd_compare)
     info = sub.add_parser("info", help="versions, presets, potentials, models, datasets")
     info.set_defaults(func=_cmd_info)
+    add_paper_command(sub)
     return parser
 
 
