@@ -7,7 +7,9 @@ with the same loss, initialization, solver and horizon. A TOML file has these ta
     [experiment]   name, description
     [data]         name = "digits" (a flowsim.data.load_dataset name) + its keyword arguments
     [model]        name = "two_layer_relu" + keyword arguments (input_dim is taken from the data)
-    [[potentials]] name = "hyperbolic_entropy", beta = 0.1, label = "HE β=0.1" (label optional)
+    [[potentials]] name = "hyperbolic_entropy", beta = 0.1, label = "HE β=0.1" (label optional);
+                   name = "blocks", blocks = [{size = 40, name = "he", beta = 0.1}, {size = 8, name = "euclidean"}]
+                   (one potential per block of coordinates, flowsim.potentials.BlockPotential; not a sweep)
     [flow]         loss = "exponential" | "logistic", time = "log" | "linear",
                    allow_nonseparable = false (true: run on data the model cannot separate, see flowsim.guards)
     [init]         scale, seed
@@ -49,7 +51,8 @@ from pathlib import Path
 from typing import Any
 
 from ..discrete import SCHEDULES, VARIANTS
-from ..errors import ConfigError, UnknownPresetError
+from ..errors import ConfigError, FlowSimError, UnknownPresetError
+from ..potentials import AbstractPotential, BlockPotential, get_potential
 from ..solvers import FILIPPOV_OPTIONS, RK_OPTIONS
 
 try:  # Python ≥ 3.11
@@ -180,8 +183,9 @@ def validate_config(raw: dict[str, Any], *, source: str = "config") -> dict[str,
             if not isinstance(item, int) or isinstance(item, bool):
                 raise ConfigError(f"{source}: [{table}] {key} must be an integer, got {item!r}")
     for i, pot in enumerate(cfg["potentials"]):
+        check_block_table(pot, source, f"potentials[{i}]", per_tensor=False)
         for key, value in pot.items():
-            if key not in ("name", "label"):
+            if key not in ("name", "label", *BLOCK_KEYS):
                 _sweep_values(value, source, f"potentials[{i}] {key}")
     _check_sweep_table(cfg, source)
     every = cfg["output"].get("checkpoint_every")
@@ -278,6 +282,90 @@ def _check_solver_options(cfg: dict[str, Any], source: str) -> None:
         raise ConfigError(f'{source}: [solver] options {driver_only} are for kinks = "filippov" or "auto", not "naive"')
 
 
+BLOCK_KEYS = ("blocks", "default")
+"""Keys of block-potential tables (``name = "blocks"`` / ``"per_tensor"``): one structured value, never a sweep."""
+_BLOCKS_EXAMPLE = 'blocks = [{size = 40, name = "hyperbolic_entropy", beta = 0.1}, {size = 8, name = "euclidean"}]'
+_PER_TENSOR_EXAMPLE = 'blocks = {conv1 = {name = "hyperbolic_entropy", beta = 0.05}}, default = {name = "euclidean"}'
+
+
+def check_block_table(pot: dict[str, Any], source: str, where: str, *, per_tensor: bool) -> None:
+    """The shape of a ``name = "blocks"`` / ``"per_tensor"`` potential table (each block a table with a name)."""
+    name = str(pot.get("name", "")).strip().lower().replace("-", "_")
+    if name not in ("blocks", "per_tensor"):
+        return
+    if name == "per_tensor" and not per_tensor:
+        raise ConfigError(
+            f"{source}: {where}: name = 'per_tensor' (potentials by tensor name) is for vision configurations; "
+            f"here give the blocks by size: name = 'blocks', {_BLOCKS_EXAMPLE}"
+        )
+    extra = sorted(set(pot) - {"name", "label", "step_size", "blocks", *(("default",) if name == "per_tensor" else ())})
+    blocks = pot.get("blocks")
+    want = dict if name == "per_tensor" else list
+    if extra or not isinstance(blocks, want) or not blocks:
+        example = _PER_TENSOR_EXAMPLE if name == "per_tensor" else _BLOCKS_EXAMPLE
+        raise ConfigError(
+            f"{source}: {where}: name = {name!r} takes blocks = a non-empty "
+            f"{'table of tensor name -> potential table' if want is dict else 'list of tables with size and name'}"
+            f"{f' (unknown keys {extra})' if extra else ''}, e.g. {example}"
+        )
+    items = list(blocks.items()) if isinstance(blocks, dict) else list(enumerate(blocks))
+    if name == "per_tensor" and "default" in pot:
+        items.append(("default", pot["default"]))
+    for key, block in items:
+        if not isinstance(block, dict) or "name" not in block:
+            raise ConfigError(
+                f"{source}: {where}: block {key!r} must be a table with a potential name, e.g. "
+                f'{{name = "hyperbolic_entropy", beta = 0.1}}, got {block!r}'
+            )
+
+
+def potential_from_table(
+    table: dict[str, Any], *, model: Any = None, where: str = "[[potentials]]"
+) -> AbstractPotential:
+    """The potential of one potential table (keys ``label`` and ``step_size`` ignored).
+
+    ``name = "per_tensor"`` builds :meth:`flowsim.potentials.BlockPotential.per_tensor` on `model` from
+    ``blocks = {tensor = {name = ..., **params}}`` and an optional ``default = {name = ...}``; ``name = "blocks"``
+    a :class:`~flowsim.potentials.BlockPotential` from sizes; any other name :func:`~flowsim.potentials.get_potential`.
+
+    Raises:
+        ConfigError: a bad table, name or parameter; an unknown tensor name; block sizes that do not add up to
+            the model's parameter count (the message names the block and the fix).
+    """
+    params = {k: v for k, v in table.items() if k not in ("name", "label", "step_size")}
+    name = str(table.get("name", "")).strip().lower().replace("-", "_")
+    check_block_table(table, "config", where, per_tensor=model is not None)
+    try:
+        if name == "per_tensor":
+            pots = {}
+            for tensor, block in params["blocks"].items():
+                pots[tensor] = _table_potential(block, f"{where} block {tensor!r}")
+            default = params.get("default")
+            default = None if default is None else _table_potential(default, f"{where} default")
+            pot = BlockPotential.per_tensor(model, pots, default=default)
+        else:
+            pot = get_potential(table.get("name"), **params)
+    except ConfigError:
+        raise
+    except FlowSimError as e:
+        raise ConfigError(f"{where}: {e}") from e
+    size = getattr(pot, "size", None)
+    if model is not None and size is not None and size != model.num_params:
+        raise ConfigError(
+            f"{where}: the blocks' sizes add up to {size}, but the model has {model.num_params} parameters "
+            f"({model.param_shapes()}); make the sizes add up to {model.num_params}, or use name = 'per_tensor'"
+        )
+    return pot
+
+
+def _table_potential(block: dict[str, Any], where: str) -> AbstractPotential:
+    spec = dict(block)
+    try:
+        return get_potential(spec.pop("name"), **spec)
+    except FlowSimError as e:
+        raise ConfigError(f"{where}: {e}") from e
+
+
 def _sweep_values(value: Any, source: str, where: str) -> list[Any]:
     """The values of a sweepable key: a non-empty list as given, a scalar as a one-element list."""
     if isinstance(value, list):
@@ -292,7 +380,12 @@ def is_sweep(cfg: dict[str, Any]) -> bool:
     or a [sweep] table."""
     if cfg.get("sweep") or isinstance(cfg["init"]["scale"], list) or isinstance(cfg["init"]["seed"], list):
         return True
-    return any(isinstance(v, list) for pot in cfg["potentials"] for k, v in pot.items() if k not in ("name", "label"))
+    return any(
+        isinstance(v, list)
+        for pot in cfg["potentials"]
+        for k, v in pot.items()
+        if k not in ("name", "label", *BLOCK_KEYS)
+    )
 
 
 def sweep_groups(cfg: dict[str, Any]) -> list[tuple[dict[str, Any], str]]:
@@ -351,8 +444,9 @@ def sweep_members(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     members = []
     for pot in cfg["potentials"]:
         keys = [k for k in pot if k not in ("name", "label")]
-        swept = [k for k in keys if isinstance(pot[k], list)]
-        for combo in itertools.product(*(_sweep_values(pot[k], "config", k) for k in keys)):
+        swept = [k for k in keys if isinstance(pot[k], list) and k not in BLOCK_KEYS]
+        values = ([pot[k]] if k in BLOCK_KEYS else _sweep_values(pot[k], "config", k) for k in keys)
+        for combo in itertools.product(*values):
             params = dict(zip(keys, combo, strict=True))
             if "label" in pot:
                 base = str(pot["label"])

@@ -2,7 +2,9 @@
 potentials on real images, with per-layer weight histograms, sparsity, dead units and magnitude pruning.
 
 Configurations are TOML files with the tables ``[experiment]``, ``[data]``, ``[model]``, ``[[potentials]]``
-(each may carry its own ``step_size``), ``[training]``, ``[init]`` and ``[analysis]``; the built-in ones are
+(each may carry its own ``step_size``; ``name = "per_tensor"`` with ``blocks = {conv1 = {name = ..., ...}}`` and
+``default = {name = ...}`` gives one potential per parameter tensor, see ``docs/vision.md``), ``[training]``,
+``[init]`` and ``[analysis]``; the built-in ones are
 ``flowsim/lab/presets/vision/<name>.toml`` (``flowsim run --preset vision`` / ``vision-full``).
 Outputs: ``summary.json``, ``summary.txt``, ``history_<run>.csv``, ``weights.npz`` (histograms and the final
 parameters of the first and last layers), ``weight_histograms.png`` and ``pruning.png``.
@@ -35,7 +37,7 @@ from ..data import ImageSplit, load_cifar10, load_digits_images, load_mnist_5k
 from ..errors import ConfigError
 from ..minibatch import minibatch_mirror_descent
 from ..models import VGGNet
-from ..potentials import get_potential
+from .config import check_block_table, potential_from_table
 
 __all__ = ["VISION_PRESETS", "get_vision_preset", "load_vision_config", "run_vision", "is_vision_config"]
 
@@ -99,7 +101,8 @@ def validate_vision_config(raw: dict[str, Any], *, source: str = "config") -> di
     pots = cfg.get("potentials")
     if not isinstance(pots, list) or not pots:
         raise ConfigError(f'{source}: give at least one [[potentials]] table, e.g. name = "euclidean"')
-    for p in pots:
+    for i, p in enumerate(pots):
+        check_block_table(p, source, f"potentials[{i}]", per_tensor=True)
         if "step_size" not in p and "step_size" not in cfg.get("training", {}):
             raise ConfigError(f"{source}: potential {p.get('name')!r} has no step_size ([training] or its own)")
     if cfg.get("training", {}).get("dtype", "float64") not in _DTYPES:
@@ -156,8 +159,7 @@ def _slug(text: str) -> str:
 
 
 def _train_one(model, data, pcfg, cfg, dev, dtype, progress):
-    params = {k: v for k, v in pcfg.items() if k not in ("label", "step_size", "name")}
-    pot = get_potential(pcfg["name"], **params)
+    pot = potential_from_table(pcfg, model=model, where=f"[[potentials]] {_label(pcfg)!r}")
     tr = cfg.get("training", {})
     step = pcfg.get("step_size", tr.get("step_size"))
     init = cfg.get("init", {})
@@ -188,6 +190,7 @@ def _analyse(model, data, res, pot, an: dict[str, Any], dev, dtype) -> dict[str,
         "sparsity": layer_sparsity(model, theta, small=float(an.get("small", 0.1))),
         "dead_fraction": dead_unit_fractions(model, theta, Xtr),
         "margins": multiclass_margin_summary(model, pot, theta, Xtr, data.y_train.to(dev)),
+        **({"q_margin_note": pot.horizon_note} if getattr(pot, "horizon_note", None) else {}),
         "pruning": {k: v.tolist() for k, v in curve.items()},
     }
 

@@ -17,7 +17,8 @@ its input and never touches global torch state (default dtype, RNG).
 
 :class:`SeparablePotential` wraps a user's φ (value only): φ′ and φ″ come from autograd, (φ′)⁻¹ from a
 vectorized safeguarded Newton iteration and the horizon from :func:`estimate_horizon`.
-:func:`get_potential` builds a built-in potential from its name.
+:func:`get_potential` builds a built-in potential from its name. :class:`BlockPotential` applies a different
+potential to each block of coordinates (e.g. per parameter tensor: :meth:`BlockPotential.per_tensor`).
 
 References:
     Pesme, Dragomir & Flammarion, "Implicit Bias of Mirror Flow on Separable Data", NeurIPS 2024,
@@ -29,6 +30,7 @@ References:
 
 from ._base import AbstractPotential as AbstractPotential
 from ._base import Horizon as Horizon
+from ._block import BlockPotential as BlockPotential
 from ._builtin import Euclidean as Euclidean
 from ._builtin import HyperbolicEntropy as HyperbolicEntropy
 from ._builtin import PPower as PPower
@@ -49,6 +51,7 @@ __all__ = [
     "SmoothedHomogeneous",
     "PPowerPlusQuadratic",
     "SeparablePotential",
+    "BlockPotential",
     "estimate_horizon",
     "get_potential",
     "POTENTIALS",

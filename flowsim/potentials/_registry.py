@@ -7,6 +7,7 @@ from typing import Any
 
 from ..errors import InvalidParameterError
 from ._base import AbstractPotential
+from ._block import BlockPotential
 from ._builtin import Euclidean, HyperbolicEntropy, PPower, PPowerPlusQuadratic, SmoothedHomogeneous
 
 POTENTIALS: dict[str, type[AbstractPotential]] = {
@@ -31,8 +32,10 @@ def get_potential(name: str, **params: Any) -> AbstractPotential:
 
     Args:
         name: ``"euclidean"``, ``"hyperbolic_entropy"`` (alias ``"he"``), ``"p_power"``,
-            ``"smoothed_homogeneous"`` or ``"p_power_quadratic"`` (case and ``-``/``_`` ignored).
-        **params: constructor parameters (``beta``; ``p``; ``p`` and ``lam``).
+            ``"smoothed_homogeneous"`` or ``"p_power_quadratic"`` (case and ``-``/``_`` ignored); or
+            ``"blocks"``: a :class:`BlockPotential` from ``blocks=[{"size": n, "name": ..., **params}, ...]``
+            (the form its ``params()`` writes; not listed in :data:`POTENTIALS`, which holds elementwise ones).
+        **params: constructor parameters (``beta``; ``p``; ``p`` and ``lam``; ``blocks``).
 
     Returns:
         The potential.
@@ -50,6 +53,13 @@ def get_potential(name: str, **params: Any) -> AbstractPotential:
         raise InvalidParameterError(f"potential name must be a string, got {name!r}; valid names: {valid}")
     key = name.strip().lower().replace("-", "_").replace(" ", "_")
     key = _ALIASES.get(key, key)
+    if key == BlockPotential.name:
+        if set(params) != {"blocks"}:
+            raise InvalidParameterError(
+                f"potential 'blocks' takes exactly one parameter, blocks (a list of {{'size': n, 'name': ..., "
+                f"**params}} tables), got {sorted(params)}"
+            )
+        return BlockPotential(params["blocks"])
     if key not in POTENTIALS:
         raise InvalidParameterError(
             f"unknown potential {name!r}; valid names: {valid}. For your own phi use SeparablePotential(phi)"
