@@ -163,6 +163,10 @@ def test_bad_blocks_are_refused():
         BlockPotential([(slice(0, 3), Euclidean()), (slice(2, 5), PPower(3.0))])
     with pytest.raises(InvalidParameterError, match="nested"):
         BlockPotential([(2, BlockPotential([(2, Euclidean())]))])
+    with pytest.raises(InvalidParameterError, match="needs 'size'"):
+        get_potential("blocks", blocks=[{"name": "euclidean"}])
+    with pytest.raises(InvalidParameterError, match="exactly one parameter"):
+        get_potential("blocks", blocks=[{"size": 2, "name": "euclidean"}], beta=1.0)
     pot = BlockPotential([(2, Euclidean()), (2, PPower(3.0))])
     with pytest.raises(InvalidParameterError, match="last dimension P = 4"):
         pot.mirror_map(torch.zeros(3, dtype=torch.float64))
@@ -196,3 +200,20 @@ def test_config_tables():
     assert not is_sweep(cfg) and sweep_members(cfg)[0]["potential"]["blocks"] == sizes["blocks"]
     with pytest.raises(ConfigError, match="for vision configurations.*name = 'blocks'"):
         validate_config({**base, "potentials": [table]})
+
+
+def test_run_vision_with_a_per_tensor_potential(tmp_path):
+    from flowsim.lab.vision import run_vision
+
+    table = {"name": "per_tensor", "label": "HE conv1", "blocks": {"conv1": {"name": "he", "beta": 0.1}},
+             "default": {"name": "euclidean"}}  # fmt: skip
+    cfg = validate_vision_config({
+        "experiment": {"kind": "vision", "name": "tiny", "description": "tiny"},
+        "data": {"name": "digits10", "train_limit": 60},
+        "model": {"name": "vgg_cnn", "layers": [2, "M"]},
+        "potentials": [table],
+        "training": {"step_size": 1e-4, "batch_size": 30, "epochs": 1, "loss": "cross_entropy"},
+    })  # fmt: skip
+    run = run_vision(cfg, tmp_path / "out")["runs"]["HE conv1"]
+    assert math.isnan(run["margins"]["q_margin"]) and "different homogeneity" in run["q_margin_note"]
+    assert math.isfinite(run["margins"]["normalized_margin"]) and run["epochs"] == 1

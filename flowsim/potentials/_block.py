@@ -11,6 +11,7 @@ from torch import Tensor
 
 from ..errors import InvalidParameterError
 from ._base import AbstractPotential, Horizon, _as_tensor
+from ._custom import SeparablePotential
 
 _EXAMPLE = "BlockPotential([(72, HyperbolicEntropy(0.1)), (1160, Euclidean())])"
 
@@ -19,22 +20,30 @@ def _same(a: AbstractPotential, b: AbstractPotential) -> bool:
     """True when two potentials are the same function (same built-in class and parameters, or one object)."""
     if a is b:
         return True
-    from ._custom import SeparablePotential
-
     return type(a) is type(b) and not isinstance(a, SeparablePotential) and a.params() == b.params()
 
 
-def _block_from_dict(i: int, entry: Mapping[str, Any]) -> tuple[int, AbstractPotential, str | None]:
-    from ._registry import get_potential
-
-    spec = dict(entry)
-    if "size" not in spec or "name" not in spec:
+def blocks_from_dicts(
+    blocks: Any, build: Callable[..., AbstractPotential]
+) -> list[tuple[int, AbstractPotential, str | None]]:
+    """``[{"size": n, "name": ..., **params, "tensor": label}]`` (:meth:`BlockPotential.params`) as
+    ``(size, potential, label)`` triples, each potential from ``build(name, **params)`` (get_potential)."""
+    if isinstance(blocks, (str, bytes, Mapping)) or not isinstance(blocks, Sequence) or not blocks:
         raise InvalidParameterError(
-            f"BlockPotential: block {i} {entry!r} needs 'size' (its number of coordinates) and 'name' (a potential), "
-            "e.g. {'size': 72, 'name': 'hyperbolic_entropy', 'beta': 0.1}"
+            f"potential 'blocks' needs blocks = a non-empty list of {{'size': n, 'name': ..., **params}} dicts, "
+            f"got {blocks!r}"
         )
-    size, label = spec.pop("size"), spec.pop("tensor", None)
-    return size, get_potential(spec.pop("name"), **spec), label
+    out = []
+    for i, entry in enumerate(blocks):
+        if not isinstance(entry, Mapping) or "size" not in entry or "name" not in entry:
+            raise InvalidParameterError(
+                f"BlockPotential: block {i} {entry!r} needs 'size' (its number of coordinates) and 'name' (a "
+                "potential), e.g. {'size': 72, 'name': 'hyperbolic_entropy', 'beta': 0.1}"
+            )
+        spec = dict(entry)
+        size, label = spec.pop("size"), spec.pop("tensor", None)
+        out.append((size, build(spec.pop("name"), **spec), label))
+    return out
 
 
 def _parse_blocks(blocks: Any) -> list[tuple[int, int, AbstractPotential, str | None]]:
@@ -46,9 +55,7 @@ def _parse_blocks(blocks: Any) -> list[tuple[int, int, AbstractPotential, str | 
         )
     parsed, start = [], 0
     for i, entry in enumerate(blocks):
-        if isinstance(entry, Mapping):
-            where, pot, label = _block_from_dict(i, entry)
-        elif isinstance(entry, Sequence) and not isinstance(entry, (str, bytes)) and len(entry) in (2, 3):
+        if isinstance(entry, Sequence) and not isinstance(entry, (str, bytes)) and len(entry) in (2, 3):
             where, pot, label = entry[0], entry[1], (entry[2] if len(entry) == 3 else None)
         else:
             raise InvalidParameterError(
@@ -116,12 +123,13 @@ class BlockPotential(AbstractPotential):
 
     Args:
         blocks: list of ``(size, potential)`` (consecutive blocks in order), ``(slice(start, stop), potential)``
-            (covering 0..P−1 exactly once), optionally with a third item, a label (e.g. a tensor name), or dicts
-            ``{"size": n, "name": potential name, **params, "tensor": label}`` (the form :meth:`params` writes).
+            (covering 0..P−1 exactly once), optionally with a third item, a label (e.g. a tensor name). The dicts
+            ``{"size": n, "name": potential name, **params, "tensor": label}`` that :meth:`params` writes are
+            read by ``get_potential("blocks", blocks=[...])``.
 
     Raises:
         InvalidParameterError: an empty list, a block that is not a (size/slice, potential) pair, a size < 1,
-            slices with gaps or overlaps, a nested BlockPotential, or bad potential names/parameters in dicts.
+            slices with gaps or overlaps, or a nested BlockPotential.
 
     Example:
         >>> pot = BlockPotential([(2, HyperbolicEntropy(0.1)), (3, Euclidean())])

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..errors import InvalidParameterError
 from ._base import AbstractPotential
-from ._block import BlockPotential
+from ._block import BlockPotential, blocks_from_dicts
 from ._builtin import Euclidean, HyperbolicEntropy, PPower, PPowerPlusQuadratic, SmoothedHomogeneous
 
 POTENTIALS: dict[str, type[AbstractPotential]] = {
@@ -59,7 +59,7 @@ def get_potential(name: str, **params: Any) -> AbstractPotential:
                 f"potential 'blocks' takes exactly one parameter, blocks (a list of {{'size': n, 'name': ..., "
                 f"**params}} tables), got {sorted(params)}"
             )
-        return BlockPotential(params["blocks"])
+        return BlockPotential(blocks_from_dicts(params["blocks"], get_potential))
     if key not in POTENTIALS:
         raise InvalidParameterError(
             f"unknown potential {name!r}; valid names: {valid}. For your own phi use SeparablePotential(phi)"
