@@ -52,3 +52,32 @@ def test_paper_cli_list_and_unknown(capsys):
     assert all(name in listed for name in FIGURES)
     with pytest.raises(FlowSimError, match="unknown figure"):
         run_figure("fig99", quick=True)
+
+
+def _check_ranges(numbers):
+    he = {k: v for k, v in numbers["beta_runs"].items() if k.startswith("HE")}
+    betas = sorted(he, key=lambda k: he[k]["potential"]["beta"])
+    gf = numbers["beta_runs"]["gradient flow"]["active_neurons"]
+    # small β: sparse (fewer active neurons than gradient flow); more β: more neurons, towards gradient flow
+    assert he[betas[0]]["active_neurons"] < he[betas[-1]]["active_neurons"] <= gf
+    sm = {k: v for k, v in numbers["lambda_runs"].items() if k != "gradient flow"}
+    lams = sorted(sm, key=lambda k: sm[k]["potential"]["lam"])
+    cos = [sm[k]["cosine_to_gf"] for k in lams]
+    assert all(a < b for a, b in zip(cos, cos[1:], strict=False))
+    # ten times longer: the representation's direction has settled, and hyperbolic entropy stays sparse
+    runs = [*numbers["beta_runs"].values(), *numbers["lambda_runs"].values()]
+    assert min(r["cosine_t_vs_10t"] for r in runs) > 0.99
+    assert he[betas[0]]["active_neurons_10t"] <= he[betas[0]]["active_neurons"]
+    assert numbers["log_t_10x"] - numbers["log_t"] == pytest.approx(np.log(10.0))
+
+
+def test_fig5_7_beta_and_lambda_ranges_and_ten_times_longer(tmp_path):
+    result = run_figure("fig6", quick=True, out=tmp_path)  # an alias of the group
+    assert result.name == "fig5-7"
+    _check_ranges(_check_files(result, tmp_path))
+
+
+@pytest.mark.slow
+def test_fig12_13_on_a_second_data_draw(tmp_path):
+    result = run_figure("fig13", quick=True, out=tmp_path)
+    _check_ranges(_check_files(result, tmp_path))
