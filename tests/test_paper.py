@@ -81,3 +81,14 @@ def test_fig5_7_beta_and_lambda_ranges_and_ten_times_longer(tmp_path):
 def test_fig12_13_on_a_second_data_draw(tmp_path):
     result = run_figure("fig13", quick=True, out=tmp_path)
     _check_ranges(_check_files(result, tmp_path))
+
+
+def test_fig11_boundary_separates_and_he_uses_fewest_lines(tmp_path):
+    result = run_figure("fig11", quick=True, out=tmp_path)
+    runs = _check_files(result, tmp_path)["runs"]
+    lines = {k: r["activation_lines"] for k, r in runs.items()}
+    assert lines["HE β=0.01"] < lines["gradient flow"] < lines["smoothed p=3 λ=1"] + 1
+    for r in runs.values():
+        assert r["train_accuracy"] == 1.0
+        assert r["teacher_agreement_on_circle"] > 0.95  # the student's sign follows the teacher's off the data too
+        assert r["boundary_rays"] % 2 == 0 and r["boundary_rays"] >= 2  # f changes sign an even number of times

@@ -154,6 +154,9 @@ HE_BETA = 0.01  # hyperbolic entropy β of fig 2
 SMOOTHED = {"name": "smoothed_homogeneous", "p": 3.0, "lam": 1.0}  # the smoothed p = 3 potential of fig 2
 
 
+_RUNS: dict[tuple, Any] = {}  # (problem, potential, horizon) -> Trajectory, see StudentTeacher2D.run
+
+
 @dataclass
 class StudentTeacher2D:
     """A two-layer ReLU student of ``width`` neurons on ``n`` points of the unit circle labelled by a
@@ -173,9 +176,17 @@ class StudentTeacher2D:
         self.teacher_W = np.asarray(teacher["W"], dtype=float)
         self.teacher_a = np.asarray(teacher["a"], dtype=float)
 
-    def run(self, potential: dict, log_t_end: float, n_save: int = 40, save_log_t=None):
-        """:func:`flowsim.simulate` with exact kinks (Filippov, dopri5), rtol 1e-6."""
+    def run(self, potential: dict, log_t_end: float | None, n_save: int = 40, save_log_t=None):
+        """:func:`flowsim.simulate` with exact kinks (Filippov, dopri5), rtol 1e-6; runs are remembered for the
+        process (figures sharing a run, e.g. fig2 and fig11, compute it once)."""
         kw = {"save_log_t": save_log_t} if save_log_t is not None else {"log_t_end": log_t_end, "n_save": n_save}
+        key = (repr(self), repr(sorted(potential.items())), log_t_end, n_save)
+        key += tuple(np.asarray(save_log_t, dtype=float).tolist()) if save_log_t is not None else ()
+        if key not in _RUNS:
+            _RUNS[key] = self._simulate(potential, kw)
+        return _RUNS[key]
+
+    def _simulate(self, potential: dict, kw: dict):
         return simulate(
             self.model,
             self.data,
