@@ -92,3 +92,16 @@ def test_fig11_boundary_separates_and_he_uses_fewest_lines(tmp_path):
         assert r["train_accuracy"] == 1.0
         assert r["teacher_agreement_on_circle"] > 0.95  # the student's sign follows the teacher's off the data too
         assert r["boundary_rays"] % 2 == 0 and r["boundary_rays"] >= 2  # f changes sign an even number of times
+
+
+def test_fig8_10_matched_loss_and_layer_sparsity_order(tmp_path):
+    result = run_figure("fig8", quick=True, out=tmp_path)
+    numbers = _check_files(result, tmp_path)
+    runs, target = numbers["runs"], numbers["target_log_loss"]
+    assert len(runs) == 5 and numbers["layers"] == ["W1", "W2", "W3"]
+    for r in runs.values():  # compared at matched loss: each map's first iterate past the level
+        assert r["reached_target"] and target - 1.0 < r["log_loss"] <= target
+    first = {k: r["participation"]["W1"] for k, r in runs.items()}
+    assert first["HE β=0.05"] < first["gradient flow"] < first["p_power p=3"]
+    for r in runs.values():
+        assert all(1.0 / 144 <= v <= 1.0 for v in r["participation"].values())  # (Σa)²/(NΣa²) ∈ [1/N, 1]
