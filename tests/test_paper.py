@@ -105,3 +105,17 @@ def test_fig8_10_matched_loss_and_layer_sparsity_order(tmp_path):
     assert first["HE β=0.05"] < first["gradient flow"] < first["p_power p=3"]
     for r in runs.values():
         assert all(1.0 / 144 <= v <= 1.0 for v in r["participation"].values())  # (Σa)²/(NΣa²) ∈ [1/N, 1]
+
+
+@pytest.mark.slow
+def test_fig4_14_vision_first_layer_sparsity_order(tmp_path):
+    result = run_figure("fig14", quick=True, out=tmp_path)
+    numbers = _check_files(result, tmp_path)
+    runs, first = numbers["runs"], numbers["first_layer"]
+    target = numbers["config"]["training"]["target_loss"]
+    pr = {k.split()[0]: r["participation"][first] for k, r in runs.items()}
+    assert pr["hyperbolic"] < pr["gradient"] < pr["smoothed"]
+    for r in runs.values():
+        assert r["mean_loss"] <= target  # compared at matched training loss
+        keep, acc = r["pruning"]["keep"], r["pruning"]["accuracy"]
+        assert acc[keep.index(1.0)] == pytest.approx(r["test_accuracy"])  # keeping every weight: the test accuracy

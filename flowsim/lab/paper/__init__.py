@@ -8,7 +8,7 @@ References:
     Jacobs & Montúfar, arXiv:2605.19458 (2026), the seed paper; only its captions were available.
 """
 
-from . import _boundary, _layers, _ranges, _representations  # noqa: F401  (register the figures)
+from . import _boundary, _layers, _ranges, _representations, _vision  # noqa: F401  (register the figures)
 from ._base import FIGURES as FIGURES
 from ._base import Figure as Figure
 from ._base import FigureResult as FigureResult
