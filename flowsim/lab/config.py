@@ -19,7 +19,9 @@ A **sweep** gives lists of values for ``[init] scale``/``seed`` or a potential p
 integrates the members through :func:`flowsim.ensemble.simulate_ensemble` (:func:`sweep_members`) with
 ``[solver] kinks``: one batched computation without Filippov handling, one member at a time under it.
 A ``[sweep]`` table sweeps keyword arguments of ``[data]`` and ``[model]`` (whose own list values are
-arguments, e.g. ``classes``), keyed ``"table.key"``: ``[sweep] "model.width" = [8, 16]``, ``"data.n" = [12, 24]``;
+arguments, e.g. ``classes``) and the data set's name, ``[init] scale``/``seed`` and the mirror-descent settings
+``[solver] step_size``/``schedule``/``variant``/``rollback``, keyed ``"table.key"``: ``[sweep] "model.width" =
+[8, 16]``, ``"data.n" = [12, 24]``, ``"data.name" = ["iris", "wine"]``, ``"solver.step_size" = [0.1, 0.01]``;
 every combination is a group of members with its own data set and model (:func:`sweep_groups`).
     [solver]       method, rtol, atol, max_steps; method = "md" runs discrete mirror descent
                    (flowsim.discrete) with step_size, schedule, variant, rollback
@@ -194,7 +196,7 @@ def validate_config(raw: dict[str, Any], *, source: str = "config") -> dict[str,
             f"{source}: [output] checkpoint_every must be an integer ≥ 0 (save points between checkpoints; 0: "
             f"none), got {every!r}"
         )
-    _check_md_solver(cfg["solver"], source)
+    _check_swept_md_solver(cfg, source)
     _check_solver_options(cfg, source)
     _check_run_options(cfg, source)
     return cfg
@@ -234,20 +236,54 @@ def _check_run_options(cfg: dict[str, Any], source: str) -> None:
         )
 
 
-SWEEP_TABLES = ("data", "model")  # tables whose keyword arguments a [sweep] table may sweep
+SWEEP_TABLES = ("data", "model", "init", "solver")  # tables whose keys a [sweep] table may sweep
+SWEEP_FIXED_KEYS = {  # the keys a [sweep] table may sweep in the tables with a fixed set of keys
+    "init": {"scale", "seed"},
+    "solver": {"step_size", "schedule", "variant", "rollback"},  # mirror-descent settings (method = "md")
+}
 
 
 def _check_sweep_table(cfg: dict[str, Any], source: str) -> None:
-    """[sweep]: keys "data.KEY" or "model.KEY" (KEY not "name"), each a non-empty list of values."""
+    """[sweep]: keys "data.KEY" (the data set's name too), "model.KEY" (KEY not "name"), "init.scale"/"init.seed"
+    or a mirror-descent setting "solver.step_size"/"schedule"/"variant"/"rollback", each a non-empty list."""
     for key, values in cfg.get("sweep", {}).items():
         table, _, name = key.partition(".")
-        if table not in SWEEP_TABLES or not name or name == "name":
+        fixed = SWEEP_FIXED_KEYS.get(table)
+        if (
+            table not in SWEEP_TABLES
+            or not name
+            or (table == "model" and name == "name")
+            or (fixed is not None and name not in fixed)
+        ):
             raise ConfigError(
-                f'{source}: [sweep] key {key!r} must name a keyword argument of [data] or [model] as "table.key", '
-                'e.g. "model.width" = [8, 16] or "data.n" = [12, 24]'
+                f"{source}: [sweep] key {key!r} must name a keyword argument of [data] (or its name) or [model] as "
+                '"table.key", e.g. "model.width" = [8, 16], "data.n" = [12, 24], "data.name" = ["iris", "wine"], '
+                'or one of "init.scale", "init.seed", "solver.step_size", "solver.schedule", "solver.variant", '
+                '"solver.rollback"'
             )
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{source}: [sweep] {key!r} must be a non-empty list of values, got {values!r}")
+        if table == "init" and isinstance(cfg["init"].get(name), list):
+            raise ConfigError(f"{source}: [init] {name} is a list and [sweep] {key!r} sweeps it too; give one of them")
+        for value in values if table == "init" else ():
+            if isinstance(value, bool) or not isinstance(value, int if name == "seed" else int | float):
+                kind = "integers" if name == "seed" else "numbers"
+                raise ConfigError(f"{source}: [sweep] {key!r} values must be {kind}, got {value!r}")
+
+
+def _check_swept_md_solver(cfg: dict[str, Any], source: str) -> None:
+    """:func:`_check_md_solver` of every ``[sweep]`` group's ``[solver]`` (swept mirror-descent settings); the
+    defaults it fills in for unswept keys go into ``cfg["solver"]``."""
+    swept = {k.partition(".")[2]: v for k, v in cfg.get("sweep", {}).items() if k.startswith("solver.")}
+    if not swept:
+        _check_md_solver(cfg["solver"], source)
+        return
+    for combo in itertools.product(*swept.values()):
+        probe = {**cfg["solver"], **dict(zip(swept, combo, strict=True))}
+        _check_md_solver(probe, source)
+    for key, value in probe.items():
+        if key not in swept:
+            cfg["solver"].setdefault(key, value)
 
 
 def _check_solver_options(cfg: dict[str, Any], source: str) -> None:

@@ -411,12 +411,19 @@ def _run_sweep_group(config: dict[str, Any], model, dataset, *, progress: bool, 
     ``[solver] kinks``: without Filippov handling (smooth models, ``kinks = "naive"``) the members are one
     batched computation; under Filippov handling (``"filippov"``, or ``"auto"`` on two-layer ReLU models) they
     are run one by one (the event-driven driver cannot share steps across members). Other flow methods run
-    the members one by one with :func:`simulate`. The log line says which path is used.
+    the members one by one with :func:`simulate`, and ``method = "md"`` by :func:`flowsim.discrete.mirror_descent`.
+    The log line says which path is used.
     """
     members = sweep_members(config)
     solver = config["solver"]
-    if solver["method"] == "md":
-        raise ConfigError('sweeps run mirror flow; [solver] method = "md" cannot be swept (list values given)')
+    if solver["method"] == "md":  # discrete mirror descent: the members one by one (flowsim.discrete)
+        log(f"[flowsim] sweep: {len(members)} members one by one by mirror descent (η = {solver['step_size']:g})")
+        trajs = [
+            _run_discrete({**config, "init": {"scale": m["init_scale"], "seed": m["seed"]}}, model, dataset,
+                          _potential(m["potential"]), progress=progress, out=None)
+            for m in members
+        ]  # fmt: skip
+        return [m["label"] for m in members], trajs
     kinks = solver.get("kinks", "auto")
     labels = [m["label"] for m in members]
     common = {
