@@ -46,10 +46,14 @@ def test_fig3_distance_to_gradient_flow_decreases_in_lambda(tmp_path):
     assert cos[-1] > 0.99  # λ = 100: the potential is nearly quadratic at the weights' scale
 
 
-def test_paper_cli_list_and_unknown(capsys):
+def test_paper_cli_list_run_and_unknown(capsys, tmp_path):
     assert main(["paper", "--list"]) == 0
     listed = capsys.readouterr().out
     assert all(name in listed for name in FIGURES)
+    assert main(["paper", "fig11", "--quick", "--out", str(tmp_path)]) == 0  # (fig2's runs, shared in a process)
+    printed = capsys.readouterr().out
+    assert "reconstruction:" in printed and "activation lines:" in printed
+    assert (tmp_path / "fig11.png").is_file() and (tmp_path / "fig11.json").is_file()
     with pytest.raises(FlowSimError, match="unknown figure"):
         run_figure("fig99", quick=True)
 

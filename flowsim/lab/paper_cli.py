@@ -13,16 +13,16 @@ __all__ = ["add_paper_command"]
 
 
 def _cmd_paper(args: argparse.Namespace) -> int:
-    from .paper import FIGURES, run_figure
+    from .paper import FIGURES, figure_names, run_figure
 
     if args.list or args.figure is None:
-        for fig in FIGURES.values():
+        for fig in (FIGURES[name] for name in figure_names()):
             also = f" (also {', '.join(fig.aliases)})" if fig.aliases else ""
             print(f"{fig.name:<9} {fig.summary}{also}")
         if not args.list:
             print("\nrun one: flowsim paper FIG [--quick] [--out DIR]; every figure: flowsim paper all")
         return 0
-    names = list(FIGURES) if args.figure.strip().lower() == "all" else [args.figure]
+    names = figure_names() if args.figure.strip().lower() == "all" else [args.figure]
     for name in names:
         result = run_figure(name, quick=args.quick, out=args.out)
         print(result.report())

@@ -73,8 +73,8 @@ def register(name: str, summary: str, aliases: tuple[str, ...] = ()):
 
 
 def figure_names() -> list[str]:
-    """The registered figure names, in registry order."""
-    return list(FIGURES)
+    """The registered figure names in the paper's order (by their first figure number: fig2, fig3, fig4-14, ...)."""
+    return sorted(FIGURES, key=lambda name: int(name[3:].split("-")[0]))
 
 
 def _resolve(name: str) -> Figure:
