@@ -348,6 +348,7 @@ def test_deep_relu_two_layer_sliding_stops_with_partial_trajectory(deep_problem)
     assert simulate(model, ds, pot, **{**kw, "log_t_end": -2.0}).config["solver"]["kinks"] == "naive"
 
 
+@pytest.mark.slow  # (about 12 s)
 def test_sliding_alpha_outside_box_at_step_start_does_not_crash():
     # Regression: a sliding α a hair outside [0, 1] at the start of a step made the exit search call brentq
     # on a bracket without a sign change (ValueError). Setting of CASES C15's quick tier, m = 40, p = 3.
@@ -750,6 +751,7 @@ def test_sliding_through_singular_metric_is_projected_not_failed(make_model):
     assert float(np.max(tight.diagnostics["balance_drift"])) <= 1e-8
 
 
+@pytest.mark.slow  # (about 12 s)
 def test_runs_with_sliding_projections_are_bitwise_reproducible():
     """Repeated runs in one process give bitwise the same trajectory (worker processes and resumed runs rely on
     it). Review found the projection's least squares (torch.linalg.lstsq, MKL gelsy) gave different last bits

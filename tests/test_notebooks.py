@@ -43,7 +43,15 @@ def test_all_five_notebooks_are_present():
     ], names
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+# the two longest notebooks (about 15 s each on a busy machine) run with `pytest -m slow`
+_SLOW_NOTEBOOKS = ("03_sparse_vs_dense_features", "05_flow_vs_mirror_descent")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [pytest.param(p, marks=pytest.mark.slow) if p.stem in _SLOW_NOTEBOOKS else p for p in NOTEBOOKS],
+    ids=[p.stem for p in NOTEBOOKS],
+)
 def test_notebook_executes_in_fast_mode(path: Path, tmp_path, monkeypatch):
     reason = _missing_dependency()
     if reason is not None:
