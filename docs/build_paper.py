@@ -1,7 +1,7 @@
 """Regenerate docs/paper.md and its figures docs/paper/*.png from `flowsim paper` (the seed paper's figures).
 
-    python docs/build_paper.py            # the full settings (about 4 minutes on 2 cores)
-    python docs/build_paper.py --quick    # the --quick settings (about 1.5 minutes)
+    python docs/build_paper.py            # the full settings (about 2 minutes on 2 cores)
+    python docs/build_paper.py --quick    # the --quick settings (about 1 minute)
 
 Every figure runs through flowsim.lab.paper.run_figure into docs/paper/ (PNGs at 90 dpi and <name>.json with the
 numbers shown); the page lists each figure with the lines it prints and a table of its numbers.
@@ -54,7 +54,11 @@ def _table(numbers: dict) -> str:
             for c, v in r.items():
                 if isinstance(v, dict) and all(isinstance(x, int | float) for x in v.values()) and c not in cols:
                     cols.append(c)
-        rows = [f"| {key.replace('_', ' ')} | " + " | ".join(c.replace("_", " ") for c in cols) + " |",
+        heads = []
+        for c in cols:
+            sub = next((r[c] for r in runs.values() if isinstance(r.get(c), dict)), None)
+            heads.append(c.replace("_", " ") + (f" ({' / '.join(map(str, sub))})" if sub else ""))
+        rows = [f"| {key.replace('_', ' ')} | " + " | ".join(heads) + " |",
                 "|---" * (len(cols) + 1) + "|"]  # fmt: skip
         for label, r in runs.items():
             rows.append(f"| {label} | " + " | ".join(_cell(r.get(c)) for c in cols) + " |")
