@@ -56,6 +56,9 @@ def test_paper_cli_list_run_and_unknown(capsys, tmp_path):
     assert (tmp_path / "fig11.png").is_file() and (tmp_path / "fig11.json").is_file()
     with pytest.raises(FlowSimError, match="unknown figure"):
         run_figure("fig99", quick=True)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(FlowSimError, match="is a file"):
+        run_figure("fig2", quick=True, out=tmp_path / "file")
 
 
 def _check_ranges(numbers):

@@ -20,6 +20,7 @@ import torch
 from ...data import student_teacher_relu
 from ...errors import InvalidParameterError
 from ...models import get_model
+from ...results.store import prepare_out_dir
 from ...simulation import simulate
 
 __all__ = ["Figure", "FigureResult", "FIGURES", "register", "run_figure", "figure_names"]
@@ -99,10 +100,10 @@ def run_figure(name: str, *, quick: bool = False, out: str | Path = "paper_figur
 
     Raises:
         InvalidParameterError: unknown figure name (the message lists them).
+        RunFolderError: ``out`` is a file or cannot be written to (before any work).
     """
     fig = _resolve(name)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_out_dir(out)
     threads = torch.get_num_threads()
     start = time.perf_counter()
     try:
