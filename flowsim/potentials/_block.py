@@ -132,6 +132,7 @@ class BlockPotential(AbstractPotential):
             slices with gaps or overlaps, or a nested BlockPotential.
 
     Example:
+        >>> from flowsim.potentials import Euclidean, HyperbolicEntropy
         >>> pot = BlockPotential([(2, HyperbolicEntropy(0.1)), (3, Euclidean())])
         >>> pot.mirror_map(torch.tensor([0.1, 0.0, 1.0, 2.0, 3.0], dtype=torch.float64))
         tensor([0.8814, 0.0000, 1.0000, 2.0000, 3.0000], dtype=torch.float64)
