@@ -206,6 +206,23 @@ RUN_OPTIONS = {"allow_nonseparable": "flow", "separation_log_t": "horizon", "che
 """Keyword arguments of :func:`flowsim.simulate` set from a configuration's tables (key -> table), only when given."""
 
 
+def flow_arguments(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The ``simulate`` keyword arguments every flow run of a validated configuration shares: loss, time, the
+    horizon and save grid, the solver's method, tolerances and step budget."""
+    horizon, solver = cfg["horizon"], cfg["solver"]
+    return {
+        "loss": cfg["flow"]["loss"],
+        "time": cfg["flow"]["time"],
+        "log_t_end": horizon["log_t_end"],
+        "n_save": horizon["n_save"],
+        "log_t_start": horizon["log_t_start"],
+        "method": solver["method"],
+        "rtol": solver["rtol"],
+        "atol": solver["atol"],
+        "max_steps": solver["max_steps"],
+    }
+
+
 def run_options(cfg: dict[str, Any]) -> dict[str, Any]:
     """The :data:`RUN_OPTIONS` a validated configuration gives, as ``simulate`` keyword arguments (absent keys
     are left out, so ``simulate``'s defaults apply)."""

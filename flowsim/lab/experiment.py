@@ -25,7 +25,7 @@ from ..potentials import AbstractPotential, get_potential
 from ..results import Trajectory
 from ..results.store import locked_folder, prepare_out_dir
 from ..simulation import simulate
-from .config import is_sweep, run_options, sweep_groups, sweep_members
+from .config import flow_arguments, is_sweep, run_options, sweep_groups, sweep_members
 from .workers import cpu_cores, progress_hook, run_parallel
 
 __all__ = ["ExperimentResult", "run_experiment", "summary_rows", "format_table", "SUMMARY_COLUMNS"]
@@ -300,17 +300,9 @@ def _run_one(
         model,
         dataset,
         potential,
-        loss=config["flow"]["loss"],
-        time=config["flow"]["time"],
-        log_t_end=config["horizon"]["log_t_end"],
-        n_save=config["horizon"]["n_save"],
-        log_t_start=config["horizon"]["log_t_start"],
+        **flow_arguments(config),
         init_scale=config["init"]["scale"],
         seed=config["init"]["seed"],
-        method=config["solver"]["method"],
-        rtol=config["solver"]["rtol"],
-        atol=config["solver"]["atol"],
-        max_steps=config["solver"]["max_steps"],
         kinks=config["solver"].get("kinks", "auto"),
         solver_options=config["solver"].get("options"),
         threads=threads,
@@ -427,15 +419,7 @@ def _run_sweep_group(config: dict[str, Any], model, dataset, *, progress: bool, 
     kinks = solver.get("kinks", "auto")
     labels = [m["label"] for m in members]
     common = {
-        "loss": config["flow"]["loss"],
-        "time": config["flow"]["time"],
-        "log_t_end": config["horizon"]["log_t_end"],
-        "n_save": config["horizon"]["n_save"],
-        "log_t_start": config["horizon"]["log_t_start"],
-        "method": solver["method"],
-        "rtol": solver["rtol"],
-        "atol": solver["atol"],
-        "max_steps": solver["max_steps"],
+        **flow_arguments(config),
         **{k: v for k, v in run_options(config).items() if k != "checkpoint_seconds"},  # (no out: no checkpoints)
     }
     if solver["method"] == "dopri5":

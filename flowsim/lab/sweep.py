@@ -45,7 +45,7 @@ from ..errors import ConfigError, FlowSimError, InvalidParameterError
 from ..results import Trajectory
 from ..results.store import DEFAULT_CHECKPOINT_EVERY, atomic_write_text
 from ..simulation import resume, simulate
-from .config import run_options, sweep_groups, sweep_members, validate_config
+from .config import flow_arguments, run_options, sweep_groups, sweep_members, validate_config
 from .experiment import SUMMARY_COLUMNS, ExperimentResult, _build, _finish, _potential, _slug, summary_rows
 
 __all__ = [
@@ -154,15 +154,7 @@ def plan(config: dict[str, Any], *, checkpoint_every: int | None = None) -> list
     if solver["method"] == "md":
         raise ConfigError('[solver] method = "md" (discrete mirror descent) runs with --executor local only')
     common = {
-        "loss": config["flow"]["loss"],
-        "time": config["flow"]["time"],
-        "log_t_end": config["horizon"]["log_t_end"],
-        "n_save": config["horizon"]["n_save"],
-        "log_t_start": config["horizon"]["log_t_start"],
-        "method": solver["method"],
-        "rtol": solver["rtol"],
-        "atol": solver["atol"],
-        "max_steps": solver["max_steps"],
+        **flow_arguments(config),
         "kinks": solver.get("kinks", "auto"),
         "solver_options": solver.get("options"),
         **run_options(config),  # [flow] allow_nonseparable, [horizon] separation_log_t, [output] checkpoint_seconds
