@@ -1,9 +1,8 @@
-"""Exact ReLU kinks with the implicit solver (kinks="filippov", method="radau"): closed-form sliding, agreement
-with the explicit Filippov driver, an autograd Jacobian checked by finite differences, long horizons."""
+"""Exact ReLU kinks with the implicit solver (kinks="filippov", method="radau") and method="auto": agreement with
+the explicit Filippov driver, an autograd Jacobian checked by finite differences, long horizons, a closed form
+(the closed-form sliding mode runs with radau in tests/test_kinks.py)."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pytest
@@ -15,47 +14,6 @@ from flowsim.errors import InvalidParameterError
 from flowsim.models import TwoLayerReLU
 from flowsim.solvers.filippov import ImplicitFilippovDriver
 from flowsim.solvers.filippov import implicit as implicit_module
-
-
-def test_constructed_sliding_solution_with_radau():
-    """The closed-form sliding mode of tests/test_kinks.py (one neuron on h1 = w_1 = 0 for all t, α = c2):
-    u = a w_2 obeys u̇ = e^{−u}√(K² + 4u²), K = w_2² − a², solved here by scipy's DOP853 at rtol 1e-13."""
-    from scipy.integrate import solve_ivp
-
-    X = torch.tensor([[1.0, 0.0], [1.0, 1.0]], dtype=torch.float64)
-    y = torch.tensor([-1.0, 1.0], dtype=torch.float64)
-    w2, a0 = 1.0, 0.5
-    times = [0.5, 1.0, 2.0]
-    tr = simulate(
-        TwoLayerReLU(2, 1),
-        (X, y),
-        "euclidean",
-        theta0=torch.tensor([0.0, w2, a0], dtype=torch.float64),
-        time="linear",
-        rtol=1e-10,
-        atol=1e-12,
-        kinks="filippov",
-        method="radau",
-        save_log_t=np.log(times),
-    )
-    K = w2**2 - a0**2
-    sol = solve_ivp(
-        lambda t, v: [math.exp(-v[0]) * math.sqrt(K * K + 4 * v[0] ** 2)],
-        (0.0, 2.0),
-        [a0 * w2],
-        t_eval=times,
-        rtol=1e-13,
-        atol=1e-15,
-        method="DOP853",
-    )
-    u = sol.y[0]
-    w2_ref = np.sqrt((K + np.sqrt(K**2 + 4 * u**2)) / 2)
-    th = tr.theta[1:]
-    assert tr.status.value == "success"
-    assert np.abs(th[:, 0]).max() <= 1e-9  # stays on the surface
-    assert np.abs(th[:, 1] - w2_ref).max() <= 1e-7
-    assert np.abs(th[:, 2] - u / w2_ref).max() <= 1e-7
-    assert tr.stats["n_sliding_entries"] == 1 and tr.stats["n_sliding_at_end"] == 1
 
 
 @pytest.fixture(scope="module")

@@ -101,8 +101,14 @@ def test_c9_crossing_into_rest_exact():
     assert tr.stats["nfe"] <= 1000
 
 
-def test_constructed_sliding_solution():
-    """One neuron sliding on h1 = w_1 = 0 from t = 0 (C9's y' = 0.5 − 1[y>0] type), closed form derived here.
+@pytest.mark.parametrize(
+    "method, tol, on_surface, state",
+    [("dopri5", 1e-12, 1e-10, 1e-8), ("radau", 1e-10, 1e-9, 1e-7)],
+    ids=["explicit", "radau"],
+)
+def test_constructed_sliding_solution(method, tol, on_surface, state):
+    """One neuron sliding on h1 = w_1 = 0 from t = 0 (C9's y' = 0.5 − 1[y>0] type), closed form derived here;
+    with the explicit Filippov driver and with the implicit one (``method="radau"``).
 
     x1 = e1 (y1 = −1), x2 = (1, 1) (y2 = +1), θ = (w_1, w_2, a) = (0, 1, 0.5), Euclidean, plain time.
     ẇ_1 = a(c2 − α c1) with c1 = e^{−q1} = 1 (q1 = 0 on the surface) and c2 = e^{−a w_2} < 1: the inactive
@@ -119,8 +125,9 @@ def test_constructed_sliding_solution():
         "euclidean",
         theta0=torch.tensor([0.0, w2, a0], dtype=torch.float64),
         time="linear",
-        rtol=1e-12,
-        atol=1e-14,
+        method=method,
+        rtol=tol,
+        atol=1e-2 * tol,
         kinks="filippov",
         save_log_t=np.log(times),
     )
@@ -128,9 +135,10 @@ def test_constructed_sliding_solution():
     u = _u_reference(a0 * w2, K, 1.0, times)
     w2_ref = np.sqrt((K + np.sqrt(K**2 + 4 * u**2)) / 2)
     th = tr.theta[1:]
-    assert np.abs(th[:, 0]).max() <= 1e-10  # stays on the surface
-    assert np.abs(th[:, 1] - w2_ref).max() <= 1e-8
-    assert np.abs(th[:, 2] - u / w2_ref).max() <= 1e-8
+    assert tr.status.value == "success"
+    assert np.abs(th[:, 0]).max() <= on_surface  # stays on the surface
+    assert np.abs(th[:, 1] - w2_ref).max() <= state
+    assert np.abs(th[:, 2] - u / w2_ref).max() <= state
     assert tr.stats["n_sliding_entries"] == 1 and tr.stats["n_sliding_exits"] == 0
     assert tr.stats["n_sliding_at_end"] == 1
 
