@@ -215,8 +215,8 @@ def simulate(
             Jacobian, :class:`~flowsim.solvers.StiffDriver`): in log-time the flow is mildly stiff and
             explicit methods need RHS evaluations linear in log t, implicit ones about logarithmic — use
             "radau" beyond log t ≈ 1e3. With ``kinks="filippov"``, "radau" keeps exact kinks
-            (:class:`~flowsim.solvers.filippov.ImplicitFilippovDriver`). "auto": dopri5 until its steps sit at
-            their stability limit in log-time, then radau, both with the run's kink handling
+            (:class:`~flowsim.solvers.filippov.ImplicitFilippovDriver`). "auto": dopri5 until its steps stop
+            growing (their stability limit in log-time), then radau, both with the run's kink handling
             (:class:`~flowsim.solvers.AutoDriver`).
         rtol, atol: solver tolerances on the dual state z (relative to its scale).
         max_steps: budget of accepted steps for the whole run (torchdiffeq's own limit is per interval).
@@ -366,7 +366,7 @@ def _check_solver_arguments(time: str, method: str, rtol: float, atol: float, ma
         raise InvalidParameterError(
             f"method {method!r} is not an adaptive solver; choose an explicit torchdiffeq method "
             f"{ADAPTIVE_METHODS}, an implicit (stiff) scipy method {STIFF_METHODS} for long log-time horizons, or "
-            f"{AUTO_METHOD!r} (dopri5, then radau once its steps are stability-limited)"
+            f"{AUTO_METHOD!r} (dopri5, then radau once its steps stop growing)"
         )
     check_tolerances(rtol, atol)
     if int(max_steps) < 1:

@@ -21,7 +21,7 @@ from .rk import ADAPTIVE_METHODS, CountingField, SmoothDriver, finite_rms_norm
 from .stiff import STIFF_METHODS, StiffDriver, dual_jacobian
 
 AUTO_METHOD = "auto"
-"""``method="auto"``: dopri5, then radau once its steps are stability-limited in log-time (:class:`AutoDriver`)."""
+"""``method="auto"``: dopri5, then radau once its steps stop growing in log-time (:class:`AutoDriver`)."""
 
 __all__ = [
     "ACTIVE",

@@ -67,7 +67,7 @@ class _Switch(Exception):
 
 
 class AutoDriver(AbstractDriver):
-    """dopri5 until its steps sit at their stability limit in log-time, then Radau (``method="auto"``).
+    """dopri5 until its steps stop growing (a stability limit in log-time), then Radau (``method="auto"``).
 
     Args:
         explicit: the explicit phase's driver (dopri5, with the run's kink handling and options).

@@ -82,7 +82,7 @@ def make_driver(
     """The driver for one run: implicit scipy stepping for a stiff ``method`` (through kinks, or with exact kinks
     for ``kinks="filippov", method="radau"``), torchdiffeq stepping with the kink handling of
     :func:`resolve_kinks` for an explicit one, and for ``method="auto"`` dopri5 handing over to radau once its
-    steps are stability-limited in log-time (:class:`~flowsim.solvers.auto.AutoDriver`; same kink handling).
+    steps stop growing in log-time (:class:`~flowsim.solvers.auto.AutoDriver`; same kink handling).
 
     Raises:
         InvalidParameterError: an unknown ``kinks`` mode, ``kinks="filippov"`` with a stiff method other than
