@@ -88,6 +88,7 @@ def test_cli_errors_are_clean(tmp_path, capsys):
     assert "unknown preset 'nosuch'" in err and "main" in err
 
 
+@pytest.mark.slow  # (15-27 s; the default suite stays under 8 minutes)
 def test_solver_options_table_reaches_the_driver(tmp_path):
     """``[solver] options`` is passed to simulate(solver_options=...): a Filippov driver option changes the run
     (soft_cap = 0.01 shortens or refuses more soft steps than the default), an unknown name fails up front with

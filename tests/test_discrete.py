@@ -254,6 +254,7 @@ def test_statuses_max_steps_diverged_nonfinite_step_underflow():
     assert tr.status == Status.FAILED and "gradient is zero" in tr.message
 
 
+@pytest.mark.slow  # (15-27 s; the default suite stays under 8 minutes)
 def test_flow_clock_is_log_space_and_config_records_method():
     data = random_separable(n=12, d=3, seed=0)
     tr = mirror_descent(

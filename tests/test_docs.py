@@ -14,6 +14,7 @@ README = ROOT / "README.md"
 MARKDOWN_FILES = [README, ROOT / "CHANGELOG.md", ROOT / "benchmarks" / "README.md", *sorted(ROOT.glob("docs/*.md"))]
 
 
+@pytest.mark.slow  # (15-27 s; the default suite stays under 8 minutes)
 def test_api_reference_builds_from_the_docstrings(tmp_path):
     pytest.importorskip("pdoc", reason='the API reference needs pdoc: pip install -e ".[docs]"')
     out = tmp_path / "api"

@@ -44,6 +44,7 @@ def _eg_config():
     )
 
 
+@pytest.mark.slow  # (15-27 s; the default suite stays under 8 minutes)
 def test_workers_match_one_after_another(tmp_path):
     cfg = _quick()
     serial_log, parallel_log = [], []
