@@ -68,6 +68,7 @@ def test_dopri5_work_is_linear_in_log_t_on_c1():
 
 
 # ---------------------------------------------------------------- two-layer and hyperbolic entropy far out
+@pytest.mark.slow  # (about 13 s)
 def test_two_layer_and_linear_far_horizons_stay_finite_and_correct():
     data = random_separable(n=10, d=3, seed=7)
     tr = simulate(

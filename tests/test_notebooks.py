@@ -43,8 +43,8 @@ def test_all_five_notebooks_are_present():
     ], names
 
 
-# the two longest notebooks (about 15 s each on a busy machine) run with `pytest -m slow`
-_SLOW_NOTEBOOKS = ("03_sparse_vs_dense_features", "05_flow_vs_mirror_descent")
+# the three longest notebooks (about 15 s each on a busy machine) run with `pytest -m slow`
+_SLOW_NOTEBOOKS = ("03_sparse_vs_dense_features", "04_relu_kinks_filippov", "05_flow_vs_mirror_descent")
 
 
 @pytest.mark.parametrize(
