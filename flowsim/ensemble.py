@@ -46,7 +46,13 @@ from .data import Dataset
 from .device import resolve_device, resolve_threads
 from .errors import InvalidDataError, InvalidParameterError
 from .flow import TIME_MODES, MirrorFlowField
-from .guards import DEFAULT_SEPARATION_LOG_T, check_explicit_work, check_finite_start, check_separable
+from .guards import (
+    DEFAULT_SEPARATION_LOG_T,
+    check_all_finite,
+    check_explicit_work,
+    check_finite_start,
+    check_separable,
+)
 from .losses import AbstractLoss, get_loss
 from .models import AbstractModel
 from .potentials import AbstractPotential, Euclidean, HyperbolicEntropy, PPower
@@ -464,13 +470,7 @@ def _check_starts(model, members, potentials, theta0, loss_fn, dataset: Dataset,
     y = dataset.y.to(device=theta0[0].device, dtype=torch.float64)
     for i, (m, pot, th) in enumerate(zip(members, potentials, theta0, strict=True)):
         where = f"member {i} ({_member_label(m, pot)})"
-        bad = ~torch.isfinite(th)
-        if bool(bad.any()):
-            k = int(torch.nonzero(bad)[0, 0])
-            raise InvalidParameterError(
-                f"{where}: theta0 has {int(bad.sum())} non-finite entries (NaN/inf) of {th.numel()}; the first is "
-                f"entry {k} (value {float(th[k])}). Pass a finite θ₀, or theta0=None for model.init(scale, seed)."
-            )
+        check_all_finite(th, f"{where}: theta0", "Pass a finite θ₀, or theta0=None for model.init(scale, seed).")
         try:
             check_finite_start(pot.mirror_map(th), pot, MirrorFlowField(model, pot, loss_fn, X, y, time=time), th)
         except InvalidParameterError as e:

@@ -66,6 +66,18 @@ DEFAULT_SEPARATION_LOG_T = 8.0
 """Default log t by which a network run must have separated the data (t ≈ 3000)."""
 
 
+def check_all_finite(t: Tensor, what: str, fix: str) -> None:
+    """Raises InvalidParameterError naming the count and the first non-finite (NaN/inf) entry of ``t`` `(p,)`,
+    as "{what} has k non-finite entries … {fix}"; does nothing when every entry is finite."""
+    bad = ~torch.isfinite(t)
+    if bool(bad.any()):
+        i = int(torch.nonzero(bad)[0, 0])
+        raise InvalidParameterError(
+            f"{what} has {int(bad.sum())} non-finite entries (NaN/inf) of {t.numel()}; the first is entry {i} "
+            f"(value {float(t[i])}). {fix}"
+        )
+
+
 def check_finite_start(z0: Tensor, potential: AbstractPotential, field=None, theta0: Tensor | None = None) -> None:
     """The dual start z₀ = ∇Φ(θ₀) and, given ``field`` and θ₀, the margins at θ₀ must be finite (θ₀ itself is
     checked by :func:`flowsim.problem.prepare_problem`). One forward pass; the field's ``nfe`` is not counted.
@@ -74,14 +86,12 @@ def check_finite_start(z0: Tensor, potential: AbstractPotential, field=None, the
         InvalidParameterError: if z₀ has NaN/inf entries (the first one named), e.g. θ₀ outside the potential's
             domain or too large for float64; or if the model's outputs at θ₀ overflow.
     """
-    bad = ~torch.isfinite(z0)
-    if bool(bad.any()):
-        i = int(torch.nonzero(bad)[0, 0])
-        raise InvalidParameterError(
-            f"the dual start z0 = ∇Φ(θ0) of the potential {potential.name!r} has {int(bad.sum())} non-finite "
-            f"entries (NaN/inf) of {z0.numel()}; the first is entry {i} (value {float(z0[i])}). θ₀ is outside the "
-            "potential's domain or too large for float64: scale θ₀ down (init_scale) or change the potential."
-        )
+    check_all_finite(
+        z0,
+        f"the dual start z0 = ∇Φ(θ0) of the potential {potential.name!r}",
+        "θ₀ is outside the potential's domain or too large for float64: scale θ₀ down (init_scale) or change the "
+        "potential.",
+    )
     if field is None or theta0 is None:
         return
     with torch.no_grad():

@@ -15,6 +15,7 @@ from torch import Tensor
 from .data import Dataset, make_dataset
 from .device import resolve_device
 from .errors import InvalidDataError, InvalidParameterError
+from .guards import check_all_finite
 from .losses import AbstractLoss, get_loss
 from .models import AbstractModel
 from .potentials import AbstractPotential, get_potential
@@ -135,13 +136,7 @@ def prepare_problem(
         raise InvalidParameterError(
             f"theta0 must have shape ({model.num_params},) for {model!r}, got {tuple(theta.shape)}"
         )
-    bad = ~torch.isfinite(theta)
-    if bool(bad.any()):
-        i = int(torch.nonzero(bad)[0, 0])
-        raise InvalidParameterError(
-            f"theta0 has {int(bad.sum())} non-finite entries (NaN/inf) of {theta.numel()}; the first is entry {i} "
-            f"(value {float(theta[i])}). Pass a finite θ₀, or theta0=None for model.init(scale=init_scale, seed=seed)."
-        )
+    check_all_finite(theta, "theta0", "Pass a finite θ₀, or theta0=None for model.init(scale=init_scale, seed=seed).")
     if threads == "auto":
         threads = 1 if X.shape[0] * model.num_params <= 2_000_000 else None
     return Problem(pot, loss_fn, dataset, X, y, theta, threads if isinstance(threads, int) else None, dev)
