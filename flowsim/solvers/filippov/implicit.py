@@ -4,12 +4,16 @@ The event core is the explicit driver's (:class:`~flowsim.solvers.filippov.Filip
 fixed activation state, classified at its start; after every accepted step the switching events inside it are
 located on the step's dense output (Radau's collocation polynomial, cubic in the step fraction). What changes:
 
-* the segment field is integrated by Radau IIA with the exact Jacobian of the fixed-state field — the sliding
-  equivalent control and its Baumgarte term included — by autograd through the switching system's velocity;
+* the segment field is integrated by Radau IIA (:class:`~flowsim.solvers.radau_newton.NewtonRadau`: scipy's
+  method with RADAU5's Newton control) with the exact Jacobian of the fixed-state field — the sliding equivalent
+  control and its Baumgarte term included — by autograd through the switching system's velocity;
+* one solver runs through all segments: at an event it is rebased on the new state, keeping its step size and
+  predicting Newton's stage values from its last collocation polynomial (a fresh solver starts Newton from zero
+  increments, which on late-training fields failed and halved the first step about ten times per event);
 * the state at an event τ_e inside an accepted step [τ₀, τ₁] is the dense output, balance restored, where it
   agrees with the cubic Hermite interpolant of the step's ends to within the error tolerance (as in the explicit
   driver); otherwise the step is redone by Radau from τ₀ with τ_e as its end point (scipy lands its last step
-  on it);
+  on it; Newton's predictor is the redone step's collocation polynomial);
 * crossings are always exact restarts (no soft crossings: those are written for the RK tableau).
 
 In log-time s = log(1 + t) an explicit method is stability-limited to steps of O(1) in s; Radau is limited
@@ -25,13 +29,13 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from scipy.integrate import Radau
 from threadpoolctl import threadpool_limits
 from torch import Tensor
 
 from ...errors import InvalidParameterError, positive_real
 from ...models import AbstractModel
 from ..base import MaxStepsReached, NonFiniteField, StepFailed
+from ..radau_newton import NewtonRadau
 from .driver import _DRIFT_FACTOR, FilippovDriver, _Run
 from .events import ExactEvent
 from .segment import _SegmentField
@@ -57,8 +61,9 @@ class ImplicitFilippovDriver(FilippovDriver):
 
     ``simulate(..., kinks="filippov", method="radau")``. For long horizons in log-time: where the explicit
     :class:`~flowsim.solvers.filippov.FilippovDriver` needs RHS evaluations linear in log t (its steps are
-    stability-limited to O(1) in s), this one needs few once the activation state settles. Each segment start
-    (every event) builds a new Radau solver, whose first Jacobian costs p backward passes: prefer the explicit
+    stability-limited to O(1) in s), this one needs few once the activation state settles. One
+    :class:`~flowsim.solvers.radau_newton.NewtonRadau` is kept for the run and rebased at every event (its step
+    size and stage predictor carried across); its Jacobians cost p backward passes each: prefer the explicit
     driver while events are crowded (early training, many points).
 
     Stats add ``n_jac`` (Jacobians), ``n_lu`` (LU decompositions), ``n_event_redos`` (Radau runs from a step start
@@ -109,6 +114,8 @@ class ImplicitFilippovDriver(FilippovDriver):
         self._next_dt: float | None = None
         self._J: np.ndarray | None = None  # the last Jacobian computed (a new solver's first Newton matrix)
         self._seg: _SegmentField | None = None
+        self._solver: NewtonRadau | None = None  # kept across segments (rebased at each event)
+        self._dense = None  # the last accepted step's dense output (a redo's stage predictor)
 
     def stats(self) -> dict:
         out = super().stats()
@@ -132,6 +139,7 @@ class ImplicitFilippovDriver(FilippovDriver):
             self.field = field
             self.sw = self._make_switching(field, z0)
             seg = self._seg = _SegmentField(field, self.sw, self._stats, self.max_steps)
+            self._solver = None
             run = self._start_implicit_run(seg, z0, tau_grid)
             while run.k < len(run.grid):
                 seg_start = float(run.tau)
@@ -150,7 +158,7 @@ class ImplicitFilippovDriver(FilippovDriver):
         rate = float(seg(tau, z0).norm() / z0.norm().clamp_min(torch.finfo(z0.dtype).tiny))
         return _Run(seg, "radau", self.rtol, self.atol, {}, grid, tau, z0, rate, self.first_step)
 
-    def _start_implicit_segment(self, run: _Run, seg: _SegmentField) -> tuple[Radau, Tensor]:
+    def _start_implicit_segment(self, run: _Run, seg: _SegmentField) -> tuple[NewtonRadau, Tensor]:
         """Project, check and classify as the explicit driver does, then start a Radau solver at the segment start.
 
         Returns the solver and the hysteresis band of the surfaces at zero at the start (shape of h)."""
@@ -159,13 +167,17 @@ class ImplicitFilippovDriver(FilippovDriver):
         self._check_sides(theta, zero)
         self._classify(run, theta, zero)
         sw.lam = run.rate
-        solver = self._radau(seg, run.tau, run.z, run.grid[-1], run.first_step)
+        solver = self._solver
+        if solver is None or solver.status != "running":
+            solver = self._solver = self._radau(seg, run.tau, run.z, run.grid[-1], run.first_step)
+        else:
+            solver.rebase(float(run.tau), run.z.detach().cpu().numpy().astype(np.float64))
         f0 = torch.as_tensor(solver.f, dtype=run.z.dtype, device=run.z.device)
         run.rate = float(f0.norm() / run.z.norm().clamp_min(torch.finfo(run.z.dtype).tiny))
         band = torch.where(sw.surfaces(theta).abs() <= zero, zero, torch.zeros_like(zero))
         return solver, band
 
-    def _advance_implicit(self, run: _Run, solver: Radau, band: Tensor, seg: _SegmentField, save) -> None:
+    def _advance_implicit(self, run: _Run, solver: NewtonRadau, band: Tensor, seg: _SegmentField, save) -> None:
         """Radau steps of the segment, saving grid times, until an event, a sliding drift or the grid's end."""
         dtype, device = run.z.dtype, run.z.device
         f0 = torch.as_tensor(solver.f, dtype=dtype, device=device)
@@ -207,7 +219,7 @@ class ImplicitFilippovDriver(FilippovDriver):
         self._last = (float(tau_e), z)
 
     # ---- Radau ----
-    def _radau(self, seg: _SegmentField, tau: Tensor, z: Tensor, t_bound: Tensor, first_step) -> Radau:
+    def _radau(self, seg: _SegmentField, tau: Tensor, z: Tensor, t_bound: Tensor, first_step) -> NewtonRadau:
         """A scipy Radau solver of the current segment field from (τ, z) towards ``t_bound``."""
         dtype, device = z.dtype, z.device
 
@@ -231,13 +243,13 @@ class ImplicitFilippovDriver(FilippovDriver):
             kwargs["first_step"] = min(float(first_step), span)
         stale = self._J is not None
         with np.errstate(over="ignore", invalid="ignore"):
-            solver = Radau(fun, float(tau), z.detach().cpu().numpy().astype(np.float64), float(t_bound), **kwargs)
+            solver = NewtonRadau(fun, float(tau), z.detach().cpu().numpy().astype(np.float64), float(t_bound), **kwargs)
         # A Jacobian from an earlier state or activation state is a fine Newton matrix (a segment start changes the
         # field by a few surfaces' terms); marked stale, scipy recomputes it where Newton's iteration stalls.
         solver.current_jac = not stale
         return solver
 
-    def _radau_step(self, solver: Radau, seg: _SegmentField, dtype, device) -> _Step:
+    def _radau_step(self, solver: NewtonRadau, seg: _SegmentField, dtype, device) -> _Step:
         """One accepted Radau step (counted, budget checked) as a :class:`_Step`.
 
         Raises:
@@ -263,7 +275,7 @@ class ImplicitFilippovDriver(FilippovDriver):
             raise NonFiniteField(f"radau: non-finite state at τ = {solver.t:.9g}")
         if st.n_accepted >= self.max_steps and solver.status != "finished":
             raise MaxStepsReached(f"{st.n_accepted} accepted steps")
-        dense = solver.dense_output()  # y(x) = y_old + Σ_k Q[:, k] x^(k+1), x = (τ − τ₀)/(τ₁ − τ₀)
+        dense = self._dense = solver.dense_output()  # y(x) = y_old + Σ_k Q[:, k] x^(k+1), x = (τ − τ₀)/(τ₁ − τ₀)
         coeff = [torch.as_tensor(dense.y_old, dtype=dtype, device=device)]
         coeff += list(torch.as_tensor(dense.Q.T.copy(), dtype=dtype, device=device))
         f1 = torch.as_tensor(solver.f.copy(), dtype=dtype, device=device)
@@ -275,6 +287,9 @@ class ImplicitFilippovDriver(FilippovDriver):
         event where the step's dense output disagrees with the cubic Hermite interpolant of its ends."""
         self.n_event_redos += 1
         solver = self._radau(self._seg, prev.t1, prev.y1, tau_e, float(tau_e - prev.t1))
+        # Newton's stage predictor: the redone step's collocation polynomial (an interpolation on [τ₀, τ_e], where
+        # a new solver would start from zero increments and halve its step many times on late-training fields)
+        solver.sol = self._dense
         while solver.status == "running":
             t_old = solver.t
             with np.errstate(over="ignore", invalid="ignore"):

@@ -1,0 +1,135 @@
+"""NewtonRadau: scipy's Radau IIA with RADAU5's Newton control — same solutions, fewer failed Newton iterations on
+late-training fields, and a rebase that continues across a change of the right-hand side."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy.integrate import Radau, solve_ivp
+
+from flowsim.solvers.radau_newton import NewtonRadau
+
+
+def _diagonal_net(n=8, d=4, seed=0):
+    """Log-time gradient flow of a diagonal linear network f(x) = x·(u∘v) (2-homogeneous) on separable data with
+    the exponential loss: dθ/ds = e^s (−∇L(θ)), s = log(1 + t), with its exact Jacobian."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    Y = np.sign(X @ rng.normal(size=d))
+
+    def f(s, th):
+        u, v = th[:d], th[d:]
+        g = X.T @ (Y * np.exp(s - Y * (X @ (u * v))))
+        return np.concatenate([g * v, g * u])
+
+    def jac(s, th):
+        u, v = th[:d], th[d:]
+        e = np.exp(s - Y * (X @ (u * v)))
+        g = X.T @ (Y * e)
+        dg = -(X.T * e) @ np.hstack([X * v, X * u])
+        J = np.vstack([v[:, None] * dg, u[:, None] * dg])
+        J[:d, d:] += np.diag(g)
+        J[d:, :d] += np.diag(g)
+        return J
+
+    th0 = np.concatenate([np.full(d, 0.5), np.full(d, 0.5)])
+    return f, jac, th0
+
+
+def _run(cls, f, jac, y0, t_end, **kw):
+    sv = cls(f, 0.0, y0, t_end, jac=jac, **kw)
+    while sv.status == "running":
+        sv.step()
+    assert sv.status == "finished"
+    return sv
+
+
+def test_jacobian_of_the_test_problem_matches_central_differences():
+    f, jac, th0 = _diagonal_net()
+    th = th0 + 0.1 * np.arange(th0.size)
+    eps = 1e-6
+    fd = np.stack([(f(3.0, th + eps * e) - f(3.0, th - eps * e)) / (2 * eps) for e in np.eye(th.size)], axis=1)
+    np.testing.assert_allclose(jac(3.0, th), fd, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("s_end", [1e2, 1e4, 1e6])
+def test_agrees_with_a_tight_reference_and_needs_fewer_evaluations_late(s_end):
+    """Same state as scipy's Radau at rtol 1e-11 to within 100 × rtol; at log t = 1e6 scipy's early Newton abort
+    halves steps that would have converged (measured 4,485 evaluations against 2,644)."""
+    f, jac, th0 = _diagonal_net()
+    ref = _run(Radau, f, jac, th0, s_end, rtol=1e-11, atol=1e-13)
+    ours = _run(NewtonRadau, f, jac, th0, s_end, rtol=1e-6, atol=1e-9)
+    theirs = _run(Radau, f, jac, th0, s_end, rtol=1e-6, atol=1e-9)
+    err = np.linalg.norm(ours.y - ref.y) / np.linalg.norm(ref.y)
+    assert err < 1e-4
+    if s_end == 1e6:
+        assert ours.nfev < 0.75 * theirs.nfev
+        assert ours.nlu < theirs.nlu
+
+
+def test_robertson_stiff_chemistry_matches_scipy():
+    """Robertson's stiff kinetics (Hairer & Wanner II, §IV.1) to t = 4e4: both solvers within 1e-5 of a tight run."""
+
+    def f(t, y):
+        return np.array(
+            [-0.04 * y[0] + 1e4 * y[1] * y[2], 0.04 * y[0] - 1e4 * y[1] * y[2] - 3e7 * y[1] ** 2, 3e7 * y[1] ** 2]
+        )
+
+    def jac(t, y):
+        return np.array(
+            [
+                [-0.04, 1e4 * y[2], 1e4 * y[1]],
+                [0.04, -1e4 * y[2] - 6e7 * y[1], -1e4 * y[1]],
+                [0.0, 6e7 * y[1], 0.0],
+            ]
+        )
+
+    y0 = np.array([1.0, 0.0, 0.0])
+    ref = solve_ivp(f, (0, 4e4), y0, method="Radau", jac=jac, rtol=1e-12, atol=1e-16).y[:, -1]
+    ours = _run(NewtonRadau, f, jac, y0, 4e4, rtol=1e-7, atol=1e-12)
+    np.testing.assert_allclose(ours.y, ref, rtol=1e-5, atol=1e-10)
+    assert abs(ours.y.sum() - 1.0) < 1e-12  # mass conservation (linear invariants are kept by Radau exactly)
+
+
+def test_error_shrinks_with_tolerance():
+    """Van der Pol (μ = 10) to t = 10: the error against a tight run falls with rtol (1e-4 → 1e-8: ≥ 1e2)."""
+
+    mu = 10.0
+
+    def f(t, y):
+        return np.array([y[1], mu * ((1 - y[0] ** 2) * y[1] - y[0])])
+
+    def jac(t, y):
+        return np.array([[0.0, 1.0], [mu * (-2 * y[0] * y[1] - 1), mu * (1 - y[0] ** 2)]])
+
+    y0 = np.array([2.0, 0.0])
+    ref = solve_ivp(f, (0, 10.0), y0, method="DOP853", rtol=1e-13, atol=1e-13).y[:, -1]
+    errs = [np.abs(_run(NewtonRadau, f, jac, y0, 10.0, rtol=r, atol=r).y - ref).max() for r in (1e-4, 1e-8)]
+    assert errs[1] < 1e-2 * errs[0]
+    assert errs[1] < 1e-5
+
+
+def test_rebase_continues_across_a_change_of_field():
+    """y' = −y on [0, 1], then y' = −3y (the same function object reading a switch): rebased at t = 1, the end value
+    is e^{−1} e^{−3} to 1e-8, with the solver's step size kept (no restart from a small step)."""
+    rate = [1.0]
+
+    def f(t, y):
+        return -rate[0] * y
+
+    def jac(t, y):
+        return np.array([[-rate[0]]])
+
+    sv = NewtonRadau(f, 0.0, np.array([1.0]), 2.0, jac=jac, rtol=1e-10, atol=1e-14)
+    while sv.t < 1.0:
+        sv.step()
+    y1 = sv.dense_output()(1.0)
+    h_before = sv.h_abs
+    rate[0] = 3.0
+    sv.rebase(1.0, y1)
+    assert sv.t == 1.0 and sv.h_abs == h_before and sv.status == "running"
+    np.testing.assert_allclose(sv.f, -3.0 * y1)
+    while sv.status == "running":
+        sv.step()
+    assert sv.status == "finished"
+    assert abs(sv.y[0] - math.exp(-1.0) * math.exp(-3.0)) < 1e-8
