@@ -6,11 +6,12 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from scipy.integrate import BDF, LSODA, Radau
+from scipy.integrate import BDF, LSODA
 from torch import Tensor
 
 from ..errors import InvalidParameterError
 from .base import AbstractDriver, MaxStepsReached, NonFiniteField, StepFailed
+from .radau_newton import NewtonRadau
 
 __all__ = ["STIFF_METHODS", "StiffDriver", "dual_jacobian"]
 
@@ -111,7 +112,7 @@ class StiffDriver(AbstractDriver):
         self._last: tuple[float, Tensor] | None = None
 
     def integrate(self, field, z0: Tensor, tau_grid: Tensor, save: Callable[[float, Tensor], None]) -> None:
-        cls = {"radau": Radau, "bdf": BDF, "lsoda": LSODA}[self.method]
+        cls = {"radau": NewtonRadau, "bdf": BDF, "lsoda": LSODA}[self.method]
         dtype, device = z0.dtype, z0.device
         grid = tau_grid.detach().cpu().numpy().astype(np.float64)
 
