@@ -82,6 +82,50 @@ def test_long_horizon_work_grows_slowly(small_problem):
     assert runs[1e5].diagnostics["balance_drift"].max() <= 1e-5
 
 
+@pytest.mark.slow
+def test_work_to_log_t_1e6_is_at_most_three_times_the_work_to_1e2():
+    """Issue 18's acceptance 1 (gradient flow): student–teacher n = 30, d = 5, width 20, exact kinks with radau,
+    rtol 1e-6: RHS evaluations to log t = 1e6 at most 3× those to 1e2 (measured 9,877 / 3,628 = 2.72)."""
+    data = student_teacher_relu(30, d=5, seed=0)
+    nfe = {}
+    for lt in (1e2, 1e6):
+        tr = simulate(
+            TwoLayerReLU(5, 20),
+            data,
+            "euclidean",
+            log_t_end=lt,
+            n_save=5,
+            method="radau",
+            kinks="filippov",
+            rtol=1e-6,
+            atol=1e-9,
+            max_steps=10**6,
+        )
+        assert tr.status.value == "success"
+        nfe[lt] = tr.stats["nfe"]
+    assert nfe[1e6] <= 3 * nfe[1e2]
+
+
+def test_one_solver_for_the_run_rebased_at_events(small_problem, monkeypatch):
+    """Every segment after the first continues the same Radau solver (rebased at the event): solvers built = 1 +
+    the event-state redos, while the run has many segments."""
+    from flowsim.solvers.radau_newton import NewtonRadau
+
+    built = []
+    original = NewtonRadau.__init__
+
+    def counting(self, *args, **kwargs):
+        built.append(1)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(NewtonRadau, "__init__", counting)
+    ds, model = small_problem
+    tr = simulate(model, ds, "euclidean", log_t_end=3.0, n_save=3, kinks="filippov", method="radau", seed=0)
+    assert tr.status.value == "success"
+    assert tr.stats["n_segments"] >= 5
+    assert len(built) == 1 + tr.stats["n_event_redos"]
+
+
 def test_options_and_methods_are_checked():
     model = TwoLayerReLU(3, 2)
     with pytest.raises(InvalidParameterError, match="soft_crossings"):

@@ -117,7 +117,9 @@ class NewtonRadau(Radau):
                 cut = True
                 continue
             break
-        factor = min(_sp.MAX_FACTOR, self._safety(n_iter) * _sp.predict_factor(h_abs, h_abs_old, error_norm, error_norm_old))
+        factor = min(
+            _sp.MAX_FACTOR, self._safety(n_iter) * _sp.predict_factor(h_abs, h_abs_old, error_norm, error_norm_old)
+        )
         if cut:
             factor = min(factor, 1.0)  # RADAU5: no increase right after a rejected or halved step
         recompute_jac = self.jac is not None and n_iter > 2 and rate is not None and rate > 1e-3
