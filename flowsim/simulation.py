@@ -214,8 +214,8 @@ def simulate(
             stiff solver, one of ``STIFF_METHODS`` ("radau", "bdf", "lsoda"; scipy with an autograd
             Jacobian, :class:`~flowsim.solvers.StiffDriver`): in log-time the flow is mildly stiff and
             explicit methods need RHS evaluations linear in log t, implicit ones about logarithmic — use
-            "radau" beyond log t ≈ 1e3. With ``kinks="filippov"``, "radau" keeps exact kinks
-            (:class:`~flowsim.solvers.filippov.ImplicitFilippovDriver`). "auto": dopri5 until its steps stop
+            "radau" beyond log t ≈ 1e3. "radau" keeps exact kinks where ``kinks`` resolves to "filippov"
+            (:class:`~flowsim.solvers.filippov.ImplicitFilippovDriver`); "bdf" and "lsoda" integrate through them. "auto": dopri5 until its steps stop
             growing (their stability limit in log-time), then radau, both with the run's kink handling
             (:class:`~flowsim.solvers.AutoDriver`).
         rtol, atol: solver tolerances on the dual state z (relative to its scale).
