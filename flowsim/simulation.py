@@ -215,9 +215,9 @@ def simulate(
             Jacobian, :class:`~flowsim.solvers.StiffDriver`): in log-time the flow is mildly stiff and
             explicit methods need RHS evaluations linear in log t, implicit ones about logarithmic — use
             "radau" beyond log t ≈ 1e3. "radau" keeps exact kinks where ``kinks`` resolves to "filippov"
-            (:class:`~flowsim.solvers.filippov.ImplicitFilippovDriver`); "bdf" and "lsoda" integrate through them. "auto": dopri5 until its steps stop
-            growing (their stability limit in log-time), then radau, both with the run's kink handling
-            (:class:`~flowsim.solvers.AutoDriver`).
+            (:class:`~flowsim.solvers.filippov.ImplicitFilippovDriver`); "bdf" and "lsoda" integrate through
+            them. "auto": dopri5 until its steps stop growing (their stability limit in log-time), then radau,
+            both with the run's kink handling (:class:`~flowsim.solvers.AutoDriver`).
         rtol, atol: solver tolerances on the dual state z (relative to its scale).
         max_steps: budget of accepted steps for the whole run (torchdiffeq's own limit is per interval).
         solver_options: extra torchdiffeq options (e.g. ``{"first_step": 1e-3}``).
