@@ -184,5 +184,6 @@ class StiffDriver(AbstractDriver):
             "n_jac": self.n_jac,
             "n_lu": int(getattr(s, "nlu", 0) or 0) if s is not None else 0,
             "solver_nfev": int(getattr(s, "nfev", 0) or 0) if s is not None else 0,
+            "n_newton_failures": getattr(s, "n_newton_failures", None),  # radau (NewtonRadau) only
             "n_nonfinite_evals": self.n_nonfinite,
         }

@@ -67,8 +67,9 @@ class ImplicitFilippovDriver(FilippovDriver):
     driver while events are crowded (early training, many points).
 
     Stats add ``n_jac`` (Jacobians), ``n_lu`` (LU decompositions), ``n_event_redos`` (Radau runs from a step start
-    to an event in it) and ``next_dt``; ``n_redo_steps`` counts the redo runs' steps, ``n_interpolated_states`` the
-    event states taken from the dense output.
+    to an event in it), ``n_newton_failures`` (Newton iterations that failed and halved a step) and
+    ``next_dt``; ``n_redo_steps`` counts the redo runs' steps, ``n_interpolated_states`` the event states taken
+    from the dense output.
 
     Args:
         model: a two-layer ReLU / leaky-ReLU or deep ReLU model (as :class:`FilippovDriver`).
@@ -119,7 +120,14 @@ class ImplicitFilippovDriver(FilippovDriver):
 
     def stats(self) -> dict:
         out = super().stats()
-        out.update(n_jac=self.n_jac, n_lu=self.n_lu, n_event_redos=self.n_event_redos, next_dt=self._next_dt)
+        failures = self._solver.n_newton_failures if self._solver is not None else 0
+        out.update(
+            n_jac=self.n_jac,
+            n_lu=self.n_lu,
+            n_event_redos=self.n_event_redos,
+            n_newton_failures=failures,
+            next_dt=self._next_dt,
+        )
         return out
 
     def integrate(self, field, z0: Tensor, tau_grid: Tensor, save: Callable[[float, Tensor], None]) -> None:
