@@ -48,6 +48,8 @@ from .errors import InvalidDataError, InvalidParameterError
 from .flow import TIME_MODES, MirrorFlowField
 from .guards import (
     DEFAULT_SEPARATION_LOG_T,
+    LINEAR_IN_X,
+    BatchedSeparationMonitor,
     check_all_finite,
     check_explicit_work,
     check_finite_start,
@@ -319,8 +321,8 @@ def simulate_ensemble(
         allow_nonseparable: as in :func:`flowsim.simulate`: by default a model linear in x refuses data that an
             LP finds not linearly separable through the origin (checked once, before any member runs).
         separation_log_t: as in :func:`flowsim.simulate`, for members under Filippov handling (each a
-            ``simulate`` run, stopped with status ``not_separable``); the batched path does not monitor
-            separation at run time.
+            ``simulate`` run) and batched members alike: past it, a member whose data are not separated
+            stops with status ``not_separable``.
 
     Returns:
         One trajectory per member, in order. Batched path: ``stats`` hold the member's ``nfe`` (batched
@@ -402,6 +404,8 @@ def simulate_ensemble(
     y = dataset.y.to(device=dev, dtype=torch.float64)
     field = BatchedMirrorFlowField(model, potentials, loss_fn, X, y, time=time)
     stepper = BatchedDopri5(field, rtol, atol, max_steps, step, opts.get("first_step"))
+    if not (allow_nonseparable or separation_log_t is None or isinstance(model, LINEAR_IN_X)):
+        stepper.monitor = BatchedSeparationMonitor(field, loss_fn, time, separation_log_t, K)
     z0 = torch.stack([pot.mirror_map(th) for pot, th in zip(potentials, theta0, strict=True)])
     tau_grid = s_grid if time == "log" else t_from_s(s_grid)
     with num_threads(n_threads), torch.no_grad():

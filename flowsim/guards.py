@@ -53,6 +53,7 @@ __all__ = [
     "explicit_steps_lower_bound",
     "check_explicit_work",
     "SeparationMonitor",
+    "BatchedSeparationMonitor",
 ]
 
 LINEAR_IN_X = (Linear, DiagonalLinear, DeepLinear)
@@ -211,8 +212,48 @@ class SeparationMonitor:
         q_min = float(q.min())
         if q_min > 0:
             return
+        raise NotSeparated(self._message(tau, q_min, log_L))
+
+    def _message(self, tau: float, q_min: float, log_L: float) -> str:
         s = tau if self.field.log_time else float(np.log1p(tau))
-        raise NotSeparated(
+        return (
             f"at log t = {float(log_t_from_s(s)):.4g} ≥ separation_log_t = {self.log_t:g} the minimum margin is "
             f"q_min = {q_min:.4g} ≤ 0 and the loss L = {math.exp(log_L):.4g} ≥ ℓ(0) = {self.loss.value_at_zero:.4g}"
         )
+
+
+class BatchedSeparationMonitor(SeparationMonitor):
+    """:class:`SeparationMonitor`'s rule for each member of a batched ensemble (one ``armed`` flag per member).
+
+    Args:
+        field: the :class:`~flowsim.ensemble.BatchedMirrorFlowField` (``inverse_mirror_map(z, rows)``, ``model``,
+            ``X``, ``y``); loss, clock, log_t: as :class:`SeparationMonitor`; n_members: the batch size K.
+
+    Called with the members' τ `(B,)`, z `(B, p)` and member indices `(B,)` after accepted steps; returns
+    ``[(member, message)]`` for members past the horizon with min margin ≤ 0 and L ≥ ℓ(0) (their runs stop with
+    status ``not_separable``).
+    """
+
+    def __init__(self, field, loss: AbstractLoss, clock: str, log_t: float, n_members: int) -> None:
+        super().__init__(field, None, loss, clock, log_t)
+        self.armed = torch.ones(n_members, dtype=torch.bool)
+
+    def __call__(self, tau: Tensor, z: Tensor, members: Tensor) -> list[tuple[int, str]]:
+        due = self.armed[members.cpu()] & (tau >= self.tau_h).cpu()
+        if not bool(due.any()):
+            return []
+        rows = members[due.to(members.device)]
+        with torch.no_grad():
+            theta = self.field.inverse_mirror_map(z[due.to(z.device)], rows)
+            f, _ = self.field.model.forward_and_vjp(theta, self.field.X)
+            q = self.field.y * f  # (B', n)
+            log_L = self.loss.log_value(q)
+        separated = (log_L < self.log_l0).cpu()  # L < ℓ(0): separated for good
+        self.armed[rows.cpu()[separated]] = False
+        q_min = q.min(-1).values.cpu()
+        bad = ~separated & (q_min <= 0)
+        taus = tau[due.to(tau.device)].cpu()
+        return [
+            (int(rows[r]), self._message(float(taus[r]), float(q_min[r]), float(log_L[r])))
+            for r in bad.nonzero().flatten().tolist()
+        ]

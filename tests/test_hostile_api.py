@@ -161,6 +161,26 @@ def test_relu_on_same_ray_points_ends_not_separable_quickly(kw):
     assert time.perf_counter() - start < 20.0  # (issue: ran past 120 s)
 
 
+def test_batched_ensemble_members_stop_not_separable():
+    """The batched path (kinks="naive": one vectorised dopri5 for all members) applies the same rule per member:
+    on x / 2x with opposite labels each member stops past separation_log_t with its partial trajectory; with
+    allow_nonseparable they run on to the end."""
+    from flowsim.ensemble import Member, simulate_ensemble
+
+    members = [Member("euclidean", seed=0), Member({"name": "hyperbolic_entropy", "beta": 0.5}, seed=1)]
+    common = dict(log_t_end=40.0, n_save=6, kinks="naive", rtol=1e-6, atol=1e-9)
+    start = time.perf_counter()
+    trs = simulate_ensemble(TwoLayerReLU(2, 4), RAY, members, separation_log_t=3.0, **common)
+    assert time.perf_counter() - start < 20.0
+    for tr in trs:
+        assert tr.stats["ensemble_path"] == "batched"
+        _not_separable_checks(tr, 3.0)
+    on = simulate_ensemble(
+        TwoLayerReLU(2, 4), RAY, members, separation_log_t=1.0, allow_nonseparable=True, **{**common, "log_t_end": 2.5}
+    )
+    assert [tr.status for tr in on] == [Status.SUCCESS, Status.SUCCESS]
+
+
 def test_not_separable_run_is_saved_with_its_status(tmp_path):
     tr = simulate(TwoLayerReLU(2, 4), RAY, log_t_end=40.0, separation_log_t=2.0, out=tmp_path / "run", **FAST)
     _not_separable_checks(tr, 2.0)

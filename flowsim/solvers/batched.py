@@ -85,6 +85,7 @@ class BatchedDopri5:
         self.max_steps = int(max_steps)
         self.step = step
         self.first_step = first_step
+        self.monitor = None  # a BatchedSeparationMonitor: (τ, z, members) -> [(member, message)] to stop
 
     def _initial_step(self, t0: Tensor, y0: Tensor, f0: Tensor, cap: float) -> Tensor:
         """Per-member initial step, as the single-run drivers take it (Hairer's, trial step capped at ``cap``)."""
@@ -175,6 +176,8 @@ class BatchedDopri5:
         underflow = (~(t0 + h_new > t0) | ~(t1 > t0)).cpu()  # before t0 (a view when all are active) moves
         members_all = self._advance(rows, accept, t1, y1, ks[-1], h, h_new, idx, accept_c)
         self._update_statuses(members_all, idx, underflow, t_end, active)
+        if self.monitor is not None and bool(accept_c.any()):
+            self._check_separation(idx[accept_c], active)
 
     def _stages(self, t0: Tensor, y0: Tensor, f0: Tensor, h: Tensor, hc: Tensor, t1: Tensor, rows: Tensor | None):
         """The six new stage derivatives (FSAL: the last one is the field at the 5th-order solution ``y1``)."""
@@ -241,6 +244,16 @@ class BatchedDopri5:
         self.dt[members_all] = h_new
         self.last_dt[idx[accept_c]] = h[accept].cpu()
         return members_all
+
+    def _check_separation(self, accepted: Tensor, active: Tensor) -> None:
+        """Stop (status ``not_separable``) the still-running members that just accepted a step past the
+        separation horizon with data not separated (:class:`~flowsim.guards.BatchedSeparationMonitor`)."""
+        running = accepted[active[accepted]]
+        if running.numel() == 0:
+            return
+        rows = running.to(self.y.device)
+        for k, message in self.monitor(self.t[rows], self.y[rows], rows):
+            self._freeze(k, Status.NOT_SEPARABLE, f"{Status.NOT_SEPARABLE.hint} ({message})", active)
 
     def _update_statuses(self, members_all, idx, underflow, t_end, active) -> None:
         """Freeze members that finished, whose step underflowed (non-finite field or not) or out of steps."""
