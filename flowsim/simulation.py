@@ -141,11 +141,13 @@ class _DriverFactory:
         return driver
 
 
-def _max_steps_message(n_accepted, max_steps: int) -> str:
-    """The ``max_steps`` status message, counting the accepted steps of the whole run (all segments)."""
+def _max_steps_message(n_accepted, max_steps: int, method: str | None = None) -> str:
+    """The ``max_steps`` status message, counting the accepted steps of the whole run (all segments); for an
+    explicit method it points to radau."""
+    hint = "" if method in STIFF_METHODS else "; for long log-time horizons method='radau' needs far fewer"
     return (
-        f"{Status.MAX_STEPS.hint} ({int(n_accepted or 0)} accepted steps in the run, max_steps = {int(max_steps)}; "
-        "for long log-time horizons method='radau' needs far fewer)"
+        f"{Status.MAX_STEPS.hint} ({int(n_accepted or 0)} accepted steps in the run, max_steps = {int(max_steps)}"
+        f"{hint})"
     )
 
 
@@ -415,7 +417,7 @@ def _record_in_memory(
     if status != Status.SUCCESS:
         recorder.keep_last_state(driver.last_state(), report=False)
     if status == Status.MAX_STEPS:
-        message = _max_steps_message(driver.stats().get("n_accepted"), max_steps)
+        message = _max_steps_message(driver.stats().get("n_accepted"), max_steps, getattr(driver, "method", None))
     wall = _time.perf_counter() - start
     stats = {"nfe": field.nfe, **driver.stats(), "wall_time": wall, "final_log_t": recorder.final_log_t}
     return recorder.trajectory(status, message, stats, config)
@@ -536,7 +538,7 @@ class _StreamedRun:
         if status != Status.SUCCESS and driver is not None:
             recorder.keep_last_state(driver.last_state(), report=True)
         if status == Status.MAX_STEPS:
-            message = _max_steps_message(self.stats.get("n_accepted"), max_steps)
+            message = _max_steps_message(self.stats.get("n_accepted"), max_steps, getattr(driver, "method", None))
         recorder.sync()
         stats = self._total_stats()
         stats["final_log_t"] = recorder.final_log_t
