@@ -523,3 +523,15 @@ def test_max_steps_message_counts_every_step_of_the_run(tmp_path, streamed, mode
     assert tr.status == Status.MAX_STEPS
     assert tr.stats["n_accepted"] == 25  # all segments together
     assert "25 accepted steps in the run, max_steps = 25" in tr.message
+
+
+@pytest.mark.parametrize(
+    "rtol, atol, match", [(1.0, 1e-9, "rtol < 1"), (0.0, 1e-9, "positive"), (1e-6, -1.0, "positive")]
+)
+def test_tolerances_that_ask_for_no_accuracy_are_refused(rtol, atol, match):
+    """rtol ≥ 1 accepts errors as large as the state (a run 'succeeded' with balance drift 1.8e-3): refused up front,
+    for single runs and ensembles, before any work."""
+    with pytest.raises(InvalidParameterError, match=match):
+        simulate(TwoLayerReLU(2, 4), RAY, log_t_end=1.0, n_save=3, rtol=rtol, atol=atol)
+    with pytest.raises(InvalidParameterError, match=match):
+        simulate_ensemble(TwoLayerReLU(2, 4), RAY, ["euclidean"], log_t_end=1.0, n_save=3, rtol=rtol, atol=atol)

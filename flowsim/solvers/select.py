@@ -39,10 +39,15 @@ def check_kinks_mode(kinks: str) -> None:
 
 def check_tolerances(rtol: float, atol: float) -> None:
     """Raises:
-    InvalidParameterError: if ``rtol`` or ``atol`` is not a positive finite number."""
+    InvalidParameterError: if ``rtol`` or ``atol`` is not a positive finite number, or ``rtol`` ≥ 1 (a relative
+        error as large as the state itself: no accuracy is asked for)."""
     for name, tol in (("rtol", rtol), ("atol", atol)):
         if not (np.isfinite(tol) and tol > 0):
             raise InvalidParameterError(f"{name} must be a positive finite number, got {tol}")
+    if rtol >= 1:
+        raise InvalidParameterError(
+            f"rtol = {rtol} allows errors as large as the state itself; use rtol < 1 (typically 1e-8 to 1e-5)"
+        )
 
 
 def resolve_kinks(model: AbstractModel, kinks: str) -> str:
