@@ -61,13 +61,18 @@ class NewtonRadau(Radau):
     def rebase(self, t: float, y: np.ndarray) -> None:
         """Continue from (t, y) under a changed right-hand side (the same ``fun`` object, new behaviour).
 
-        The stage predictor extrapolates the last collocation polynomial across the change (Newton corrects the
-        jump); step size, controller history and the Jacobian (marked stale) are kept; the convergence factor
-        is reset (the next step iterates at least twice)."""
+        The stage predictor extrapolates the last collocation polynomial across the change, shifted to pass
+        through y (Newton corrects the jump of the field); step size, controller history and the Jacobian
+        (marked stale) are kept; the convergence factor is reset (the next step iterates at least twice)."""
         self.t = float(t)
         self.y = np.asarray(y, dtype=float).copy()
         with np.errstate(over="ignore", invalid="ignore"):
             self.f = self.fun(self.t, self.y)
+            if self.sol is not None:  # the predictor must pass through the new state: the old polynomial's
+                # increments from t on (its value at t differs from y by the event's state correction, which as
+                # an offset in every stage guess overflowed the loss weights even for steps of 1e-9)
+                offset = self.y - self.sol(self.t)
+                self.sol = _Shifted(self.sol, offset) if np.all(np.isfinite(offset)) else None
         self.t_old = None
         self.current_jac = False
         self.faccon = 1.0
@@ -216,3 +221,14 @@ class NewtonRadau(Radau):
                 return True, k + 1, Z, rate
             dW_norm_old = dW_norm
         return False, _NEWTON_MAXITER, Z, rate
+
+
+class _Shifted:
+    """A dense output moved by a constant: ``sol(t) + offset`` (scalar t: `(n,)`; times `(k,)`: `(n, k)`)."""
+
+    def __init__(self, sol, offset: np.ndarray) -> None:
+        self.sol, self.offset = sol, offset
+
+    def __call__(self, t):
+        value = self.sol(t)
+        return value + (self.offset[:, None] if value.ndim == 2 else self.offset)
