@@ -63,9 +63,13 @@ from .results import Status, Trajectory
 from .results.recorder import Recorder, diagnostics_function
 from .results.trajectory import interrupted_message
 from .simulation import save_grid_s, simulate
+from .solvers import ADAPTIVE_METHODS, AUTO_METHOD, STIFF_METHODS
 from .solvers.batched import STEP_MODES, BatchedDopri5
-from .solvers.select import check_kinks_mode, check_tolerances, resolve_kinks
+from .solvers.select import check_kinks_mode, check_tolerances, make_driver, resolve_kinks
 from .timegrid import log_t_from_s, t_from_s
+
+#: methods an ensemble runs: dopri5 batched (naive kinks), the others member by member through simulate
+ENSEMBLE_METHODS = frozenset(ADAPTIVE_METHODS) | frozenset(STIFF_METHODS) | {AUTO_METHOD}
 
 __all__ = ["Member", "members_grid", "simulate_ensemble", "resolve_kinks", "BatchedMirrorFlowField", "STEP_MODES"]
 
@@ -300,7 +304,8 @@ def simulate_ensemble(
     leaky-ReLU models) each member is run alone by ``flowsim.simulate(..., kinks="filippov")``, one after
     the other, because the event-driven Filippov driver stops, switches and restarts at every member's own
     switching events and so cannot share steps across members. Those members' results equal per-member
-    ``simulate`` calls exactly; the cost is K sequential runs (no batching speed-up).
+    ``simulate`` calls exactly; the cost is K sequential runs (no batching speed-up). So do members of an
+    ensemble with a method other than dopri5 (radau, auto, ...; path "sequential").
 
     Args:
         model: the model shared by all members.
@@ -308,7 +313,8 @@ def simulate_ensemble(
         members: :class:`Member` objects or dicts of their fields (``{"potential": ..., "seed": ...}``).
         loss, log_t_end, n_save, log_t_start, save_log_t, time, rtol, atol, max_steps, diagnostics,
             active_threshold: as in :func:`flowsim.simulate` (``max_steps`` per member).
-        method: "dopri5" only (the batched integrator; also the Filippov driver's smooth-segment method).
+        method: "dopri5" (default; the batched integrator on the naive-kinks path) or any method of
+            :func:`flowsim.simulate` ("radau", "auto", ...: members run one by one, path "sequential").
         step: "per_member" (default: own step size, accept/reject per member) or "shared" (every active
             member takes the smallest proposed step). Batched path only.
         solver_options: ``{"first_step": h}`` (initial step in τ for every member).
@@ -330,12 +336,12 @@ def simulate_ensemble(
         the batch's ``batch_nfe``, ``batch_steps`` and ``wall_time`` (whole batch). Filippov path: the
         member's own ``simulate`` stats (``nfe``, ``n_crossings``, ``n_sliding_entries``, ``sliding_time``,
         ..., ``wall_time`` of that member's run). Both add ``ensemble_size``, ``ensemble_index`` and
-        ``ensemble_path`` ("batched" or "sequential_filippov"); ``config["ensemble"]`` says the same. If a
+        ``ensemble_path`` ("batched", "sequential_filippov" or "sequential"); ``config["ensemble"]`` says the same. If a
         Filippov member is interrupted (Ctrl-C), the members after it are not started: they are returned
         with their initial point only and status ``interrupted``.
 
     Raises:
-        InvalidParameterError: empty ``members``, unknown fields, a method other than dopri5, an unknown
+        InvalidParameterError: empty ``members``, unknown fields, an unknown method, an unknown
             ``kinks`` mode or ``kinks="filippov"`` for a smooth or unsupported model, bad tolerances or step
             mode, a wrong ``theta0`` shape, NaN/inf in a member's θ₀ or ∇Φ(θ₀) (the member named).
         HorizonError, InvalidDataError: as :func:`flowsim.simulate` (the same up-front checks, :mod:`flowsim.guards`:
@@ -355,12 +361,14 @@ def simulate_ensemble(
     s_grid = save_grid_s(time, log_t_end, save_log_t, n_save, log_t_start)
     check_explicit_work(method, time, s_grid, int(max_steps))
     check_separable(model, dataset, allow_nonseparable)
-    filippov = path_kinks == "filippov"
-    work = dataset.n * model.num_params * (1 if filippov else K)
+    if method != "dopri5":  # the kink handling simulate gives this method (radau keeps kinks exact, bdf does not)
+        path_kinks = make_driver(model, kinks, method, rtol, atol, int(max_steps), None).kinks
+    sequential = path_kinks == "filippov" or method != "dopri5"  # (the batched integrator is dopri5)
+    work = dataset.n * model.num_params * (1 if sequential else K)
     dev = resolve_device(device, work=work, default=dataset.X.device)
     theta0 = _initial_thetas(model, members, dev)
     _check_starts(model, members, potentials, theta0, loss_fn, dataset, time)
-    if filippov:
+    if sequential:
         simulate_kwargs = dict(
             log_t_end=log_t_end,
             n_save=n_save,
@@ -375,7 +383,9 @@ def simulate_ensemble(
             allow_nonseparable=allow_nonseparable,
             separation_log_t=separation_log_t,
         )
-        return _filippov_members(
+        return _sequential_members(
+            kinks,
+            "sequential_filippov" if path_kinks == "filippov" else "sequential",
             model,
             dataset,
             members,
@@ -426,10 +436,10 @@ def _check_ensemble(model, members, kinks, method, step, time, rtol, atol, solve
         InvalidParameterError: see :func:`simulate_ensemble`.
     """
     check_kinks_mode(kinks)
-    if method != "dopri5":
+    if method not in ENSEMBLE_METHODS:
         raise InvalidParameterError(
-            f"ensembles integrate with a batched dopri5 only, got method={method!r}; run stiff methods member "
-            "by member with flowsim.simulate"
+            f"unknown method {method!r} for an ensemble; one of {sorted(ENSEMBLE_METHODS)} (dopri5 is batched "
+            "across members on the naive-kinks path; the others run member by member)"
         )
     if step not in STEP_MODES:
         raise InvalidParameterError(f"step must be one of {STEP_MODES}, got {step!r}")
@@ -529,7 +539,9 @@ def _batched_member(
     return recorder.trajectory(status, message, stats, config)
 
 
-def _filippov_members(
+def _sequential_members(
+    kinks: str,
+    path: str,
     model: AbstractModel,
     dataset: Dataset,
     members: list[Member],
@@ -543,16 +555,14 @@ def _filippov_members(
     active_threshold: float,
     simulate_kwargs: dict,
 ) -> list[Trajectory]:
-    """Members under Filippov handling: one ``simulate(..., kinks="filippov")`` each, in member order.
-
-    Not batched: the event-driven driver (:class:`flowsim.solvers.FilippovDriver`) restarts at each member's
-    own switching events. After an interrupted member the rest are returned unstarted (initial point only).
+    """Members run one ``simulate(..., kinks=kinks)`` each, in member order: under Filippov handling (the
+    event-driven drivers restart at each member's own switching events) or with a method other than dopri5 (the
+    batched integrator). After an interrupted member the rest are returned unstarted (initial point only).
     """
     K = len(members)
-    path = "sequential_filippov"
     kw = simulate_kwargs
     solver = {
-        "kinks": "filippov",
+        "kinks": "filippov" if path == "sequential_filippov" else "naive",
         "method": kw["method"],
         "rtol": kw["rtol"],
         "atol": kw["atol"],
@@ -581,7 +591,7 @@ def _filippov_members(
             active_threshold=active_threshold,
             threads=threads,
             device=dev,
-            kinks="filippov",
+            kinks=kinks,
             **simulate_kwargs,
         )
         tr.stats.update({"ensemble_size": K, "ensemble_index": i, "ensemble_path": path})

@@ -92,8 +92,8 @@ def test_ensemble_errors_and_kinks():
         simulate_ensemble(Linear(4), ds, MEMBERS[:1], kinks="filippov")
     with pytest.raises(InvalidParameterError, match="kinks must be one of"):
         simulate_ensemble(Linear(4), ds, MEMBERS[:1], kinks="exact")
-    with pytest.raises(InvalidParameterError, match="batched dopri5 only"):
-        simulate_ensemble(TwoLayerReLU(4, 3), ds, MEMBERS[:1], method="radau")
+    with pytest.raises(InvalidParameterError, match="unknown method 'rk99'"):
+        simulate_ensemble(TwoLayerReLU(4, 3), ds, MEMBERS[:1], method="rk99")
     with pytest.raises(InvalidParameterError, match="at least one member"):
         simulate_ensemble(TwoLayerReLU(4, 3), ds, [])
     with pytest.raises(InvalidParameterError, match="unknown member field"):
@@ -256,3 +256,18 @@ def test_sweep_runs_as_ensemble(tmp_path):
     lines = (tmp_path / "summary.csv").read_text().strip().splitlines()
     assert len(lines) == 9 and lines[1].startswith("hyperbolic_entropy(beta=0.01) seed=0")
     assert (tmp_path / "GF_seed_1" / "trajectory.json").exists()
+
+
+@pytest.mark.parametrize("model", [Linear(4), TwoLayerReLU(4, 3)], ids=["linear", "relu"])
+def test_ensemble_with_radau_runs_members_one_by_one_as_simulate(model):
+    """method="radau" (and any non-dopri5 method) runs each member through simulate: results identical to
+    per-member simulate calls; a ReLU net keeps exact kinks (path "sequential_filippov"), a smooth model runs
+    on path "sequential"; a horizon of log t = 1e3 is in reach."""
+    ds = _data()
+    kw = dict(log_t_end=1e3, n_save=5, method="radau", rtol=1e-6, atol=1e-9)
+    ens = simulate_ensemble(model, ds, MEMBERS[:2], **kw)
+    path = "sequential_filippov" if isinstance(model, TwoLayerReLU) else "sequential"
+    for m, tr in zip(MEMBERS[:2], ens, strict=True):
+        assert tr.status == Status.SUCCESS and tr.stats["ensemble_path"] == path
+        ref = simulate(model, ds, m.potential, seed=m.seed, init_scale=m.init_scale, **kw)
+        assert np.array_equal(tr.theta, ref.theta) and tr.stats["nfe"] == ref.stats["nfe"]

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from flowsim import simulate
-from flowsim.data import student_teacher_relu
+from flowsim.data import make_dataset, student_teacher_relu
 from flowsim.errors import InvalidParameterError
 from flowsim.models import TwoLayerReLU
 from flowsim.solvers.filippov import ImplicitFilippovDriver
@@ -143,6 +143,35 @@ def test_radau_keeps_kinks_exact_by_default_where_integrating_through_stalls():
     assert stalled.status.value == "step_underflow" and stalled.log_t[-1] < 0.0
     assert "stalled" in stalled.message and "kinks='filippov'" in stalled.message
     assert time.perf_counter() - start < 30.0
+
+
+def test_late_failure_names_the_margin_precision_of_the_tolerance():
+    """Margins q ≈ log t of a state with relative error rtol are off by ≈ log t·rtol, the loss weights by its
+    exponential: a hyperbolic-entropy run at rtol 1e-6 fails at log t ≈ 3.4e5 (it reaches 1e6 at rtol 1e-7) and
+    its message says so, with the rtol to use; the hint is silent where s·rtol < 0.1 and in linear time."""
+    from flowsim.solvers.base import margin_precision_hint
+
+    assert margin_precision_hint(1e5, 1e-7, True) == "" and margin_precision_hint(1e7, 1e-6, False) == ""
+    assert "log t·rtol = 1" in margin_precision_hint(1e6, 1e-6, True)
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(24, 4, generator=g, dtype=torch.float64)
+    w = torch.randn(4, generator=g, dtype=torch.float64)
+    data = make_dataset(X, torch.sign(X @ w))
+    pot = {"name": "hyperbolic_entropy", "beta": 0.1}
+    tr = simulate(
+        TwoLayerReLU(4, 3),
+        data,
+        pot,
+        seed=0,
+        init_scale=0.5,
+        log_t_end=1e6,
+        n_save=5,
+        method="radau",
+        rtol=1e-6,
+        atol=1e-9,
+    )
+    assert tr.status.value in ("nonfinite", "step_underflow") and tr.log_t[-1] > 1e5
+    assert "log t·rtol" in tr.message and "use rtol ≤" in tr.message
 
 
 def test_options_and_methods_are_checked():
