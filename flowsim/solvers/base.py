@@ -19,6 +19,7 @@ __all__ = [
     "NonFiniteField",
     "NotSeparated",
     "StepFailed",
+    "implicit_failure",
     "margin_precision_hint",
 ]
 
@@ -37,6 +38,15 @@ class StepFailed(Exception):
 
 class NotSeparated(Exception):
     """A run-time monitor found that the data are still not separated past the run's separation horizon."""
+
+
+def implicit_failure(method: str, tau: float, message: str, n_nonfinite: int, rtol: float, log_time: bool):
+    """The exception for a failed scipy implicit step at τ: :class:`NonFiniteField` after non-finite field
+    evaluations, else :class:`StepFailed`; both with :func:`margin_precision_hint`."""
+    hint = margin_precision_hint(tau, rtol, log_time)
+    if n_nonfinite:
+        return NonFiniteField(f"{method}: {message} after {n_nonfinite} non-finite field evaluations{hint}")
+    return StepFailed(f"{method} failed at τ = {tau:.9g}: {message}{hint}")
 
 
 def margin_precision_hint(tau: float, rtol: float, log_time: bool) -> str:

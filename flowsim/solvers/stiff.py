@@ -10,7 +10,7 @@ from scipy.integrate import BDF, LSODA
 from torch import Tensor
 
 from ..errors import InvalidParameterError
-from .base import AbstractDriver, MaxStepsReached, NonFiniteField, StepFailed, margin_precision_hint
+from .base import AbstractDriver, MaxStepsReached, NonFiniteField, StepFailed, implicit_failure
 from .radau_newton import NewtonRadau
 
 #: a stiff run that advances τ by less than STALL_PROGRESS·(1 + |τ|) over STALL_WINDOW accepted steps fails
@@ -147,12 +147,7 @@ class StiffDriver(AbstractDriver):
             with np.errstate(over="ignore", invalid="ignore"):  # diverging Newton trials are rejected
                 message = solver.step()
             if solver.status == "failed":
-                hint = margin_precision_hint(t_old, self.rtol, field.log_time)
-                if self.n_nonfinite:
-                    raise NonFiniteField(
-                        f"{self.method}: {message} after {self.n_nonfinite} non-finite field evaluations{hint}"
-                    )
-                raise StepFailed(f"{self.method} failed at τ = {t_old:.9g}: {message}{hint}")
+                raise implicit_failure(self.method, t_old, message, self.n_nonfinite, self.rtol, field.log_time)
             self.n_accepted += 1
             self.last_dt = float(solver.t - t_old)
             self._check_progress(solver.t)

@@ -34,7 +34,7 @@ from torch import Tensor
 
 from ...errors import InvalidParameterError, positive_real
 from ...models import AbstractModel
-from ..base import MaxStepsReached, NonFiniteField, StepFailed, margin_precision_hint
+from ..base import MaxStepsReached, NonFiniteField, StepFailed, implicit_failure
 from ..radau_newton import NewtonRadau
 from .driver import _DRIFT_FACTOR, FilippovDriver, _Run
 from .events import ExactEvent
@@ -272,12 +272,7 @@ class ImplicitFilippovDriver(FilippovDriver):
             raise NonFiniteField(f"radau at τ = {t_old:.9g}: {e}") from e
         self.n_lu += solver.nlu - nlu
         if solver.status == "failed":
-            hint = margin_precision_hint(t_old, self.rtol, self.field.log_time)
-            if st.n_nonfinite_evals:
-                raise NonFiniteField(
-                    f"radau: {message} after {st.n_nonfinite_evals} non-finite field evaluations{hint}"
-                )
-            raise StepFailed(f"radau failed at τ = {t_old:.9g}: {message}{hint}")
+            raise implicit_failure("radau", t_old, message, st.n_nonfinite_evals, self.rtol, self.field.log_time)
         st.n_accepted += 1
         st.last_dt = float(solver.t - t_old)
         self._next_dt = float(solver.h_abs)
