@@ -511,3 +511,12 @@ def load_config_text(tmp_path, text: str):
 
 def test_every_cli_error_is_a_flowsim_error():
     assert issubclass(RunFolderError, FlowSimError) and issubclass(RunFolderError, OSError)
+
+
+def test_run_summary_names_only_the_outputs_written(tiny, tmp_path, capsys):
+    """With [output] plots = false no PNG is written, and the closing line does not promise any."""
+    code, out, _ = _cli(["run", "--config", tiny, "--out", tmp_path / "o", "--no-progress"], capsys)
+    assert code == 0
+    assert not list((tmp_path / "o").glob("*.png"))
+    line = [ln for ln in out.splitlines() if "outputs in" in ln][0]
+    assert "*.png" not in line and "summary.csv" in line

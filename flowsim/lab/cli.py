@@ -55,7 +55,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     table = format_table(result.rows)
     print()
     print(table)
-    print(f"\n[flowsim] outputs in {out}: summary.txt, summary.csv, config.json, *.png, one folder per run")
+    plots = ", *.png" if any(out.glob("*.png")) else ""  # (none with [output] plots = false)
+    print(f"\n[flowsim] outputs in {out}: summary.txt, summary.csv, config.json{plots}, one folder per run")
     bad = [r for r in result.rows if r["status"] != "success"]
     if result.skipped:
         print(f"[flowsim] not run (interrupted): {', '.join(result.skipped)}")
