@@ -59,6 +59,18 @@ def _lambdas(quick: bool) -> list[float]:
     return [0.01, 100.0] if quick else [0.01, 0.1, 1.0, 10.0, 100.0]
 
 
+def _beta_and_lambda(st: StudentTeacher2D, names: tuple[str, str], quick: bool, out: Path):
+    """The β family (hyperbolic entropy) and the λ family (smoothed p = 3) on ``st``, drawn as ``names``:
+    (PNG names, β runs, λ runs, the figure's numbers)."""
+    pngs: list[str] = []
+    he = _family_figure(names[0], st, [{"name": "hyperbolic_entropy", "beta": b} for b in _betas(quick)], quick,
+                        out, pngs)  # fmt: skip
+    pots = [{"name": "smoothed_homogeneous", "p": 3.0, "lam": v} for v in _lambdas(quick)]
+    sm = _family_figure(names[1], st, pots, quick, out, pngs)
+    numbers = {"log_t": LOG_T, "log_t_10x": LOG_T + LONGER, "width": st.width, "beta_runs": he, "lambda_runs": sm}
+    return pngs, he, sm, numbers
+
+
 def _lines(st: StudentTeacher2D, he: dict, sm: dict) -> list[str]:
     fmt = ", ".join
     return [
@@ -81,13 +93,7 @@ def _lines(st: StudentTeacher2D, he: dict, sm: dict) -> list[str]:
 def fig5_7(quick: bool, out: Path) -> FigureResult:
     """Figs. 5-7 on fig2's problem: fig5.png (β), fig6.png (λ), fig5_10x.png / fig6_10x.png (fig 7)."""
     st = StudentTeacher2D()
-    pngs: list[str] = []
-    he = _family_figure(
-        "fig5", st, [{"name": "hyperbolic_entropy", "beta": b} for b in _betas(quick)], quick, out, pngs
-    )
-    pots = [{"name": "smoothed_homogeneous", "p": 3.0, "lam": v} for v in _lambdas(quick)]
-    sm = _family_figure("fig6", st, pots, quick, out, pngs)
-    numbers = {"log_t": LOG_T, "log_t_10x": LOG_T + LONGER, "width": st.width, "beta_runs": he, "lambda_runs": sm}
+    pngs, he, sm, numbers = _beta_and_lambda(st, ("fig5", "fig6"), quick, out)
     note = (
         "β and λ ranges, the set-up (fig2's) and 'ten times longer' read as t → 10 t are chosen here from the "
         "captions' wording; fig7 is drawn as fig5_10x.png and fig6_10x.png"
@@ -104,12 +110,7 @@ def fig5_7(quick: bool, out: Path) -> FigureResult:
 def fig12_13(quick: bool, out: Path) -> FigureResult:
     """Figs. 12-13: figs 5-6 on another data draw (data seed 3, n = 24)."""
     st = StudentTeacher2D(n=24, data_seed=3)
-    pngs: list[str] = []
-    he = _family_figure("fig12", st, [{"name": "hyperbolic_entropy", "beta": b} for b in _betas(quick)], quick, out,
-                        pngs)  # fmt: skip
-    pots = [{"name": "smoothed_homogeneous", "p": 3.0, "lam": v} for v in _lambdas(quick)]
-    sm = _family_figure("fig13", st, pots, quick, out, pngs)
-    numbers = {"log_t": LOG_T, "log_t_10x": LOG_T + LONGER, "width": st.width, "beta_runs": he, "lambda_runs": sm}
+    pngs, he, sm, numbers = _beta_and_lambda(st, ("fig12", "fig13"), quick, out)
     note = (
         "the appendix figures are read as figs 5-6 repeated on other data; the second draw (data seed 3, n = 24) is "
         "chosen here"
