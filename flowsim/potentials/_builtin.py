@@ -68,6 +68,7 @@ class Euclidean(AbstractPotential):
     """
 
     name = "euclidean"
+    inverse_hessian_finite = True  # 1/φ″ is finite at every finite θ (the Filippov driver skips its check)
 
     def __init__(self) -> None:
         pass
@@ -124,6 +125,7 @@ class HyperbolicEntropy(AbstractPotential):
     """
 
     name = "hyperbolic_entropy"
+    inverse_hessian_finite = True  # 1/φ″ is finite at every finite θ (the Filippov driver skips its check)
 
     def __init__(self, beta: float) -> None:
         self.beta = _check_positive("HyperbolicEntropy", "beta", beta, "0.1", "scale")
@@ -194,9 +196,11 @@ class PPower(AbstractPotential):
     """
 
     name = "p_power"
+    inverse_hessian_finite = False  # 1/φ″ = inf at θ = 0 for p > 2 (set per instance)
 
     def __init__(self, p: float) -> None:
         self.p = _check_exponent("PPower", p)
+        self.inverse_hessian_finite = self.p <= 2.0
 
     @property
     def horizon(self) -> Horizon:
@@ -259,6 +263,7 @@ class SmoothedHomogeneous(AbstractPotential):
     """
 
     name = "smoothed_homogeneous"
+    inverse_hessian_finite = True  # 1/φ″ is finite at every finite θ (the Filippov driver skips its check)
 
     def __init__(self, p: float, lam: float) -> None:
         self.p = _check_exponent("SmoothedHomogeneous", p)
@@ -285,9 +290,10 @@ class SmoothedHomogeneous(AbstractPotential):
         if p == 3.0:
             # closed form: x²(x² + λ) = (z/3)² is a quadratic in x², solved without cancellation or overflow:
             # x = u √(2/(λ + √(λ² + 4u²))) = u / √(λ/2 + hypot(λ/2, u))
+            # (the clamp changes only u = ±inf: x = u there, not inf·0)
             u = z / 3.0
-            x = u * torch.rsqrt(torch.hypot(u, _const(0.5 * self.lam, u)) + 0.5 * self.lam)
-            return torch.where(torch.isinf(u), u, x)
+            s = (torch.hypot(u, _const(0.5 * self.lam, u)) + 0.5 * self.lam).clamp_max(torch.finfo(u.dtype).max)
+            return u * torch.rsqrt(s)
         return _invert_odd_log_softplus(
             _as_tensor(z),
             a=math.log(p),
@@ -312,8 +318,9 @@ class SmoothedHomogeneous(AbstractPotential):
         theta = _as_tensor(theta)
         if self.p == 3.0:
             # 1/φ″ = 1/(3 r k), r k = ((p−1)x² + λ)/r = 2x·(x/r) + λ/r: fewer operations, no x² formed (no overflow)
+            # (c/r written as torch evaluates it, reciprocal(r)·c, without its Python-level detour)
             r = self._radius(theta)
-            return 1.0 / (3.0 * (2.0 * theta * (theta / r) + self.lam / r))
+            return torch.reciprocal(3.0 * (2.0 * theta * (theta / r) + torch.reciprocal(r) * self.lam))
         r, k = self._curvature(theta)  # r^{2−p} and k separately: r^{3−p} alone overflows for p < 2
         return r.pow(2.0 - self.p) / (self.p * k)
 
@@ -375,6 +382,7 @@ class PPowerPlusQuadratic(AbstractPotential):
     """
 
     name = "p_power_quadratic"
+    inverse_hessian_finite = True  # 1/φ″ is finite at every finite θ (the Filippov driver skips its check)
 
     def __init__(self, p: float, lam: float) -> None:
         self.p = _check_exponent("PPowerPlusQuadratic", p)

@@ -21,9 +21,13 @@ def inverse_map_slope(pot, theta: Tensor, z: Tensor | None = None) -> Tensor:
     Where 1/φ″ is not finite (p-power potentials with p > 2 at θ_k = 0, where the inverse mirror map has a
     vertical tangent) it is replaced by the central secant of ∇Φ* of width √ε·max(1, |z_k|) (z = ∇Φ(θ) unless
     given): the slope the integrator resolves at its rounding level. The switching surfaces' rates, error scales
-    and the sliding metric use this, so a coordinate sitting at 0 never puts inf or NaN into them.
+    and the sliding metric use this, so a coordinate sitting at 0 never puts inf or NaN into them. A potential
+    whose ``inverse_hessian_finite`` is true (1/φ″ finite at every finite θ: the built-ins but p-power with p > 2)
+    is not checked.
     """
     slope = pot.inverse_hessian_diag(theta)
+    if getattr(pot, "inverse_hessian_finite", False):  # (a per-call check costs a pass and a host sync)
+        return slope
     bad = ~torch.isfinite(slope)
     if bool(bad.any()):
         z = pot.mirror_map(theta) if z is None else z
