@@ -485,6 +485,71 @@ def test_crossing_rates_of_a_prefix_are_the_prefix_of_the_rates():
         assert torch.allclose(a, b, rtol=1e-14, atol=0.0)
 
 
+@pytest.mark.parametrize("sliding_points", [(0,), (0, 4)], ids=["one", "two"])
+def test_soft_crossing_of_a_sliding_neuron_matches_its_equivalent_control(sliding_points):
+    """A crossing of a neuron that slides on one or two surfaces: the equivalent control absorbs the part of the
+    velocity jump that would move the sliding surfaces. Against the field itself (sliding velocity before and
+    after flipping the crossed surface, at a state where it is at h = 0): the jump of ḣ at the crossing, the
+    α's largest jump, and the closed-form correction over a constant dense output (ΔF·(x_end − x_c)·dt, which
+    leaves the sliding surfaces' h unchanged) — to rounding."""
+    from flowsim.flow import MirrorFlowField
+    from flowsim.losses import get_loss
+    from flowsim.potentials import HyperbolicEntropy
+    from flowsim.solvers.filippov.two_layer import _TwoLayerSwitching
+
+    gen = torch.Generator().manual_seed(7)
+    n, d, m, j, i = 6, 4, 3, 1, 2
+    X = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    y = torch.tensor([1.0, -1.0, 1.0, 1.0, -1.0, -1.0], dtype=torch.float64)
+    model = TwoLayerReLU(d, m)
+    pot = HyperbolicEntropy(0.5)
+    field = MirrorFlowField(model, pot, get_loss("exponential"), X, y)
+    sw = _TwoLayerSwitching(model, field)
+    theta = torch.randn(model.num_params, generator=gen, dtype=torch.float64)
+    W = theta[: m * d].reshape(m, d)
+    B = X[list(sliding_points) + [i]]  # w_j ⟂ the sliding points and the crossing point: h = 0 there
+    W[j] = W[j] - B.T @ torch.linalg.solve(B @ B.T, B @ W[j])
+    z = pot.mirror_map(theta)
+    sw.init_mode(theta)
+    mode = sw.mode.clone()
+    mode[list(sliding_points), j] = SLIDING
+    mode[i, j] = INACTIVE
+    sw.mode = mode
+    sw.alpha0 = torch.where(mode == SLIDING, 0.5, 0.0).to(torch.float64)
+    sw._refresh()
+    t0, dt, xc = torch.tensor(0.0, dtype=torch.float64), torch.tensor(0.1, dtype=torch.float64), 0.25
+    coeff = torch.cat([z.unsqueeze(0), torch.zeros(4, z.numel(), dtype=torch.float64)])
+    ii, jj, x_c = torch.tensor([i]), torch.tensor([j]), torch.tensor([xc], dtype=torch.float64)
+    rates = sw.crossing_rates(coeff, t0, dt, x_c, ii, jj)
+    cc = sw.crossing_correction(coeff, t0, dt, x_c, ii, jj, 1.0, rates)
+
+    def field_jump(tau: float):
+        """(velocity after − before flipping surface (i, j), the α's before and after) at τ."""
+        sw.mode[i, j] = INACTIVE
+        sw._refresh()
+        v_old, al_old = sw.velocity(torch.tensor(tau, dtype=torch.float64), theta)
+        sw.mode[i, j] = ACTIVE
+        sw._refresh()
+        v_new, al_new = sw.velocity(torch.tensor(tau, dtype=torch.float64), theta)
+        return v_new - v_old, al_old, al_new
+
+    dv, al_old, al_new = field_jump(float(t0 + xc * dt))
+    D = pot.inverse_hessian_diag(W[j])
+    dvw = dv[j * d : (j + 1) * d]
+    assert abs(float(X[i] @ (D * dvw))) > 1e-3  # the crossing point's rate does jump
+    hd_jump = float(rates.hdot_after[0] - rates.hdot_before[0])
+    assert hd_jump == pytest.approx(float(X[i] @ (D * dvw)), rel=1e-12)
+    sl = list(sliding_points)
+    assert float(rates.dalpha[0]) == pytest.approx(float((al_new[sl, j] - al_old[sl, j]).abs().max()), rel=1e-12)
+    assert float((al_new[sl, j] - al_old[sl, j]).abs().max()) > 1e-3
+    from scipy.integrate import quad_vec
+
+    expect = quad_vec(lambda tau: field_jump(tau)[0].numpy(), float(t0 + xc * dt), float(t0 + dt), epsrel=1e-13)[0]
+    assert np.abs(cc.dz.numpy() - expect).max() <= 1e-11 * np.abs(expect).max()
+    dzw = cc.dz[j * d : (j + 1) * d]
+    assert float((X[sl] @ (D * dzw)).abs().max()) <= 1e-13 * float(dzw.abs().max())
+
+
 def test_event_roots_by_newton_need_few_evaluations():
     """With ḣ on the dense output (``surface_rates_fn``), event roots come from bracketed Newton steps started at
     the secant point: the same roots to 1e-13 as Illinois (scipy's brentq as the reference) in at most 6

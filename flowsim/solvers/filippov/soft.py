@@ -89,8 +89,15 @@ class _SoftCrossings:
         # per-crossing rates, once for the step (crossing k's depend on crossings ≤ k: any kept prefix reuses them)
         rates = sw.crossing_rates(C, t0, dt, x[:kb], ii[:kb], jj[:kb])
         ok = self._transversal(rates, sw.sigma[ii[:kb], jj[:kb]], x[:kb], dt, x_end)
+        if sw.n_sliding:
+            # a crossing of a sliding neuron moves its α: it must stay well inside (0, 1) (half the step's margin)
+            held = (rates.dalpha == 0) | (rates.dalpha.abs() < 0.5 * seg.stage_margin)
+            if not bool(held.all()):
+                k_h = int(torch.nonzero(~held).flatten()[0])
+                ok[k_h:] = False
         if not bool(ok.all()):
-            kb, reason = int(torch.nonzero(~ok).flatten()[0]), "not_transversal"
+            kb = int(torch.nonzero(~ok).flatten()[0])
+            reason = "sliding" if sw.n_sliding and not bool(held[kb]) else "not_transversal"
             if kb == 0:
                 return fail(reason)
             x_end = float(x[kb])
@@ -160,11 +167,10 @@ class _SoftCrossings:
 
     def _first_hard_crossing(self, n_changes: Tensor, ii: Tensor, jj: Tensor, K: int) -> tuple[int, str]:
         """Index of the first crossing that cannot be switched softly and why ("recross": crossed twice in the
-        step, "sliding": touches a sliding neuron or point, "many": beyond the first 1,024); (K, "many") if none."""
-        sw = self.sw
+        step, "many": beyond the first 1,024); (K, "many") if none. (Crossings of sliding neurons are switched
+        softly, their jumps projected by the equivalent control, unless they move an α too far: checked with
+        the crossing rates.)"""
         bad = {"recross": n_changes > 1}
-        if sw.n_sliding:
-            bad["sliding"] = sw.sliding[:, jj].any(0) | sw.sliding[ii].any(1)
         kb, reason = min(K, _MAX_SOFT), "many"
         for r, flag in bad.items():
             f = torch.nonzero(flag[:kb]).flatten()

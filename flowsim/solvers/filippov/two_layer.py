@@ -30,6 +30,7 @@ class _CrossingRates(NamedTuple):
     dtau: Tensor  # crossing-time shifts δτ_k, (K,)
     jump: Tensor  # ż_wj jump × δτ_k, (K, d)
     gate: Tensor  # gate of point i_k's pattern after its crossings up to k, (K, m)
+    dalpha: Tensor  # the sliding α of crossing k's neuron after its crossings up to k, minus before them, (K,)
 
     def head(self, k: int) -> _CrossingRates:
         """The first k crossings' quantities (crossing k depends on crossings ≤ k only)."""
@@ -86,6 +87,36 @@ class _TwoLayerSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
         self.multi_i = order[:, :kmax]
         self.multi_mask = torch.arange(kmax, device=count.device) < count[self.multi_j].unsqueeze(1)
         self.bg_multi: Tensor | None = None
+        self._slide_sets: tuple | None = None  # (neurons, padded points, mask) of all sliding neurons, on demand
+
+    def _sliding_sets(self) -> tuple[Tensor, Tensor, Tensor]:
+        """Every sliding neuron `(J,)`, its sliding points padded to the largest set `(J, k)` and the mask of the
+        real ones `(J, k)`."""
+        if self._slide_sets is None:
+            count = self.sliding.sum(0)
+            js = torch.nonzero(count > 0).flatten()
+            k = int(count.max()) if js.numel() else 0
+            order = torch.argsort((~self.sliding[:, js].T).to(torch.int8), dim=1, stable=True)
+            self._slide_sets = (js, order[:, :k], torch.arange(k, device=count.device) < count[js].unsqueeze(1))
+        return self._slide_sets
+
+    def project_sliding_rows(self, V: Tensor, W: Tensor) -> Tensor:
+        """Dual W-block rows ``V`` `(..., m, d)` with each sliding neuron's row projected onto the directions that
+        leave its sliding surfaces' rates unchanged: v ← v − X_Sᵀ (X_S D X_Sᵀ)⁺ X_S D v, D = dθ/dz at the
+        weights ``W`` `(m, d)` — the equivalent control's response to a change v of the neuron's one-sided field
+        (it keeps ḣ_S as it was: the α's absorb the change)."""
+        if not self.n_sliding:
+            return V
+        js, I, mask = self._sliding_sets()
+        XS = self.X[I] * mask.unsqueeze(2).to(V.dtype)  # (J, k, d)
+        D = inverse_map_slope(self.pot, W[js])  # (J, d)
+        XD = XS * D.unsqueeze(1)
+        Ginv = torch.linalg.pinv(XD @ XS.transpose(1, 2), hermitian=True, rtol=1e-12)  # (J, k, k)
+        Vj = V[..., js, :]  # (..., J, d)
+        coef = Ginv @ (XD @ Vj.unsqueeze(-1))  # (..., J, k, 1)
+        out = V.clone()
+        out[..., js, :] = Vj - (XS.transpose(1, 2) @ coef).squeeze(-1)
+        return out
 
     def split(self, theta: Tensor) -> tuple[Tensor, Tensor]:
         return theta[..., : self.md].reshape(*theta.shape[:-1], self.m, self.d), theta[..., self.md :]
@@ -435,7 +466,7 @@ class _TwoLayerSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
         same_pt = ii.unsqueeze(1) == ii.unsqueeze(0)
         upto = (same_pt & (ar.unsqueeze(0) <= ar.unsqueeze(1))).to(dtype)  # [k, k']
         flips = (upto @ torch.nn.functional.one_hot(jj, self.m).to(dtype)) > 0  # (K, m)
-        P0 = self.P[ii]  # crossing points have no sliding surfaces (checked by the caller)
+        P0 = self.P[ii]  # (a crossing point's sliding entries, on other neurons, have h = 0: any gate will do)
         Gk = self._gate(torch.where(flips, 1.0 - P0, P0))
         Hk = (W @ Xk.unsqueeze(-1)).squeeze(-1)  # h_{i_k j}(x_k), (K, m)
         # c_i(x_k): continuous at the crossing (h_{i_k j_k} = 0 there: flip k does not change f_i)
@@ -449,6 +480,9 @@ class _TwoLayerSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
         u = (1.0 - self.slope) * (1.0 - 2.0 * s_old) * self.y[ii] * c_x  # velocity jump / (a_j x_i)
         gram = (Xk * Dk) @ Xk.T  # [k, k'] = x_k · D_k x_k'
         same_j = jj.unsqueeze(1) == jj.unsqueeze(0)
+        dalpha = torch.zeros_like(xc)
+        if self.n_sliding:  # crossings of neurons sliding on one surface (the caller excludes several)
+            gram, dalpha = self._sliding_rates(gram, Xk, Dk, W, a, t0 + xc * dt, u, jj, same_j, ar)
         before = (same_j & (ar.unsqueeze(0) < ar.unsqueeze(1))).to(dtype)
         hd_before = hd_dense + ak * ((before * gram) @ u)
         hd_after = hd_before + ak * gram.diagonal() * u
@@ -460,7 +494,46 @@ class _TwoLayerSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
         dh = ak * ((before * gram * lag) @ u)
         dtau = torch.where(hd_before != 0, -dh / torch.where(hd_before != 0, hd_before, 1.0), 0.0)
         jump = (ak * u * dtau).unsqueeze(1) * Xk  # (K, d): ż_wj jump × δτ_k
-        return _CrossingRates(hd_before, hd_after, dtau, jump, Gk)
+        return _CrossingRates(hd_before, hd_after, dtau, jump, Gk, dalpha)
+
+    def _sliding_rates(self, gram, Xk, Dk, W, a, tau_k, u, jj, same_j, ar) -> tuple[Tensor, Tensor]:
+        """Crossings (i_k, j_k) of sliding neurons (points S): the equivalent control absorbs the part of a
+        velocity jump that would move h_S, so the jump of ż_wj is a_j u_k Π_k x_k, with
+        Π_k x = x − X_Sᵀ M_k⁺ X_S D_k x, M_k = X_S D_k X_Sᵀ, and the α's jump by
+        Δα_s = −u_k (M_k⁺ X_S D_k x_k)_s / ((1 − s₋) c_s y_s) (Σ_s r_s α_s x_s is the control term,
+        r_s = (1 − s₋) a_j c_s y_s; a_j cancels).
+
+        Returns the gram [k, k'] = x_k · D_k Π_k x_k' `(K, K)` (the rows of crossings of other neurons unchanged)
+        and, per crossing, the largest |Σ Δα_s| over its neuron's sliding points, summed over the neuron's
+        crossings up to and including it `(K,)` (0 off sliding neurons).
+        """
+        js, I, mask = self._sliding_sets()
+        pos = torch.full((self.m,), -1, dtype=torch.long, device=Xk.device)
+        pos[js] = torch.arange(js.numel(), device=Xk.device)
+        on = torch.nonzero(pos[jj] >= 0).flatten()  # crossings of sliding neurons, (K_s,)
+        dalpha = torch.zeros_like(u)
+        if not on.numel():
+            return gram, dalpha
+        p = pos[jj[on]]
+        Ik, fm = I[p], mask[p].to(gram.dtype)  # (K_s, k)
+        XS = self.X[Ik] * fm.unsqueeze(2)  # (K_s, k, d)
+        XD = XS * Dk[on].unsqueeze(1)
+        V = XD @ Xk.T  # (K_s, k, K): X_S D_k x_k'
+        Minv = torch.linalg.pinv(XD @ XS.transpose(1, 2), hermitian=True, rtol=1e-12)  # (K_s, k, k)
+        w = V[torch.arange(on.numel(), device=Xk.device), :, on]  # (K_s, k): X_S D_k x_k
+        Mw = (Minv @ w.unsqueeze(2)).squeeze(2)  # (K_s, k)
+        gram = gram.clone()
+        gram[on] = gram[on] - (Mw.unsqueeze(1) @ V).squeeze(1)
+        # c_s at crossing k's state (the points' own patterns; their sliding entries have h = 0)
+        yS = self.y[Ik]
+        HS = XS @ W[on].transpose(1, 2)  # (K_s, k, m)
+        qS = yS * (self._gate(self.P[Ik]) * HS * a[on].unsqueeze(1)).sum(-1)
+        cS = self.field.loss_weights(tau_k[on].unsqueeze(1), qS)
+        rS = (1.0 - self.slope) * cS * yS
+        jump = torch.where(mask[p], -u[on].unsqueeze(1) * Mw / torch.where(mask[p], rS, 1.0), 0.0)  # (K_s, k)
+        upto = (same_j & (ar.unsqueeze(0) <= ar.unsqueeze(1)))[on][:, on].to(gram.dtype)
+        dalpha[on] = (upto @ jump).abs().amax(1)
+        return gram, dalpha
 
     def crossing_correction(
         self,
@@ -510,7 +583,7 @@ class _TwoLayerSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
         XI, yI = self.X[pts], self.y[pts]
         H = (W.unsqueeze(1) @ XI.unsqueeze(-1).unsqueeze(0)).squeeze(-1)  # (Q, nI, m)
         tau = (t0 + nodes * dt).unsqueeze(1)
-        P_old = self.P[pts]  # (nI, m); crossing points have no sliding surfaces (checked by the caller)
+        P_old = self.P[pts]  # (nI, m); sliding entries (h = 0) count as inactive: sliding rows are projected below
         G_old = self._gate(P_old)
         c_old = self.field.loss_weights(tau, yI * ((G_old * H) * a.unsqueeze(1)).sum(-1))  # (Q, nI)
         # levels: point i_k's pattern after its crossings up to k
@@ -538,12 +611,15 @@ class _TwoLayerSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
         lastf = last.to(dtype).unsqueeze(1)
         dF1_W = (lastf * a[N] * Dc[N]).T @ Xk
         dF1_a = (lastf * Dc[N] * Hk[N]).sum(0)
-        dF1 = torch.cat([dF1_W.reshape(-1), dF1_a])
         # the crossing-time shifts (crossing_rates): Δz −= jump·δτ_k, ∫ Δz dτ −= jump·δτ_k·(τ_end − τ_k)
         shift = torch.zeros(2, self.m, self.d, dtype=dtype, device=dev)
         shift[0].index_add_(0, jj, rates.jump)
         shift[1].index_add_(0, jj, rates.jump * ((x_end - xc) * dt).unsqueeze(1))
         corr_Ws = corr_Ws - shift
+        if self.n_sliding:  # sliding neurons: their equivalent control absorbs what would move h_S
+            rows = self.project_sliding_rows(torch.cat([corr_Ws, dF1_W.unsqueeze(0)]), W[N])
+            corr_Ws, dF1_W = rows[:2], rows[2]
+        dF1 = torch.cat([dF1_W.reshape(-1), dF1_a])
         corr = torch.cat([corr_Ws[0].reshape(-1), corr_as[0]])
         corr2 = torch.cat([corr_Ws[1].reshape(-1), corr_as[1]])
         return _Correction(corr, dF1, rates.hdot_before, rates.hdot_after, corr2, rates.dtau)
