@@ -8,6 +8,7 @@ and corrected, :mod:`.soft`), and a new one starts there.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ _MAX_NULL_SEGMENTS = 200  # consecutive segments of zero length before giving up
 _DRIFT_FACTOR = 100.0  # a sliding surface further than this × (error scale) off h = 0 ends the segment (projected)
 
 # torchdiffeq's adaptive RK options (RKAdaptiveStepsizeODESolver) that pass through to the segments
-# (not max_num_steps, step_t, jump_t: every segment is a new solver; max_steps bounds the run, exact_saves the steps)
+# (not max_num_steps, step_t, jump_t: the driver steps the solver; max_steps bounds the run, exact_saves the steps)
 RK_OPTIONS = frozenset({"first_step", "min_step", "max_step", "safety", "ifactor", "dfactor", "norm", "dtype"})
 FILIPPOV_OPTIONS = frozenset(
     {"soft_crossings", "soft_fraction", "soft_cap", "truncated_growth", "event_state", "exact_saves"}
@@ -74,6 +75,8 @@ class _Run:
     forced: dict = field(default_factory=dict)  # sides imposed at the next classification
     sticky: tuple = (math.nan, {})  # (τ, forced sides) of the last classification
     null_run: int = 0  # consecutive zero-length segments
+    solver: object = None  # the RK solver of every segment (built at the first, restarted at the others)
+    step_times: list = field(default_factory=list)  # the solver's step_t as floats (its index at a restart)
 
 
 class FilippovDriver(_EventLocation, _SoftCrossings, AbstractDriver):
@@ -254,16 +257,34 @@ class FilippovDriver(_EventLocation, _SoftCrossings, AbstractDriver):
         self._classify(run, theta, zero)
         seg_start = float(run.tau)
         sw.lam = run.rate
-        solver = SOLVERS[run.method](
-            func=run.func, y0=run.z, rtol=run.rtol, atol=run.atol, first_step=run.first_step, **run.opts
-        )
-        solver._before_integrate(torch.stack([run.tau, run.grid[-1]]))
-        self._rk = (run.func, solver.tableau)  # for redo steps to an event
+        solver = self._segment_solver(run)
         f0 = solver.rk_state.f1
         run.rate = float(f0.norm() / run.z.norm().clamp_min(torch.finfo(run.z.dtype).tiny))
         # components at zero at the segment start get a hysteresis band (they may sit a hair off)
         band = torch.where(sw.surfaces(theta).abs() <= zero, zero, torch.zeros_like(zero))
         return solver, band, seg_start
+
+    def _segment_solver(self, run: _Run):
+        """The RK solver of a new segment, started at (τ, z): built at the run's first segment (with torchdiffeq's
+        first step when none is given), restarted at the later ones with the state a new solver's
+        ``_before_integrate`` sets (the segment field at (τ, z), the first step, the next save time): the steps of a
+        new solver, without building one per segment."""
+        if run.solver is None or run.first_step is None:
+            solver = SOLVERS[run.method](
+                func=run.func, y0=run.z, rtol=run.rtol, atol=run.atol, first_step=run.first_step, **run.opts
+            )
+            solver._before_integrate(torch.stack([run.tau, run.grid[-1]]))
+            self._rk = (run.func, solver.tableau)  # for redo steps to an event
+            run.solver, run.step_times = solver, solver.step_t.tolist()
+            return solver
+        solver, z = run.solver, run.z
+        f0 = run.func(run.tau, z)  # (the segment field's cache: a soft step's end is not evaluated twice)
+        dt = torch.as_tensor(run.first_step, dtype=solver.dtype, device=z.device)
+        solver.y0 = z
+        solver.rk_state = solver.rk_state._replace(y1=z, f1=f0, t0=run.tau, t1=run.tau, dt=dt, interp_coeff=[z] * 5)
+        # the first save time after τ (or the last one); torchdiffeq drops the earlier ones instead, the same step
+        solver.next_step_index = min(bisect.bisect(run.step_times, float(run.tau)), len(run.step_times) - 1)
+        return solver
 
     def _project_drifted(self, run: _Run) -> tuple[Tensor, Tensor]:
         """θ and the at-zero band (10 error scales) at the segment start, after putting sliding surfaces that
