@@ -162,36 +162,35 @@ class _TwoLayerSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
         W, a = self.split(theta)
         H = self.X @ W.T  # (n, m)
         G0 = self._gate(self.P)  # sliding entries at α = 0
-        q = self.y * ((H * G0) @ a)
+        HG = H * G0
+        q = self.y * (HG @ a)
         cy = self.field.loss_weights(tau, q) * self.y
         uW = a.unsqueeze(1) * ((G0 * cy.unsqueeze(1)).T @ self.X)  # (m, d)
+        za = (HG * cy.unsqueeze(1)).sum(0)
         if not self.slide_neurons:
-            zW, G = uW, G0
-            alpha = None
-        else:
-            alpha = torch.full_like(H, float("nan"))
-            D = inverse_map_slope(self.pot, W)
-            Pf = self.P.clone()
-            ref = self.alpha0 if alpha_ref is None else alpha_ref
-            scale = {} if self.bg_scale is None else None
-            zW = uW.clone()
-            if self.single_j.numel():
-                js, is_ = self.single_j, self.single_i
-                al, row = self._single_control(js, is_, scale, uW, D, a, cy, H, ref)
-                alpha[is_, js] = al
-                Pf[is_, js] = al
-                zW[js] = row
-            if self.multi_j.numel():
-                js, I, mask = self.multi_j, self.multi_i, self.multi_mask
-                al, row = self._multi_control(js, I, mask, scale, uW, D, a, cy, H, ref)
-                jj = js.unsqueeze(1).expand_as(I)
-                alpha[I[mask], jj[mask]] = al[mask]
-                Pf[I[mask], jj[mask]] = al[mask]
-                zW[js] = row
-            if scale is not None:
-                self.bg_scale = scale
-            G = self._gate(Pf)
-        za = ((G * H) * cy.unsqueeze(1)).sum(0)
+            return torch.cat([uW.reshape(-1), za]), None
+        # sliding entries: gate 0 → gate(α) adds (1 − s₋) α h c y to ż_a (h ≈ 0 there; added for the Baumgarte part)
+        alpha = torch.full_like(H, float("nan"))
+        D = inverse_map_slope(self.pot, W)
+        ref = self.alpha0 if alpha_ref is None else alpha_ref
+        scale = {} if self.bg_scale is None else None
+        zW = uW.clone()
+        za = za.clone()
+        if self.single_j.numel():
+            js, is_ = self.single_j, self.single_i
+            al, row = self._single_control(js, is_, scale, uW, D, a, cy, H, ref)
+            alpha[is_, js] = al
+            zW[js] = row
+            za.index_add_(0, js, (1.0 - self.slope) * al * H[is_, js] * cy[is_])
+        if self.multi_j.numel():
+            js, I, mask = self.multi_j, self.multi_i, self.multi_mask
+            al, row = self._multi_control(js, I, mask, scale, uW, D, a, cy, H, ref)
+            jj = js.unsqueeze(1).expand_as(I)
+            alpha[I[mask], jj[mask]] = al[mask]
+            zW[js] = row
+            za.index_add_(0, js, (1.0 - self.slope) * (al * H[I, jj] * cy[I]).sum(1))  # (al = 0 where padded)
+        if scale is not None:
+            self.bg_scale = scale
         return torch.cat([zW.reshape(-1), za]), alpha
 
     def _single_control(self, js, is_, scale, uW, D, a, cy, H, ref) -> tuple[Tensor, Tensor]:
