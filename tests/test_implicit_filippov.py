@@ -69,6 +69,50 @@ def test_segment_jacobian_matches_finite_differences(small_problem, monkeypatch)
     assert float((J - J_fd).norm() / J_fd.norm()) <= 1e-7
 
 
+@pytest.mark.parametrize(
+    ("leaky", "loss", "potential"),
+    [(False, "exponential", ("euclidean", {})), (True, "logistic", ("hyperbolic_entropy", {"beta": 0.3}))],
+    ids=["relu-exp-gf", "leaky-logistic-he"],
+)
+def test_closed_form_newton_jacobian_matches_autograd(leaky, loss, potential):
+    """The two-layer switching system's closed-form Jacobian (autograd only for the sliding neurons' rows and the
+    α's) against autograd through the whole field, at a state with a neuron sliding on two surfaces, one on one
+    surface, a Baumgarte rate and sliding surfaces off h = 0: to rounding (1e-12 of the largest entry)."""
+    from flowsim.flow import MirrorFlowField
+    from flowsim.losses import get_loss
+    from flowsim.models import TwoLayerLeakyReLU
+    from flowsim.potentials import get_potential
+    from flowsim.solvers.filippov.state import SLIDING
+    from flowsim.solvers.filippov.two_layer import _TwoLayerSwitching
+
+    gen = torch.Generator().manual_seed(4)
+    n, d, m = 10, 4, 5
+    X = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    y = torch.where(torch.rand(n, generator=gen) > 0.5, 1.0, -1.0).to(torch.float64)
+    model = TwoLayerLeakyReLU(d, m, 0.2) if leaky else TwoLayerReLU(d, m)
+    field = MirrorFlowField(model, get_potential(potential[0], **potential[1]), get_loss(loss), X, y)
+    sw = _TwoLayerSwitching(model, field)
+    theta = 0.7 * torch.randn(model.num_params, generator=gen, dtype=torch.float64)
+    sw.init_mode(theta)
+    mode = sw.mode.clone()
+    mode[[0, 3], 1] = SLIDING
+    mode[5, 4] = SLIDING
+    sw.mode = mode
+    sw.alpha0 = torch.where(mode == SLIDING, 0.4, 0.0).to(torch.float64)
+    sw._refresh()
+    sw.lam = 0.8
+    tau = torch.tensor(0.6, dtype=torch.float64)
+    J = sw.velocity_jacobian(tau, theta)
+    with torch.enable_grad():
+        J_ref = torch.autograd.functional.jacobian(lambda th: sw.velocity(tau, th)[0], theta, vectorize=True)
+    assert float((J - J_ref).abs().max()) <= 1e-12 * float(J_ref.abs().max())
+    sw.mode = torch.where(mode == SLIDING, 0, mode)  # and without sliding surfaces
+    sw._refresh()
+    with torch.enable_grad():
+        J_ref = torch.autograd.functional.jacobian(lambda th: sw.velocity(tau, th)[0], theta, vectorize=True)
+    assert float((sw.velocity_jacobian(tau, theta) - J_ref).abs().max()) <= 1e-12 * float(J_ref.abs().max())
+
+
 @pytest.mark.slow
 def test_long_horizon_work_grows_slowly(small_problem):
     """To log t = 1e2 and 1e5 with exact kinks: both succeed, and 1e5 costs a few times 1e2 (an explicit method,

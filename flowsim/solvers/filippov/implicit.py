@@ -315,8 +315,11 @@ class ImplicitFilippovDriver(FilippovDriver):
         def velocity(th: Tensor) -> Tensor:
             return self.sw.velocity(tau_t, th)[0]
 
-        with torch.enable_grad():
-            J = torch.autograd.functional.jacobian(velocity, theta, vectorize=True)
+        if hasattr(self.sw, "velocity_jacobian"):  # two-layer nets: closed form (autograd rows for sliding neurons)
+            J = self.sw.velocity_jacobian(tau_t, theta)
+        else:
+            with torch.enable_grad():
+                J = torch.autograd.functional.jacobian(velocity, theta, vectorize=True)
         J = J * inverse_map_slope(pot, theta, z)[None, :]
         # where a coordinate sits at a vertical tangent of ∇Φ* (p-power, p > 2, θ_k = 0) the metric's derivative is
         # not finite: those entries are left out of the Newton matrix (an approximate Jacobian only slows Newton)

@@ -193,6 +193,57 @@ class _TwoLayerSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
             self.bg_scale = scale
         return torch.cat([zW.reshape(-1), za]), alpha
 
+    def velocity_jacobian(self, tau, theta: Tensor) -> Tensor:
+        """∂(dz/dτ)/∂θ of the current activation state, `(p, p)`, for the implicit driver's Newton matrix.
+
+        The field (:meth:`velocity`) is v = Σ_i c_i y_i ∇̃f_i with the loss weights c_i at the margins q_i = y_i f_i
+        of the pattern with sliding entries at α = 0 (f_i = Σ_j G⁰_ij h_ij a_j; h ≈ 0 there) and ∇̃f_i the gradient
+        with the sliding entries' gates at their α: J = Φᵀ diag(c′_i y_i²) Φ⁰ + Σ_i c_i y_i ∂²f_i, Φ⁰ and Φ the rows
+        ∇f_i with gates G⁰ and G (W_j-part G_ij a_j x_i, a_j-part G_ij h_ij); the only second-derivative blocks
+        are ∂²f_i/∂W_j∂a_j = G_ij x_i; ż_aj gains (1 − s₋) h_sj c_s y_s ∇α_sj from its sliding entries. The sliding
+        neurons' weight rows (their equivalent control) and ∇α come from autograd (torch.func.jacrev on those
+        outputs only: a few backward passes instead of p). Matches autograd through the whole field to rounding
+        (tests/test_implicit_filippov.py)."""
+        W, a = self.split(theta)
+        n, m, d = self.n, self.m, self.d
+        _, alpha = self.velocity(tau, theta)
+        G0 = self._gate(self.P)
+        G = G0 if alpha is None else self._gate(torch.where(self.sliding, alpha, self.P))
+        H = self.X @ W.T
+        q = (self.y * ((G0 * H) @ a)).detach()
+        with torch.enable_grad():
+            qg = q.clone().requires_grad_(True)
+            c = self.field.loss_weights(tau, qg)
+            (dc,) = torch.autograd.grad(c.sum(), qg)  # c_i depends on q_i only: the diagonal c′_i
+        cy = c.detach() * self.y
+        def grad_f(gates: Tensor) -> Tensor:  # rows ∇f_i, (n, p)
+            return torch.cat([((gates * a).unsqueeze(2) * self.X.unsqueeze(1)).reshape(n, m * d), gates * H], dim=1)
+
+        Phi0 = grad_f(G0)
+        Phi = Phi0 if alpha is None else grad_f(G)
+        rows = torch.arange(m * d, device=theta.device).reshape(m, d)
+        cols = m * d + torch.arange(m, device=theta.device)
+        weight = (dc * self.y.square()).unsqueeze(1)
+        J = Phi.T @ (weight * Phi0)
+        if self.slide_neurons:
+            si, sj = torch.nonzero(self.sliding, as_tuple=True)
+            idx = rows[torch.as_tensor(self.slide_neurons, device=theta.device)].flatten()
+
+            def outputs(th: Tensor) -> Tensor:
+                v, al = self.velocity(tau, th)
+                return torch.cat([v[idx], al[si, sj]])
+
+            with torch.enable_grad():
+                Jo = torch.func.jacrev(outputs)(theta)
+            dA = Jo[idx.numel() :]  # ∇α of the sliding entries, (S, p)
+            J.index_add_(0, cols[sj], ((1.0 - self.slope) * H[si, sj] * cy[si]).unsqueeze(1) * dA)
+        B = (G * cy.unsqueeze(1)).T @ self.X  # (m, d): ∂²f terms of W_j with a_j
+        J[rows, cols.unsqueeze(1).expand(m, d)] += B
+        J[cols.unsqueeze(1).expand(m, d), rows] += B
+        if self.slide_neurons:
+            J[idx] = Jo[: idx.numel()]
+        return J
+
     def _single_control(self, js, is_, scale, uW, D, a, cy, H, ref) -> tuple[Tensor, Tensor]:
         """:func:`_equivalent_control` of the neurons ``js`` `(J,)` sliding on one surface each (points ``is_``),
         batched: with A = D_j^{1/2} x_i R_j (R_j = −(1 − s) a_j c_i), α = α₀ + A·(D^{1/2}u − A α₀)/|A|² plus the
