@@ -30,7 +30,7 @@ class _CrossingRates(NamedTuple):
     dtau: Tensor  # crossing-time shifts δτ_k, (K,)
     jump: Tensor  # ż_wj jump × δτ_k, (K, d)
     gate: Tensor  # gate of point i_k's pattern after its crossings up to k, (K, m)
-    dalpha: Tensor  # the sliding α of crossing k's neuron after its crossings up to k, minus before them, (K,)
+    dalpha: Tensor  # largest |Σ Δα| of crossing k's (sliding) neuron over its crossings up to k, 0 if none, (K,)
 
     def head(self, k: int) -> _CrossingRates:
         """The first k crossings' quantities (crossing k depends on crossings ≤ k only)."""
@@ -82,10 +82,7 @@ class _TwoLayerSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
         self.single_i = self.sliding[:, self.single_j].to(torch.int8).argmax(0)
         # neurons sliding on several surfaces: their points (ascending) padded to the largest set, mask = real ones
         self.multi_j = torch.nonzero(count > 1).flatten()
-        kmax = int(count.max()) if self.multi_j.numel() else 0
-        order = torch.argsort((~self.sliding[:, self.multi_j].T).to(torch.int8), dim=1, stable=True)
-        self.multi_i = order[:, :kmax]
-        self.multi_mask = torch.arange(kmax, device=count.device) < count[self.multi_j].unsqueeze(1)
+        self.multi_i, self.multi_mask = self._padded_points(self.multi_j, count)
         self.bg_multi: Tensor | None = None
         self._slide_sets: tuple | None = None  # (neurons, padded points, mask) of all sliding neurons, on demand
 
@@ -95,10 +92,15 @@ class _TwoLayerSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
         if self._slide_sets is None:
             count = self.sliding.sum(0)
             js = torch.nonzero(count > 0).flatten()
-            k = int(count.max()) if js.numel() else 0
-            order = torch.argsort((~self.sliding[:, js].T).to(torch.int8), dim=1, stable=True)
-            self._slide_sets = (js, order[:, :k], torch.arange(k, device=count.device) < count[js].unsqueeze(1))
+            self._slide_sets = (js, *self._padded_points(js, count))
         return self._slide_sets
+
+    def _padded_points(self, js: Tensor, count: Tensor) -> tuple[Tensor, Tensor]:
+        """The sliding points of neurons ``js`` `(J,)` (ascending), padded to the largest set `(J, k)`, and the mask
+        of the real ones `(J, k)`; ``count``: sliding surfaces per neuron `(m,)`."""
+        k = int(count[js].max()) if js.numel() else 0
+        order = torch.argsort((~self.sliding[:, js].T).to(torch.int8), dim=1, stable=True)
+        return order[:, :k], torch.arange(k, device=count.device) < count[js].unsqueeze(1)
 
     def project_sliding_rows(self, V: Tensor, W: Tensor) -> Tensor:
         """Dual W-block rows ``V`` `(..., m, d)` with each sliding neuron's row projected onto the directions that
@@ -216,6 +218,7 @@ class _TwoLayerSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
             c = self.field.loss_weights(tau, qg)
             (dc,) = torch.autograd.grad(c.sum(), qg)  # c_i depends on q_i only: the diagonal c′_i
         cy = c.detach() * self.y
+
         def grad_f(gates: Tensor) -> Tensor:  # rows ∇f_i, (n, p)
             return torch.cat([((gates * a).unsqueeze(2) * self.X.unsqueeze(1)).reshape(n, m * d), gates * H], dim=1)
 
@@ -531,7 +534,7 @@ class _TwoLayerSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
         gram = (Xk * Dk) @ Xk.T  # [k, k'] = x_k · D_k x_k'
         same_j = jj.unsqueeze(1) == jj.unsqueeze(0)
         dalpha = torch.zeros_like(xc)
-        if self.n_sliding:  # crossings of neurons sliding on one surface (the caller excludes several)
+        if self.n_sliding:  # crossings of sliding neurons: projected jumps, the α's shifts
             gram, dalpha = self._sliding_rates(gram, Xk, Dk, W, a, t0 + xc * dt, u, jj, same_j, ar)
         before = (same_j & (ar.unsqueeze(0) < ar.unsqueeze(1))).to(dtype)
         hd_before = hd_dense + ak * ((before * gram) @ u)
