@@ -660,7 +660,9 @@ def test_crowded_soft_steps_match_exact_reference(crowded_digits, crowded_refere
     scale = np.abs(ref.theta[-1]).max()
     err_soft = np.abs(soft.theta[-1] - ref.theta[-1]).max() / scale
     err_exact = np.abs(exact.theta[-1] - ref.theta[-1]).max() / scale
-    assert abs(soft.stats["n_crossings"] - ref.stats["n_crossings"]) <= 2 and ref.stats["n_crossings"] > 250
+    # the same crossings, up to a few grazing ones at the tolerance level (measured differences 0-3 of 281-432)
+    assert abs(soft.stats["n_crossings"] - ref.stats["n_crossings"]) <= max(2, 0.01 * ref.stats["n_crossings"])
+    assert ref.stats["n_crossings"] > 250
     assert soft.stats["n_soft_crossings"] > 0.4 * soft.stats["n_crossings"]  # measured 0.49-0.78
     assert sum(soft.stats["soft_truncations"].values()) > 0
     assert soft.stats["n_interpolated_states"] > 0 and soft.stats["n_redo_steps"] > 0
@@ -695,6 +697,70 @@ def test_soft_steps_keep_every_neurons_balance():
     tr = simulate(model, data, "euclidean", **kw)
     assert tr.stats["n_soft_steps"] >= 3  # measured 5
     assert np.nanmax(tr.diagnostics["balance_drift"]) <= 2e-8
+
+
+def test_surfaces_still_approaching_zero_are_left_to_the_event_location():
+    """At a segment start a non-sliding surface inside the at-zero band (10 error scales) that its current side's
+    field still moves towards h = 0 is not "at zero": its band shrinks to one error scale, so it is not classified
+    (and switched) early; one that moves away, or sits within one error scale, keeps the band. Checked on a state
+    built with two surfaces at ±5 error scales, their rates computed independently (central differences of h
+    along the field)."""
+    from flowsim.flow import MirrorFlowField
+    from flowsim.losses import get_loss
+    from flowsim.potentials import HyperbolicEntropy
+    from flowsim.solvers.filippov.driver import _Run
+    from flowsim.solvers.filippov.state import _ZERO_FACTOR
+    from flowsim.solvers.filippov.two_layer import _TwoLayerSwitching
+
+    gen = torch.Generator().manual_seed(11)
+    n, d, m = 8, 3, 2
+    X = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    y = torch.where(torch.rand(n, generator=gen) > 0.5, 1.0, -1.0).to(torch.float64)
+    model = TwoLayerReLU(d, m)
+    pot = HyperbolicEntropy(0.1)
+    field = MirrorFlowField(model, pot, get_loss("exponential"), X, y)
+    driver = FilippovDriver(model, "dopri5", 1e-5, 1e-8, 1000)
+    driver.field, driver.sw = field, _TwoLayerSwitching(model, field)
+    sw = driver.sw
+    theta = torch.randn(model.num_params, generator=gen, dtype=torch.float64)
+    z = pot.mirror_map(theta)
+    sw.init_mode(theta)
+    tau = torch.tensor(0.5, dtype=torch.float64)
+    scale = sw.error_scale(theta, z, 1e-5, 1e-8)
+    zero = _ZERO_FACTOR * scale
+    h = sw.surfaces(theta)
+    v, _ = sw.velocity(tau, theta)
+    eps = 1e-7
+    hdot = (sw.surfaces(pot.inverse_mirror_map(z + eps * v)) - sw.surfaces(pot.inverse_mirror_map(z - eps * v))) / (
+        2 * eps
+    )
+    # fake a band: pretend every surface is 5 error scales off zero on its side (the rule reads h, ḣ and σ only)
+    real = sw.surfaces
+    sw.surfaces = lambda th: sw.sigma * 5.0 * scale if th is theta else real(th)
+    run = _Run(None, "dopri5", None, None, {}, tau.reshape(1), tau, z, 0.0)
+    band = driver._approach_band(run, theta, zero)
+    approaching = sw.sigma * hdot < 0
+    assert bool(approaching.any()) and bool((~approaching).any())
+    assert torch.equal(band, torch.where(approaching, scale, zero))
+    assert float(h.abs().min()) > 0  # (the real surfaces: generic)
+
+
+@pytest.mark.slow
+def test_loose_tolerance_does_not_switch_approaching_surfaces_early():
+    """Student–teacher n = 300, width 20, hyperbolic entropy β = 0.01, rtol 1e-5 to log t 5 against exact restarts
+    at rtol 1e-9: a slowly approaching surface inside the at-zero band was switched at a segment start, ~0.13 log t
+    early, and the run ended 2.8e-2 off (2,800 × rtol; regression, found by a tester). Now within 20 × rtol
+    (measured 7.5e-5)."""
+    data = student_teacher_relu(300, d=5, seed=0)
+    kw = dict(log_t_end=5.0, n_save=40, diagnostics=False)
+    pot = {"name": "hyperbolic_entropy", "beta": 0.01}
+    ref = simulate(
+        TwoLayerReLU(5, 20), data, pot, rtol=1e-9, atol=1e-12, solver_options={"soft_crossings": False}, **kw
+    )
+    tr = simulate(TwoLayerReLU(5, 20), data, pot, rtol=1e-5, atol=1e-8, **kw)
+    err = (np.abs(tr.theta - ref.theta).max(1) / np.abs(ref.theta).max(1)).max()
+    assert tr.success and ref.success
+    assert err <= 20 * 1e-5, err
 
 
 def test_sliding_entry_exit_cycle_resolved_at_loose_tolerance():

@@ -173,6 +173,7 @@ class ImplicitFilippovDriver(FilippovDriver):
         sw = self.sw
         theta, zero = self._project_drifted(run)
         self._check_sides(theta, zero)
+        zero = self._approach_band(run, theta, zero)
         self._classify(run, theta, zero)
         sw.lam = run.rate
         solver = self._solver

@@ -145,8 +145,9 @@ class _SoftCrossings:
             kb, reason, x_end, forced = kb_new, "error", float(x[kb_new]), {}
             cc = sw.crossing_correction(C, t0, dt, x[:kb], ii[:kb], jj[:kb], x_end, rates)
         self._count_soft_step(kb, x_end, reason, forced)
+        seg.start_field = (float(t_e), z1, sw.mode.clone(), f1_new)
         if not sw.n_sliding:
-            seg.cache = (float(t_e), z1, sw.mode.clone(), f1_new)
+            seg.cache = seg.start_field
         return SoftEvent(z1, t_e, forced)
 
     def _soft_fallback(self, reason: str) -> None:
