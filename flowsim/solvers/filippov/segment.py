@@ -31,7 +31,7 @@ class _SegmentField:
         self.stage_margin = float("inf")  # smallest margin of a sliding α from [0, 1]'s bounds in the current step
         self.last: tuple | None = None  # (τ, z, margin) of the last evaluation with sliding surfaces
         self.cache: tuple | None = None  # (τ, z, mode, f): the field at a soft step's end, already evaluated
-        self.start_field: tuple | None = None  # the same, also with sliding surfaces (their Baumgarte factors unset)
+        self.start_field: tuple | None = None  # the same, also with sliding surfaces (for ḣ's sign at the next start)
 
     def __call__(self, tau: Tensor, z: Tensor) -> Tensor:
         sw = self.sw

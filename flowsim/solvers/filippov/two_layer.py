@@ -176,8 +176,7 @@ class _TwoLayerSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
         D = inverse_map_slope(self.pot, W)
         ref = self.alpha0 if alpha_ref is None else alpha_ref
         scale = {} if self.bg_scale is None else None
-        zW = uW.clone()
-        za = za.clone()
+        zW = uW.clone()  # (uW is read again by the controls)
         if self.single_j.numel():
             js, is_ = self.single_j, self.single_i
             al, row = self._single_control(js, is_, scale, uW, D, a, cy, H, ref)
@@ -575,7 +574,6 @@ class _TwoLayerSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
         Minv = torch.linalg.pinv(XD @ XS.transpose(1, 2), hermitian=True, rtol=1e-12)  # (K_s, k, k)
         w = V[torch.arange(on.numel(), device=Xk.device), :, on]  # (K_s, k): X_S D_k x_k
         Mw = (Minv @ w.unsqueeze(2)).squeeze(2)  # (K_s, k)
-        gram = gram.clone()
         gram[on] = gram[on] - (Mw.unsqueeze(1) @ V).squeeze(1)
         # c_s at crossing k's state (the points' own patterns; their sliding entries have h = 0)
         yS = self.y[Ik]
