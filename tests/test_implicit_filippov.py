@@ -220,8 +220,10 @@ def test_late_failure_names_the_margin_precision_of_the_tolerance():
 
 def test_options_and_methods_are_checked():
     model = TwoLayerReLU(3, 2)
+    with pytest.raises(InvalidParameterError, match="soft_fraction"):
+        ImplicitFilippovDriver(model, "radau", 1e-6, 1e-9, 100, {"soft_fraction": 0.1})
     with pytest.raises(InvalidParameterError, match="soft_crossings"):
-        ImplicitFilippovDriver(model, "radau", 1e-6, 1e-9, 100, {"soft_crossings": False})
+        ImplicitFilippovDriver(model, "radau", 1e-6, 1e-9, 100, {"soft_crossings": "yes"})
     with pytest.raises(InvalidParameterError, match="method='radau'"):
         ImplicitFilippovDriver(model, "bdf", 1e-6, 1e-9, 100)
     ds = student_teacher_relu(n=6, d=3, seed=0)
@@ -283,3 +285,68 @@ def test_auto_method_with_exact_kinks_matches_radau(small_problem):
     assert rel <= 100 * 1e-8
     lin = simulate(model, ds, "euclidean", method="auto", time="linear", log_t_end=2.0, n_save=3, kinks="filippov")
     assert lin.stats["auto_switch_tau"] is None and lin.status.value == "success"
+
+
+def _stiff_matrix(p: int, seed: int) -> torch.Tensor:
+    """A non-symmetric, non-normal p × p matrix with eigenvalues from −1e4 to +0.5 (stiff, one growing mode)."""
+    g = torch.Generator().manual_seed(seed)
+    lam = -torch.logspace(4, -2, p - 1, dtype=torch.float64)
+    lam = torch.cat([lam, torch.tensor([0.5], dtype=torch.float64)])
+    V = torch.eye(p, dtype=torch.float64) + 0.3 * torch.randn(p, p, generator=g, dtype=torch.float64)
+    return V @ torch.diag(lam) @ torch.linalg.inv(V)
+
+
+def test_phi_actions_match_the_linear_ode():
+    """Σ_k φ_k(A) w_k (one augmented matrix exponential) is y(1) of y′ = A y + Σ_k w_k ρ^(k−1)/(k−1)!, y(0) = 0
+    (Hochbruck & Ostermann 2010, §2): against scipy's Radau at rtol 1e-12 on a stiff non-normal A."""
+    from scipy.integrate import solve_ivp
+
+    from flowsim.solvers.filippov.exponential import phi_actions
+
+    p = 12
+    A = _stiff_matrix(p, 0)
+    g = torch.Generator().manual_seed(1)
+    W = torch.randn(p, 3, generator=g, dtype=torch.float64)  # [w3, w2, w1]
+    An, Wn = A.numpy(), W.numpy()
+
+    def rhs(r, y):
+        return An @ y + Wn[:, 2] + Wn[:, 1] * r + Wn[:, 0] * r**2 / 2
+
+    ref = solve_ivp(rhs, (0.0, 1.0), np.zeros(p), method="Radau", jac=lambda r, y: An, rtol=1e-12, atol=1e-14).y[:, -1]
+    got = phi_actions(A, W).numpy()
+    assert np.abs(got - ref).max() <= 1e-9 * np.abs(ref).max()
+    assert np.abs(got).max() > 0.1  # (not a vanishing case)
+    assert torch.equal(phi_actions(A, torch.zeros(p, 3, dtype=torch.float64)), torch.zeros(p, dtype=torch.float64))
+
+
+def test_stiff_correction_solves_the_perturbation_equation():
+    """The soft-step correction δz(τ_e) of :mod:`flowsim.solvers.filippov.exponential` is exact for the linearised
+    perturbation δz′ = J δz + ΔF(τ), δz(τ_c) = 0, when Δz(τ) = ∫ΔF is a cubic (the fit's class): against scipy's
+    Radau at rtol 1e-12, for stiff L (|λ|L up to 1e2) and non-stiff L; the non-stiff limit is the explicit
+    driver's first-order coupling Δz + J ∫Δz dτ, to O((|J|L)²)."""
+    from scipy.integrate import solve_ivp
+
+    from flowsim.solvers.filippov.exponential import stiff_correction
+
+    p = 10
+    J = _stiff_matrix(p, 2) / 100.0  # eigenvalues −100 … 0.005
+    g = torch.Generator().manual_seed(3)
+    c1, c2, c3 = (torch.randn(p, generator=g, dtype=torch.float64) for _ in range(3))
+    for L in (1.0, 0.05, 1e-4):
+        # Δz(r) = c1 r + c2 r² + c3 r³ on [0, L]: ΔF = Δz′, ∫Δz = c1 L²/2 + c2 L³/3 + c3 L⁴/4
+        dz = c1 * L + c2 * L**2 + c3 * L**3
+        dF = c1 + 2 * c2 * L + 3 * c3 * L**2
+        mom = c1 * L**2 / 2 + c2 * L**3 / 3 + c3 * L**4 / 4
+        Jn = J.numpy()
+
+        def rhs(r, y, Jn=Jn):
+            return Jn @ y + (c1 + 2 * c2 * r + 3 * c3 * r**2).numpy()
+
+        sol = solve_ivp(rhs, (0.0, L), np.zeros(p), method="Radau", jac=lambda r, y, Jn=Jn: Jn, rtol=1e-12, atol=1e-16)
+        ref = sol.y[:, -1]
+        got = stiff_correction(J, dz, dF, mom, L).numpy()
+        assert np.abs(got - ref).max() <= 1e-8 * np.abs(ref).max(), L
+        if L == 1e-4:
+            first_order = (dz + J @ mom).numpy()
+            assert np.abs(got - first_order).max() <= (100 * L) ** 2 * np.abs(got).max()  # |J| L = 0.01
+    assert stiff_correction(J * float("nan"), dz, dF, mom, 1.0) is None

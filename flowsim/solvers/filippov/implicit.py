@@ -14,7 +14,12 @@ located on the step's dense output (Radau's collocation polynomial, cubic in the
   agrees with the cubic Hermite interpolant of the step's ends to within the error tolerance (as in the explicit
   driver); otherwise the step is redone by Radau from τ₀ with τ_e as its end point (scipy lands its last step
   on it; Newton's predictor is the redone step's collocation polynomial);
-* crossings are always exact restarts (no soft crossings: those are written for the RK tableau).
+* soft crossings (``soft_crossings``, default True) as in the explicit driver (:mod:`.soft`: transversal
+  crossings switched inside the kept step, the state corrected in closed form), with a stiff coupling: the
+  correction solves the linearised perturbation δz′ = J δz + ΔF(τ) by φ-functions of the new-pattern Jacobian
+  (:mod:`.exponential`), so a fast mode relaxes to its quasi-static value instead of being extrapolated; its error
+  estimate adds the field's nonlinearity, the crossing-time shifts (modelled and not) and J's drift over the
+  step (below ``soft_cap`` of the tolerance, else the kept part is shortened, then an exact restart).
 
 In log-time s = log(1 + t) an explicit method is stability-limited to steps of O(1) in s; Radau is limited
 only by accuracy, so once the activation state has settled (events are rare late in training) its steps
@@ -36,14 +41,16 @@ from ...errors import InvalidParameterError, positive_real
 from ...models import AbstractModel
 from ..base import MaxStepsReached, NonFiniteField, StepFailed, implicit_failure
 from ..radau_newton import NewtonRadau
+from .dense import _horner
 from .driver import _DRIFT_FACTOR, FilippovDriver, _Run
-from .events import ExactEvent
+from .events import ExactEvent, SoftEvent
+from .exponential import phi_actions, stiff_correction
 from .segment import _SegmentField
-from .state import inverse_map_slope
+from .state import ACTIVE, INACTIVE, inverse_map_slope
 
 __all__ = ["ImplicitFilippovDriver", "IMPLICIT_FILIPPOV_OPTIONS"]
 
-IMPLICIT_FILIPPOV_OPTIONS = frozenset({"first_step", "max_step"})
+IMPLICIT_FILIPPOV_OPTIONS = frozenset({"first_step", "max_step", "soft_crossings", "soft_cap"})
 
 
 class _Step(NamedTuple):
@@ -63,20 +70,22 @@ class ImplicitFilippovDriver(FilippovDriver):
     :class:`~flowsim.solvers.filippov.FilippovDriver` needs RHS evaluations linear in log t (its steps are
     stability-limited to O(1) in s), this one needs few once the activation state settles. One
     :class:`~flowsim.solvers.radau_newton.NewtonRadau` is kept for the run and rebased at every event (its step
-    size and stage predictor carried across); its Jacobians cost p backward passes each: prefer the explicit
-    driver while events are crowded (early training, many points).
+    size and stage predictor carried across). Crossings are soft where they qualify (as in the explicit driver,
+    with the stiff coupling of :mod:`.exponential`), so crowded events do not cost a segment each.
 
-    Stats add ``n_jac`` (Jacobians), ``n_lu`` (LU decompositions), ``n_event_redos`` (Radau runs from a step start
-    to an event in it), ``n_newton_failures`` (Newton iterations that failed and halved a step) and
-    ``next_dt``; ``n_redo_steps`` counts the redo runs' steps, ``n_interpolated_states`` the event states taken
+    Stats add ``n_jac`` (Newton Jacobians), ``n_soft_jacobians`` (the soft steps' Jacobians), ``n_lu`` (LU
+    decompositions), ``n_event_redos`` (Radau runs from a step start to an event in it), ``n_newton_failures``
+    (Newton iterations that failed and halved a step) and ``next_dt``; ``n_redo_steps`` counts the redo runs' steps, ``n_interpolated_states`` the event states taken
     from the dense output.
 
     Args:
         model: a two-layer ReLU / leaky-ReLU or deep ReLU model (as :class:`FilippovDriver`).
         rtol, atol: tolerances on the dual state z.
         max_steps: budget of accepted steps for the whole run (all segments, redo steps not counted).
-        options: ``first_step`` (first step in τ, e.g. a checkpoint's ``next_dt``) and ``max_step`` (largest
-            step in τ, default unbounded).
+        options: ``first_step`` (first step in τ, e.g. a checkpoint's ``next_dt``), ``max_step`` (largest
+            step in τ, default unbounded), ``soft_crossings`` (default True; False: an exact restart at every
+            crossing) and ``soft_cap`` (default 1: the largest estimated error of a soft step's correction, in units
+            of the error tolerance, RMS norm).
 
     Raises:
         InvalidParameterError: an unsupported model, or an unknown option.
@@ -107,9 +116,11 @@ class ImplicitFilippovDriver(FilippovDriver):
             self.first_step = positive_real("solver option 'first_step'", opts["first_step"], "1e-3")
         if opts.get("max_step") is not None:
             self.max_step = positive_real("solver option 'max_step'", opts["max_step"], "10.0")
-        super().__init__(model, "dopri5", rtol, atol, max_steps, {"soft_crossings": False, "exact_saves": False})
+        soft = {k: opts[k] for k in ("soft_crossings", "soft_cap") if k in opts}
+        super().__init__(model, "dopri5", rtol, atol, max_steps, {**soft, "exact_saves": False})
         self.method = "radau"
         self.n_jac = 0
+        self.n_soft_jacobians = 0
         self.n_lu = 0
         self.n_event_redos = 0
         self._next_dt: float | None = None
@@ -125,6 +136,7 @@ class ImplicitFilippovDriver(FilippovDriver):
             n_jac=self.n_jac,
             n_lu=self.n_lu,
             n_event_redos=self.n_event_redos,
+            n_soft_jacobians=self.n_soft_jacobians,
             n_newton_failures=failures,
             next_dt=self._next_dt,
         )
@@ -191,11 +203,11 @@ class ImplicitFilippovDriver(FilippovDriver):
         dtype, device = run.z.dtype, run.z.device
         f0 = torch.as_tensor(solver.f, dtype=dtype, device=device)
         prev = _Step(run.tau, run.z, f0, torch.zeros_like(run.tau), [run.z])
-        no_saves = run.grid[:0]
         while True:
             seg.stage_margin = math.inf  # smallest sliding-α margin over this step's evaluations
             new = self._radau_step(solver, seg, dtype, device)
-            ev = self._find_event(new, prev, band, seg, no_saves)
+            saves = run.grid[run.k :][run.grid[run.k :] <= new.t1]  # (a soft step must not save inside its correction)
+            ev = self._find_event(new, prev, band, seg, saves)
             self._save_inside(run, prev, new, ev, save)
             if ev is not None:
                 self._restart_implicit(run, prev, new, ev)
@@ -211,12 +223,16 @@ class ImplicitFilippovDriver(FilippovDriver):
                 return
             prev = new
 
-    def _restart_implicit(self, run: _Run, prev: _Step, new: _Step, ev: ExactEvent) -> None:
+    def _restart_implicit(self, run: _Run, prev: _Step, new: _Step, ev: ExactEvent | SoftEvent) -> None:
         """The next segment starts at the event τ_e, with the state there from :meth:`_event_state` (the dense
-        output, balance restored, or a Radau redo to τ_e)."""
+        output, balance restored, or a Radau redo to τ_e), or a soft step's corrected state."""
         tau_e = ev.tau
         t0, t1 = prev.t1, new.t1
-        if not bool(tau_e > t0):
+        if isinstance(ev, SoftEvent):
+            z = ev.z
+            if bool(tau_e < t1):  # a truncated soft step: crossings crowd, the next step near the kept length
+                self._solver.h_abs = min(self._solver.h_abs, self.truncated_growth * float(tau_e - t0))
+        elif not bool(tau_e > t0):
             z = prev.y1
         elif bool(tau_e >= t1):
             z = new.y1
@@ -305,6 +321,91 @@ class ImplicitFilippovDriver(FilippovDriver):
                 raise StepFailed(f"radau failed at τ = {t_old:.9g} on the way to an event: {message}")
             self._stats.n_redo_steps += 1
         return torch.as_tensor(solver.y.copy(), dtype=prev.y1.dtype, device=prev.y1.device), None
+
+    # ---- soft crossings in a stiff step ----
+    def _truncated_state(self, prev: _Step, new: _Step, t_e: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """State z_e, old-pattern field f_e and balance reference at τ_e inside an accepted Radau step (a
+        truncated soft step): the dense output where it agrees with the Hermite interpolant of the step's ends
+        (B_j then restored to its value at the step start), else a Radau redo to τ_e; one field evaluation."""
+        z_e, interpolated, _ = self._state_inside(prev, new, t_e)
+        bref = self.sw.balance_ref(z_e, b_at=prev.y1) if interpolated else self.sw.balance_ref(z_e)
+        return z_e, self._seg(t_e, z_e), bref
+
+    def _switch_with_coupling(self, prev, t_e, z_e, f_e, z1, theta, bref, cc, ii, jj, first):
+        """Switch the crossings (ii, jj) and correct the state for a stiff step (:mod:`.exponential`).
+
+        The explicit driver's coupling J·∫Δz dτ is first order in L·J (L = τ_e − τ_c, τ_c the first crossing);
+        in a Radau step the fast modes have |λ|·L ≫ 1 and relax to −ΔF/λ. Here z₁ = z_e + δz, δz the
+        exponential-integrator correction of :func:`~flowsim.solvers.filippov.exponential.stiff_correction` with
+        the new-pattern Jacobian at z_e (``n_soft_jacobians``), every B_j restored, and f_new(z₁)
+        evaluated (the next segment's first evaluation). The neglected nonlinearity shows in the residual
+        ρ = f_new(z₁) − f_e − ΔF(τ_e) − J (z₁ − z_e) (second order in δz, zero at τ_c); its effect on the state,
+        at most |ρ|·L/3 (ρ growing like (τ − τ_c)², non-stiff bound), must stay below ``soft_cap`` of the error
+        tolerance (RMS norm). Other surfaces must keep their sides at z₁.
+
+        Returns (z₁, f_new(z₁), None) with the new pattern set, or (None, None, ratio) with the old pattern
+        restored: ratio = the estimate over ``soft_cap``, 2 where a side is lost, inf where δz is not finite.
+        """
+        sw = self.sw
+        snap = (sw.mode.clone(), sw.alpha0.clone())
+
+        def undo(ratio: float):
+            sw.mode, sw.alpha0 = snap
+            sw._refresh()
+            return None, None, ratio
+
+        mode = sw.mode.clone()
+        mode[ii, jj] = ACTIVE + INACTIVE - mode[ii, jj]
+        sw.mode = mode
+        sw._refresh()
+        jac = self._jacobian(t_e, z_e)
+        self.n_soft_jacobians += 1
+        tau_c, coeff, x_c = first
+        length = float(t_e - tau_c)
+        dz = stiff_correction(jac, cc.dz, cc.dF_end, cc.dz_moment, length)
+        if dz is None:
+            return undo(math.inf)
+        z1 = sw.restore_balance(z_e + dz, bref)
+        theta1 = self._sides_ok(z1, ii[:0], jj[:0])  # (the pattern is already switched)
+        if theta1 is None:
+            return undo(2.0)
+        self.field.nfe += 1
+        f1_new, _ = sw.velocity(t_e, theta1)  # the next segment's first evaluation
+        rho = f1_new - f_e - cc.dF_end - jac @ (z1 - z_e)
+        tol = self.atol + self.rtol * torch.maximum(prev.y1.abs(), z_e.abs())
+        est = float(((length / 3.0) * rho / tol).square().mean().sqrt())
+        # the crossing-time shifts δτ_k are first order (δτ = −Δh/ḣ): their error, ½ ḧ δτ²/ḣ per unit of the jump,
+        # is bounded with |ḧ/ḣ| ≤ 1/L (the step resolves the trajectory's curvature): |shift term|·max|δτ|/(2L)
+        if cc.dtau.numel():
+            est += float((cc.dz_shift / tol).square().mean().sqrt()) * float(cc.dtau.abs().max()) / (2.0 * length)
+        # and the shifts δτ_k leaves out (other neurons' crossings move h_k too), first order
+        est += float((cc.dz_shift_rest / tol).square().mean().sqrt())
+        est += self._jacobian_drift(jac, dz, tau_c, _horner(coeff, x_c), length, tol)
+        if not est <= self.soft_cap:
+            return undo(est / self.soft_cap if math.isfinite(est) else math.inf)
+        return z1, f1_new, None
+
+    def _jacobian_drift(self, jac: Tensor, dz: Tensor, tau_c: Tensor, z_c: Tensor, length: float, tol: Tensor) -> float:
+        """The error of taking J constant (its value J_e at τ_e) in :meth:`_switch_with_coupling`, in RMS units of
+        the error tolerance.
+
+        With J(τ) moving linearly from J_c at τ_c to J_e and δz(τ) growing like (τ − τ_c)/L·δz, first-order
+        perturbation gives δz₁ = −L (φ₂(A) − 2 φ₃(A)) (J_e − J_c) δz, A = J_e L (a non-stiff step: −L ΔJ δz/6; a
+        stiff mode damps it). J_c δz by a central difference of the new-pattern field at the dense output's
+        z(τ_c) (two evaluations). An estimate only (the shape of δz(τ) is a guess), not applied.
+        """
+        sw = self.sw
+        pot = self.field.potential
+        size = float(dz.abs().max())
+        if size == 0.0:
+            return 0.0
+        eps = 1e-6 * max(float(z_c.abs().max()), 1e-12) / size
+        self.field.nfe += 2
+        v_p, _ = sw.velocity(tau_c, pot.inverse_mirror_map(z_c + eps * dz))
+        v_m, _ = sw.velocity(tau_c, pot.inverse_mirror_map(z_c - eps * dz))
+        u = jac @ dz - (v_p - v_m) / (2.0 * eps)
+        drift = phi_actions(length * jac, length * torch.stack([2.0 * u, -u, torch.zeros_like(u)], 1))
+        return float((drift / tol).square().mean().sqrt())
 
     def _jacobian(self, tau: float, z: Tensor) -> Tensor:
         """∂(dz/dτ)/∂z of the current segment field (fixed activation state, sliding control included), `(p, p)`:

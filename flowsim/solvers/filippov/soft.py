@@ -134,7 +134,10 @@ class _SoftCrossings:
             theta = self._sides_ok(z1, ii[:kb], jj[:kb])
             if theta is None:
                 return fail("side")
-            z1, f1_new, ratio = self._switch_with_coupling(prev, t_e, z_e, f_e, z1, theta, bref, cc, ii[:kb], jj[:kb])
+            first = (t0 + dt * x[0], C, float(x[0]))  # the first crossing: τ_c, dense output, step fraction
+            z1, f1_new, ratio = self._switch_with_coupling(
+                prev, t_e, z_e, f_e, z1, theta, bref, cc, ii[:kb], jj[:kb], first
+            )
             if ratio is None:
                 break
             # shorten the kept part: the estimate grows like its length squared
@@ -189,8 +192,9 @@ class _SoftCrossings:
         ok &= (rates.dtau.abs() <= 0.1 * dt) & (x_shift > 0) & (x_shift < x_end)
         return ok
 
-    def _switch_with_coupling(self, prev, t_e, z_e, f_e, z1, theta, bref, cc, ii, jj):
-        """Switch the crossings (ii, jj) and add the coupling term to the corrected state z1 at τ_e.
+    def _switch_with_coupling(self, prev, t_e, z_e, f_e, z1, theta, bref, cc, ii, jj, first):
+        """Switch the crossings (ii, jj) and add the coupling term to the corrected state z1 at τ_e (``first``:
+        the first crossing's τ_c, the dense output's coefficients and x_c, for the implicit driver's stiff coupling).
 
         Returns (z1, f_new(z1), None) with the new pattern set, or (None, None, ratio) with the old pattern
         restored when the coupling estimate is ``ratio`` > 1 times ``soft_cap``.

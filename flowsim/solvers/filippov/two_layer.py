@@ -31,10 +31,12 @@ class _CrossingRates(NamedTuple):
     jump: Tensor  # ż_wj jump × δτ_k, (K, d)
     gate: Tensor  # gate of point i_k's pattern after its crossings up to k, (K, m)
     dalpha: Tensor  # largest |Σ Δα| of crossing k's (sliding) neuron over its crossings up to k, 0 if none, (K,)
+    amp: Tensor  # a_j u_k: ż_wj jumps by amp_k x_k at crossing k (before the sliding projection), (K,)
+    gram: Tensor  # x_k · D_k x_k' (sliding neurons: projected), (K, K)
 
     def head(self, k: int) -> _CrossingRates:
         """The first k crossings' quantities (crossing k depends on crossings ≤ k only)."""
-        return _CrossingRates(*(t[:k] for t in self))
+        return _CrossingRates(*(t[:k] for t in self[:-1]), self.gram[:k, :k])
 
 
 class _Correction(NamedTuple):
@@ -46,6 +48,8 @@ class _Correction(NamedTuple):
     hdot_after: Tensor  # ḣ_k just after crossing k, (K,)
     dz_moment: Tensor  # ∫ Δz dτ over the corrected part, (p,)
     dtau: Tensor  # crossing-time shifts δτ_k (applied to dz), (K,)
+    dz_shift: Tensor  # their part of dz, Σ_k (jump of ż at crossing k)·δτ_k, (p,) (subtracted)
+    dz_shift_rest: Tensor  # the shifts' part not modelled by δτ_k (other neurons' crossings), (p,) (not applied)
 
 
 class _TwoLayerSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
@@ -546,7 +550,7 @@ class _TwoLayerSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
         dh = ak * ((before * gram * lag) @ u)
         dtau = torch.where(hd_before != 0, -dh / torch.where(hd_before != 0, hd_before, 1.0), 0.0)
         jump = (ak * u * dtau).unsqueeze(1) * Xk  # (K, d): ż_wj jump × δτ_k
-        return _CrossingRates(hd_before, hd_after, dtau, jump, Gk, dalpha)
+        return _CrossingRates(hd_before, hd_after, dtau, jump, Gk, dalpha, ak * u, gram)
 
     def _sliding_rates(self, gram, Xk, Dk, W, a, tau_k, u, jj, same_j, ar) -> tuple[Tensor, Tensor]:
         """Crossings (i_k, j_k) of sliding neurons (points S): the equivalent control absorbs the part of a
@@ -618,7 +622,8 @@ class _TwoLayerSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
         Returns:
             a :class:`_Correction`: Δz `(p,)`, ΔF at x_end `(p,)`, ḣ_k just before and just after crossing k
             `(K,)` each (used to check that every crossing is transversal), ∫ Δz dτ `(p,)` (the coupling
-            estimate's length scale) and the crossing-time shifts δτ_k `(K,)` (already applied to Δz).
+            estimate's length scale), the crossing-time shifts δτ_k `(K,)` and their part of Δz `(p,)` (already
+            applied).
         """
         K = xc.shape[0]
         rates = self.crossing_rates(coeff, t0, dt, xc, ii, jj) if rates is None else rates.head(K)
@@ -654,6 +659,7 @@ class _TwoLayerSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
         # corrected part = ∫ (τ_end − τ) ΔF dτ
         wts = _gl_interval_weights(gx, xc / x_end, xnext / x_end)
         wts = wts * torch.stack([x_end * dt, (x_end * dt) ** 2]).reshape(2, 1, 1)
+        rest = self._unmodelled_shifts(gx, xc, xnext, x_end, dt, a[:N], Dc[:N], ii, jj, rates)
         Xk = self.X[ii]
         wq = wts.transpose(1, 2).unsqueeze(-1)  # (2, N, K, 1)
         Acoef = (wq * (a[:N].unsqueeze(1) * Dc[:N])).sum(1)  # (2, K, m)
@@ -673,4 +679,29 @@ class _TwoLayerSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
         dF1 = torch.cat([dF1_W.reshape(-1), dF1_a])
         corr = torch.cat([corr_Ws[0].reshape(-1), corr_as[0]])
         corr2 = torch.cat([corr_Ws[1].reshape(-1), corr_as[1]])
-        return _Correction(corr, dF1, rates.hdot_before, rates.hdot_after, corr2, rates.dtau)
+        dz_shift = torch.cat([shift[0].reshape(-1), torch.zeros(self.m, dtype=dtype, device=dev)])
+        return _Correction(corr, dF1, rates.hdot_before, rates.hdot_after, corr2, rates.dtau, dz_shift, rest)
+
+    def _unmodelled_shifts(self, gx, xc, xnext, x_end, dt, a, Dc, ii, jj, rates) -> Tensor:
+        """The crossing-time shifts :meth:`crossing_rates` leaves out, as a state change `(p,)` (first order).
+
+        δτ_k there counts only the velocity jumps of crossing k's own neuron. Every earlier crossing moves h_k
+        through the whole first-order Δz(τ_k) = Σ_l ∫_{x_l}^{min(x_k, x_l next)} ΔF_l (other neurons' crossings
+        through the crossed points' loss weights; the levels' ΔF at the Gauss–Legendre nodes, as in the
+        correction), Δh_k = x_k·D_k Δz_wj(τ_k); the rest, Δh_k − (−δτ_k ḣ_k), shifts crossing k by a further
+        −(rest)/ḣ_k, which moves the state by −amp_k x_k times that. Not applied: an error estimate (a stiff
+        step's Δz(τ_k) overstates the state change, whose fast modes relax).
+        """
+        K, N = xc.shape[0], gx.shape[0]
+        lo = (xc / x_end).unsqueeze(0).expand(K, K)  # [k, l]: level l from x_l …
+        hi = torch.minimum(xnext.unsqueeze(0), xc.unsqueeze(1)).div(x_end).clamp(min=lo)  # … to crossing k (or its end)
+        w = _gl_interval_weights(gx, lo.reshape(-1), hi.reshape(-1))[0].reshape(K, K, N) * (x_end * dt)
+        # ż_wj of level l at node q, along x_l, for neuron j_k: a_q[j_k] Dc[q, l, j_k]
+        coef = a[:, jj].unsqueeze(1) * Dc[:, :, jj]  # (N, l, k)
+        dh_full = (w * coef.permute(2, 1, 0)).sum(2).mul(rates.gram).sum(1)  # Σ_l (∫ level l) · x_k D_k x_l
+        hd = rates.hdot_before
+        rest = dh_full + rates.dtau * hd  # the modelled part is −δτ_k ḣ_k
+        dtau_rest = torch.where(hd != 0, -rest / torch.where(hd != 0, hd, 1.0), 0.0)
+        out = torch.zeros(self.m, self.d, dtype=xc.dtype, device=xc.device)
+        out.index_add_(0, jj, -(rates.amp * dtau_rest).unsqueeze(1) * self.X[ii])
+        return torch.cat([out.reshape(-1), torch.zeros(self.m, dtype=xc.dtype, device=xc.device)])
