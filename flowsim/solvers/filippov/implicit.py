@@ -125,7 +125,6 @@ class ImplicitFilippovDriver(FilippovDriver):
         self.n_event_redos = 0
         self._next_dt: float | None = None
         self._J: np.ndarray | None = None  # the last Jacobian computed (a new solver's first Newton matrix)
-        self._soft_jac: tuple | None = None  # (τ, J, pattern) of the last soft step's end: the next Newton matrix
         self._seg: _SegmentField | None = None
         self._solver: NewtonRadau | None = None  # kept across segments (rebased at each event)
         self._dense = None  # the last accepted step's dense output (a redo's stage predictor)
@@ -194,14 +193,6 @@ class ImplicitFilippovDriver(FilippovDriver):
             solver = self._solver = self._radau(seg, run.tau, run.z, run.grid[-1], run.first_step)
         else:
             solver.rebase(float(run.tau), run.z.detach().cpu().numpy().astype(np.float64))
-            known = self._soft_jac
-            if known is not None and known[0] == float(run.tau):
-                # a soft step's end: its new-pattern Jacobian there is Newton's matrix (current unless the
-                # classification changed the pattern), with fresh LU factors
-                self._J = solver.J = known[1]
-                solver.current_jac = torch.equal(known[2], sw.mode)
-                solver.LU_real = solver.LU_complex = None
-        self._soft_jac = None
         f0 = torch.as_tensor(solver.f, dtype=run.z.dtype, device=run.z.device)
         run.rate = float(f0.norm() / run.z.norm().clamp_min(torch.finfo(run.z.dtype).tiny))
         band = torch.where(sw.surfaces(theta).abs() <= zero, zero, torch.zeros_like(zero))
@@ -392,7 +383,6 @@ class ImplicitFilippovDriver(FilippovDriver):
         est += self._jacobian_drift(jac, dz, tau_c, _horner(coeff, x_c), length, tol)
         if not est <= self.soft_cap:
             return undo(est / self.soft_cap if math.isfinite(est) else math.inf)
-        self._soft_jac = (float(t_e), jac.cpu().numpy(), sw.mode.clone())
         return z1, f1_new, None
 
     def _jacobian_drift(self, jac: Tensor, dz: Tensor, tau_c: Tensor, z_c: Tensor, length: float, tol: Tensor) -> float:
