@@ -75,8 +75,8 @@ class ImplicitFilippovDriver(FilippovDriver):
 
     Stats add ``n_jac`` (Newton Jacobians), ``n_soft_jacobians`` (the soft steps' Jacobians), ``n_lu`` (LU
     decompositions), ``n_event_redos`` (Radau runs from a step start to an event in it), ``n_newton_failures``
-    (Newton iterations that failed and halved a step) and ``next_dt``; ``n_redo_steps`` counts the redo runs' steps, ``n_interpolated_states`` the event states taken
-    from the dense output.
+    (Newton iterations that failed and halved a step) and ``next_dt``; ``n_redo_steps`` counts the redo runs'
+    steps, ``n_interpolated_states`` the event states taken from the dense output.
 
     Args:
         model: a two-layer ReLU / leaky-ReLU or deep ReLU model (as :class:`FilippovDriver`).
@@ -323,6 +323,10 @@ class ImplicitFilippovDriver(FilippovDriver):
         return torch.as_tensor(solver.y.copy(), dtype=prev.y1.dtype, device=prev.y1.device), None
 
     # ---- soft crossings in a stiff step ----
+    def _correction(self, C, t0, dt, xc, ii, jj, x_end, rates):
+        """The soft correction with the unmodelled crossing-time shifts (:meth:`_switch_with_coupling`'s estimate)."""
+        return self.sw.crossing_correction(C, t0, dt, xc, ii, jj, x_end, rates, shifts_rest=True)
+
     def _truncated_state(self, prev: _Step, new: _Step, t_e: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """State z_e, old-pattern field f_e and balance reference at τ_e inside an accepted Radau step (a
         truncated soft step): the dense output where it agrees with the Hermite interpolant of the step's ends

@@ -110,7 +110,7 @@ class _SoftCrossings:
                 if kb_exit == 0:
                     return fail("sliding_exit")
                 kb, reason, x_end, forced = kb_exit, "sliding_exit", float(x_exit), f_exit
-        cc = sw.crossing_correction(C, t0, dt, x[:kb], ii[:kb], jj[:kb], x_end, rates)
+        cc = self._correction(C, t0, dt, x[:kb], ii[:kb], jj[:kb], x_end, rates)
         for attempt in range(2):
             # the corrected state must leave every other surface on its side: checked first on the dense output
             # (no RHS evaluation), halving the kept crossings while it does not (a crowded step: the corrected
@@ -120,7 +120,7 @@ class _SoftCrossings:
                     return fail("side")
                 kb, reason, forced = kb // 2, "side", {}
                 x_end = float(x[kb])
-                cc = sw.crossing_correction(C, t0, dt, x[:kb], ii[:kb], jj[:kb], x_end, rates)
+                cc = self._correction(C, t0, dt, x[:kb], ii[:kb], jj[:kb], x_end, rates)
             t_e = t1 if x_end >= 1.0 else t0 + dt * x_end
             if bool(((saves < t_e) & (saves > t0 + dt * x[0])).any()):  # (only without exact_saves)
                 return fail("save")
@@ -146,12 +146,17 @@ class _SoftCrossings:
             if attempt == 1 or not 0 < kb_new < kb:
                 return fail("error")
             kb, reason, x_end, forced = kb_new, "error", float(x[kb_new]), {}
-            cc = sw.crossing_correction(C, t0, dt, x[:kb], ii[:kb], jj[:kb], x_end, rates)
+            cc = self._correction(C, t0, dt, x[:kb], ii[:kb], jj[:kb], x_end, rates)
         self._count_soft_step(kb, x_end, reason, forced)
         seg.start_field = (float(t_e), z1, sw.mode.clone(), f1_new)
         if not sw.n_sliding:
             seg.cache = seg.start_field
         return SoftEvent(z1, t_e, forced)
+
+    def _correction(self, C, t0, dt, xc, ii, jj, x_end, rates):
+        """:meth:`_TwoLayerSwitching.crossing_correction` of the kept crossings (the implicit driver asks for the
+        unmodelled crossing-time shifts too)."""
+        return self.sw.crossing_correction(C, t0, dt, xc, ii, jj, x_end, rates)
 
     def _soft_fallback(self, reason: str) -> None:
         """Count why a step with crossings is not kept softly; None (the caller handles the crossing exactly)."""

@@ -600,6 +600,7 @@ class _TwoLayerSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
         jj: Tensor,
         x_end: float = 1.0,
         rates: _CrossingRates | None = None,
+        shifts_rest: bool = False,
     ):
         """Closed-form effect of transversal crossings inside one step integrated with the old pattern.
 
@@ -617,7 +618,8 @@ class _TwoLayerSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
         applied.
 
         ``rates``: :meth:`crossing_rates` of these crossings (or of more, the first K rows are used); computed
-        here when None.
+        here when None. ``shifts_rest``: also the crossing-time shifts δτ_k leaves out (:meth:`_unmodelled_shifts`,
+        an error estimate; else zeros).
 
         Returns:
             a :class:`_Correction`: Δz `(p,)`, ΔF at x_end `(p,)`, ḣ_k just before and just after crossing k
@@ -659,7 +661,10 @@ class _TwoLayerSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
         # corrected part = ∫ (τ_end − τ) ΔF dτ
         wts = _gl_interval_weights(gx, xc / x_end, xnext / x_end)
         wts = wts * torch.stack([x_end * dt, (x_end * dt) ** 2]).reshape(2, 1, 1)
-        rest = self._unmodelled_shifts(gx, xc, xnext, x_end, dt, a[:N], Dc[:N], ii, jj, rates)
+        if shifts_rest:
+            rest = self._unmodelled_shifts(gx, xc, xnext, x_end, dt, a[:N], Dc[:N], ii, jj, rates)
+        else:
+            rest = torch.zeros(self.m * (self.d + 1), dtype=dtype, device=dev)
         Xk = self.X[ii]
         wq = wts.transpose(1, 2).unsqueeze(-1)  # (2, N, K, 1)
         Acoef = (wq * (a[:N].unsqueeze(1) * Dc[:N])).sum(1)  # (2, K, m)
