@@ -369,3 +369,15 @@ def test_radau_soft_crossings_agree_with_exact_restarts(potential):
     assert st["n_soft_crossings"] >= 0.7 * st["n_crossings"] and st["n_segments"] < st["n_crossings"]
     assert st["n_soft_jacobians"] >= st["n_soft_steps"] > 0
     assert tr.diagnostics["balance_drift"].max() <= 1e-8
+
+
+def test_radau_soft_crossings_only_below_the_size_limit():
+    """Above p = 512 a soft step's matrix exponential costs 25× a Radau step's LU factorisations: every crossing is
+    an exact restart there, counted as the fallback "size"."""
+    from flowsim.solvers.filippov.implicit import _SOFT_MAX_PARAMS
+
+    model = TwoLayerReLU(5, 100)
+    assert model.num_params > _SOFT_MAX_PARAMS
+    tr = simulate(model, student_teacher_relu(40, d=5, seed=0), "euclidean", log_t_end=0.0, n_save=3, method="radau")
+    assert tr.status.value == "success" and tr.stats["n_crossings"] > 0
+    assert tr.stats["n_soft_crossings"] == 0 and tr.stats["soft_fallbacks"]["size"] > 0

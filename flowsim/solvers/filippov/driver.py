@@ -185,8 +185,8 @@ class FilippovDriver(_EventLocation, _SoftCrossings, AbstractDriver):
         ``n_crossings`` counts every transversal crossing; ``n_soft_crossings`` the subset corrected inside a
         kept step (``n_soft_steps`` steps, at most ``max_soft_crossings_per_step`` in one); ``soft_fallbacks``
         why a step with crossings was restarted exactly instead (reasons: "error": coupling correction above
-        ``soft_cap``, "sliding", "not_transversal", "side", "sliding_exit", "save",
-        "recross", "many" (over 1,024), "at_start"); ``soft_truncations`` counts the soft steps kept only up to a
+        ``soft_cap``, "sliding", "not_transversal", "side", "sliding_exit", "save", "recross", "many" (over
+        1,024), "at_start", "size" (radau, p > 512)); ``soft_truncations`` counts the soft steps kept only up to a
         crossing that could not be switched softly (or a sliding exit), by reason.
         ``n_sliding_projections`` counts segment starts where sliding surfaces were projected back onto h = 0
         (``max_projected_offset``: the largest offset projected, in error scales).
