@@ -54,14 +54,16 @@ def _gl_vinv(gx: Tensor) -> Tensor:
 
 
 def _gl_interval_weights(gx: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
-    """Weights w `(2, K, N)`: Σ_q w_0kq g(gx_q) = ∫_{lo_k}^{hi_k} p(s) ds and Σ_q w_1kq g(gx_q) = ∫ (1 − s) p(s) ds
-    over the same interval, p the interpolant of g at the nodes gx."""
+    """Weights w `(3, K, N)`: Σ_q w_jkq g(gx_q) = ∫_{lo_k}^{hi_k} (1 − s)^j p(s) ds, j = 0, 1, 2, p the
+    interpolant of g at the nodes gx."""
     N = gx.shape[0]
-    pw = torch.arange(1, N + 2, dtype=gx.dtype, device=gx.device)
+    pw = torch.arange(1, N + 3, dtype=gx.dtype, device=gx.device)
     ua, ub = (2 * lo - 1).unsqueeze(1), (2 * hi - 1).unsqueeze(1)
-    mom = (ub**pw - ua**pw) / (2 * pw)  # ∫ u^p ds over [lo, hi], u = 2s − 1, p = 0..N
-    # 1 − s = (1 − u)/2
-    return torch.stack([mom[:, :N], 0.5 * (mom[:, :N] - mom[:, 1:])]) @ _gl_vinv(gx)
+    mom = (ub**pw - ua**pw) / (2 * pw)  # ∫ u^p ds over [lo, hi], u = 2s − 1, p = 0..N+1
+    # 1 − s = (1 − u)/2, (1 − s)² = (1 − 2u + u²)/4
+    first = 0.5 * (mom[:, :N] - mom[:, 1 : N + 1])
+    second = 0.25 * (mom[:, :N] - 2 * mom[:, 1 : N + 1] + mom[:, 2 : N + 2])
+    return torch.stack([mom[:, :N], first, second]) @ _gl_vinv(gx)
 
 
 def _gl_interp_matrix(gx: Tensor, x: Tensor) -> Tensor:

@@ -22,7 +22,9 @@ the φ-functions of exponential integrators. Non-stiff limit (φ_k(0) = 1/k!): �
 the explicit driver's coupling; stiff limit (λL → −∞): δz = −p′(L)/λ = −ΔF(τ_e)/λ, the quasi-static response.
 The three φ-function actions come from one matrix exponential of the (p+3)×(p+3) augmented matrix
 [[A, W], [0, N₃]] (W = [6c, 2b, a], N₃ the 3×3 shift): its top-right column is Σ_k φ_k(A) w_k. J need not be
-symmetric (sliding neurons' equivalent control is in it).
+symmetric (sliding neurons' equivalent control is in it). The Radau driver uses the quartic fit (one more
+condition, ∫ (L − r) p dr = ∫ (τ_e − τ) Δz dτ, so the non-stiff J² term is exact too) and the cubic's difference
+from it as the fit's error estimate (:func:`stiff_correction_pair`, both from one exponential).
 
 References:
     Hochbruck & Ostermann, "Exponential integrators", Acta Numerica 19 (2010) (φ-functions, §2);
@@ -38,24 +40,41 @@ from torch import Tensor
 # the cubic fit's conditions [p(L), L p′(L), (1/L) ∫ p] = _FIT · [a, b, c]
 _FIT = torch.tensor([[1.0, 1.0, 1.0], [1.0, 2.0, 3.0], [1 / 2, 1 / 3, 1 / 4]], dtype=torch.float64)
 _FIT_INV = torch.linalg.inv(_FIT)
+# the quartic fit's: [p(L), L p′(L), (1/L) ∫ p, (1/L²) ∫ (L − r) p] = _FIT4 · [a, b, c, e]
+_FIT4 = torch.tensor(
+    [[1.0, 1.0, 1.0, 1.0], [1.0, 2.0, 3.0, 4.0], [1 / 2, 1 / 3, 1 / 4, 1 / 5], [1 / 6, 1 / 12, 1 / 20, 1 / 30]],
+    dtype=torch.float64,
+)
+_FIT4_INV = torch.linalg.inv(_FIT4)
 
 
-def phi_actions(A: Tensor, W: Tensor) -> Tensor:
-    """Σ_{k=1}^{q} φ_k(A) w_k for A `(p, p)` and W = [w_q, …, w_1] `(p, q)` (Al-Mohy & Higham 2011, Thm 2.1).
+def phi_actions(A: Tensor, *Ws: Tensor) -> Tensor | list[Tensor]:
+    """Σ_{k=1}^{q} φ_k(A) w_k for A `(p, p)` and each W = [w_q, …, w_1] `(p, q)` (Al-Mohy & Higham 2011, Thm 2.1).
 
-    One matrix exponential of [[A, W], [0, N_q]] (N_q ones on the superdiagonal); W is scaled to A's norm first
-    (the exponential's scaling and squaring then treats both blocks alike). Returns `(p,)`.
+    One matrix exponential of [[A, W₁, W₂, …], [0, N_q₁, 0, …], [0, 0, N_q₂, …], …] (N_q ones on the
+    superdiagonal): the last column of each W block's part of the result is its sum. The W's are scaled to A's
+    norm first (the exponential's scaling and squaring then treats the blocks alike). Returns `(p,)` for one W,
+    else a list.
     """
-    p, q = W.shape
-    scale = float(W.abs().max())
+    p = A.shape[0]
+    total = sum(W.shape[1] for W in Ws)
+    scale = max(float(W.abs().max()) for W in Ws)
     if scale == 0.0:
-        return torch.zeros(p, dtype=A.dtype, device=A.device)
+        out = [torch.zeros(p, dtype=A.dtype, device=A.device) for _ in Ws]
+        return out[0] if len(Ws) == 1 else out
     eta = max(float(A.abs().sum(0).max()), 1.0) / scale
-    M = torch.zeros(p + q, p + q, dtype=A.dtype, device=A.device)
+    M = torch.zeros(p + total, p + total, dtype=A.dtype, device=A.device)
     M[:p, :p] = A
-    M[:p, p:] = eta * W
-    M[p:, p:] = torch.diag(torch.ones(q - 1, dtype=A.dtype, device=A.device), 1)
-    return torch.linalg.matrix_exp(M)[:p, -1] / eta
+    ends, off = [], p
+    for W in Ws:
+        q = W.shape[1]
+        M[:p, off : off + q] = eta * W
+        M[off : off + q, off : off + q] = torch.diag(torch.ones(q - 1, dtype=A.dtype, device=A.device), 1)
+        off += q
+        ends.append(off - 1)
+    E = torch.linalg.matrix_exp(M)
+    out = [E[:p, e] / eta for e in ends]
+    return out[0] if len(Ws) == 1 else out
 
 
 def stiff_correction(jac: Tensor, dz: Tensor, dF_end: Tensor, dz_moment: Tensor, length: float) -> Tensor | None:
@@ -76,3 +95,25 @@ def stiff_correction(jac: Tensor, dz: Tensor, dF_end: Tensor, dz_moment: Tensor,
     a, b, c = fit @ torch.stack([dz, length * dF_end, dz_moment / length])  # (3, p)
     dz_new = phi_actions(length * jac, torch.stack([6.0 * c, 2.0 * b, a], 1))
     return dz_new if bool(torch.isfinite(dz_new).all()) else None
+
+
+def stiff_correction_pair(
+    jac: Tensor, dz: Tensor, dF_end: Tensor, dz_moment: Tensor, dz_moment2: Tensor, length: float
+) -> tuple[Tensor, Tensor] | None:
+    """δz(τ_e) with the quartic fit of Δz (one more condition: ∫ (L − r) p dr = ∫ (τ_e − τ) Δz dτ) and with the
+    cubic fit of :func:`stiff_correction`, from one matrix exponential: (quartic, cubic). Their difference estimates
+    the error of the fit (an embedded pair: the cubic matches the non-stiff coupling J ∫Δz dτ, the quartic also its
+    next term J² ∫ (τ_e − τ) Δz dτ). None where J or a result is not finite.
+    """
+    if not bool(torch.isfinite(jac).all()):
+        return None
+    fit3 = _FIT_INV.to(dtype=dz.dtype, device=dz.device)
+    fit4 = _FIT4_INV.to(dtype=dz.dtype, device=dz.device)
+    a3, b3, c3 = fit3 @ torch.stack([dz, length * dF_end, dz_moment / length])
+    a, b, c, e = fit4 @ torch.stack([dz, length * dF_end, dz_moment / length, dz_moment2 / length**2])
+    quartic, cubic = phi_actions(
+        length * jac, torch.stack([24.0 * e, 6.0 * c, 2.0 * b, a], 1), torch.stack([6.0 * c3, 2.0 * b3, a3], 1)
+    )
+    if not bool(torch.isfinite(quartic).all() & torch.isfinite(cubic).all()):
+        return None
+    return quartic, cubic

@@ -44,7 +44,7 @@ from ..radau_newton import NewtonRadau
 from .dense import _horner
 from .driver import _DRIFT_FACTOR, FilippovDriver, _Run
 from .events import ExactEvent, SoftEvent
-from .exponential import phi_actions, stiff_correction
+from .exponential import phi_actions, stiff_correction_pair
 from .segment import _SegmentField
 from .state import ACTIVE, INACTIVE, inverse_map_slope
 
@@ -350,12 +350,13 @@ class ImplicitFilippovDriver(FilippovDriver):
 
         The explicit driver's coupling J·∫Δz dτ is first order in L·J (L = τ_e − τ_c, τ_c the first crossing);
         in a Radau step the fast modes have |λ|·L ≫ 1 and relax to −ΔF/λ. Here z₁ = z_e + δz, δz the
-        exponential-integrator correction of :func:`~flowsim.solvers.filippov.exponential.stiff_correction` with
+        exponential-integrator correction of :func:`~flowsim.solvers.filippov.exponential.stiff_correction_pair` with
         the new-pattern Jacobian at z_e (``n_soft_jacobians``), every B_j restored, and f_new(z₁)
         evaluated (the next segment's first evaluation). The neglected nonlinearity shows in the residual
         ρ = f_new(z₁) − f_e − ΔF(τ_e) − J (z₁ − z_e) (second order in δz, zero at τ_c); its effect on the state,
-        at most |ρ|·L/3 (ρ growing like (τ − τ_c)², non-stiff bound), must stay below ``soft_cap`` of the error
-        tolerance (RMS norm). Other surfaces must keep their sides at z₁.
+        at most |ρ|·L/3 (ρ growing like (τ − τ_c)², non-stiff bound), plus the quartic fit's difference from the
+        cubic, the crossing-time shifts' second order, the shifts δτ_k leaves out and J's drift over the step, must
+        stay below ``soft_cap`` of the error tolerance (RMS norm). Other surfaces must keep their sides at z₁.
 
         Returns (z₁, f_new(z₁), None) with the new pattern set, or (None, None, ratio) with the old pattern
         restored: ratio = the estimate over ``soft_cap``, 2 where a side is lost, inf where δz is not finite.
@@ -376,9 +377,10 @@ class ImplicitFilippovDriver(FilippovDriver):
         self.n_soft_jacobians += 1
         tau_c, coeff, x_c = first
         length = float(t_e - tau_c)
-        dz = stiff_correction(jac, cc.dz, cc.dF_end, cc.dz_moment, length)
-        if dz is None:
+        pair = stiff_correction_pair(jac, cc.dz, cc.dF_end, cc.dz_moment, cc.dz_moment2, length)
+        if pair is None:
             return undo(math.inf)
+        dz, dz_cubic = pair
         z1 = sw.restore_balance(z_e + dz, bref)
         theta1 = self._sides_ok(z1, ii[:0], jj[:0])  # (the pattern is already switched)
         if theta1 is None:
@@ -388,6 +390,8 @@ class ImplicitFilippovDriver(FilippovDriver):
         rho = f1_new - f_e - cc.dF_end - jac @ (z1 - z_e)
         tol = self.atol + self.rtol * torch.maximum(prev.y1.abs(), z_e.abs())
         est = float(((length / 3.0) * rho / tol).square().mean().sqrt())
+        # the fit of Δz(τ): the quartic's difference from the cubic (an embedded pair)
+        est += float(((dz - dz_cubic) / tol).square().mean().sqrt())
         # the crossing-time shifts δτ_k are first order (δτ = −Δh/ḣ): their error, ½ ḧ δτ²/ḣ per unit of the jump,
         # is bounded with |ḧ/ḣ| ≤ 1/L (the step resolves the trajectory's curvature): |shift term|·max|δτ|/(2L)
         if cc.dtau.numel():

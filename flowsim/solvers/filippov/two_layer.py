@@ -50,6 +50,7 @@ class _Correction(NamedTuple):
     dtau: Tensor  # crossing-time shifts δτ_k (applied to dz), (K,)
     dz_shift: Tensor  # their part of dz, Σ_k (jump of ż at crossing k)·δτ_k, (p,) (subtracted)
     dz_shift_rest: Tensor  # the shifts' part not modelled by δτ_k (other neurons' crossings), (p,) (not applied)
+    dz_moment2: Tensor  # ∫ (τ_e − τ) Δz dτ = ½ ∫ (τ_e − τ)² ΔF dτ over the corrected part, (p,)
 
 
 class _TwoLayerSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
@@ -657,35 +658,37 @@ class _TwoLayerSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
         xnext = torch.where(later, xc.unsqueeze(0), inf.unsqueeze(0)).min(1).values
         last = torch.isinf(xnext)
         xnext = torch.where(last, torch.full_like(xc, x_end), xnext)
-        # (2, K, N): the weights of ∫ ΔF dτ and (the coupling estimate's length scale) of ∫ Δz dτ over the
-        # corrected part = ∫ (τ_end − τ) ΔF dτ
+        # (3, K, N): the weights of ∫ ΔF dτ, of ∫ Δz dτ = ∫ (τ_end − τ) ΔF dτ (the coupling's length scale) and of
+        # ∫ (τ_end − τ)² ΔF dτ = 2 ∫ (τ_end − τ) Δz dτ over the corrected part
         wts = _gl_interval_weights(gx, xc / x_end, xnext / x_end)
-        wts = wts * torch.stack([x_end * dt, (x_end * dt) ** 2]).reshape(2, 1, 1)
+        wts = wts * torch.stack([x_end * dt, (x_end * dt) ** 2, (x_end * dt) ** 3]).reshape(3, 1, 1)
         if shifts_rest:
             rest = self._unmodelled_shifts(gx, xc, xnext, x_end, dt, a[:N], Dc[:N], ii, jj, rates)
         else:
             rest = torch.zeros(self.m * (self.d + 1), dtype=dtype, device=dev)
         Xk = self.X[ii]
-        wq = wts.transpose(1, 2).unsqueeze(-1)  # (2, N, K, 1)
-        Acoef = (wq * (a[:N].unsqueeze(1) * Dc[:N])).sum(1)  # (2, K, m)
-        corr_Ws = Acoef.transpose(1, 2) @ Xk  # (2, m, d)
-        corr_as = (wq * (Dc[:N] * Hk[:N])).sum((1, 2))  # (2, m)
+        wq = wts.transpose(1, 2).unsqueeze(-1)  # (3, N, K, 1)
+        Acoef = (wq * (a[:N].unsqueeze(1) * Dc[:N])).sum(1)  # (3, K, m)
+        corr_Ws = Acoef.transpose(1, 2) @ Xk  # (3, m, d)
+        corr_as = (wq * (Dc[:N] * Hk[:N])).sum((1, 2))  # (3, m)
         lastf = last.to(dtype).unsqueeze(1)
         dF1_W = (lastf * a[N] * Dc[N]).T @ Xk
         dF1_a = (lastf * Dc[N] * Hk[N]).sum(0)
-        # the crossing-time shifts (crossing_rates): Δz −= jump·δτ_k, ∫ Δz dτ −= jump·δτ_k·(τ_end − τ_k)
-        shift = torch.zeros(2, self.m, self.d, dtype=dtype, device=dev)
+        # the crossing-time shifts (crossing_rates): Δz −= jump·δτ_k, ∫ (τ_end − τ)^j ΔF dτ −= jump·δτ_k·(τ_end − τ_k)^j
+        shift = torch.zeros(3, self.m, self.d, dtype=dtype, device=dev)
         shift[0].index_add_(0, jj, rates.jump)
         shift[1].index_add_(0, jj, rates.jump * ((x_end - xc) * dt).unsqueeze(1))
+        shift[2].index_add_(0, jj, rates.jump * ((x_end - xc) * dt).square().unsqueeze(1))
         corr_Ws = corr_Ws - shift
         if self.n_sliding:  # sliding neurons: their equivalent control absorbs what would move h_S
             rows = self.project_sliding_rows(torch.cat([corr_Ws, dF1_W.unsqueeze(0)]), W[N])
-            corr_Ws, dF1_W = rows[:2], rows[2]
+            corr_Ws, dF1_W = rows[:3], rows[3]
         dF1 = torch.cat([dF1_W.reshape(-1), dF1_a])
         corr = torch.cat([corr_Ws[0].reshape(-1), corr_as[0]])
         corr2 = torch.cat([corr_Ws[1].reshape(-1), corr_as[1]])
+        corr3 = 0.5 * torch.cat([corr_Ws[2].reshape(-1), corr_as[2]])
         dz_shift = torch.cat([shift[0].reshape(-1), torch.zeros(self.m, dtype=dtype, device=dev)])
-        return _Correction(corr, dF1, rates.hdot_before, rates.hdot_after, corr2, rates.dtau, dz_shift, rest)
+        return _Correction(corr, dF1, rates.hdot_before, rates.hdot_after, corr2, rates.dtau, dz_shift, rest, corr3)
 
     def _unmodelled_shifts(self, gx, xc, xnext, x_end, dt, a, Dc, ii, jj, rates) -> Tensor:
         """The crossing-time shifts :meth:`crossing_rates` leaves out, as a state change `(p,)` (first order).
