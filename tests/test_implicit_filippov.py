@@ -378,7 +378,7 @@ def test_radau_soft_crossings_only_below_the_size_limit():
 
     model = TwoLayerReLU(5, 100)
     assert model.num_params > _SOFT_MAX_PARAMS
-    tr = simulate(model, student_teacher_relu(40, d=5, seed=0), "euclidean", log_t_end=0.0, n_save=3, method="radau")
+    tr = simulate(model, student_teacher_relu(20, d=5, seed=0), "euclidean", log_t_end=-1.0, n_save=3, method="radau")
     assert tr.status.value == "success" and tr.stats["n_crossings"] > 0
     assert tr.stats["n_soft_crossings"] == 0 and tr.stats["soft_fallbacks"]["size"] > 0
 
