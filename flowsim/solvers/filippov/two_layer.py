@@ -626,7 +626,8 @@ class _TwoLayerSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
             a :class:`_Correction`: Δz `(p,)`, ΔF at x_end `(p,)`, ḣ_k just before and just after crossing k
             `(K,)` each (used to check that every crossing is transversal), ∫ Δz dτ `(p,)` (the coupling
             estimate's length scale), the crossing-time shifts δτ_k `(K,)` and their part of Δz `(p,)` (already
-            applied).
+            applied), the unmodelled shifts' state change `(p,)` (zeros unless ``shifts_rest``) and
+            ∫ (τ_e − τ) Δz dτ `(p,)` (the implicit driver's quartic fit).
         """
         K = xc.shape[0]
         rates = self.crossing_rates(coeff, t0, dt, xc, ii, jj) if rates is None else rates.head(K)
