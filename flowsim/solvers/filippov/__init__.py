@@ -19,7 +19,8 @@ through them makes an adaptive Runge–Kutta solver chatter (tiny steps, first-o
      error tolerance, with every neuron's balance B_j restored to its value at the step start (two-layer nets);
      otherwise the step is **redone** from its start to the event (a full RK step: the dense output alone,
      ``event_state="interpolate"``, is 4th order and less accurate), and a new segment starts there; or
-   * **soft crossings** (:mod:`.soft`, ``soft_crossings=True``, default): crossings that are transversal (both
+   * **soft crossings** (:mod:`.soft`, corrections in :mod:`.crossings`; in Radau steps with the stiff coupling
+     of :mod:`.exponential`; ``soft_crossings=True``, default): crossings that are transversal (both
      one-sided fields move h the same way at the crossing, ḣ along the piecewise field) and touch no sliding
      neuron or point are switched inside the step, and the state corrected in closed form — the pattern
      difference of the crossed points, integrated from each crossing time on along the dense output
