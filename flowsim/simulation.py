@@ -531,6 +531,8 @@ class _StreamedRun:
                 self.next_dt = float(nd) if nd is not None and np.isfinite(nd) and nd > 0 else None
                 if self.every > 0:
                     self._checkpoint(recorder)
+        except KeyboardInterrupt as e:  # between segments (a driver built, a checkpoint written): as inside one
+            status, message = Status.INTERRUPTED, interrupted_message(e)
         finally:
             if recorder.progress is not None:
                 recorder.progress.close()

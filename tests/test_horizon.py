@@ -273,3 +273,40 @@ def test_resume_refuses_a_different_configuration(tmp_path):
         simulate(
             Linear(3), data, Euclidean(), theta0=theta0, log_t_end=5.0, n_save=30, out=tmp_path, resume=True, rtol=1e-5
         )
+
+
+def test_interrupt_while_writing_a_checkpoint_keeps_the_run_and_says_why(tmp_path, monkeypatch):
+    """A SIGTERM under `flowsim run` (raised as Terminated, a KeyboardInterrupt) that lands while a streamed run
+    writes a checkpoint — outside the driver's integration — ends the run as one inside it does: status
+    interrupted, the message naming SIGTERM, the rows up to the last save kept, and the run resumable to the
+    uninterrupted result (on a loaded machine this window was hit by a worker process, which then kept only the
+    start-of-run message)."""
+    from flowsim.lab.workers import Terminated
+    from flowsim.simulation import _StreamedRun
+
+    original = _StreamedRun._checkpoint
+    calls = []
+
+    def failing(self, recorder):
+        calls.append(self.k)
+        if len(calls) == 2:
+            original(self, recorder)  # the checkpoint itself is written (atomic), then the signal arrives
+            raise Terminated()
+        original(self, recorder)
+
+    monkeypatch.setattr(_StreamedRun, "_checkpoint", failing)
+    data = random_separable(n=10, d=3, seed=7)
+    kw = dict(log_t_end=6.0, n_save=40, rtol=1e-8, atol=1e-10, init_scale=0.5, checkpoint_every=5)
+    tr = simulate(TwoLayerReLUPower(3, 4, power=2), data, HyperbolicEntropy(0.5), out=tmp_path / "run", **kw)
+    assert tr.status == Status.INTERRUPTED and "terminated by SIGTERM" in tr.message, tr.message
+    loaded = Trajectory.load(tmp_path / "run")
+    assert loaded.status == Status.INTERRUPTED and "SIGTERM" in loaded.message
+    # the initial state and the first two segments' save points, and the driver's last accepted state past them
+    assert 11 <= len(loaded) <= 12 and np.all(np.diff(loaded.log_t) > 0)
+    monkeypatch.setattr(_StreamedRun, "_checkpoint", original)
+    resumed = simulate(
+        TwoLayerReLUPower(3, 4, power=2), data, HyperbolicEntropy(0.5), out=tmp_path / "run", resume=True, **kw
+    )
+    full = simulate(TwoLayerReLUPower(3, 4, power=2), data, HyperbolicEntropy(0.5), out=tmp_path / "full", **kw)
+    assert resumed.success and len(resumed) == len(full) == 40
+    assert np.max(np.abs(resumed.z - full.z)) <= 1e-12 * np.max(np.abs(full.z))
