@@ -30,7 +30,8 @@ class _CrossingRates(NamedTuple):
     gram: Tensor  # x_k · D_k x_k' (sliding neurons: projected), (K, K)
 
     def head(self, k: int) -> _CrossingRates:
-        """The first k crossings' quantities (crossing k depends on crossings ≤ k only)."""
+        """The first k crossings' quantities (crossing k depends on crossings ≤ k only; ``gram``, the last field,
+        is cut in both dimensions)."""
         return _CrossingRates(*(t[:k] for t in self[:-1]), self.gram[:k, :k])
 
 

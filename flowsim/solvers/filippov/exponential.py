@@ -34,6 +34,8 @@ References:
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -77,6 +79,14 @@ def phi_actions(A: Tensor, *Ws: Tensor) -> Tensor | list[Tensor]:
     return out[0] if len(Ws) == 1 else out
 
 
+def _fit_weights(fit_inv: Tensor, conditions: list[Tensor]) -> Tensor:
+    """The φ-function weights [k!·c_k, …, 1!·c_1] `(p, q)` of the polynomial fit c_1 ρ + … + c_q ρ^q whose
+    ``conditions`` (rows of the fit's matrix) are given, `(q, p)` each."""
+    coef = fit_inv.to(dtype=conditions[0].dtype, device=conditions[0].device) @ torch.stack(conditions)
+    scale = torch.tensor([math.factorial(k) for k in range(1, coef.shape[0] + 1)], dtype=coef.dtype)
+    return (coef * scale.to(coef.device).unsqueeze(1)).flip(0).T
+
+
 def stiff_correction(jac: Tensor, dz: Tensor, dF_end: Tensor, dz_moment: Tensor, length: float) -> Tensor | None:
     """δz(τ_e) of a soft step in a stiff step (module docstring): φ₁(A) a + 2 φ₂(A) b + 6 φ₃(A) c, A = J L.
 
@@ -91,9 +101,7 @@ def stiff_correction(jac: Tensor, dz: Tensor, dF_end: Tensor, dz_moment: Tensor,
     """
     if not bool(torch.isfinite(jac).all()):
         return None
-    fit = _FIT_INV.to(dtype=dz.dtype, device=dz.device)
-    a, b, c = fit @ torch.stack([dz, length * dF_end, dz_moment / length])  # (3, p)
-    dz_new = phi_actions(length * jac, torch.stack([6.0 * c, 2.0 * b, a], 1))
+    dz_new = phi_actions(length * jac, _fit_weights(_FIT_INV, [dz, length * dF_end, dz_moment / length]))
     return dz_new if bool(torch.isfinite(dz_new).all()) else None
 
 
@@ -107,12 +115,11 @@ def stiff_correction_pair(
     """
     if not bool(torch.isfinite(jac).all()):
         return None
-    fit3 = _FIT_INV.to(dtype=dz.dtype, device=dz.device)
-    fit4 = _FIT4_INV.to(dtype=dz.dtype, device=dz.device)
-    a3, b3, c3 = fit3 @ torch.stack([dz, length * dF_end, dz_moment / length])
-    a, b, c, e = fit4 @ torch.stack([dz, length * dF_end, dz_moment / length, dz_moment2 / length**2])
+    conditions = [dz, length * dF_end, dz_moment / length]
     quartic, cubic = phi_actions(
-        length * jac, torch.stack([24.0 * e, 6.0 * c, 2.0 * b, a], 1), torch.stack([6.0 * c3, 2.0 * b3, a3], 1)
+        length * jac,
+        _fit_weights(_FIT4_INV, [*conditions, dz_moment2 / length**2]),
+        _fit_weights(_FIT_INV, conditions),
     )
     if not bool(torch.isfinite(quartic).all() & torch.isfinite(cubic).all()):
         return None

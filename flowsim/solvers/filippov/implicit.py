@@ -337,14 +337,6 @@ class ImplicitFilippovDriver(FilippovDriver):
         """The soft correction with the unmodelled crossing-time shifts (:meth:`_switch_with_coupling`'s estimate)."""
         return self.sw.crossing_correction(C, t0, dt, xc, ii, jj, x_end, rates, shifts_rest=True)
 
-    def _truncated_state(self, prev: _Step, new: _Step, t_e: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """State z_e, old-pattern field f_e and balance reference at τ_e inside an accepted Radau step (a
-        truncated soft step): the dense output where it agrees with the Hermite interpolant of the step's ends
-        (B_j then restored to its value at the step start), else a Radau redo to τ_e; one field evaluation."""
-        z_e, interpolated, _ = self._state_inside(prev, new, t_e)
-        bref = self.sw.balance_ref(z_e, b_at=prev.y1) if interpolated else self.sw.balance_ref(z_e)
-        return z_e, self._seg(t_e, z_e), bref
-
     def _switch_with_coupling(self, prev, t_e, z_e, f_e, z1, theta, bref, cc, ii, jj, first):
         """Switch the crossings (ii, jj) and correct the state for a stiff step (:mod:`.exponential`).
 

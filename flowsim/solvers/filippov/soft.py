@@ -261,13 +261,14 @@ class _SoftCrossings:
         """State z_e, old-pattern field f_e and balance reference at τ_e inside an accepted step (truncated soft step).
 
         z_e from :meth:`_state_inside` (the dense output, along which the corrections are integrated too, or a
-        redo step); one field evaluation. The old-pattern flow conserves every B_j and the interpolant only to its
-        error, so for an interpolated state B_j is restored to its value at the step start.
+        redo step, RK or Radau); one field evaluation unless the redo gave it. The old-pattern flow conserves every
+        B_j and the interpolant only to its error, so for an interpolated state B_j is restored to its value at the
+        step start.
         """
         z_e, interpolated, f_e = self._state_inside(prev, new, t_e)
-        if interpolated:
-            return z_e, self._rk[0](t_e, z_e), self.sw.balance_ref(z_e, b_at=prev.y1)
-        return z_e, f_e, self.sw.balance_ref(z_e)
+        if f_e is None:
+            f_e = self._seg(t_e, z_e)
+        return z_e, f_e, self.sw.balance_ref(z_e, b_at=prev.y1) if interpolated else self.sw.balance_ref(z_e)
 
     def _sides_ok(self, z: Tensor, ii: Tensor, jj: Tensor) -> Tensor | None:
         """θ(z) if every non-sliding surface is on its side at z (|h| band: 10 error scales) once (ii, jj) flip,
