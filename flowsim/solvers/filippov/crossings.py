@@ -195,7 +195,7 @@ class _CrossingCorrections:
         W, a = self.split(Th)  # (Q, m, d), (Q, m)
         pts, loc = torch.unique(ii, return_inverse=True)  # affected points
         XI, yI = self.X[pts], self.y[pts]
-        H = (W.unsqueeze(1) @ XI.unsqueeze(-1).unsqueeze(0)).squeeze(-1)  # (Q, nI, m)
+        H = (W @ XI.T).transpose(1, 2)  # (Q, nI, m) (one product per node, not Q·nI)
         tau = (t0 + nodes * dt).unsqueeze(1)
         P_old = self.P[pts]  # (nI, m); sliding entries (h = 0) count as inactive: sliding rows are projected below
         G_old = self._gate(P_old)

@@ -46,7 +46,7 @@ from .driver import _DRIFT_FACTOR, FilippovDriver, _Run
 from .events import ExactEvent, SoftEvent
 from .exponential import phi_actions, stiff_correction_pair
 from .segment import _SegmentField
-from .state import ACTIVE, INACTIVE, inverse_map_slope
+from .state import inverse_map_slope
 
 __all__ = ["ImplicitFilippovDriver", "IMPLICIT_FILIPPOV_OPTIONS"]
 
@@ -354,17 +354,12 @@ class ImplicitFilippovDriver(FilippovDriver):
         restored: ratio = the estimate over ``soft_cap``, 2 where a side is lost, inf where δz is not finite.
         """
         sw = self.sw
-        snap = (sw.mode.clone(), sw.alpha0.clone())
+        snap = sw.flip(ii, jj)
 
         def undo(ratio: float):
-            sw.mode, sw.alpha0 = snap
-            sw._refresh()
+            sw.unflip(snap)
             return None, None, ratio
 
-        mode = sw.mode.clone()
-        mode[ii, jj] = ACTIVE + INACTIVE - mode[ii, jj]
-        sw.mode = mode
-        sw._refresh()
         jac = self._jacobian(t_e, z_e)
         self.n_soft_jacobians += 1
         tau_c, coeff, x_c = first

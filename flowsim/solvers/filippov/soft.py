@@ -15,7 +15,7 @@ from torch import Tensor
 from .dense import _horner
 from .events import SoftEvent
 from .segment import _SegmentField
-from .state import _ZERO_FACTOR, ACTIVE, INACTIVE
+from .state import _ZERO_FACTOR
 
 _MAX_SOFT = 1024  # most crossings switched softly (with an event correction) in one step (memory: K² pairs)
 
@@ -205,11 +205,7 @@ class _SoftCrossings:
         restored when the coupling estimate is ``ratio`` > 1 times ``soft_cap``.
         """
         sw = self.sw
-        snap = (sw.mode.clone(), sw.alpha0.clone())
-        mode = sw.mode.clone()
-        mode[ii, jj] = ACTIVE + INACTIVE - mode[ii, jj]
-        sw.mode = mode
-        sw._refresh()
+        snap = sw.flip(ii, jj)
         self.field.nfe += 1
         f1_new, _ = sw.velocity(t_e, theta)
         tol = self.atol + self.rtol * torch.maximum(prev.y1.abs(), z_e.abs())
@@ -228,8 +224,7 @@ class _SoftCrossings:
         est = float((dz2_t - L * dz_t).square().sum().sqrt()) * r_m / n1**0.5 if n1 > 0 else 0.0
         size = abs(L) * r_m
         if size > self.soft_cap:
-            sw.mode, sw.alpha0 = snap
-            sw._refresh()
+            sw.unflip(snap)
             return None, None, size / self.soft_cap
         if est > self.soft_fraction:
             # the part of ∫ Δz dτ not along Δz: J r by a difference of the new field (one more evaluation)

@@ -106,6 +106,23 @@ class AbstractSwitchingSystem(abc.ABC):
         self._refresh()
         return counts
 
+    def flip(self, ii: Tensor, jj: Tensor) -> tuple:
+        """Switch the non-sliding surfaces ``(ii, jj)`` (index tensors, distinct surfaces) between active and
+        inactive, keeping the sliding set (soft crossings); returns the previous state for :meth:`unflip`.
+
+        Only the pattern P and sides σ are recomputed, not what depends on the sliding set (:meth:`_refresh`)."""
+        snap = (self.mode, self.P, self.sigma)
+        mode = self.mode.clone()
+        mode[ii, jj] = ACTIVE + INACTIVE - mode[ii, jj]
+        self.mode = mode
+        self.P = (mode == ACTIVE).to(self.dtype)
+        self.sigma = torch.where(mode == ACTIVE, 1.0, -1.0).to(self.dtype)
+        return snap
+
+    def unflip(self, snap: tuple) -> None:
+        """Restore the state :meth:`flip` returned."""
+        self.mode, self.P, self.sigma = snap
+
     def _refresh(self) -> None:
         self.P = (self.mode == ACTIVE).to(self.dtype)
         self.sliding = self.mode == SLIDING

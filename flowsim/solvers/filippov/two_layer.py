@@ -49,6 +49,10 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
     # -- state bookkeeping --
     def _refresh(self) -> None:
         super()._refresh()
+        self.bg_multi: Tensor | None = None
+        if getattr(self, "_sets_of", None) is not None and torch.equal(self._sets_of, self.sliding):
+            return  # the same sliding set (most segment starts): its neurons and points as they were
+        self._sets_of = self.sliding
         count = self.sliding.sum(0)  # sliding surfaces per neuron, (m,)
         self.slide_neurons = torch.nonzero(count > 0).flatten().tolist()
         # neurons sliding on one surface (most of them) get their equivalent control in closed form, batched
@@ -57,7 +61,6 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
         # neurons sliding on several surfaces: their points (ascending) padded to the largest set, mask = real ones
         self.multi_j = torch.nonzero(count > 1).flatten()
         self.multi_i, self.multi_mask = self._padded_points(self.multi_j, count)
-        self.bg_multi: Tensor | None = None
         self._slide_sets: tuple | None = None  # (neurons, padded points, mask) of all sliding neurons, on demand
 
     def _sliding_sets(self) -> tuple[Tensor, Tensor, Tensor]:
