@@ -71,13 +71,18 @@ def test_segment_jacobian_matches_finite_differences(small_problem, monkeypatch)
 
 @pytest.mark.parametrize(
     ("leaky", "loss", "potential"),
-    [(False, "exponential", ("euclidean", {})), (True, "logistic", ("hyperbolic_entropy", {"beta": 0.3}))],
-    ids=["relu-exp-gf", "leaky-logistic-he"],
+    [
+        (False, "exponential", ("euclidean", {})),
+        (True, "logistic", ("hyperbolic_entropy", {"beta": 0.3})),
+        (False, "exponential", ("smoothed_homogeneous", {"p": 3, "lam": 0.01})),
+    ],
+    ids=["relu-exp-gf", "leaky-logistic-he", "relu-exp-smoothed3"],
 )
-def test_closed_form_newton_jacobian_matches_autograd(leaky, loss, potential):
-    """The two-layer switching system's closed-form Jacobian (autograd only for the sliding neurons' rows and the
-    α's) against autograd through the whole field, at a state with a neuron sliding on two surfaces, one on one
-    surface, a Baumgarte rate and sliding surfaces off h = 0: to rounding (1e-12 of the largest entry)."""
+def test_closed_form_newton_jacobian_matches_autograd(leaky, loss, potential, monkeypatch):
+    """The two-layer switching system's closed-form Jacobian, the sliding neurons' rows and α's included (implicit
+    differentiation of the equivalent control; no autograd pass: jacrev is made to fail), against autograd through
+    the whole field, at a state with a neuron sliding on two surfaces, one on one surface, a Baumgarte rate and
+    sliding surfaces off h = 0: to rounding (1e-12 of the largest entry)."""
     from flowsim.flow import MirrorFlowField
     from flowsim.losses import get_loss
     from flowsim.models import TwoLayerLeakyReLU
@@ -102,7 +107,9 @@ def test_closed_form_newton_jacobian_matches_autograd(leaky, loss, potential):
     sw._refresh()
     sw.lam = 0.8
     tau = torch.tensor(0.6, dtype=torch.float64)
-    J = sw.velocity_jacobian(tau, theta)
+    with monkeypatch.context() as mp:
+        mp.setattr(torch.func, "jacrev", lambda *a, **k: pytest.fail("autograd rows used"))
+        J = sw.velocity_jacobian(tau, theta)
     with torch.enable_grad():
         J_ref = torch.autograd.functional.jacobian(lambda th: sw.velocity(tau, th)[0], theta, vectorize=True)
     assert float((J - J_ref).abs().max()) <= 1e-12 * float(J_ref.abs().max())
@@ -111,6 +118,41 @@ def test_closed_form_newton_jacobian_matches_autograd(leaky, loss, potential):
     with torch.enable_grad():
         J_ref = torch.autograd.functional.jacobian(lambda th: sw.velocity(tau, th)[0], theta, vectorize=True)
     assert float((sw.velocity_jacobian(tau, theta) - J_ref).abs().max()) <= 1e-12 * float(J_ref.abs().max())
+
+
+def test_newton_jacobian_of_a_degenerate_sliding_set_falls_back_to_autograd(monkeypatch):
+    """A neuron sliding on two surfaces of the same point (X_S D X_Sᵀ singular: the equivalent control's
+    pseudo-inverse truncates, the closed form does not hold) gets its rows by autograd, still equal to autograd
+    through the whole field (1e-12)."""
+    from flowsim.flow import MirrorFlowField
+    from flowsim.losses import get_loss
+    from flowsim.potentials import get_potential
+    from flowsim.solvers.filippov.state import SLIDING
+    from flowsim.solvers.filippov.two_layer import _TwoLayerSwitching
+
+    gen = torch.Generator().manual_seed(5)
+    X = torch.randn(8, 3, generator=gen, dtype=torch.float64)
+    X[4] = X[2]
+    y = torch.tensor([1.0, -1, 1, 1, 1, -1, 1, -1], dtype=torch.float64)
+    model = TwoLayerReLU(3, 4)
+    field = MirrorFlowField(model, get_potential("hyperbolic_entropy", beta=0.5), get_loss("exponential"), X, y)
+    sw = _TwoLayerSwitching(model, field)
+    theta = 0.7 * torch.randn(model.num_params, generator=gen, dtype=torch.float64)
+    sw.init_mode(theta)
+    mode = sw.mode.clone()
+    mode[[2, 4], 1] = SLIDING
+    sw.mode = mode
+    sw.alpha0 = torch.where(mode == SLIDING, 0.4, 0.0).to(torch.float64)
+    sw._refresh()
+    tau = torch.tensor(0.3, dtype=torch.float64)
+    calls = []
+    jacrev = torch.func.jacrev
+    monkeypatch.setattr(torch.func, "jacrev", lambda *a, **k: calls.append(1) or jacrev(*a, **k))
+    J = sw.velocity_jacobian(tau, theta)
+    assert calls == [1]
+    with torch.enable_grad():
+        J_ref = torch.autograd.functional.jacobian(lambda th: sw.velocity(tau, th)[0], theta, vectorize=True)
+    assert float((J - J_ref).abs().max()) <= 1e-12 * float(J_ref.abs().max())
 
 
 @pytest.mark.slow

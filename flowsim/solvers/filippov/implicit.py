@@ -422,7 +422,7 @@ class ImplicitFilippovDriver(FilippovDriver):
         def velocity(th: Tensor) -> Tensor:
             return self.sw.velocity(tau_t, th)[0]
 
-        if hasattr(self.sw, "velocity_jacobian"):  # two-layer nets: closed form (autograd rows for sliding neurons)
+        if hasattr(self.sw, "velocity_jacobian"):  # two-layer nets: closed form
             J = self.sw.velocity_jacobian(tau_t, theta)
         else:
             with torch.enable_grad():

@@ -179,8 +179,9 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
         with the sliding entries' gates at their α: J = Φᵀ diag(c′_i y_i²) Φ⁰ + Σ_i c_i y_i ∂²f_i, Φ⁰ and Φ the rows
         ∇f_i with gates G⁰ and G (W_j-part G_ij a_j x_i, a_j-part G_ij h_ij); the only second-derivative blocks
         are ∂²f_i/∂W_j∂a_j = G_ij x_i; ż_aj gains (1 − s₋) h_sj c_s y_s ∇α_sj from its sliding entries. The sliding
-        neurons' weight rows (their equivalent control) and ∇α come from autograd (torch.func.jacrev on those
-        outputs only: a few backward passes instead of p). Matches autograd through the whole field to rounding
+        neurons' weight rows (their equivalent control) and ∇α: in closed form by implicit differentiation of the
+        control (:meth:`_sliding_rows_closed_form`), by autograd where its matrix is singular (torch.func.jacrev on
+        those outputs only: a few backward passes instead of p). Matches autograd through the whole field to rounding
         (tests/test_implicit_filippov.py)."""
         W, a = self.split(theta)
         n, m, d = self.n, self.m, self.d
@@ -204,24 +205,93 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
         cols = m * d + torch.arange(m, device=theta.device)
         weight = (dc * self.y.square()).unsqueeze(1)
         J = Phi.T @ (weight * Phi0)
-        if self.slide_neurons:
-            si, sj = torch.nonzero(self.sliding, as_tuple=True)
-            idx = rows[torch.as_tensor(self.slide_neurons, device=theta.device)].flatten()
-
-            def outputs(th: Tensor) -> Tensor:
-                v, al = self.velocity(tau, th)
-                return torch.cat([v[idx], al[si, sj]])
-
-            with torch.enable_grad():
-                Jo = torch.func.jacrev(outputs)(theta)
-            dA = Jo[idx.numel() :]  # ∇α of the sliding entries, (S, p)
-            J.index_add_(0, cols[sj], ((1.0 - self.slope) * H[si, sj] * cy[si]).unsqueeze(1) * dA)
         B = (G * cy.unsqueeze(1)).T @ self.X  # (m, d): ∂²f terms of W_j with a_j
         J[rows, cols.unsqueeze(1).expand(m, d)] += B
         J[cols.unsqueeze(1).expand(m, d), rows] += B
-        if self.slide_neurons:
-            J[idx] = Jo[: idx.numel()]
+        if not self.slide_neurons:
+            return J
+        # the sliding neurons' rows and ∇α of their entries (ż_aj gains (1 − s₋) h c y ∇α from each)
+        si, sj, dA, js, J_rows = self._sliding_rows(tau, theta, H, G0, cy, dc, Phi0, weight, rows, cols)
+        J.index_add_(0, cols[sj], ((1.0 - self.slope) * H[si, sj] * cy[si]).unsqueeze(1) * dA)
+        J[rows[js].flatten()] = J_rows
         return J
+
+    def _sliding_rows(self, tau, theta, H, G0, cy, dc, Phi0, weight, rows, cols):
+        """∇ of the sliding neurons' weight rows and of their α's for :meth:`velocity_jacobian`: the sliding
+        entries (si, sj) `(S,)`, their ∇α `(S, p)`, the neurons `(J,)` and their rows' Jacobian `(J·d, p)` — in
+        closed form (:meth:`_sliding_rows_closed_form`), by autograd where that does not apply."""
+        closed = self._sliding_rows_closed_form(theta, H, G0, cy, dc, Phi0, weight, rows, cols)
+        if closed is not None:
+            return closed
+        js = torch.as_tensor(self.slide_neurons, device=theta.device)
+        si, sj = torch.nonzero(self.sliding, as_tuple=True)
+        idx = rows[js].flatten()
+
+        def outputs(th: Tensor) -> Tensor:
+            v, al = self.velocity(tau, th)
+            return torch.cat([v[idx], al[si, sj]])
+
+        with torch.enable_grad():
+            Jo = torch.func.jacrev(outputs)(theta)
+        return si, sj, Jo[idx.numel() :], js, Jo[: idx.numel()]
+
+    def _sliding_rows_closed_form(self, theta, H, G0, cy, dc, Phi0, weight, rows, cols):
+        """Closed-form Jacobian of the sliding neurons' rows and α's (every neuron j with its sliding points S).
+
+        The equivalent control (:meth:`_single_control`, :meth:`_multi_control`) is α = −v/r with N v = g,
+        N = X_S D X_Sᵀ, g = X_S D u + f λ h_S, r_s = (1 − s₋) a_j c_s y_s (u the neuron's field at α = 0, D = dθ/dz
+        at w_j, f the segment's Baumgarte factor), and the row is u − X_Sᵀ v. With ∂v = N⁻¹(∂g − ∂N v):
+        ∂row = ∂u − X_Sᵀ ∂v and ∇α = −∂v/r + v ∂r/r², where ∂u are the rows of the α = 0 Jacobian
+        (Φ⁰ᵀ diag(c′y²) Φ⁰, plus ∂u/∂a_j = Σ_i G⁰_ij c_i y_i x_i), ∂g = X_S D ∂u plus X_S ⊙ D′ ⊙ u + f λ X_S on w_j
+        (D′ = dD/dw by autograd: D is elementwise), (∂N v)_s = x_s ⊙ D′ ⊙ X_Sᵀ v on w_j, and
+        ∂r_s = (1 − s₋)(c_s y_s e_{a_j} + a_j c′_s y_s² Φ⁰_s).
+
+        Returns (si, sj, ∇α `(S, p)`, js `(J,)`, rows' Jacobian `(J·d, p)`), or None where the closed form does not
+        hold: the control's matrix (r ⊙ N ⊙ r) singular to 1e-9 of its largest eigenvalue (its pseudo-inverse
+        then truncates) or D′ not finite (autograd then).
+        """
+        js, I, mask = self._sliding_sets()
+        W, a = self.split(theta)
+        Jn, k, d = js.numel(), I.shape[1], self.d
+        fm = mask.to(theta.dtype)
+        with torch.enable_grad():
+            Wg = W[js].detach().requires_grad_(True)
+            D = inverse_map_slope(self.pot, Wg)
+            # elementwise: the diagonal D′ (a constant D, e.g. the Euclidean potential's, has none)
+            dD = torch.autograd.grad(D.sum(), Wg)[0] if D.requires_grad else torch.zeros_like(D)
+        D = D.detach()
+        XS = self.X[I] * fm.unsqueeze(2)  # (J, k, d), padded rows 0
+        r = (1.0 - self.slope) * a[js].unsqueeze(1) * cy[I] * fm  # (J, k)
+        N = (XS * D.unsqueeze(1)) @ XS.transpose(1, 2)
+        M = r.unsqueeze(2) * N * r.unsqueeze(1)
+        if not bool(torch.isfinite(dD).all() and torch.isfinite(M).all()):
+            return None
+        top = M.diagonal(dim1=1, dim2=2).amax(1).reshape(Jn, 1, 1)
+        eig = torch.linalg.eigvalsh(M + torch.diag_embed(1.0 - fm) * top)  # (the padded block at the top scale)
+        if bool((eig[:, 0] <= 1e-9 * eig[:, -1]).any()):
+            return None
+        ar = torch.arange(Jn, device=theta.device)
+        rw, ca = rows[js], cols[js]  # the neurons' w-columns (J, d) and a-columns (J,)
+        u = a[js].unsqueeze(1) * ((G0[:, js] * cy.unsqueeze(1)).T @ self.X)  # (J, d)
+        dU = (Phi0[:, rw.flatten()].T @ (weight * Phi0)).reshape(Jn, d, -1)  # (J, d, p)
+        dU[ar, :, ca] += (G0[:, js] * cy.unsqueeze(1)).T @ self.X  # ∂u/∂a_j
+        f = torch.tensor([self.bg_scale.get(j, 1.0) for j in js.tolist()], dtype=theta.dtype, device=theta.device)
+        flam = (f * self.lam).reshape(Jn, 1, 1)
+        XSD = XS * D.unsqueeze(1)
+        g = (XSD @ u.unsqueeze(2)).squeeze(2) + flam[:, :, 0] * H[I, js.unsqueeze(1)] * fm  # (J, k)
+        N_pad = N + torch.diag_embed(1.0 - fm)  # the padded block decoupled (its g and ∂g are 0)
+        v = torch.linalg.solve(N_pad, g)  # (J, k)
+        dg = XSD @ dU  # (J, k, p)
+        xv = (XS * v.unsqueeze(2)).sum(1)  # X_Sᵀ v, (J, d)
+        on_w = XS * (dD * u).unsqueeze(1) + flam * XS - XS * (dD * xv).unsqueeze(1)  # ∂g − ∂N v on w_j, (J, k, d)
+        dg[ar.reshape(Jn, 1, 1), torch.arange(k, device=theta.device).reshape(1, k, 1), rw.unsqueeze(1)] += on_w
+        dv = torch.linalg.solve(N_pad, dg)  # (J, k, p)
+        J_rows = (dU - XS.transpose(1, 2) @ dv).reshape(Jn * d, -1)
+        dr = (1.0 - self.slope) * (a[js].unsqueeze(1) * dc[I] * self.y[I].square()).unsqueeze(2) * Phi0[I]  # (J, k, p)
+        dr[ar, :, ca] += (1.0 - self.slope) * cy[I]
+        r_safe = torch.where(mask, r, 1.0).unsqueeze(2)
+        dA = -dv / r_safe + (v.unsqueeze(2) / r_safe.square()) * dr
+        return I[mask], js.unsqueeze(1).expand_as(I)[mask], dA[mask], js, J_rows
 
     def _single_control(self, js, is_, scale, uW, D, a, cy, H, ref) -> tuple[Tensor, Tensor]:
         """:func:`_equivalent_control` of the neurons ``js`` `(J,)` sliding on one surface each (points ``is_``),
