@@ -290,6 +290,34 @@ def test_one_blas_thread_while_stepping(small_problem, monkeypatch):
     assert seen and set(seen) == {1}
 
 
+def test_auto_plateau_counts_steps_kept_whole_with_soft_crossings():
+    """The auto driver's plateau test: whole steps with soft crossings (a new segment each) keep counting; a
+    truncated soft step or an exact event starts the count afresh (crowded kinks no longer keep the explicit phase
+    from its hand-over)."""
+    from flowsim.solvers.auto import PLATEAU_STEPS, AutoDriver, _Switch
+
+    class Explicit:
+        kinks = "filippov"
+        st = {"n_segments": 0, "n_soft_steps": 0, "soft_truncations": {}, "last_dt": 0.1}
+
+        def stats(self):
+            return self.st
+
+    exp = Explicit()
+    auto = AutoDriver(exp, lambda opts, steps: None, 1000)
+    z = torch.zeros(2, dtype=torch.float64)
+    for k in range(PLATEAU_STEPS - 1):  # soft steps kept whole: segments and soft steps both grow
+        exp.st = {**exp.st, "n_segments": k + 1, "n_soft_steps": k + 1}
+        auto._watch(5.0 + k, z)
+    exp.st = {**exp.st, "n_segments": PLATEAU_STEPS, "n_soft_steps": PLATEAU_STEPS, "soft_truncations": {"side": 1}}
+    auto._watch(5.0 + PLATEAU_STEPS, z)  # a truncated one: the count restarts
+    assert len(auto._steps) == 1
+    for k in range(PLATEAU_STEPS - 2):
+        auto._watch(20.0 + k, z)
+    with pytest.raises(_Switch):
+        auto._watch(30.0, z)
+
+
 def test_auto_method_switches_to_radau_on_the_closed_form_problem():
     """method="auto" on C1 (one point, Euclidean, linear; u(t) = log(e^{u0} + ‖x‖² t) with u = −y x·θ): dopri5
     until its steps sit at their stability limit in log-time, then radau; the closed form holds at log t = 1e4,

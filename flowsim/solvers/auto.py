@@ -6,7 +6,8 @@ in log t, while Radau's steps keep growing with s. Early in training (fast trans
 explicit method is the cheaper one. The auto driver runs dopri5 — with the run's kink handling, Filippov or
 naive — and hands the state over to Radau (:class:`~flowsim.solvers.stiff.StiffDriver`, or
 :class:`~flowsim.solvers.filippov.ImplicitFilippovDriver` for exact kinks) once the steps have stopped growing:
-:data:`PLATEAU_STEPS` consecutive accepted steps, none of them starting a new kink segment, whose sizes lie within
+:data:`PLATEAU_STEPS` consecutive accepted steps, none of them ended early by a kink event (steps kept whole with
+soft crossings count), whose sizes lie within
 a factor :data:`PLATEAU_SPREAD` of each other and are small against s itself (s ≥ 20 steps, s ≥ 1). The
 stability limit itself is not known in advance: dopri5's interval is 3.3 for the eigenvalue −1 of the asymptotic
 relaxation, but a network's fastest mode can be faster (measured: steps plateau at 1.3 for a two-layer ReLU net of
@@ -28,7 +29,8 @@ __all__ = ["AutoDriver", "EXPLICIT_METHOD", "PLATEAU_SPREAD", "PLATEAU_STEPS"]
 
 EXPLICIT_METHOD = "dopri5"
 PLATEAU_STEPS = 8
-"""Consecutive event-free accepted explicit steps at the stability limit before the switch."""
+"""Consecutive accepted explicit steps (event-free or kept whole with soft crossings) at the stability limit before
+the switch."""
 PLATEAU_SPREAD = 1.5
 """The plateau's largest step over its smallest."""
 
@@ -91,7 +93,7 @@ class AutoDriver(AbstractDriver):
         self.max_steps = int(max_steps)
         self.implicit: AbstractDriver | None = None
         self.switch_tau: float | None = None
-        self._steps: deque[float] = deque(maxlen=PLATEAU_STEPS)  # the current run of event-free step sizes
+        self._steps: deque[float] = deque(maxlen=PLATEAU_STEPS)  # the current run of step sizes
         self._segments = None
 
     def integrate(self, field, z0: Tensor, tau_grid: Tensor, save: Callable[[float, Tensor], None]) -> None:
@@ -117,8 +119,11 @@ class AutoDriver(AbstractDriver):
         if not self.switching:
             return
         st = self.explicit.stats()
-        segments = st.get("n_segments")
-        if segments != self._segments:  # a kink event started a new segment: count afresh
+        # a kink event that ends a step early (an exact restart, a truncated soft step) starts the count afresh;
+        # whole steps kept with soft crossings do not (crowded events would otherwise never let it reach the plateau)
+        whole_soft = (st.get("n_soft_steps") or 0) - sum((st.get("soft_truncations") or {}).values())
+        segments = (st.get("n_segments") or 0) - whole_soft
+        if segments != self._segments:
             self._segments = segments
             self._steps.clear()
         dt = st.get("last_dt")

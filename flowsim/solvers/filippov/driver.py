@@ -358,6 +358,8 @@ class FilippovDriver(_EventLocation, _SoftCrossings, AbstractDriver):
             self._save_inside(run, prev, new, ev, save)
             if ev is not None:
                 self._restart_at(run, prev, new, ev)
+                if self.monitor is not None and isinstance(ev, SoftEvent) and bool(ev.tau >= t1):
+                    self.monitor(float(t1), ev.z)  # a whole step kept with soft crossings: an accepted step too
                 return
             self._last = (float(t1), new.y1)
             if self.monitor is not None:  # (the separation monitor: reads the state only)
