@@ -155,6 +155,45 @@ def test_newton_jacobian_of_a_degenerate_sliding_set_falls_back_to_autograd(monk
     assert float((J - J_ref).abs().max()) <= 1e-12 * float(J_ref.abs().max())
 
 
+def test_newton_jacobian_of_nearly_parallel_sliding_points_keeps_the_closed_form(monkeypatch):
+    """A neuron sliding on the surfaces of two nearly parallel points (x₄ = x₂ + 1e-4 v: the control's matrix has
+    eigenvalue ratio ≈ 1e-9, ill-conditioned but not truncated by its pseudo-inverse) keeps the closed form (no
+    autograd pass). Reference: autograd through the field with the control's pseudo-inverse replaced by the inverse
+    (equal there; autograd through the pseudo-inverse itself is off by ~1e4 relative at this conditioning); the
+    bar, 1e-3 of the largest entry, allows for the conditioning (measured 2.5e-4; 7e-9 at x₄ = x₂ + 3e-3 v)."""
+    from flowsim.flow import MirrorFlowField
+    from flowsim.losses import get_loss
+    from flowsim.potentials import get_potential
+    from flowsim.solvers.filippov.state import SLIDING
+    from flowsim.solvers.filippov.two_layer import _TwoLayerSwitching
+
+    gen = torch.Generator().manual_seed(4)
+    n, d, m = 10, 4, 5
+    X = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    X[4] = X[2] + 1e-4 * torch.tensor([1.0, -0.5, 0.3, 0.2], dtype=torch.float64)
+    y = torch.where(torch.rand(n, generator=gen) > 0.5, 1.0, -1.0).to(torch.float64)
+    model = TwoLayerReLU(d, m)
+    field = MirrorFlowField(model, get_potential("hyperbolic_entropy", beta=0.3), get_loss("exponential"), X, y)
+    sw = _TwoLayerSwitching(model, field)
+    theta = 0.7 * torch.randn(model.num_params, generator=gen, dtype=torch.float64)
+    sw.init_mode(theta)
+    mode = sw.mode.clone()
+    mode[[2, 4], 1] = SLIDING
+    mode[5, 3] = SLIDING
+    sw.mode = mode
+    sw.alpha0 = torch.where(mode == SLIDING, 0.4, 0.0).to(torch.float64)
+    sw._refresh()
+    sw.lam = 0.8
+    tau = torch.tensor(0.6, dtype=torch.float64)
+    with monkeypatch.context() as mp:
+        mp.setattr(torch.func, "jacrev", lambda *a, **k: pytest.fail("autograd rows used"))
+        J = sw.velocity_jacobian(tau, theta)
+    monkeypatch.setattr(torch.linalg, "pinv", lambda M, **k: torch.linalg.inv(M))
+    with torch.enable_grad():
+        J_ref = torch.autograd.functional.jacobian(lambda th: sw.velocity(tau, th)[0], theta, vectorize=True)
+    assert float((J - J_ref).abs().max()) <= 1e-3 * float(J_ref.abs().max())
+
+
 @pytest.mark.slow
 def test_long_horizon_work_grows_slowly(small_problem):
     """To log t = 1e2 and 1e5 with exact kinks: both succeed, and 1e5 costs a few times 1e2 (an explicit method,
