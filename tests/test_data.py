@@ -111,6 +111,20 @@ def test_student_teacher_labels_match_stored_teacher():
     assert not torch.equal(student_teacher_relu(n=40, d=6, teacher_width=3, seed=4).X, ds.X)
 
 
+def test_student_teacher_with_cancelling_neurons_is_redrawn():
+    """Seeds whose default teacher (width 2, sparsity 2) drew two identical neurons with a = +1, −1 (f* ≡ 0, no
+    label defined: 25, 42 and 83 among the first 200) get a redrawn teacher instead of failing; their labels are
+    the redrawn teacher's signs and its neurons do not cancel."""
+    for seed in (25, 42, 83):
+        ds = student_teacher_relu(n=40, d=5, seed=seed)
+        W = np.array(ds.info["teacher"]["W"])
+        a = np.array(ds.info["teacher"]["a"])
+        assert not np.array_equal(W[0], W[1])
+        X, y = ds.numpy()
+        np.testing.assert_array_equal(np.sign(np.maximum(X @ W.T, 0.0) @ a), y)
+        assert set(y.tolist()) == {1.0, -1.0}
+
+
 def test_student_teacher_bad_parameters():
     with pytest.raises(InvalidParameterError, match="teacher_width"):
         student_teacher_relu(teacher_width=1)

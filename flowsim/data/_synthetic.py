@@ -63,6 +63,16 @@ def _collect(
     )
 
 
+def _both_signs(W: np.ndarray, a: np.ndarray) -> bool:
+    """Whether the teacher Σ_k a_k relu(⟨w_k, x⟩) takes both signs: after merging identical rows w_k (their a_k
+    summed), some merged neuron has a positive and some a negative output weight. Otherwise it is ≥ 0 or ≤ 0
+    everywhere (e.g. two identical neurons with a = +1, −1 cancel: f* ≡ 0) and one class never occurs."""
+    merged: dict[tuple, float] = {}
+    for row, ak in zip(map(tuple, W), a, strict=True):
+        merged[row] = merged.get(row, 0.0) + float(ak)
+    return any(v > 0 for v in merged.values()) and any(v < 0 for v in merged.values())
+
+
 def student_teacher_relu(
     n: int = 30,
     d: int = 5,
@@ -76,10 +86,12 @@ def student_teacher_relu(
 
     Teacher f*(x) = Σ_k a*_k relu(⟨w*_k, x⟩), k = 1..``teacher_width``; each w*_k has ``sparsity``
     nonzero entries (random support, random signs, ‖w*_k‖₂ = 1) and a*_k = +1 for even k, −1 for odd k,
-    so both output signs occur. Inputs x ~ uniform on the unit sphere S^{d−1} (normalized Gaussians),
-    labels y = sign f*(x). Candidates with |f*(x)| ≤ margin · scale, scale = Σ_k |a*_k| ‖w*_k‖₂ (the
-    maximum of |f*| on the sphere), are rejected and redrawn — points with f*(x) = 0 (all teacher
-    neurons off) are always rejected since their label is undefined. Both classes are guaranteed.
+    so both output signs occur (a draw whose neurons cancel — identical w*_k with opposite a*_k, f* ≡ 0 — is
+    redrawn from the same generator; with the defaults one seed in about 40). Inputs x ~ uniform on the unit
+    sphere S^{d−1} (normalized Gaussians), labels y = sign f*(x). Candidates with |f*(x)| ≤ margin · scale,
+    scale = Σ_k |a*_k| ‖w*_k‖₂ (the maximum of |f*| on the sphere), are rejected and redrawn — points with
+    f*(x) = 0 (all teacher neurons off) are always rejected since their label is undefined. Both classes are
+    guaranteed.
     Since the teacher is itself a bias-free ReLU net of width ``teacher_width``, the data are separable
     by such a student, though not necessarily by a linear model.
 
@@ -109,11 +121,14 @@ def student_teacher_relu(
     if s > d:
         raise InvalidParameterError(f"{fn}: sparsity = {s} exceeds d = {d}; use sparsity ≤ d.")
     rng = np.random.default_rng(seed)
-    W = np.zeros((width, d))
-    for k in range(width):
-        supp = rng.choice(d, size=s, replace=False)
-        W[k, supp] = rng.choice([-1.0, 1.0], size=s) / math.sqrt(s)
     a = np.array([1.0 if k % 2 == 0 else -1.0 for k in range(width)])
+    for _ in range(1000):
+        W = np.zeros((width, d))
+        for k in range(width):
+            supp = rng.choice(d, size=s, replace=False)
+            W[k, supp] = rng.choice([-1.0, 1.0], size=s) / math.sqrt(s)
+        if _both_signs(W, a):
+            break
     scale = float(np.sum(np.abs(a) * np.linalg.norm(W, axis=1)))
     tol = max(margin * scale, 1e-12 * scale)
 
