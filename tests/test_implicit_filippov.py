@@ -69,6 +69,49 @@ def test_segment_jacobian_matches_finite_differences(small_problem, monkeypatch)
     assert float((J - J_fd).norm() / J_fd.norm()) <= 1e-7
 
 
+def _sliding_state(potential, sliding, *, leaky=False, loss="exponential", edit=None, lam=0.0):
+    """A two-layer switching system (10 points, d = 4, width 5, seeded) at a random state with the surfaces
+    ``sliding`` — [(points, neuron), …] — set sliding (α₀ = 0.4, off h = 0) and Baumgarte rate ``lam``; ``edit(X, y)``
+    may change the data in place first. Returns (sw, θ, τ = 0.6)."""
+    from flowsim.flow import MirrorFlowField
+    from flowsim.losses import get_loss
+    from flowsim.models import TwoLayerLeakyReLU
+    from flowsim.potentials import get_potential
+    from flowsim.solvers.filippov.state import SLIDING
+    from flowsim.solvers.filippov.two_layer import _TwoLayerSwitching
+
+    gen = torch.Generator().manual_seed(4)
+    n, d, m = 10, 4, 5
+    X = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    y = torch.where(torch.rand(n, generator=gen) > 0.5, 1.0, -1.0).to(torch.float64)
+    if edit is not None:
+        edit(X, y)
+    model = TwoLayerLeakyReLU(d, m, 0.2) if leaky else TwoLayerReLU(d, m)
+    field = MirrorFlowField(model, get_potential(potential[0], **potential[1]), get_loss(loss), X, y)
+    sw = _TwoLayerSwitching(model, field)
+    theta = 0.7 * torch.randn(model.num_params, generator=gen, dtype=torch.float64)
+    sw.init_mode(theta)
+    mode = sw.mode.clone()
+    for points, j in sliding:
+        mode[points, j] = SLIDING
+    sw.mode = mode
+    sw.alpha0 = torch.where(mode == SLIDING, 0.4, 0.0).to(torch.float64)
+    sw._refresh()
+    sw.lam = lam
+    return sw, theta, torch.tensor(0.6, dtype=torch.float64)
+
+
+def _autograd_jacobian(sw, tau, theta):
+    """∂v/∂θ by autograd through the switching system's whole field (the reference)."""
+    with torch.enable_grad():
+        return torch.autograd.functional.jacobian(lambda th: sw.velocity(tau, th)[0], theta, vectorize=True)
+
+
+def _closed_form_only(monkeypatch):
+    """Make an autograd pass for the sliding rows (torch.func.jacrev) fail the test."""
+    monkeypatch.setattr(torch.func, "jacrev", lambda *a, **k: pytest.fail("autograd rows used"))
+
+
 @pytest.mark.parametrize(
     ("leaky", "loss", "potential"),
     [
@@ -83,40 +126,17 @@ def test_closed_form_newton_jacobian_matches_autograd(leaky, loss, potential, mo
     differentiation of the equivalent control; no autograd pass: jacrev is made to fail), against autograd through
     the whole field, at a state with a neuron sliding on two surfaces, one on one surface, a Baumgarte rate and
     sliding surfaces off h = 0: to rounding (1e-12 of the largest entry)."""
-    from flowsim.flow import MirrorFlowField
-    from flowsim.losses import get_loss
-    from flowsim.models import TwoLayerLeakyReLU
-    from flowsim.potentials import get_potential
     from flowsim.solvers.filippov.state import SLIDING
-    from flowsim.solvers.filippov.two_layer import _TwoLayerSwitching
 
-    gen = torch.Generator().manual_seed(4)
-    n, d, m = 10, 4, 5
-    X = torch.randn(n, d, generator=gen, dtype=torch.float64)
-    y = torch.where(torch.rand(n, generator=gen) > 0.5, 1.0, -1.0).to(torch.float64)
-    model = TwoLayerLeakyReLU(d, m, 0.2) if leaky else TwoLayerReLU(d, m)
-    field = MirrorFlowField(model, get_potential(potential[0], **potential[1]), get_loss(loss), X, y)
-    sw = _TwoLayerSwitching(model, field)
-    theta = 0.7 * torch.randn(model.num_params, generator=gen, dtype=torch.float64)
-    sw.init_mode(theta)
-    mode = sw.mode.clone()
-    mode[[0, 3], 1] = SLIDING
-    mode[5, 4] = SLIDING
-    sw.mode = mode
-    sw.alpha0 = torch.where(mode == SLIDING, 0.4, 0.0).to(torch.float64)
-    sw._refresh()
-    sw.lam = 0.8
-    tau = torch.tensor(0.6, dtype=torch.float64)
+    sw, theta, tau = _sliding_state(potential, [([0, 3], 1), ([5], 4)], leaky=leaky, loss=loss, lam=0.8)
     with monkeypatch.context() as mp:
-        mp.setattr(torch.func, "jacrev", lambda *a, **k: pytest.fail("autograd rows used"))
+        _closed_form_only(mp)
         J = sw.velocity_jacobian(tau, theta)
-    with torch.enable_grad():
-        J_ref = torch.autograd.functional.jacobian(lambda th: sw.velocity(tau, th)[0], theta, vectorize=True)
+    J_ref = _autograd_jacobian(sw, tau, theta)
     assert float((J - J_ref).abs().max()) <= 1e-12 * float(J_ref.abs().max())
-    sw.mode = torch.where(mode == SLIDING, 0, mode)  # and without sliding surfaces
+    sw.mode = torch.where(sw.mode == SLIDING, 0, sw.mode)  # and without sliding surfaces
     sw._refresh()
-    with torch.enable_grad():
-        J_ref = torch.autograd.functional.jacobian(lambda th: sw.velocity(tau, th)[0], theta, vectorize=True)
+    J_ref = _autograd_jacobian(sw, tau, theta)
     assert float((sw.velocity_jacobian(tau, theta) - J_ref).abs().max()) <= 1e-12 * float(J_ref.abs().max())
 
 
@@ -124,34 +144,17 @@ def test_newton_jacobian_of_a_degenerate_sliding_set_falls_back_to_autograd(monk
     """A neuron sliding on two surfaces of the same point (X_S D X_Sᵀ singular: the equivalent control's
     pseudo-inverse truncates, the closed form does not hold) gets its rows by autograd, still equal to autograd
     through the whole field (1e-12)."""
-    from flowsim.flow import MirrorFlowField
-    from flowsim.losses import get_loss
-    from flowsim.potentials import get_potential
-    from flowsim.solvers.filippov.state import SLIDING
-    from flowsim.solvers.filippov.two_layer import _TwoLayerSwitching
 
-    gen = torch.Generator().manual_seed(5)
-    X = torch.randn(8, 3, generator=gen, dtype=torch.float64)
-    X[4] = X[2]
-    y = torch.tensor([1.0, -1, 1, 1, 1, -1, 1, -1], dtype=torch.float64)
-    model = TwoLayerReLU(3, 4)
-    field = MirrorFlowField(model, get_potential("hyperbolic_entropy", beta=0.5), get_loss("exponential"), X, y)
-    sw = _TwoLayerSwitching(model, field)
-    theta = 0.7 * torch.randn(model.num_params, generator=gen, dtype=torch.float64)
-    sw.init_mode(theta)
-    mode = sw.mode.clone()
-    mode[[2, 4], 1] = SLIDING
-    sw.mode = mode
-    sw.alpha0 = torch.where(mode == SLIDING, 0.4, 0.0).to(torch.float64)
-    sw._refresh()
-    tau = torch.tensor(0.3, dtype=torch.float64)
+    def duplicate(X, y):
+        X[4], y[4] = X[2], y[2]
+
+    sw, theta, tau = _sliding_state(("hyperbolic_entropy", {"beta": 0.5}), [([2, 4], 1)], edit=duplicate)
     calls = []
     jacrev = torch.func.jacrev
     monkeypatch.setattr(torch.func, "jacrev", lambda *a, **k: calls.append(1) or jacrev(*a, **k))
     J = sw.velocity_jacobian(tau, theta)
     assert calls == [1]
-    with torch.enable_grad():
-        J_ref = torch.autograd.functional.jacobian(lambda th: sw.velocity(tau, th)[0], theta, vectorize=True)
+    J_ref = _autograd_jacobian(sw, tau, theta)
     assert float((J - J_ref).abs().max()) <= 1e-12 * float(J_ref.abs().max())
 
 
@@ -161,36 +164,18 @@ def test_newton_jacobian_of_nearly_parallel_sliding_points_keeps_the_closed_form
     autograd pass). Reference: autograd through the field with the control's pseudo-inverse replaced by the inverse
     (equal there; autograd through the pseudo-inverse itself is off by ~1e4 relative at this conditioning); the
     bar, 1e-3 of the largest entry, allows for the conditioning (measured 2.5e-4; 7e-9 at x₄ = x₂ + 3e-3 v)."""
-    from flowsim.flow import MirrorFlowField
-    from flowsim.losses import get_loss
-    from flowsim.potentials import get_potential
-    from flowsim.solvers.filippov.state import SLIDING
-    from flowsim.solvers.filippov.two_layer import _TwoLayerSwitching
 
-    gen = torch.Generator().manual_seed(4)
-    n, d, m = 10, 4, 5
-    X = torch.randn(n, d, generator=gen, dtype=torch.float64)
-    X[4] = X[2] + 1e-4 * torch.tensor([1.0, -0.5, 0.3, 0.2], dtype=torch.float64)
-    y = torch.where(torch.rand(n, generator=gen) > 0.5, 1.0, -1.0).to(torch.float64)
-    model = TwoLayerReLU(d, m)
-    field = MirrorFlowField(model, get_potential("hyperbolic_entropy", beta=0.3), get_loss("exponential"), X, y)
-    sw = _TwoLayerSwitching(model, field)
-    theta = 0.7 * torch.randn(model.num_params, generator=gen, dtype=torch.float64)
-    sw.init_mode(theta)
-    mode = sw.mode.clone()
-    mode[[2, 4], 1] = SLIDING
-    mode[5, 3] = SLIDING
-    sw.mode = mode
-    sw.alpha0 = torch.where(mode == SLIDING, 0.4, 0.0).to(torch.float64)
-    sw._refresh()
-    sw.lam = 0.8
-    tau = torch.tensor(0.6, dtype=torch.float64)
+    def nearly_parallel(X, y):
+        X[4] = X[2] + 1e-4 * torch.tensor([1.0, -0.5, 0.3, 0.2], dtype=torch.float64)
+
+    sw, theta, tau = _sliding_state(
+        ("hyperbolic_entropy", {"beta": 0.3}), [([2, 4], 1), ([5], 3)], edit=nearly_parallel, lam=0.8
+    )
     with monkeypatch.context() as mp:
-        mp.setattr(torch.func, "jacrev", lambda *a, **k: pytest.fail("autograd rows used"))
+        _closed_form_only(mp)
         J = sw.velocity_jacobian(tau, theta)
     monkeypatch.setattr(torch.linalg, "pinv", lambda M, **k: torch.linalg.inv(M))
-    with torch.enable_grad():
-        J_ref = torch.autograd.functional.jacobian(lambda th: sw.velocity(tau, th)[0], theta, vectorize=True)
+    J_ref = _autograd_jacobian(sw, tau, theta)
     assert float((J - J_ref).abs().max()) <= 1e-3 * float(J_ref.abs().max())
 
 
