@@ -274,9 +274,10 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
             return None
         ar = torch.arange(Jn, device=theta.device)
         rw, ca = rows[js], cols[js]  # the neurons' w-columns (J, d) and a-columns (J,)
-        u = a[js].unsqueeze(1) * ((G0[:, js] * cy.unsqueeze(1)).T @ self.X)  # (J, d)
+        du_da = (G0[:, js] * cy.unsqueeze(1)).T @ self.X  # ∂u/∂a_j = Σ_i G⁰_ij c_i y_i x_i, (J, d)
+        u = a[js].unsqueeze(1) * du_da  # (J, d)
         dU = (Phi0[:, rw.flatten()].T @ (weight * Phi0)).reshape(Jn, d, -1)  # (J, d, p)
-        dU[ar, :, ca] += (G0[:, js] * cy.unsqueeze(1)).T @ self.X  # ∂u/∂a_j
+        dU[ar, :, ca] += du_da
         f = torch.tensor([self.bg_scale.get(j, 1.0) for j in js.tolist()], dtype=theta.dtype, device=theta.device)
         flam = (f * self.lam).reshape(Jn, 1, 1)
         XSD = XS * D.unsqueeze(1)
