@@ -479,8 +479,8 @@ def test_crossing_rates_of_a_prefix_are_the_prefix_of_the_rates():
         part = sw.crossing_rates(coeff, t0, dt, xc[:k], ii[:k], jj[:k])
         for a, b in zip(full.head(k), part, strict=True):
             assert torch.allclose(a, b, rtol=1e-14, atol=0.0)
-    cc = sw.crossing_correction(coeff, t0, dt, xc[:4], ii[:4], jj[:4], 0.65, full)
-    cc_own = sw.crossing_correction(coeff, t0, dt, xc[:4], ii[:4], jj[:4], 0.65)
+    cc = sw.crossing_correction(coeff, t0, dt, xc[:4], ii[:4], jj[:4], 0.65, full, stiff_terms=True)
+    cc_own = sw.crossing_correction(coeff, t0, dt, xc[:4], ii[:4], jj[:4], 0.65, stiff_terms=True)
     for a, b in zip(cc, cc_own, strict=True):
         assert torch.allclose(a, b, rtol=1e-14, atol=0.0)
 

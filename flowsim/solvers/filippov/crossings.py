@@ -44,9 +44,10 @@ class _Correction(NamedTuple):
     hdot_after: Tensor  # ḣ_k just after crossing k, (K,)
     dz_moment: Tensor  # ∫ Δz dτ over the corrected part, (p,)
     dtau: Tensor  # crossing-time shifts δτ_k (applied to dz), (K,)
-    dz_shift: Tensor  # their part of dz, Σ_k (jump of ż at crossing k)·δτ_k, (p,) (subtracted)
-    dz_shift_rest: Tensor  # the shifts' part not modelled by δτ_k (other neurons' crossings), (p,) (not applied)
-    dz_moment2: Tensor  # ∫ (τ_e − τ) Δz dτ = ½ ∫ (τ_e − τ)² ΔF dτ over the corrected part, (p,)
+    # the implicit driver's terms (``stiff_terms``; else None):
+    dz_shift: Tensor | None  # the shifts' part of dz, Σ_k (jump of ż at crossing k)·δτ_k, (p,) (subtracted)
+    dz_shift_rest: Tensor | None  # the shifts' part not modelled by δτ_k (other neurons' crossings), (p,) (not applied)
+    dz_moment2: Tensor | None  # ∫ (τ_e − τ) Δz dτ = ½ ∫ (τ_e − τ)² ΔF dτ over the corrected part, (p,)
 
 
 class _CrossingCorrections:
@@ -155,7 +156,7 @@ class _CrossingCorrections:
         jj: Tensor,
         x_end: float = 1.0,
         rates: _CrossingRates | None = None,
-        shifts_rest: bool = False,
+        stiff_terms: bool = False,
     ):
         """Closed-form effect of transversal crossings inside one step integrated with the old pattern.
 
@@ -173,24 +174,25 @@ class _CrossingCorrections:
         applied.
 
         ``rates``: :meth:`crossing_rates` of these crossings (or of more, the first K rows are used); computed
-        here when None. ``shifts_rest``: also the crossing-time shifts δτ_k leaves out (:meth:`_unmodelled_shifts`,
-        an error estimate; else zeros).
+        here when None. ``stiff_terms``: also the implicit driver's terms — the shifts' part of Δz, the
+        crossing-time shifts δτ_k leaves out (:meth:`_unmodelled_shifts`, an error estimate) and
+        ∫ (τ_e − τ) Δz dτ (else None).
 
         Returns:
             a :class:`_Correction`: Δz `(p,)`, ΔF at x_end `(p,)`, ḣ_k just before and just after crossing k
             `(K,)` each (used to check that every crossing is transversal), ∫ Δz dτ `(p,)` (the coupling
-            estimate's length scale), the crossing-time shifts δτ_k `(K,)` and their part of Δz `(p,)` (already
-            applied), the unmodelled shifts' state change `(p,)` (zeros unless ``shifts_rest``) and
-            ∫ (τ_e − τ) Δz dτ `(p,)` (the implicit driver's quartic fit).
+            estimate's length scale), the crossing-time shifts δτ_k `(K,)`, and with ``stiff_terms`` their part
+            of Δz `(p,)` (already applied), the unmodelled shifts' state change `(p,)` and ∫ (τ_e − τ) Δz dτ `(p,)`
+            (the implicit driver's quartic fit).
         """
         K = xc.shape[0]
         rates = self.crossing_rates(coeff, t0, dt, xc, ii, jj) if rates is None else rates.head(K)
         dtype, dev = coeff.dtype, coeff.device
-        gx = _gl_nodes(dtype, dev)  # (N,) nodes in (0, 1)
+        gx, gx_end = _gl_nodes(dtype, dev, with_end=True)  # (N,) nodes in (0, 1), and with the end 1 (N + 1,)
         N = gx.shape[0]
-        nodes = x_end * torch.cat([gx, torch.ones(1, dtype=dtype, device=dev)])  # + the end
+        nodes = x_end * gx_end
         P = coeff.shape[0]
-        Z = _powers(nodes, P)[0] @ coeff
+        Z = _powers(nodes, P, derivative=False)[0] @ coeff
         Th = self.pot.inverse_mirror_map(Z)
         W, a = self.split(Th)  # (Q, m, d), (Q, m)
         pts, loc = torch.unique(ii, return_inverse=True)  # affected points
@@ -213,14 +215,12 @@ class _CrossingCorrections:
         xnext = torch.where(later, xc.unsqueeze(0), inf.unsqueeze(0)).min(1).values
         last = torch.isinf(xnext)
         xnext = torch.where(last, torch.full_like(xc, x_end), xnext)
-        # (3, K, N): the weights of ∫ ΔF dτ, of ∫ Δz dτ = ∫ (τ_end − τ) ΔF dτ (the coupling's length scale) and of
-        # ∫ (τ_end − τ)² ΔF dτ = 2 ∫ (τ_end − τ) Δz dτ over the corrected part
-        wts = _gl_interval_weights(gx, xc / x_end, xnext / x_end)
-        wts = wts * torch.stack([x_end * dt, (x_end * dt) ** 2, (x_end * dt) ** 3]).reshape(3, 1, 1)
-        if shifts_rest:
-            rest = self._unmodelled_shifts(gx, xc, xnext, x_end, dt, a[:N], Dc[:N], ii, jj, rates)
-        else:
-            rest = torch.zeros(self.m * (self.d + 1), dtype=dtype, device=dev)
+        # (R, K, N): the weights of ∫ ΔF dτ, of ∫ Δz dτ = ∫ (τ_end − τ) ΔF dτ (the coupling's length scale) and,
+        # with stiff_terms, of ∫ (τ_end − τ)² ΔF dτ = 2 ∫ (τ_end − τ) Δz dτ over the corrected part
+        R = 3 if stiff_terms else 2
+        wts = _gl_interval_weights(gx, xc / x_end, xnext / x_end, rows=R)
+        length = x_end * dt
+        wts = wts * torch.stack([length, length**2, length**3][:R]).reshape(R, 1, 1)
         Xk = self.X[ii]
         wq = wts.transpose(1, 2).unsqueeze(-1)  # (3, N, K, 1)
         Acoef = (wq * (a[:N].unsqueeze(1) * Dc[:N])).sum(1)  # (3, K, m)
@@ -230,19 +230,23 @@ class _CrossingCorrections:
         dF1_W = (lastf * a[N] * Dc[N]).T @ Xk
         dF1_a = (lastf * Dc[N] * Hk[N]).sum(0)
         # the crossing-time shifts (crossing_rates): Δz −= jump·δτ_k, ∫ (τ_end − τ)^j ΔF dτ −= jump·δτ_k·(τ_end − τ_k)^j
-        shift = torch.zeros(3, self.m, self.d, dtype=dtype, device=dev)
+        shift = torch.zeros(R, self.m, self.d, dtype=dtype, device=dev)
         shift[0].index_add_(0, jj, rates.jump)
         shift[1].index_add_(0, jj, rates.jump * ((x_end - xc) * dt).unsqueeze(1))
-        shift[2].index_add_(0, jj, rates.jump * ((x_end - xc) * dt).square().unsqueeze(1))
+        if stiff_terms:
+            shift[2].index_add_(0, jj, rates.jump * ((x_end - xc) * dt).square().unsqueeze(1))
         corr_Ws = corr_Ws - shift
         if self.n_sliding:  # sliding neurons: their equivalent control absorbs what would move h_S
             rows = self.project_sliding_rows(torch.cat([corr_Ws, dF1_W.unsqueeze(0)]), W[N])
-            corr_Ws, dF1_W = rows[:3], rows[3]
+            corr_Ws, dF1_W = rows[:R], rows[R]
         dF1 = torch.cat([dF1_W.reshape(-1), dF1_a])
         corr = torch.cat([corr_Ws[0].reshape(-1), corr_as[0]])
         corr2 = torch.cat([corr_Ws[1].reshape(-1), corr_as[1]])
-        corr3 = 0.5 * torch.cat([corr_Ws[2].reshape(-1), corr_as[2]])
-        dz_shift = torch.cat([shift[0].reshape(-1), torch.zeros(self.m, dtype=dtype, device=dev)])
+        dz_shift = rest = corr3 = None
+        if stiff_terms:
+            corr3 = 0.5 * torch.cat([corr_Ws[2].reshape(-1), corr_as[2]])
+            dz_shift = torch.cat([shift[0].reshape(-1), torch.zeros(self.m, dtype=dtype, device=dev)])
+            rest = self._unmodelled_shifts(gx, xc, xnext, x_end, dt, a[:N], Dc[:N], ii, jj, rates)
         return _Correction(corr, dF1, rates.hdot_before, rates.hdot_after, corr2, rates.dtau, dz_shift, rest, corr3)
 
     def _unmodelled_shifts(self, gx, xc, xnext, x_end, dt, a, Dc, ii, jj, rates) -> Tensor:

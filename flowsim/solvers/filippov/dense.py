@@ -12,9 +12,11 @@ import torch
 from torch import Tensor
 
 
-def _powers(x: Tensor, P: int) -> tuple[Tensor, Tensor]:
-    """x^p and d(x^p)/dx for p = 0..P−1 at points ``x`` `(K,)` → `(K, P)` each."""
+def _powers(x: Tensor, P: int, derivative: bool = True) -> tuple[Tensor, Tensor | None]:
+    """x^p and d(x^p)/dx (None without ``derivative``) for p = 0..P−1 at points ``x`` `(K,)` → `(K, P)` each."""
     pw = x.unsqueeze(1) ** torch.arange(P, dtype=x.dtype, device=x.device)
+    if not derivative:
+        return pw, None
     dpw = torch.zeros_like(pw)
     dpw[:, 1:] = pw[:, :-1] * torch.arange(1, P, dtype=x.dtype, device=x.device)
     return pw, dpw
@@ -39,29 +41,33 @@ _GL_N = 8  # Gauss–Legendre nodes per step for the soft-crossing correction in
 _GL_CACHE: dict = {}
 
 
-def _gl_nodes(dtype, device) -> Tensor:
-    """Gauss–Legendre nodes on [0, 1], `(N,)` (cached with the inverse Vandermonde matrix of their interpolant)."""
+def _gl_nodes(dtype, device, with_end: bool = False):
+    """Gauss–Legendre nodes on [0, 1], `(N,)`, and with ``with_end`` also those nodes followed by 1, `(N + 1,)`
+    (cached with the inverse Vandermonde matrix of their interpolant)."""
     key = (dtype, str(device))
     if key not in _GL_CACHE:
         u, _ = np.polynomial.legendre.leggauss(_GL_N)
         vinv = np.linalg.inv(np.vander(u, _GL_N, increasing=True))  # L_q(u) = Σ_p vinv[p, q] u^p
-        _GL_CACHE[key] = tuple(torch.as_tensor(v, dtype=dtype, device=device) for v in (0.5 * (u + 1), vinv))
-    return _GL_CACHE[key][0]
+        x = 0.5 * (u + 1)
+        _GL_CACHE[key] = tuple(torch.as_tensor(v, dtype=dtype, device=device) for v in (x, vinv, np.append(x, 1.0)))
+    return _GL_CACHE[key][::2] if with_end else _GL_CACHE[key][0]
 
 
 def _gl_vinv(gx: Tensor) -> Tensor:
     return _GL_CACHE[(gx.dtype, str(gx.device))][1]
 
 
-def _gl_interval_weights(gx: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
-    """Weights w `(3, K, N)`: Σ_q w_jkq g(gx_q) = ∫_{lo_k}^{hi_k} (1 − s)^j p(s) ds, j = 0, 1, 2, p the
-    interpolant of g at the nodes gx."""
+def _gl_interval_weights(gx: Tensor, lo: Tensor, hi: Tensor, rows: int = 3) -> Tensor:
+    """Weights w `(rows, K, N)`: Σ_q w_jkq g(gx_q) = ∫_{lo_k}^{hi_k} (1 − s)^j p(s) ds, j = 0, …, rows − 1 (at most
+    2), p the interpolant of g at the nodes gx."""
     N = gx.shape[0]
     pw = torch.arange(1, N + 3, dtype=gx.dtype, device=gx.device)
     ua, ub = (2 * lo - 1).unsqueeze(1), (2 * hi - 1).unsqueeze(1)
     mom = (ub**pw - ua**pw) / (2 * pw)  # ∫ u^p ds over [lo, hi], u = 2s − 1, p = 0..N+1
     # 1 − s = (1 − u)/2, (1 − s)² = (1 − 2u + u²)/4
     first = 0.5 * (mom[:, :N] - mom[:, 1 : N + 1])
+    if rows < 3:
+        return torch.stack([mom[:, :N], first][:rows]) @ _gl_vinv(gx)
     second = 0.25 * (mom[:, :N] - 2 * mom[:, 1 : N + 1] + mom[:, 2 : N + 2])
     return torch.stack([mom[:, :N], first, second]) @ _gl_vinv(gx)
 

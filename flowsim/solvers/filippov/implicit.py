@@ -335,7 +335,7 @@ class ImplicitFilippovDriver(FilippovDriver):
 
     def _correction(self, C, t0, dt, xc, ii, jj, x_end, rates):
         """The soft correction with the unmodelled crossing-time shifts (:meth:`_switch_with_coupling`'s estimate)."""
-        return self.sw.crossing_correction(C, t0, dt, xc, ii, jj, x_end, rates, shifts_rest=True)
+        return self.sw.crossing_correction(C, t0, dt, xc, ii, jj, x_end, rates, stiff_terms=True)
 
     def _switch_with_coupling(self, prev, t_e, z_e, f_e, z1, theta, bref, cc, ii, jj, first):
         """Switch the crossings (ii, jj) and correct the state for a stiff step (:mod:`.exponential`).

@@ -479,27 +479,32 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
         steps on the scalar step μ_j remove the second-order defect (one is not enough after the coupling term
         at loose tolerances).
         """
-        sw = self
-        pot = self.pot
-        B_ref, gw, ga = ref
+        B_ref, gw, ga, g, owner = ref
         for _ in range(2):
-            th = pot.inverse_mirror_map(z)
-            B = sw.balance(th)
-            W, a = sw.split(th)
+            th = self.pot.inverse_mirror_map(z)
+            B = self.balance(th)
+            W, a = self.split(th)
             slope = (W * gw).sum(-1) - a * ga
             mu = torch.where(slope != 0, -(B - B_ref) / torch.where(slope != 0, slope, 1.0), 0.0)
-            zW, za = sw.split(z)
-            z = torch.cat([(zW + mu.unsqueeze(1) * gw).reshape(-1), za + mu * ga])
+            z = z + mu[owner] * g  # (z_wj + μ_j θ_wj, z_aj − μ_j θ_aj) in one product
         return z
 
     def balance_ref(self, z_ref: Tensor, b_at: Tensor | None = None) -> tuple:
-        """(B_j(z_ref) `(m,)` — or B_j(``b_at``) — , directions θ_wj `(m, d)` and −θ_aj `(m,)` at z_ref) for
-        :meth:`restore_balance`."""
+        """(B_j(z_ref) `(m,)` — or B_j(``b_at``) — , directions θ_wj `(m, d)` and −θ_aj `(m,)` at z_ref, both as
+        one vector `(p,)`, and each coordinate's neuron `(p,)`) for :meth:`restore_balance`."""
         pot = self.pot
         th_ref = pot.inverse_mirror_map(z_ref)
         W_ref, a_ref = self.split(th_ref)
         th_b = th_ref if b_at is None else pot.inverse_mirror_map(b_at)
-        return self.balance(th_b), W_ref, -a_ref
+        g = torch.cat([th_ref[: self.md], -a_ref])
+        return self.balance(th_b), W_ref, -a_ref, g, self._coordinate_neuron(z_ref.device)
+
+    def _coordinate_neuron(self, device) -> Tensor:
+        """The neuron of every coordinate of θ = (w_1, …, w_m, a), `(p,)` (cached)."""
+        if getattr(self, "_owner", None) is None:
+            ar = torch.arange(self.m, device=device)
+            self._owner = torch.cat([ar.repeat_interleave(self.d), ar])
+        return self._owner
 
     def surface_at(self, coeff: Tensor, x: float, idx: int) -> float:
         """h of surface ``idx`` (flat index) at point x ∈ [0, 1] of a step's dense output (coefficients `(P, p)`).
