@@ -98,6 +98,8 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
         return out
 
     def split(self, theta: Tensor) -> tuple[Tensor, Tensor]:
+        if theta.dim() == 1:  # (most calls: plain slices, without the Ellipsis index's parsing)
+            return theta[: self.md].view(self.m, self.d), theta[self.md :]
         return theta[..., : self.md].reshape(*theta.shape[:-1], self.m, self.d), theta[..., self.md :]
 
     def surfaces(self, theta: Tensor) -> Tensor:
