@@ -208,7 +208,7 @@ class ImplicitFilippovDriver(FilippovDriver):
         f0 = torch.as_tensor(solver.f, dtype=dtype, device=device)
         prev = _Step(run.tau, run.z, f0, torch.zeros_like(run.tau), [run.z])
         while True:
-            seg.stage_margin = math.inf  # smallest sliding-α margin over this step's evaluations
+            seg.reset_margins()  # smallest sliding-α margins over this step's evaluations
             new = self._radau_step(solver, seg, dtype, device)
             saves = run.grid[run.k :][run.grid[run.k :] <= new.t1]  # (a soft step must not save inside its correction)
             ev = self._find_event(new, prev, band, seg, saves)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -29,6 +31,9 @@ class _SegmentField:
         self.stats = stats
         self.max_steps = max_steps
         self.stage_margin = float("inf")  # smallest margin of a sliding α from [0, 1]'s bounds in the current step
+        # the same per neuron (two-layer nets: sliding surfaces (i, j) of neuron j), `(m,)`; None: no evaluation yet
+        self.neuron_stage_margins: Tensor | None = None
+        self._per_neuron = bool(getattr(sw, "supports_soft", False))
         self.last: tuple | None = None  # (τ, z, margin) of the last evaluation with sliding surfaces
         self.cache: tuple | None = None  # (τ, z, mode, f): the field at a soft step's end, already evaluated
         self.start_field: tuple | None = None  # the same, also with sliding surfaces (for ḣ's sign at the next start)
@@ -48,13 +53,29 @@ class _SegmentField:
             m = float(torch.minimum(al, 1.0 - al).min())
             self.stage_margin = min(self.stage_margin, m)
             self.last = (tau, z, m)
+            if self._per_neuron:
+                per = torch.where(sw.sliding, torch.minimum(alpha, 1.0 - alpha), math.inf).amin(0)
+                old = self.neuron_stage_margins
+                self.neuron_stage_margins = per if old is None else torch.minimum(old, per)
         if not bool(torch.isfinite(v).all()):
             self.stats.n_nonfinite_evals += 1
             self.stats.last_nonfinite_tau = float(tau)
         return v
 
-    def callback_step(self, t0, y0, dt) -> None:
+    def reset_margins(self) -> None:
+        """Forget the sliding α's margins: a new step starts."""
         self.stage_margin = float("inf")
+        self.neuron_stage_margins = None
+
+    def margins_of(self, neurons: Tensor) -> Tensor | float:
+        """The current step's smallest sliding-α margin of each of ``neurons`` `(K,)` (inf: none sliding), or
+        the scalar margin over all sliding surfaces where per-neuron margins are not kept."""
+        if self.neuron_stage_margins is None:
+            return self.stage_margin
+        return self.neuron_stage_margins[neurons]
+
+    def callback_step(self, t0, y0, dt) -> None:
+        self.reset_margins()
 
     def callback_accept_step(self, t0, y0, dt) -> None:
         st = self.stats

@@ -90,8 +90,9 @@ class _SoftCrossings:
         rates = sw.crossing_rates(C, t0, dt, x[:kb], ii[:kb], jj[:kb])
         ok = self._transversal(rates, sw.sigma[ii[:kb], jj[:kb]], x[:kb], dt, x_end)
         if sw.n_sliding:
-            # a crossing of a sliding neuron moves its α: it must stay well inside (0, 1) (half the step's margin)
-            held = (rates.dalpha == 0) | (rates.dalpha.abs() < 0.5 * seg.stage_margin)
+            # a crossing of a sliding neuron moves its α's: they must stay well inside (0, 1) (half their margin
+            # over the step's evaluations; another neuron's α near a bound is that neuron's exit, found below)
+            held = (rates.dalpha == 0) | (rates.dalpha.abs() < 0.5 * seg.margins_of(jj[:kb]))
             if not bool(held.all()):
                 k_h = int(torch.nonzero(~held).flatten()[0])
                 ok[k_h:] = False
