@@ -67,10 +67,12 @@ class _SoftCrossings:
         neurons: the crossed points' loss weights change, which moves every neuron).
 
         A sliding α leaving [0, 1] inside the kept part ends it there (the exit's forced sides are returned for
-        the next classification, as for an exact exit event).
+        the next classification, as for an exact exit event). So does a save time after the first crossing (where
+        steps do not land on save times: the radau driver, ``exact_saves=False``), so that every save is either
+        on the exact old-pattern part or a corrected end.
 
         Returns a :class:`SoftEvent` (the new pattern set, f_new(z_e) cached for the next segment) or None:
-        the caller handles the earliest crossing exactly (``soft_fallbacks`` counts why: "at_start", "save",
+        the caller handles the earliest crossing exactly (``soft_fallbacks`` counts why: "at_start",
         "sliding_exit", "side", "error", or the reason of a first crossing that cannot be switched softly).
         """
         sw = self.sw
@@ -111,6 +113,11 @@ class _SoftCrossings:
                 if kb_exit == 0:
                     return fail("sliding_exit")
                 kb, reason, x_end, forced = kb_exit, "sliding_exit", float(x_exit), f_exit
+        t_save, x_save = self._save_inside_kept(saves, t0, dt, float(x[0]), t1 if x_end >= 1.0 else t0 + dt * x_end)
+        if t_save is not None:
+            # a save time after the first crossing (steps that do not land on save times: the implicit driver):
+            # keep the crossings before it and end there, so that the save is the corrected state
+            kb, reason, x_end, forced = int((x[:kb] < x_save).sum()), "save", x_save, {}
         cc = self._correction(C, t0, dt, x[:kb], ii[:kb], jj[:kb], x_end, rates)
         for attempt in range(2):
             # the corrected state must leave every other surface on its side: checked first on the dense output
@@ -122,9 +129,7 @@ class _SoftCrossings:
                 kb, reason, forced = kb // 2, "side", {}
                 x_end = float(x[kb])
                 cc = self._correction(C, t0, dt, x[:kb], ii[:kb], jj[:kb], x_end, rates)
-            t_e = t1 if x_end >= 1.0 else t0 + dt * x_end
-            if bool(((saves < t_e) & (saves > t0 + dt * x[0])).any()):  # (only without exact_saves)
-                return fail("save")
+            t_e = t1 if x_end >= 1.0 else (t_save if x_end == x_save else t0 + dt * x_end)
             if x_end >= 1.0:
                 z_e, f_e = new.y1, new.f1
                 bref = sw.balance_ref(z_e)
@@ -153,6 +158,18 @@ class _SoftCrossings:
         if not sw.n_sliding:
             seg.cache = seg.start_field
         return SoftEvent(z1, t_e, forced)
+
+    @staticmethod
+    def _save_inside_kept(saves: Tensor, t0: Tensor, dt: Tensor, x_first: float, t_end: Tensor):
+        """The first save time strictly between the first crossing (step fraction ``x_first``) and the kept part's
+        end ``t_end``, and its step fraction; (None, None) if there is none."""
+        if not saves.numel():
+            return None, None
+        inside = (saves > t0 + dt * x_first) & (saves < t_end)
+        if not bool(inside.any()):
+            return None, None
+        t_save = saves[inside].min()
+        return t_save, float((t_save - t0) / dt)
 
     def _correction(self, C, t0, dt, xc, ii, jj, x_end, rates):
         """:meth:`_TwoLayerSwitching.crossing_correction` of the kept crossings (the implicit driver asks for the
