@@ -188,7 +188,9 @@ class FilippovDriver(_EventLocation, _SoftCrossings, AbstractDriver):
         ``soft_cap``, "sliding", "not_transversal", "side", "sliding_exit", "recross", "many" (over 1,024),
         "at_start", "size" (radau, p > 512)); ``soft_truncations`` counts the soft steps kept only up to a
         crossing that could not be switched softly, a sliding exit, or a save time after the first crossing
-        (reason "save": steps that do not land on save times, radau or ``exact_saves=False``), by reason.
+        (reason "save": steps that do not land on save times, radau or ``exact_saves=False``), by reason ("side":
+        the corrected end crossed other surfaces, the kept crossings halved; "side_cut": ended where the corrected
+        trajectory reaches such a surface).
         ``n_sliding_projections`` counts segment starts where sliding surfaces were projected back onto h = 0
         (``max_projected_offset``: the largest offset projected, in error scales).
         ``n_redo_steps`` counts RK steps redone to an event or a truncation point,

@@ -51,7 +51,7 @@ class _SoftCrossings:
         corrected softly; that crossing is then classified at the next segment start like any event. With no such
         crossing the whole step is kept (x_end = 1). A corrected end that leaves another surface off its side
         (the corrected trajectory crosses it) ends the kept part where the corrected trajectory reaches that
-        surface (:meth:`_side_cut`), or else halves the kept crossings (reason "side").
+        surface (:meth:`_side_cut`, truncation reason "side_cut"), or else halves the kept crossings ("side").
 
         The coupling (the field's response to the moved state, second order) is measured with the one
         evaluation the next segment needs anyway, f_new(z_1): m = f_new(z_1) − f_old(z_e) − ΔF(τ_e) ≈ J Δz. The
@@ -136,7 +136,7 @@ class _SoftCrossings:
                 cut_tried = True
                 kb_cut = 0 if x_cut is None else int((x[:kb] < x_cut).sum())
                 if kb_cut > 0:
-                    kb, reason, forced, x_end = kb_cut, "side", {}, x_cut
+                    kb, reason, forced, x_end = kb_cut, "side_cut", {}, x_cut
                 else:
                     if kb == 1:
                         return fail("side")
