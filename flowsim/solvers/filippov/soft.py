@@ -61,9 +61,8 @@ class _SoftCrossings:
         part |r|·|m|/|Δz| exceeds ``soft_fraction`` of the step's error tolerance, J r is added too, from one
         more evaluation (f_new(z_1 + r) − f_new(z_1); ``n_coupling_differences`` counts them). |E| must stay
         below ``soft_cap`` of the error tolerance (RMS norm, as torchdiffeq's error control); when it does
-        not, the kept part is shortened
-        once (to the crossings before the fraction of it where the estimates,
-        quadratic in length, would pass) and checked again. Every neuron's balance B_j is restored to its
+        not, the kept part is shortened once — to where the estimate, quadratic in the length from the first
+        crossing, falls to half the cap, with the crossings before that point — and checked again. Every neuron's balance B_j is restored to its
         uncorrected value (on a truncated step: its value at the step start) along (θ_wj, −θ_aj) (every
         fixed-pattern field conserves it; the correction's defect is second order, and not only in the crossed
         neurons: the crossed points' loss weights change, which moves every neuron).
@@ -160,12 +159,12 @@ class _SoftCrossings:
             )
             if ratio is None:
                 break
-            # shorten the kept part: the estimate grows like its length squared
+            # shorten the kept part: the estimate grows like its length squared (from the first crossing)
             x_ok = float(x[0]) + 0.7 * (x_end - float(x[0])) / ratio**0.5
             kb_new = int((x[:kb] < x_ok).sum())
-            if attempt == 1 or not 0 < kb_new < kb:
+            if attempt == 1 or kb_new == 0:
                 return fail("error")
-            kb, reason, x_end, forced = kb_new, "error", float(x[kb_new]), {}
+            kb, reason, x_end, forced = kb_new, "error", x_ok, {}
             cc = self._correction(C, t0, dt, x[:kb], ii[:kb], jj[:kb], x_end, rates)
         self._count_soft_step(kb, x_end, reason, forced)
         seg.start_field = (float(t_e), z1, sw.mode.clone(), f1_new)
