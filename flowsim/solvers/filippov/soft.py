@@ -18,6 +18,7 @@ from .segment import _SegmentField
 from .state import _ZERO_FACTOR
 
 _MAX_SOFT = 1024  # most crossings switched softly (with an event correction) in one step (memory: K² pairs)
+_NEGLIGIBLE_COUPLING = 0.01  # a coupling correction E below this × the error tolerance (RMS) is left out
 
 
 class _SoftCrossings:
@@ -57,7 +58,8 @@ class _SoftCrossings:
         evaluation the next segment needs anyway, f_new(z_1): m = f_new(z_1) − f_old(z_e) − ΔF(τ_e) ≈ J Δz. The
         neglected integral ∫ J δz dτ ≈ J ∫ Δz dτ; writing ∫ Δz dτ = L Δz + r (L the tolerance-weighted
         projection, both from the quadrature; r = 0 for one crossing, L = ½(τ_e − τ_c)), E = L·m is added
-        (every neuron's balance restored again) and f_new re-evaluated at the corrected state. Where the missed
+        (every neuron's balance restored again) and f_new re-evaluated at the corrected state (an E below 1 % of
+        the error tolerance, with nothing missed, is left out: no re-evaluation). Where the missed
         part |r|·|m|/|Δz| exceeds ``soft_fraction`` of the step's error tolerance, J r is added too, from one
         more evaluation (f_new(z_1 + r) − f_new(z_1); ``n_coupling_differences`` counts them). |E| must stay
         below ``soft_cap`` of the error tolerance (RMS norm, as torchdiffeq's error control); when it does
@@ -257,6 +259,8 @@ class _SoftCrossings:
         if size > self.soft_cap:
             sw.unflip(snap)
             return None, None, size / self.soft_cap
+        if size <= _NEGLIGIBLE_COUPLING and est <= self.soft_fraction:
+            return z1, f1_new, None  # E below 1 % of the tolerance: left out, f_new(z_1) is the next segment's
         if est > self.soft_fraction:
             # the part of ∫ Δz dτ not along Δz: J r by a difference of the new field (one more evaluation)
             r_vec = cc.dz_moment - L * cc.dz
