@@ -1013,3 +1013,32 @@ def test_p_power_with_exact_zeros_in_theta0_is_quick_and_right():
     rel = np.linalg.norm(tr.theta[-1] - ref.theta[-1]) / np.linalg.norm(ref.theta[-1])
     assert rel <= 100 * 1e-6
     assert ref.diagnostics["balance_drift"].max() <= 1e-9
+
+
+def test_segment_field_keeps_each_neurons_sliding_margin_over_a_step():
+    """A crossing of a sliding neuron is kept soft while its α's jump stays below half *that neuron's* margin from
+    [0, 1] over the step (another neuron's α near a bound is that neuron's exit, located separately): the segment
+    field keeps, per neuron, the smallest min(α, 1 − α) of its sliding surfaces over the step's evaluations (inf
+    for a neuron not sliding), besides the smallest over all, and forgets both when a step starts."""
+    from types import SimpleNamespace
+
+    from flowsim.solvers.filippov.segment import _SegmentField
+    from flowsim.solvers.filippov.stats import FilippovStats
+
+    sliding = torch.tensor([[True, False, False], [False, True, False]])  # points × neurons; neuron 2 not sliding
+    alphas = iter([[[0.3, 0.0, 0.0], [0.0, 0.9, 0.0]], [[0.45, 0.0, 0.0], [0.0, 0.95, 0.0]]])
+
+    def velocity(tau, theta):
+        alpha = torch.where(sliding, torch.tensor(next(alphas), dtype=torch.float64), math.nan)
+        return torch.zeros(3, dtype=torch.float64), alpha
+
+    sw = SimpleNamespace(supports_soft=True, sliding=sliding, mode=torch.zeros(2, 3), velocity=velocity)
+    field = SimpleNamespace(nfe=0, potential=SimpleNamespace(inverse_mirror_map=lambda z: z))
+    seg = _SegmentField(field, sw, FilippovStats(), max_steps=10)
+    z = torch.zeros(3, dtype=torch.float64)
+    for tau in (0.0, 0.1):
+        seg(torch.tensor(tau, dtype=torch.float64), z)
+    assert seg.margins_of(torch.tensor([0, 1, 2, 0])).tolist() == pytest.approx([0.3, 0.05, math.inf, 0.3])
+    assert seg.stage_margin == pytest.approx(0.05)
+    seg.callback_step(0.1, z, 0.1)
+    assert seg.margins_of(torch.tensor([0, 1])) == math.inf and seg.neuron_stage_margins is None
