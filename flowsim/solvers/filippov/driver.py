@@ -186,9 +186,9 @@ class FilippovDriver(_EventLocation, _SoftCrossings, AbstractDriver):
         kept step (``n_soft_steps`` steps, at most ``max_soft_crossings_per_step`` in one); ``soft_fallbacks``
         why a step with crossings was restarted exactly instead (reasons: "error": coupling correction above
         ``soft_cap``, "sliding", "not_transversal", "side", "sliding_exit", "recross", "many" (over 1,024),
-        "at_start", "size" (radau, p > 512)); ``soft_truncations`` counts the soft steps kept only up to a
-        crossing that could not be switched softly, a sliding exit, or a save time after the first crossing
-        (reason "save": steps that do not land on save times, radau or ``exact_saves=False``), by reason ("side":
+        "at_start", "size" (radau, p > 512), "save" (radau: a save time after the first crossing));
+        ``soft_truncations`` counts the soft steps kept only up to a crossing that could not be switched softly, a
+        sliding exit, or a save time after the first crossing (reason "save": ``exact_saves=False``), by reason ("side":
         the corrected end crossed other surfaces, the kept crossings halved; "side_cut": ended where the corrected
         trajectory reaches such a surface).
         ``n_sliding_projections`` counts segment starts where sliding surfaces were projected back onto h = 0

@@ -327,6 +327,9 @@ class ImplicitFilippovDriver(FilippovDriver):
         return torch.as_tensor(solver.y.copy(), dtype=prev.y1.dtype, device=prev.y1.device), None
 
     # ---- soft crossings in a stiff step ----
+    truncate_at_saves = False  # (see _SoftCrossings.truncate_at_saves and shorten_between_crossings)
+    shorten_between_crossings = False
+
     def _soft_step(self, new, prev, *args):
         """:meth:`_SoftCrossings._soft_step`, for p ≤ :data:`_SOFT_MAX_PARAMS` (else the fallback "size")."""
         if new.y1.numel() > _SOFT_MAX_PARAMS:
