@@ -75,7 +75,8 @@ class _SoftCrossings:
         more evaluation (f_new(z_1 + r) − f_new(z_1); ``n_coupling_differences`` counts them). |E| must stay
         below ``soft_cap`` of the error tolerance (RMS norm, as torchdiffeq's error control); when it does
         not, the kept part is shortened once — to where the estimate, quadratic in the length from the first
-        crossing, falls to half the cap, with the crossings before that point — and checked again. Every neuron's balance B_j is restored to its
+        crossing, falls to half the cap, with the crossings before that point (radau: to the last crossing before
+        it, :attr:`shorten_between_crossings`) — and checked again. Every neuron's balance B_j is restored to its
         uncorrected value (on a truncated step: its value at the step start) along (θ_wj, −θ_aj) (every
         fixed-pattern field conserves it; the correction's defect is second order, and not only in the crossed
         neurons: the crossed points' loss weights change, which moves every neuron).
