@@ -25,15 +25,15 @@ class _SoftCrossings:
     """Soft crossings of :class:`~flowsim.solvers.filippov.FilippovDriver` (a part of the driver: it uses ``sw``,
     ``field``, the tolerances and ``soft_*`` options, the run's ``_stats``, and the driver's event location)."""
 
-    # a save time after the first crossing ends the kept part there (explicit steps: their dense output at the
-    # truncation point is checked against the Hermite interpolant, else redone); the radau driver restarts at the
-    # first crossing instead ("save" fallback): a Radau step's interior states, passing the same check, were
-    # measured up to 100 × rtol off, and a truncation makes them the next segment's start
+    # a save time after the first crossing ends the kept part there (explicit steps with exact_saves=False); the
+    # radau driver restarts at the first crossing instead ("save" fallback): truncating Radau steps at saves was
+    # measured less accurate (6.0 against 1.1 × rtol with 300 saves; cause not found)
     truncate_at_saves = True
     # a coupling estimate above soft_cap shortens the kept part to where it falls to half the cap (explicit steps);
     # the radau driver's estimate is not quadratic in the length (its stiff part is quasi-static), and ending its
-    # kept part between crossings was measured up to 100 × rtol off (leaky ReLU, hyperbolic entropy): it ends at
-    # the last crossing before that point instead, and restarts when every crossing lies before it
+    # kept part between crossings was measured up to 100 × rtol off (leaky ReLU, hyperbolic entropy; cause not
+    # found): it ends at the last crossing before that point instead, and restarts when every crossing lies
+    # before it
     shorten_between_crossings = True
 
     def _soft_step(
@@ -131,8 +131,8 @@ class _SoftCrossings:
                 kb, reason, x_end, forced = kb_exit, "sliding_exit", float(x_exit), f_exit
         t_save, x_save = self._save_inside_kept(saves, t0, dt, float(x[0]), t1 if x_end >= 1.0 else t0 + dt * x_end)
         if t_save is not None and self.truncate_at_saves:
-            # a save time after the first crossing (steps that do not land on save times: the implicit driver):
-            # keep the crossings before it and end there, so that the save is the corrected state
+            # a save time after the first crossing (exact_saves=False: steps do not land on save times): keep the
+            # crossings before it and end there, so that the save is the corrected state
             kb, reason, x_end, forced = int((x[:kb] < x_save).sum()), "save", x_save, {}
         cc = self._correction(C, t0, dt, x[:kb], ii[:kb], jj[:kb], x_end, rates)
         for attempt in range(2):
@@ -276,7 +276,7 @@ class _SoftCrossings:
             sw.unflip(snap)
             return None, None, size / self.soft_cap
         if size <= _NEGLIGIBLE_COUPLING and est <= self.soft_fraction:
-            return z1, f1_new, None  # E below 1 % of the tolerance: left out, f_new(z_1) is the next segment's
+            return z1, f1_new, None  # E below 1 % of the tolerance: left out (f_new(z_1) starts the next segment)
         if est > self.soft_fraction:
             # the part of ∫ Δz dτ not along Δz: J r by a difference of the new field (one more evaluation)
             r_vec = cc.dz_moment - L * cc.dz

@@ -44,6 +44,7 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
         self.md = self.m * self.d
         self.slope = float(model.negative_slope)
         self.xabs = self.X.abs()
+        self._owner: Tensor | None = None  # each coordinate's neuron (:meth:`_coordinate_neuron`)
         self._init_state((self.n, self.m), self.X.dtype, self.X.device)
 
     # -- state bookkeeping --
@@ -503,7 +504,7 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
 
     def _coordinate_neuron(self, device) -> Tensor:
         """The neuron of every coordinate of θ = (w_1, …, w_m, a), `(p,)` (cached)."""
-        if getattr(self, "_owner", None) is None:
+        if self._owner is None:
             ar = torch.arange(self.m, device=device)
             self._owner = torch.cat([ar.repeat_interleave(self.d), ar])
         return self._owner
