@@ -319,13 +319,17 @@ class _SoftCrossings:
     def _side_violations(self, z: Tensor, ii: Tensor, jj: Tensor) -> Tensor | None:
         """The surfaces `(n, m)` (bool) off their side at z (|h| band: 10 error scales) once (ii, jj) flip, None
         if there are none."""
+        return self._sides_at(z, ii, jj)[1]
+
+    def _sides_at(self, z: Tensor, ii: Tensor, jj: Tensor) -> tuple[Tensor, Tensor | None]:
+        """θ(z) and the non-sliding surfaces off their side there once (ii, jj) flip (None if none are)."""
         sw = self.sw
         theta = self.field.potential.inverse_mirror_map(z)
         zero = _ZERO_FACTOR * sw.error_scale(theta, z, self.rtol, self.atol)
         sigma = sw.sigma.clone()
         sigma[ii, jj] = -sigma[ii, jj]
         bad = (~sw.sliding) & (sigma * sw.surfaces(theta) < -zero)
-        return bad if bool(bad.any()) else None
+        return theta, (bad if bool(bad.any()) else None)
 
     def _side_cut(self, C, bad, z_end, xk, ii, jj, x_end):
         """A shorter kept part for a corrected end with surfaces ``bad`` `(n, m)` off their side, none of them a
@@ -362,9 +366,5 @@ class _SoftCrossings:
     def _sides_ok(self, z: Tensor, ii: Tensor, jj: Tensor) -> Tensor | None:
         """θ(z) if every non-sliding surface is on its side at z (|h| band: 10 error scales) once (ii, jj) flip,
         else None."""
-        sw = self.sw
-        theta = self.field.potential.inverse_mirror_map(z)
-        zero = _ZERO_FACTOR * sw.error_scale(theta, z, self.rtol, self.atol)
-        sigma = sw.sigma.clone()
-        sigma[ii, jj] = -sigma[ii, jj]
-        return None if bool(((~sw.sliding) & (sigma * sw.surfaces(theta) < -zero)).any()) else theta
+        theta, bad = self._sides_at(z, ii, jj)
+        return theta if bad is None else None
