@@ -45,13 +45,14 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
         self.slope = float(model.negative_slope)
         self.xabs = self.X.abs()
         self._owner: Tensor | None = None  # each coordinate's neuron (:meth:`_coordinate_neuron`)
+        self._sets_of: Tensor | None = None  # the sliding mask the sliding sets were built for (:meth:`_refresh`)
         self._init_state((self.n, self.m), self.X.dtype, self.X.device)
 
     # -- state bookkeeping --
     def _refresh(self) -> None:
         super()._refresh()
         self.bg_multi: Tensor | None = None
-        if getattr(self, "_sets_of", None) is not None and torch.equal(self._sets_of, self.sliding):
+        if self._sets_of is not None and torch.equal(self._sets_of, self.sliding):
             return  # the same sliding set (most segment starts): its neurons and points as they were
         self._sets_of = self.sliding
         count = self.sliding.sum(0)  # sliding surfaces per neuron, (m,)
