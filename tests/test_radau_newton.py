@@ -133,3 +133,36 @@ def test_rebase_continues_across_a_change_of_field():
         sv.step()
     assert sv.status == "finished"
     assert abs(sv.y[0] - math.exp(-1.0) * math.exp(-3.0)) < 1e-8
+
+
+def test_steps_land_on_stops_without_losing_the_step_size():
+    """y' = −y/2 + sin t to t = 20 with stops, two of them 1e-7 apart: every stop is a step end, exactly; the end
+    value agrees with the run without stops to the tolerance's order; the step after the 1e-7 one is as long as
+    the steps before it (the proposal from before a cut step is kept; from the cut step's own error it would be
+    at most 10 × 1e-7)."""
+
+    def f(t, y):
+        return np.array([-0.5 * y[0] + math.sin(t)])
+
+    def jac(t, y):
+        return np.array([[-0.5]])
+
+    stops = [0.37, 1.2, 1.2000001, 3.0, 5.5, 9.99]
+
+    def run(stops):
+        sv = NewtonRadau(f, 0.0, np.array([1.0]), 20.0, jac=jac, rtol=1e-6, atol=1e-9, stops=stops)
+        ends = [0.0]
+        while sv.status == "running":
+            sv.step()
+            ends.append(sv.t)
+        assert sv.status == "finished"
+        return sv, ends
+
+    free, free_ends = run(None)
+    landed, ends = run(stops)
+    assert all(s in ends for s in stops)
+    ref = solve_ivp(f, (0, 20.0), [1.0], method="DOP853", rtol=1e-13, atol=1e-13).y[:, -1]
+    assert abs(landed.y[0] - ref[0]) < 1e-5 and abs(free.y[0] - ref[0]) < 1e-5
+    assert len(ends) <= len(free_ends) + len(stops)
+    k = ends.index(1.2000001)
+    assert ends[k + 1] - ends[k] >= 0.1 * (ends[k - 1] - ends[k - 2])

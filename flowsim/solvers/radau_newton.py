@@ -12,6 +12,8 @@ simplified Newton iteration for the stage values is judged and what a failed one
   third iterate on, up to 7 iterations (RADAU5's default), and a diverging iterate (θ ≥ 1) still stops at once.
 * **convergence after one iterate** where the previous step's contraction says so: RADAU5's test
   FACCON · ‖ΔW‖ ≤ tol with FACCON = max(θ/(1 − θ) of the last iteration, ε)^0.8.
+* **steps can land on given times** (``stops``, e.g. save times): a step that would pass the next stop ends on
+  it, as at ``t_bound``, and the proposal from before the cut is kept for the step after it.
 * **Newton-limited steps are remembered.** Without a limit the error controller proposes 5-10 × the step
   Newton can take on late-training fields, and each step pays for the failed tries. The next step is capped
   where Newton's contraction is predicted to reach 0.3, from the last measured θ and θ ∝ h⁴ (measured there:
@@ -49,10 +51,13 @@ class NewtonRadau(Radau):
     Same constructor and results interface as scipy's solver (``step``, ``dense_output``, ``t``, ``y``, ``f``,
     ``nfev``, ``njev``, ``nlu``). :meth:`rebase` continues it from a new (t, y), e.g. after a switching event of
     a piecewise-smooth field, keeping its step size and stage predictor.
+
+    ``stops`` (keyword, optional): increasing times `(k,)` the steps land on (no step passes one).
     """
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, stops=None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.stops = np.asarray([] if stops is None else stops, dtype=float)
         self.faccon = 1.0  # θ/(1 − θ) of the last Newton iteration (RADAU5's FACCON)
         self.h_cap: float | None = None
         self.n_newton_failures = 0
@@ -62,8 +67,13 @@ class NewtonRadau(Radau):
         """Continue from (t, y) under a changed right-hand side (the same ``fun`` object, new behaviour).
 
         The stage predictor extrapolates the last collocation polynomial across the change, shifted to pass
-        through y (Newton corrects the jump of the field); step size, controller history and the Jacobian
-        (marked stale) are kept; the convergence factor is reset (the next step iterates at least twice)."""
+        through y (Newton corrects the jump of the field); the step size and the Jacobian (marked stale) are kept;
+        the convergence factor is reset (the next step iterates at least twice) and so is the step-size
+        controller's history: Gustafsson's predictive controller reads the ratio of consecutive error norms as the
+        trend of one smooth field, which a change of field is not (a two-layer ReLU at n = 1,000: an error norm of
+        0.67 after 0.044 across a sliding entry cut the next step five-fold, and the run took 1,096 steps against
+        924 with the history dropped)."""
+        self.h_abs_old = self.error_norm_old = None
         self.t = float(t)
         self.y = np.asarray(y, dtype=float).copy()
         with np.errstate(over="ignore", invalid="ignore"):
@@ -93,6 +103,11 @@ class NewtonRadau(Radau):
             t_new = t + h_abs * self.direction
             if self.direction * (t_new - self.t_bound) > 0:
                 t_new = self.t_bound
+            stop = self._next_stop(t)
+            landed = stop is not None and self.direction * (t_new - stop) >= 0
+            if landed and t_new != stop:
+                t_new = stop
+                LU_real = LU_complex = None  # (factorised for the longer step)
             h = t_new - t
             h_abs = np.abs(h)
             Z0 = np.zeros((3, y.shape[0])) if self.sol is None else self.sol(t + h * _sp.C).T - y
@@ -128,6 +143,9 @@ class NewtonRadau(Radau):
         )
         if cut:
             factor = min(factor, 1.0)  # RADAU5: no increase right after a rejected or halved step
+        resume = landed and not cut and h_abs * factor < self.h_abs
+        if resume:  # cut short to land on a stop: the step before it proposed the larger step, and still does
+            factor = self.h_abs / h_abs
         recompute_jac = self.jac is not None and n_iter > 2 and rate is not None and rate > 1e-3
         if not recompute_jac and 1.0 <= factor < 1.2:
             factor = 1.0
@@ -140,7 +158,7 @@ class NewtonRadau(Radau):
             current_jac = True
         elif self.jac is not None:
             current_jac = False
-        self.h_abs_old, self.error_norm_old = self.h_abs, error_norm
+        self.h_abs_old, self.error_norm_old = (None, None) if resume else (self.h_abs, error_norm)
         self.h_abs = h_abs * factor
         self.y_old, self.t, self.y, self.f, self.Z = y, t_new, y_new, f_new, Z
         self.LU_real, self.LU_complex, self.current_jac, self.J = LU_real, LU_complex, current_jac, J
@@ -149,6 +167,15 @@ class NewtonRadau(Radau):
         return True, None
 
     # ---- the step's parts ----
+    def _next_stop(self, t: float) -> float | None:
+        """The first stop after t (in the direction of integration), None if there is none."""
+        if not self.stops.size:
+            return None
+        ahead = self.stops[self.direction * (self.stops - t) > 0]
+        if not ahead.size:
+            return None
+        return float(ahead[0] if self.direction > 0 else ahead[-1])
+
     def _first_try(self, min_step: float) -> tuple[float, float | None, float | None]:
         """The step to try first (proposal, held to ``max_step``, the Newton cap and ``min_step``) and the
         controller history to use with it (dropped where the step was clipped)."""

@@ -390,7 +390,7 @@ class FilippovDriver(_EventLocation, _SoftCrossings, AbstractDriver):
             if soft and bool(grid[run.k] >= t_stop):
                 zk = ev.z  # the corrected end (save times never lie inside a soft step's corrected part)
             else:
-                zk = interp_evaluate(new.interp_coeff, t0, t1, grid[run.k])
+                zk = new.y1 if bool(grid[run.k] == t1) else interp_evaluate(new.interp_coeff, t0, t1, grid[run.k])
             save(float(grid[run.k]), zk)
             run.k += 1
 

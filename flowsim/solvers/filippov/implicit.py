@@ -194,7 +194,8 @@ class ImplicitFilippovDriver(FilippovDriver):
         sw.lam = run.rate
         solver = self._solver
         if solver is None or solver.status != "running":
-            solver = self._solver = self._radau(seg, run.tau, run.z, run.grid[-1], run.first_step)
+            stops = run.grid[1:].cpu().numpy()  # steps land on the save times (saved states are step ends)
+            solver = self._solver = self._radau(seg, run.tau, run.z, run.grid[-1], run.first_step, stops)
         else:
             solver.rebase(float(run.tau), run.z.detach().cpu().numpy().astype(np.float64))
         f0 = torch.as_tensor(solver.f, dtype=run.z.dtype, device=run.z.device)
@@ -248,8 +249,11 @@ class ImplicitFilippovDriver(FilippovDriver):
         self._last = (float(tau_e), z)
 
     # ---- Radau ----
-    def _radau(self, seg: _SegmentField, tau: Tensor, z: Tensor, t_bound: Tensor, first_step) -> NewtonRadau:
-        """A scipy Radau solver of the current segment field from (τ, z) towards ``t_bound``."""
+    def _radau(
+        self, seg: _SegmentField, tau: Tensor, z: Tensor, t_bound: Tensor, first_step, stops=None
+    ) -> NewtonRadau:
+        """A scipy Radau solver of the current segment field from (τ, z) towards ``t_bound``, its steps landing on
+        ``stops`` (τ, increasing)."""
         dtype, device = z.dtype, z.device
 
         def fun(t: float, y: np.ndarray) -> np.ndarray:
@@ -272,7 +276,8 @@ class ImplicitFilippovDriver(FilippovDriver):
             kwargs["first_step"] = min(float(first_step), span)
         stale = self._J is not None
         with np.errstate(over="ignore", invalid="ignore"):
-            solver = NewtonRadau(fun, float(tau), z.detach().cpu().numpy().astype(np.float64), float(t_bound), **kwargs)
+            y0 = z.detach().cpu().numpy().astype(np.float64)
+            solver = NewtonRadau(fun, float(tau), y0, float(t_bound), stops=stops, **kwargs)
         # A Jacobian from an earlier state or activation state is a fine Newton matrix (a segment start changes the
         # field by a few surfaces' terms); marked stale, scipy recomputes it where Newton's iteration stalls.
         solver.current_jac = not stale
