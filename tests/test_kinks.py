@@ -1023,6 +1023,7 @@ def test_segment_field_keeps_each_neurons_sliding_margin_over_a_step():
     from types import SimpleNamespace
 
     from flowsim.solvers.filippov.segment import _SegmentField
+    from flowsim.solvers.filippov.state import AbstractSwitchingSystem
     from flowsim.solvers.filippov.stats import FilippovStats
 
     sliding = torch.tensor([[True, False, False], [False, True, False]])  # points × neurons; neuron 2 not sliding
@@ -1033,6 +1034,7 @@ def test_segment_field_keeps_each_neurons_sliding_margin_over_a_step():
         return torch.zeros(3, dtype=torch.float64), alpha
 
     sw = SimpleNamespace(supports_soft=True, sliding=sliding, mode=torch.zeros(2, 3), velocity=velocity)
+    sw.sliding_margins = lambda theta, alpha: AbstractSwitchingSystem.sliding_margins(sw, theta, alpha)
     field = SimpleNamespace(nfe=0, potential=SimpleNamespace(inverse_mirror_map=lambda z: z))
     seg = _SegmentField(field, sw, FilippovStats(), max_steps=10)
     z = torch.zeros(3, dtype=torch.float64)
@@ -1042,3 +1044,27 @@ def test_segment_field_keeps_each_neurons_sliding_margin_over_a_step():
     assert seg.stage_margin == pytest.approx(0.05)
     seg.callback_step(0.1, z, 0.1)
     assert seg.margins_of(torch.tensor([0, 1])) == math.inf and seg.neuron_stage_margins is None
+
+
+def test_a_sliding_surface_leaves_where_its_neurons_output_weight_crosses_zero():
+    """Point 9 slides on neuron 2's surface (gradient flow, a two-layer ReLU) while a_2 rises through 0 at
+    s ≈ 0.306: the surface turns repelling there (r = a_j c_i y_i changes sign; both one-sided ḣ vanish, α stays
+    inside [0, 1]) and the sliding ends — an exit event like α reaching a bound. Staying on h = 0 is also a
+    Filippov solution, an unstable one; before this exit the runs left at their next segment start, wherever it
+    fell (an exact-restart reference at s = 0.322, on the other side). Now h is zero before a_2 = 0 and the same
+    after it in dopri5 and radau at rtol 1e-8 and in a reference at 1e-11."""
+    ds, model = student_teacher_relu(n=12, d=3, seed=1), TwoLayerReLU(3, 6)
+    s = np.array([0.3, 0.3055, 0.31, 0.32])
+    kw = dict(kinks="filippov", save_log_t=np.log(np.expm1(s)), log_t_end=None, seed=0, diagnostics=False)
+    X = np.asarray(ds.X)
+    runs = [("dopri5", 1e-11), ("dopri5", 1e-8), ("radau", 1e-8)]
+    h, a2 = {}, {}
+    for method, rtol in runs:
+        tr = simulate(model, ds, "euclidean", method=method, rtol=rtol, atol=rtol * 1e-3, **kw)
+        W = tr.theta[1:, :18].reshape(-1, 6, 3)
+        h[method, rtol], a2[method, rtol] = W[:, 2] @ X[9], tr.theta[1:, 18 + 2]
+    ref = h["dopri5", 1e-11]
+    assert a2["dopri5", 1e-11][1] < 0 < a2["dopri5", 1e-11][2]
+    assert np.abs(ref[:2]).max() < 1e-9 and abs(ref[2]) > 1e-7  # on the surface until a_2 = 0, off it after
+    for run in runs[1:]:
+        np.testing.assert_allclose(h[run][2:], ref[2:], rtol=1e-3)

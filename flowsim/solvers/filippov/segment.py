@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -30,7 +28,8 @@ class _SegmentField:
         self.sw = sw
         self.stats = stats
         self.max_steps = max_steps
-        self.stage_margin = float("inf")  # smallest margin of a sliding α from [0, 1]'s bounds in the current step
+        # smallest sliding margin in the current step (``sw.sliding_margins``: α from [0, 1]'s bounds, …)
+        self.stage_margin = float("inf")
         # the same per neuron (two-layer nets: sliding surfaces (i, j) of neuron j), `(m,)`; None: no evaluation yet
         self.neuron_stage_margins: Tensor | None = None
         self._per_neuron = bool(getattr(sw, "supports_soft", False))
@@ -49,12 +48,12 @@ class _SegmentField:
         theta = self.field.potential.inverse_mirror_map(z)
         v, alpha = sw.velocity(tau, theta)
         if alpha is not None:
-            al = alpha[sw.sliding]
-            m = float(torch.minimum(al, 1.0 - al).min())
+            room = sw.sliding_margins(theta, alpha)
+            m = float(room.min())
             self.stage_margin = min(self.stage_margin, m)
             self.last = (tau, z, m)
             if self._per_neuron:
-                per = torch.where(sw.sliding, torch.minimum(alpha, 1.0 - alpha), math.inf).amin(0)
+                per = room.amin(0)
                 old = self.neuron_stage_margins
                 self.neuron_stage_margins = per if old is None else torch.minimum(old, per)
         if not bool(torch.isfinite(v).all()):

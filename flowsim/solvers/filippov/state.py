@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
@@ -177,6 +178,11 @@ class AbstractSwitchingSystem(abc.ABC):
         """z with the sliding surfaces that drifted off h = 0 by more than ``band`` put back on it, or None when
         none did (or the system has no projection)."""
         return None
+
+    def sliding_margins(self, theta: Tensor, alpha: Tensor) -> Tensor:
+        """How far each sliding surface is from leaving its sliding mode, shape `S` (inf off the sliding set;
+        negative: left). Here the sliding α's distance from [0, 1]'s bounds (``alpha`` from :meth:`velocity`)."""
+        return torch.where(self.sliding, torch.minimum(alpha, 1.0 - alpha), math.inf)
 
 
 @runtime_checkable

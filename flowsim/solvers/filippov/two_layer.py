@@ -470,6 +470,19 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
         return torch.cat([zW.reshape(-1), za])
 
     # -- soft crossings (FilippovDriver._soft_step): balance, per-crossing rates, closed-form correction --
+    def sliding_margins(self, theta: Tensor, alpha: Tensor) -> Tensor:
+        """How far each sliding surface (i, j) is from leaving its sliding mode, `(n, m)` (inf off the sliding set;
+        negative: left): the smaller of α's distance from [0, 1]'s bounds and the attraction −a_j y_i. A surface
+        slides while it attracts, r = (1 − s₋) a_j c_i y_i < 0; where a_j crosses 0 it turns repelling (ḣ on both
+        sides ∝ a_j vanishes there, α stays inside [0, 1]) and the sliding ends, as at a bound of α. Without this
+        exit the surface stayed on h = 0 — also a Filippov solution, an unstable one — until the next segment start,
+        wherever that fell (measured: a two-layer ReLU, a_j = 0 at s = 0.306, the exact-restart reference left at
+        its next crossing, s = 0.322, a soft step later still: 600 × rtol apart)."""
+        _, a = self.split(theta)
+        attraction = -(a.unsqueeze(0) * self.y.unsqueeze(1))
+        room = torch.minimum(torch.minimum(alpha, 1.0 - alpha), attraction)
+        return torch.where(self.sliding, room, math.inf)
+
     def balance(self, theta: Tensor) -> Tensor:
         """Per-neuron balance B_j = Σ_k Q(w_jk) − Q(a_j), shape `(m,)` (:func:`flowsim.diagnostics.balance`'s B
         for a degree-1 activation, without its scale)."""
