@@ -19,7 +19,9 @@ located on the step's dense output (Radau's collocation polynomial, cubic in the
   correction solves the linearised perturbation δz′ = J δz + ΔF(τ) by φ-functions of the new-pattern Jacobian
   (:mod:`.exponential`), so a fast mode relaxes to its quasi-static value instead of being extrapolated; its error
   estimate adds the field's nonlinearity, the crossing-time shifts (modelled and not) and J's drift over the
-  step (below ``soft_cap`` of the tolerance, else the kept part is shortened, then an exact restart).
+  step (below ``soft_cap`` of the tolerance, else the kept part is shortened, then an exact restart);
+* steps land on the save times (:class:`~flowsim.solvers.radau_newton.NewtonRadau`'s ``stops``): a saved
+  state is a step end, never inside a soft step's corrected part.
 
 In log-time s = log(1 + t) an explicit method is stability-limited to steps of O(1) in s; Radau is limited
 only by accuracy, so once the activation state has settled (events are rare late in training) its steps
@@ -332,8 +334,6 @@ class ImplicitFilippovDriver(FilippovDriver):
         return torch.as_tensor(solver.y.copy(), dtype=prev.y1.dtype, device=prev.y1.device), None
 
     # ---- soft crossings in a stiff step ----
-    truncate_at_saves = False  # (see _SoftCrossings.truncate_at_saves and shorten_between_crossings)
-    shorten_between_crossings = False
 
     def _soft_step(self, new, prev, *args):
         """:meth:`_SoftCrossings._soft_step`, for p ≤ :data:`_SOFT_MAX_PARAMS` (else the fallback "size")."""
@@ -356,7 +356,8 @@ class ImplicitFilippovDriver(FilippovDriver):
         ρ = f_new(z₁) − f_e − ΔF(τ_e) − J (z₁ − z_e) (second order in δz, zero at τ_c); its effect on the state,
         at most |ρ|·L/3 (ρ growing like (τ − τ_c)², non-stiff bound), plus the quartic fit's difference from the
         cubic, the crossing-time shifts' second order, the shifts δτ_k leaves out and J's drift over the step, must
-        stay below ``soft_cap`` of the error tolerance (RMS norm). Other surfaces must keep their sides at z₁.
+        stay below ``soft_cap`` of the error tolerance (RMS norm). Other surfaces must keep their sides at z₁, and
+        sliding surfaces their sliding mode (:meth:`_sliding_left`, reason "sliding_alpha").
 
         Returns (z₁, f_new(z₁), None) with the new pattern set, or (None, None, ratio) with the old pattern
         restored: ratio = the estimate over ``soft_cap``, 2 where a side is lost, inf where δz is not finite.
@@ -364,9 +365,8 @@ class ImplicitFilippovDriver(FilippovDriver):
         sw = self.sw
         snap = sw.flip(ii, jj)
 
-        def undo(ratio: float):
-            sw.unflip(snap)
-            return None, None, ratio
+        def undo(ratio: float, why: str = "error"):
+            return self._coupling_undo(snap, why, ratio)
 
         jac = self._jacobian(t_e, z_e)
         self.n_soft_jacobians += 1
@@ -381,7 +381,9 @@ class ImplicitFilippovDriver(FilippovDriver):
         if theta1 is None:
             return undo(2.0)
         self.field.nfe += 1
-        f1_new, _ = sw.velocity(t_e, theta1)  # the next segment's first evaluation
+        f1_new, alpha = sw.velocity(t_e, theta1)  # the next segment's first evaluation
+        if self._sliding_left(theta1, alpha):
+            return undo(2.0, "sliding_alpha")
         rho = f1_new - f_e - cc.dF_end - jac @ (z1 - z_e)
         tol = self.atol + self.rtol * torch.maximum(prev.y1.abs(), z_e.abs())
         est = float(((length / 3.0) * rho / tol).square().mean().sqrt())

@@ -25,16 +25,7 @@ class _SoftCrossings:
     """Soft crossings of :class:`~flowsim.solvers.filippov.FilippovDriver` (a part of the driver: it uses ``sw``,
     ``field``, the tolerances and ``soft_*`` options, the run's ``_stats``, and the driver's event location)."""
 
-    # a save time after the first crossing ends the kept part there (explicit steps with exact_saves=False); the
-    # radau driver restarts at the first crossing instead ("save" fallback): truncating Radau steps at saves was
-    # measured less accurate (6.0 against 1.1 × rtol with 300 saves; cause not found)
-    truncate_at_saves = True
-    # a coupling estimate above soft_cap shortens the kept part to where it falls to half the cap (explicit steps);
-    # the radau driver's estimate is not quadratic in the length (its stiff part is quasi-static), and ending its
-    # kept part between crossings was measured up to 100 × rtol off (leaky ReLU, hyperbolic entropy; cause not
-    # found): it ends at the last crossing before that point instead, and restarts when every crossing lies
-    # before it
-    shorten_between_crossings = True
+    _coupling_failure = "error"  # why the last switch was undone (:meth:`_coupling_undo`)
 
     def _soft_step(
         self,
@@ -75,21 +66,23 @@ class _SoftCrossings:
         more evaluation (f_new(z_1 + r) − f_new(z_1); ``n_coupling_differences`` counts them). |E| must stay
         below ``soft_cap`` of the error tolerance (RMS norm, as torchdiffeq's error control); when it does
         not, the kept part is shortened once — to where the estimate, quadratic in the length from the first
-        crossing, falls to half the cap, with the crossings before that point (radau: to the last crossing before
-        it, :attr:`shorten_between_crossings`) — and checked again. Every neuron's balance B_j is restored to its
-        uncorrected value (on a truncated step: its value at the step start) along (θ_wj, −θ_aj) (every
+        crossing, falls to half the cap, with the crossings before that point — and checked again. A sliding
+        surface of the new pattern off its sliding mode at the corrected end (:meth:`_sliding_left`: left inside
+        the kept part) shortens it the same way (reason "sliding_alpha"). Every neuron's balance B_j is restored
+        to its uncorrected value (on a truncated step: its value at the step start) along (θ_wj, −θ_aj) (every
         fixed-pattern field conserves it; the correction's defect is second order, and not only in the crossed
         neurons: the crossed points' loss weights change, which moves every neuron).
 
-        A sliding α leaving [0, 1] inside the kept part ends it there (the exit's forced sides are returned for
-        the next classification, as for an exact exit event). So does a save time after the first crossing where
-        steps do not land on save times (``exact_saves=False``; the radau driver restarts at the first crossing
-        instead, :attr:`truncate_at_saves`), so that every save is either on the exact old-pattern part or a
-        corrected end.
+        A sliding surface leaving its sliding mode inside the kept part (α leaving [0, 1] or, two-layer nets, a_j
+        crossing 0: ``sw.sliding_margins`` on the old dense output) ends it there (the exit's forced sides are
+        returned for the next classification, as for an exact exit event). So does a save time after the first crossing where
+        steps do not land on save times (``exact_saves=False``; the radau driver's steps always do), so that every
+        save is either on the exact old-pattern part or a corrected end.
 
         Returns a :class:`SoftEvent` (the new pattern set, f_new(z_e) cached for the next segment) or None:
         the caller handles the earliest crossing exactly (``soft_fallbacks`` counts why: "at_start",
-        "sliding_exit", "side", "error", "save", or the reason of a first crossing that cannot be switched softly).
+        "sliding_exit", "side", "error", "sliding_alpha", or the reason of a first crossing that cannot be switched
+        softly).
         """
         sw = self.sw
         fail = self._soft_fallback
@@ -130,7 +123,7 @@ class _SoftCrossings:
                     return fail("sliding_exit")
                 kb, reason, x_end, forced = kb_exit, "sliding_exit", float(x_exit), f_exit
         t_save, x_save = self._save_inside_kept(saves, t0, dt, float(x[0]), t1 if x_end >= 1.0 else t0 + dt * x_end)
-        if t_save is not None and self.truncate_at_saves:
+        if t_save is not None:
             # a save time after the first crossing (exact_saves=False: steps do not land on save times): keep the
             # crossings before it and end there, so that the save is the corrected state
             kb, reason, x_end, forced = int((x[:kb] < x_save).sum()), "save", x_save, {}
@@ -158,8 +151,6 @@ class _SoftCrossings:
                     x_end = float(x[kb])
                 cc = self._correction(C, t0, dt, x[:kb], ii[:kb], jj[:kb], x_end, rates)
             t_e = t1 if x_end >= 1.0 else (t_save if x_end == x_save else t0 + dt * x_end)
-            if not self.truncate_at_saves and bool(((saves < t_e) & (saves > t0 + dt * x[0])).any()):
-                return fail("save")
             if x_end >= 1.0:
                 z_e, f_e = new.y1, new.f1
                 bref = sw.balance_ref(z_e)
@@ -176,13 +167,13 @@ class _SoftCrossings:
             )
             if ratio is None:
                 break
+            why = self._coupling_failure
             # shorten the kept part: the estimate grows like its length squared (from the first crossing)
             x_ok = float(x[0]) + 0.7 * (x_end - float(x[0])) / ratio**0.5
             kb_new = int((x[:kb] < x_ok).sum())
-            if attempt == 1 or kb_new == 0 or not (self.shorten_between_crossings or kb_new < kb):
-                return fail("error")
-            x_cut = x_ok if self.shorten_between_crossings else float(x[kb_new])
-            kb, reason, x_end, forced = kb_new, "error", x_cut, {}
+            if attempt == 1 or kb_new == 0:
+                return fail(why)
+            kb, reason, x_end, forced = kb_new, why, x_ok, {}
             cc = self._correction(C, t0, dt, x[:kb], ii[:kb], jj[:kb], x_end, rates)
         self._count_soft_step(kb, x_end, reason, forced)
         seg.start_field = (float(t_e), z1, sw.mode.clone(), f1_new)
@@ -256,7 +247,7 @@ class _SoftCrossings:
         sw = self.sw
         snap = sw.flip(ii, jj)
         self.field.nfe += 1
-        f1_new, _ = sw.velocity(t_e, theta)
+        f1_new, alpha = sw.velocity(t_e, theta)
         tol = self.atol + self.rtol * torch.maximum(prev.y1.abs(), z_e.abs())
         # second-order coupling: the moved state changes the field, δz(τ_e) gains ∫ J δz dτ ≈ J·∫ Δz dτ. The
         # one evaluation the next segment needs anyway gives J along Δz: m = f_new(z_1) − f_new(z_e) ≈ J Δz
@@ -273,9 +264,10 @@ class _SoftCrossings:
         est = float((dz2_t - L * dz_t).square().sum().sqrt()) * r_m / n1**0.5 if n1 > 0 else 0.0
         size = abs(L) * r_m
         if size > self.soft_cap:
-            sw.unflip(snap)
-            return None, None, size / self.soft_cap
+            return self._coupling_undo(snap, "error", size / self.soft_cap)
         if size <= _NEGLIGIBLE_COUPLING and est <= self.soft_fraction:
+            if self._sliding_left(theta, alpha):
+                return self._coupling_undo(snap, "sliding_alpha", 2.0)
             return z1, f1_new, None  # E below 1 % of the tolerance: left out (f_new(z_1) starts the next segment)
         if est > self.soft_fraction:
             # the part of ∫ Δz dτ not along Δz: J r by a difference of the new field (one more evaluation)
@@ -288,8 +280,28 @@ class _SoftCrossings:
         z1 = sw.restore_balance(z1 + E, bref)
         theta = self.field.potential.inverse_mirror_map(z1)
         self.field.nfe += 1
-        f1_new, _ = sw.velocity(t_e, theta)  # the next segment's first evaluation
+        f1_new, alpha = sw.velocity(t_e, theta)  # the next segment's first evaluation
+        if self._sliding_left(theta, alpha):
+            return self._coupling_undo(snap, "sliding_alpha", 2.0)
         return z1, f1_new, None
+
+    def _coupling_undo(self, snap, why: str, ratio: float):
+        """Restore the old pattern after a rejected switch; (None, None, ``ratio``), :attr:`_coupling_failure` =
+        ``why`` (the reason the caller counts: "error", "sliding_alpha")."""
+        self.sw.unflip(snap)
+        self._coupling_failure = why
+        return None, None, ratio
+
+    def _sliding_left(self, theta: Tensor, alpha: Tensor | None) -> bool:
+        """Whether a sliding surface of the new pattern at the corrected end θ has left its sliding mode
+        (``sw.sliding_margins`` negative or not finite: α outside [0, 1], …): left inside the kept part, which
+        the old pattern's exit search cannot see (a crossing of another neuron moves the sliding neuron's α
+        through the crossed point's loss weight; measured: α = −2.5 after a crossing, the state 32 error
+        tolerances off, the coupling estimate below the cap)."""
+        if alpha is None or not self.sw.n_sliding:
+            return False
+        room = self.sw.sliding_margins(theta, alpha)[self.sw.sliding]
+        return not bool((room >= 0.0).all())
 
     def _count_soft_step(self, kb: int, x_end: float, reason: str, forced: dict) -> None:
         """Statistics of a kept soft step with ``kb`` crossings (truncated at ``x_end`` < 1 for ``reason``)."""
