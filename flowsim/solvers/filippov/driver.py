@@ -185,9 +185,9 @@ class FilippovDriver(_EventLocation, _SoftCrossings, AbstractDriver):
         ``n_crossings`` counts every transversal crossing; ``n_soft_crossings`` the subset corrected inside a
         kept step (``n_soft_steps`` steps, at most ``max_soft_crossings_per_step`` in one); ``soft_fallbacks``
         why a step with crossings was restarted exactly instead (reasons: "error": coupling correction above
-        ``soft_cap``, "sliding_alpha": a sliding α of the new pattern outside [0, 1] at the corrected end, "sliding",
-        "not_transversal", "side", "sliding_exit", "recross", "many" (over 1,024), "at_start", "size" (radau,
-        p > 512)); ``soft_truncations`` counts the soft steps kept only up to a crossing that could not be switched
+        ``soft_cap``, "sliding_alpha": a sliding surface off its sliding mode at the corrected end (new pattern;
+        α outside [0, 1], or a_j past 0), "sliding", "not_transversal", "side", "sliding_exit", "recross", "many"
+        (over 1,024), "at_start", "size" (radau, p > 512)); ``soft_truncations`` counts the soft steps kept only up to a crossing that could not be switched
         softly, a sliding exit, or a save time after the first crossing (reason "save": ``exact_saves=False``), by
         reason ("side": the corrected end crossed other surfaces, the kept crossings halved; "side_cut": ended
         where the corrected trajectory reaches such a surface; "error", "sliding_alpha": shortened as above).

@@ -469,7 +469,6 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
             )
         return torch.cat([zW.reshape(-1), za])
 
-    # -- soft crossings (FilippovDriver._soft_step): balance, per-crossing rates, closed-form correction --
     def sliding_margins(self, theta: Tensor, alpha: Tensor) -> Tensor:
         """How far each sliding surface (i, j) is from leaving its sliding mode, `(n, m)` (inf off the sliding set;
         negative: left): the smaller of α's distance from [0, 1]'s bounds and the attraction −a_j y_i. A surface
@@ -483,6 +482,7 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
         room = torch.minimum(torch.minimum(alpha, 1.0 - alpha), attraction)
         return torch.where(self.sliding, room, math.inf)
 
+    # -- soft crossings (FilippovDriver._soft_step): balance, per-crossing rates, closed-form correction --
     def balance(self, theta: Tensor) -> Tensor:
         """Per-neuron balance B_j = Σ_k Q(w_jk) − Q(a_j), shape `(m,)` (:func:`flowsim.diagnostics.balance`'s B
         for a degree-1 activation, without its scale)."""
