@@ -187,10 +187,11 @@ class FilippovDriver(_EventLocation, _SoftCrossings, AbstractDriver):
         why a step with crossings was restarted exactly instead (reasons: "error": coupling correction above
         ``soft_cap``, "sliding_alpha": a sliding surface off its sliding mode at the corrected end (new pattern;
         α outside [0, 1], or a_j past 0), "sliding", "not_transversal", "side", "sliding_exit", "recross", "many"
-        (over 1,024), "at_start", "size" (radau, p > 512)); ``soft_truncations`` counts the soft steps kept only up to a crossing that could not be switched
-        softly, a sliding exit, or a save time after the first crossing (reason "save": ``exact_saves=False``), by
-        reason ("side": the corrected end crossed other surfaces, the kept crossings halved; "side_cut": ended
-        where the corrected trajectory reaches such a surface; "error", "sliding_alpha": shortened as above).
+        (over 1,024), "at_start", "size" (radau, p > 512)); ``soft_truncations`` counts the soft steps kept only
+        up to a crossing that could not be switched softly, a sliding exit, or a save time after the first crossing
+        (reason "save": ``exact_saves=False``), by reason ("side": the corrected end crossed other surfaces, the
+        kept crossings halved; "side_cut": ended where the corrected trajectory reaches such a surface; "error",
+        "sliding_alpha": shortened as above).
         ``n_sliding_projections`` counts segment starts where sliding surfaces were projected back onto h = 0
         (``max_projected_offset``: the largest offset projected, in error scales).
         ``n_redo_steps`` counts RK steps redone to an event or a truncation point,

@@ -75,9 +75,9 @@ class _SoftCrossings:
 
         A sliding surface leaving its sliding mode inside the kept part (α leaving [0, 1] or, two-layer nets, a_j
         crossing 0: ``sw.sliding_margins`` on the old dense output) ends it there (the exit's forced sides are
-        returned for the next classification, as for an exact exit event). So does a save time after the first crossing where
-        steps do not land on save times (``exact_saves=False``; the radau driver's steps always do), so that every
-        save is either on the exact old-pattern part or a corrected end.
+        returned for the next classification, as for an exact exit event). So does a save time after the first
+        crossing where steps do not land on save times (``exact_saves=False``; the radau driver's steps always
+        do), so that every save is either on the exact old-pattern part or a corrected end.
 
         Returns a :class:`SoftEvent` (the new pattern set, f_new(z_e) cached for the next segment) or None:
         the caller handles the earliest crossing exactly (``soft_fallbacks`` counts why: "at_start",
