@@ -1046,16 +1046,20 @@ def test_segment_field_keeps_each_neurons_sliding_margin_over_a_step():
     assert seg.margins_of(torch.tensor([0, 1])) == math.inf and seg.neuron_stage_margins is None
 
 
-def test_a_sliding_surface_leaves_where_its_neurons_output_weight_crosses_zero():
-    """Point 9 slides on neuron 2's surface (gradient flow, a two-layer ReLU) while a_2 rises through 0 at
-    s ≈ 0.306: the surface turns repelling there (r = a_j c_i y_i changes sign; both one-sided ḣ vanish, α stays
-    inside [0, 1]) and the sliding ends — an exit event like α reaching a bound. Staying on h = 0 is also a
-    Filippov solution, an unstable one; before this exit the runs left at their next segment start, wherever it
-    fell (an exact-restart reference at s = 0.322, on the other side). Now h is zero before a_2 = 0 and the same
-    after it in dopri5 and radau at rtol 1e-8 and in a reference at 1e-11."""
-    ds, model = student_teacher_relu(n=12, d=3, seed=1), TwoLayerReLU(3, 6)
+@pytest.mark.parametrize("deep", [False, True], ids=["two_layer", "deep_relu"])
+def test_a_sliding_surface_leaves_where_its_neurons_output_weight_crosses_zero(deep):
+    """Point 9 slides on neuron 2's surface (gradient flow, a two-layer ReLU; the same net as a one-hidden-layer
+    DeepReLU, whose switching system is the deep one) while a_2 rises through 0 at s ≈ 0.306: the surface turns
+    repelling there (r = a_j c_i y_i changes sign; both one-sided ḣ vanish, α stays inside [0, 1]) and the sliding
+    ends — an exit event like α reaching a bound. Staying on h = 0 is also a Filippov solution, an unstable one;
+    before this exit the runs left at their next segment start, wherever it fell (two-layer: an exact-restart
+    reference at s = 0.322, on the other side; deep: not before s = 0.32). Now h is zero before a_2 = 0 and the
+    same after it in dopri5 and radau at rtol 1e-8 and in a reference at 1e-11."""
+    ds = student_teacher_relu(n=12, d=3, seed=1)
+    model = DeepReLU(3, [6]) if deep else TwoLayerReLU(3, 6)
+    theta0 = TwoLayerReLU(3, 6).init(scale=1.0, seed=0)  # (the same parameter layout: W_1 rows, then W_2)
     s = np.array([0.3, 0.3055, 0.31, 0.32])
-    kw = dict(kinks="filippov", save_log_t=np.log(np.expm1(s)), log_t_end=None, seed=0, diagnostics=False)
+    kw = dict(kinks="filippov", save_log_t=np.log(np.expm1(s)), log_t_end=None, theta0=theta0, diagnostics=False)
     X = np.asarray(ds.X)
     runs = [("dopri5", 1e-11), ("dopri5", 1e-8), ("radau", 1e-8)]
     h, a2 = {}, {}

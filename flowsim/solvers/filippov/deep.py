@@ -55,6 +55,7 @@ class _DeepSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
         self.spans = [(start, stop) for _, start, stop, _ in model._layout]  # flat slices of W_1, …, W_L
         self.xabs = self.X.abs()
         self._init_state((self.n, self.M), self.X.dtype, self.X.device)
+        self._attraction: tuple | None = None  # (θ, sliding set, −r) of the last velocity with sliding surfaces
 
     def _refresh(self) -> None:
         super()._refresh()
@@ -221,7 +222,22 @@ class _DeepSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
             self.bg_scale = scale
         alpha = torch.full_like(H, float("nan"))
         alpha[S[:, 0], S[:, 1]] = al
+        self._attraction = (theta, S, -r)  # (for sliding_margins at the same θ)
         return v0 + G.T @ (r * al), alpha
+
+    def sliding_margins(self, theta: Tensor, alpha: Tensor) -> Tensor:
+        """How far each sliding surface is from leaving its sliding mode, `(n, M)` (inf off the sliding set;
+        negative: left): the smaller of α's distance from [0, 1]'s bounds and the attraction −r_k, r_k = c_i U_ij
+        (the loss weight times the backpropagated signal at unit j; as ``_TwoLayerSwitching.sliding_margins``'s
+        −a_j y_i: a surface slides while it attracts, r_k < 0, and turns repelling where U_ij crosses 0, e.g. a
+        one-hidden-layer net's output weight). The attraction is the one :meth:`velocity` computed at this θ (every
+        caller evaluates the field there first); α's alone otherwise."""
+        room = super().sliding_margins(theta, alpha)
+        cached = self._attraction
+        if cached is not None and cached[0] is theta and torch.equal(cached[1], self.S):
+            S = cached[1]
+            room[S[:, 0], S[:, 1]] = torch.minimum(room[S[:, 0], S[:, 1]], cached[2])
+        return room
 
     def _binary_candidates(self, C: Tensor, old: Tensor) -> Tensor:
         """Candidates `(K, 2)` that may only cross or stay: a point's surfaces at zero outside its sliding
