@@ -1072,3 +1072,45 @@ def test_a_sliding_surface_leaves_where_its_neurons_output_weight_crosses_zero(d
     assert np.abs(ref[:2]).max() < 1e-9 and abs(ref[2]) > 1e-7  # on the surface until a_2 = 0, off it after
     for run in runs[1:]:
         np.testing.assert_allclose(h[run][2:], ref[2:], rtol=1e-3)
+
+
+def test_sliding_exits_are_located_at_the_root_of_the_margin(monkeypatch):
+    """Every sliding exit the driver locates inside a step is a root of the sliding margin on the dense output (the
+    bracketing sample's left end was returned instead whenever the exit lay past the first eighth of the step:
+    here x = 4/8 for a root at 0.585, found by a breaker run). Gradient flow, the n = 12 net whose a_2 crosses 0
+    while neuron 2 slides, and hyperbolic entropy on the same data, exact restarts at rtol 1e-10."""
+    from flowsim.solvers._torchdiffeq import interp_evaluate
+    from flowsim.solvers.filippov import events
+
+    found = []
+    original = events._EventLocation._find_exit_search
+
+    def spy(self, new, prev, seg, x_max):
+        out = original(self, new, prev, seg, x_max)
+        x = out[0]
+        if x is not None and x > 0:
+            tx = prev.t1 + (new.t1 - prev.t1) * x
+            theta = self.field.potential.inverse_mirror_map(interp_evaluate(new.interp_coeff, prev.t1, new.t1, tx))
+            _, alpha = self.sw.velocity(tx, theta)
+            found.append(float(self.sw.sliding_margins(theta, alpha).min()))
+        return out
+
+    monkeypatch.setattr(events._EventLocation, "_find_exit_search", spy)
+    ds = student_teacher_relu(n=12, d=3, seed=1)
+    for pot in ("euclidean", {"name": "hyperbolic_entropy", "beta": 0.1}):
+        tr = simulate(
+            TwoLayerReLU(3, 6),
+            ds,
+            pot,
+            log_t_end=2.0,
+            n_save=20,
+            kinks="filippov",
+            rtol=1e-10,
+            atol=1e-13,
+            solver_options={"soft_crossings": False},
+            seed=0,
+            diagnostics=False,
+        )
+        assert tr.status.value == "success"
+    assert found, "no sliding exit inside a step"
+    assert max(abs(m) for m in found) < 1e-8, found

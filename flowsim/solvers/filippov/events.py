@@ -297,21 +297,21 @@ class _EventLocation:
         if seg.stage_margin >= 0 and end_margin >= 0:
             return None, {}
         xs = np.linspace(0.0, 1.0, _N_SAMPLES + 1)
-        xa = 0.0
+        xa, ma = 0.0, None  # the bracket's left end and its margin (≥ 0 after the first sample)
         for xb in xs[1:]:
             if x_max is not None and xa >= x_max:
                 return None, {}
             mb = margin(float(xb))[0] if xb < 1.0 else end_margin
             if mb < 0:
-                # samples after the first were ≥ 0; at the step start α may already sit (a hair) outside [0, 1]
-                ma = margin(xa)[0] if xa == 0.0 else 0.0
+                if ma is None:  # at the step start the margin may already sit (a hair) below 0
+                    ma = margin(xa)[0]
                 x = xa if ma <= 0 else brentq(lambda x: margin(x)[0], xa, float(xb), xtol=_EXIT_XTOL, rtol=1e-15)
                 _, worst, al = margin(min(1.0, x + 2.0 * _EXIT_XTOL))  # just past the exit: which surfaces leave
                 forced = {}
                 for ix in torch.nonzero(worst <= max(0.0, float(worst.min())) + 1e-9).tolist():
                     forced[tuple(ix)] = ACTIVE if float(al[tuple(ix)]) > 0.5 else INACTIVE
                 return x, forced
-            xa = float(xb)
+            xa, ma = float(xb), mb
         return None, {}
 
     def _event_state(self, prev, new, t_e: Tensor) -> Tensor:
