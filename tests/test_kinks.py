@@ -1114,3 +1114,25 @@ def test_sliding_exits_are_located_at_the_root_of_the_margin(monkeypatch):
         assert tr.status.value == "success"
     assert found, "no sliding exit inside a step"
     assert max(abs(m) for m in found) < 1e-8, found
+
+
+def test_the_side_a_sliding_surface_leaves_to_where_a_j_crosses_zero_is_the_same_in_every_run():
+    """Where a sliding neuron's a_j reaches 0 its α is a 0/0 ratio (a breaker run read 0.997, 1.013, 0.922 and 0.000
+    in four runs, with a limit of 0.15 on both sides), so the side it leaves to is read from α a little before the
+    exit. Hyperbolic entropy, n = 12, width 40 (found by the breaker): radau at rtol 1e-8 and 1e-10 and dopri5 at 1e-8
+    leave (7, 11) to the inactive side with the exact-restart reference at 1e-10 (radau at 1e-8 was 553 × rtol
+    off, on the other side; now 37 × like dopri5, at 1e-10 1 ×)."""
+    ds = student_teacher_relu(12, 3, seed=66)
+    X = np.asarray(ds.X)
+    s = np.linspace(0.9, 2.1, 61)
+    kw = dict(kinks="filippov", seed=0, diagnostics=False, save_log_t=np.log(np.expm1(s)), log_t_end=None)
+    pot = {"name": "hyperbolic_entropy", "beta": 0.1}
+    model = TwoLayerReLU(3, 40)
+    ref = simulate(model, ds, pot, rtol=1e-10, atol=1e-13, solver_options={"soft_crossings": False}, **kw).theta
+    k = int(np.searchsorted(s, 1.14))
+    for method, rtol, bar in [("radau", 1e-8, 100), ("dopri5", 1e-8, 100), ("radau", 1e-10, 100)]:
+        th = simulate(model, ds, pot, method=method, rtol=rtol, atol=rtol * 1e-3, **kw).theta
+        h = th[k, : 40 * 3].reshape(40, 3)[11] @ X[7]
+        assert h < 0, (method, rtol, h)  # (the reference: −1.98e-7)
+        err = (np.abs(th - ref).max(1) / np.abs(ref).max(1)).max()
+        assert err <= bar * rtol, (method, rtol, err / rtol)

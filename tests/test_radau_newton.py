@@ -166,3 +166,27 @@ def test_steps_land_on_stops_without_losing_the_step_size():
     assert len(ends) <= len(free_ends) + len(stops)
     k = ends.index(1.2000001)
     assert ends[k + 1] - ends[k] >= 0.1 * (ends[k - 1] - ends[k - 2])
+
+
+@pytest.mark.parametrize("stop", [5e-324, 1e-300, 1e-12])
+def test_a_stop_a_hair_after_the_start_is_passed(stop):
+    """A stop closer to the step's start than 1e-9 of the step is passed, not landed on (a breaker run: a save at
+    log t = −745, s = 5e-324, made the Newton matrix MU/h I − J infinite, a ValueError from the LU; at 1e-300 the
+    steps after it stayed near 1e-197, 1,006 steps instead of 48). The run matches the one without stops."""
+
+    def f(t, y):
+        return np.array([-0.5 * y[0] + math.sin(t)])
+
+    def jac(t, y):
+        return np.array([[-0.5]])
+
+    runs = []
+    for stops in (None, [stop, 1.0]):
+        sv = NewtonRadau(f, 0.0, np.array([1.0]), 20.0, jac=jac, rtol=1e-6, atol=1e-9, stops=stops)
+        n = 0
+        while sv.status == "running":
+            sv.step()
+            n += 1
+        assert sv.status == "finished" and np.isfinite(sv.y).all()
+        runs.append((n, sv.y[0]))
+    assert runs[1][0] <= runs[0][0] + 2 and abs(runs[1][1] - runs[0][1]) < 1e-5

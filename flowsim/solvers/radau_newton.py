@@ -13,7 +13,8 @@ simplified Newton iteration for the stage values is judged and what a failed one
 * **convergence after one iterate** where the previous step's contraction says so: RADAU5's test
   FACCON · ‖ΔW‖ ≤ tol with FACCON = max(θ/(1 − θ) of the last iteration, ε)^0.8.
 * **steps can land on given times** (``stops``, e.g. save times): a step that would pass the next stop ends on
-  it, as at ``t_bound``, and the proposal from before the cut is kept for the step after it.
+  it, as at ``t_bound``, and the proposal from before the cut is kept for the step after it. A stop closer to
+  the step's start than 1e-9 of the step (or of |t|) is passed instead.
 * **Newton-limited steps are remembered.** Without a limit the error controller proposes 5-10 × the step
   Newton can take on late-training fields, and each step pays for the failed tries. The next step is capped
   where Newton's contraction is predicted to reach 0.3, from the last measured θ and θ ∝ h⁴ (measured there:
@@ -43,6 +44,7 @@ _CAP_GROWTH = 1.6  # per step converged at the first iterate (no contraction mea
 _RATE_TARGET = 0.3  # the contraction a capped step is aimed at
 _RATE_EXPONENT = 0.25  # 1/k for θ ∝ h^k
 _EPS = np.finfo(float).eps
+_STOP_MIN = 1e-9  # stops closer to t than this × max(step, |t|) are passed, not landed on
 
 
 class NewtonRadau(Radau):
@@ -104,7 +106,13 @@ class NewtonRadau(Radau):
             if self.direction * (t_new - self.t_bound) > 0:
                 t_new = self.t_bound
             stop = self._next_stop(t)
-            landed = stop is not None and self.direction * (t_new - stop) >= 0
+            # (a stop within _STOP_MIN of the step from t is passed, not landed on: a step of ~1e-300 made the
+            # Newton matrix MU/h I − J infinite, and the steps after it stayed tiny)
+            landed = (
+                stop is not None
+                and self.direction * (t_new - stop) >= 0
+                and abs(stop - t) > _STOP_MIN * max(h_abs, abs(t))
+            )
             if landed and t_new != stop:
                 t_new = stop
                 LU_real = LU_complex = None  # (factorised for the longer step)

@@ -26,6 +26,7 @@ _N_SAMPLES = 8  # sub-intervals of an accepted step scanned for sign changes
 # Filippov field is the one-sided one; or a_j reaches 0, where both one-sided ḣ vanish), so an exit time δτ off
 # moves the state by O(δτ²) — negligible, where Brent's method to 1e-15 took about 3 evaluations more per exit
 _EXIT_XTOL = 1e-10
+_SIDE_OFFSET = 1e-3  # a sliding exit's side is read this fraction of its bracket before it (see _find_exit_search)
 
 
 class ExactEvent(NamedTuple):
@@ -307,6 +308,12 @@ class _EventLocation:
                     ma = margin(xa)[0]
                 x = xa if ma <= 0 else brentq(lambda x: margin(x)[0], xa, float(xb), xtol=_EXIT_XTOL, rtol=1e-15)
                 _, worst, al = margin(min(1.0, x + 2.0 * _EXIT_XTOL))  # just past the exit: which surfaces leave
+                if x > xa:
+                    # the side each leaves to, from α a little before the exit: where a_j reaches 0 (attraction
+                    # exit) α is a 0/0 ratio right at it (a breaker run read 0.997, 1.013, 0.922, 0.000 where its
+                    # limit was 0.15, and runs left to different sides, 553 × rtol apart); at a bound of α the
+                    # side is the same
+                    al = margin(max(xa, x - _SIDE_OFFSET * (float(xb) - xa)))[2]
                 forced = {}
                 for ix in torch.nonzero(worst <= max(0.0, float(worst.min())) + 1e-9).tolist():
                     forced[tuple(ix)] = ACTIVE if float(al[tuple(ix)]) > 0.5 else INACTIVE
