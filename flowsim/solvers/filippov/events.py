@@ -24,7 +24,7 @@ from .state import ACTIVE, INACTIVE, DenseSurfaceRates, inverse_map_slope
 _N_SAMPLES = 8  # sub-intervals of an accepted step scanned for sign changes
 # a sliding exit located to this fraction of its step: the field is continuous there (α reaches 0 or 1, the
 # Filippov field is the one-sided one; or a_j reaches 0, where both one-sided ḣ vanish), so an exit time δτ off
-# moves the state by O(δτ²) — negligible (the smoothed p = 3 main job's θ moved by 1e-10 relative at 1e-5)
+# moves the state by O(δτ²) — negligible (the smoothed p = 3 main job's θ differs by 2e-10 relative at 1e-5)
 _EXIT_XTOL = 1e-10
 _SIDE_OFFSET = 1e-3  # a sliding exit's side is read this fraction of its bracket before it (see _find_exit_search)
 
