@@ -135,11 +135,10 @@ class _SoftCrossings:
             # the kept crossings are halved
             cut_tried = False
             while True:
-                z_chk = _horner(C, x_end) + cc.dz
-                bad = self._side_violations(z_chk, ii[:kb], jj[:kb])
+                theta_chk, bad = self._sides_at(_horner(C, x_end) + cc.dz, ii[:kb], jj[:kb])
                 if bad is None:
                     break
-                x_cut = None if cut_tried else self._side_cut(C, bad, z_chk, x[:kb], ii[:kb], jj[:kb], x_end)
+                x_cut = None if cut_tried else self._side_cut(C, bad, theta_chk, x[:kb], ii[:kb], jj[:kb], x_end)
                 cut_tried = True
                 kb_cut = 0 if x_cut is None else int((x[:kb] < x_cut).sum())
                 if kb_cut > 0:
@@ -328,13 +327,9 @@ class _SoftCrossings:
             f_e = self._seg(t_e, z_e)
         return z_e, f_e, self.sw.balance_ref(z_e, b_at=prev.y1) if interpolated else self.sw.balance_ref(z_e)
 
-    def _side_violations(self, z: Tensor, ii: Tensor, jj: Tensor) -> Tensor | None:
-        """The surfaces `(n, m)` (bool) off their side at z (|h| band: 10 error scales) once (ii, jj) flip, None
-        if there are none."""
-        return self._sides_at(z, ii, jj)[1]
-
     def _sides_at(self, z: Tensor, ii: Tensor, jj: Tensor) -> tuple[Tensor, Tensor | None]:
-        """θ(z) and the non-sliding surfaces off their side there once (ii, jj) flip (None if none are)."""
+        """θ(z) and the non-sliding surfaces `(n, m)` (bool) off their side there (|h| band: 10 error scales) once
+        (ii, jj) flip (None if none are)."""
         sw = self.sw
         theta = self.field.potential.inverse_mirror_map(z)
         zero = _ZERO_FACTOR * sw.error_scale(theta, z, self.rtol, self.atol)
@@ -343,14 +338,14 @@ class _SoftCrossings:
         bad = (~sw.sliding) & (sigma * sw.surfaces(theta) < -zero)
         return theta, (bad if bool(bad.any()) else None)
 
-    def _side_cut(self, C, bad, z_end, xk, ii, jj, x_end):
-        """A shorter kept part for a corrected end with surfaces ``bad`` `(n, m)` off their side, none of them a
-        kept crossing (fractions ``xk``, surfaces (ii, jj)): where the corrected trajectory reaches the first of
-        them — the earliest fraction at which h_old(x) + Δh(x) leaves its side, with the correction's part Δh
-        taken linear from the first crossing (it grows from there; the sides are checked again at the new end, and
-        a second violation halves the kept crossings). None if a kept crossing is off its new side (the corrected
-        trajectory does not cross it: cutting just before it was measured less accurate than halving, GF main
-        job 4.0e-6 → 2.3e-5) or there is no such fraction."""
+    def _side_cut(self, C, bad, theta_end, xk, ii, jj, x_end):
+        """A shorter kept part for a corrected end θ ``theta_end`` with surfaces ``bad`` `(n, m)` off their side,
+        none of them a kept crossing (fractions ``xk``, surfaces (ii, jj)): where the corrected trajectory reaches
+        the first of them — the earliest fraction at which h_old(x) + Δh(x) leaves its side, with the correction's
+        part Δh taken linear from the first crossing (it grows from there; the sides are checked again at the new
+        end, and a second violation halves the kept crossings). None if a kept crossing is off its new side (the
+        corrected trajectory does not cross it: cutting just before it was measured less accurate than halving,
+        GF main job 4.0e-6 → 2.3e-5) or there is no such fraction."""
         sw = self.sw
         x_first = float(xk[0])
         if bool(bad[ii, jj].any()):
@@ -358,7 +353,7 @@ class _SoftCrossings:
         i, j = torch.nonzero(bad, as_tuple=True)
         idx = i * sw.m + j
         s = sw.sigma[i, j]
-        h_end = sw.surfaces(self.field.potential.inverse_mirror_map(z_end))[i, j]
+        h_end = sw.surfaces(theta_end)[i, j]
         x_hi = torch.full_like(s, x_end)
         dh = h_end - sw.surfaces_at(C, x_hi, idx)  # the correction's part at the end
 
