@@ -26,6 +26,7 @@ _N_SAMPLES = 8  # sub-intervals of an accepted step scanned for sign changes
 # Filippov field is the one-sided one; or a_j reaches 0, where both one-sided ḣ vanish), so an exit time δτ off
 # moves the state by O(δτ²) — negligible (the smoothed p = 3 main job's θ differs by 2e-10 relative at 1e-5)
 _EXIT_XTOL = 1e-10
+_PAST_WINDOW = 1e-8  # a point of the exit search this close past the exit (step fraction) tells which surfaces leave
 _SIDE_OFFSET = 1e-3  # a sliding exit's side is read this fraction of its bracket before it (see _find_exit_search)
 
 
@@ -281,20 +282,31 @@ class _EventLocation:
         pot = self.field.potential
         t0, t1 = prev.t1, new.t1
 
+        evals: dict[float, tuple[float, Tensor, Tensor]] = {}  # x → margin(x): each point evaluated once
+        mins: dict[float, float] = {}  # x → the smallest margin (also the step end's, from its last evaluation)
+
         def margin(x: float) -> tuple[float, Tensor, Tensor]:
+            if x in evals:
+                return evals[x]
             tx = t0 + (t1 - t0) * x
             zx = interp_evaluate(new.interp_coeff, t0, t1, tx) if x > 0 else prev.y1
             theta = pot.inverse_mirror_map(zx)
             self.field.nfe += 1
             _, alpha = sw.velocity(tx, theta)
             room = sw.sliding_margins(theta, alpha)
-            return float(room.min()), room, alpha
+            evals[x] = out = (float(room.min()), room, alpha)
+            mins[x] = out[0]
+            return out
+
+        def min_margin(x: float) -> float:
+            return mins[x] if x in mins else margin(x)[0]
 
         last = seg.last  # the step's last evaluation: at its end for RK (the FSAL stage) and Radau (f at the end)
         at_end = last is not None and (
             last[1] is new.y1 or (float(last[0]) == float(t1) and torch.equal(last[1], new.y1))
         )
         end_margin = last[2] if at_end else margin(1.0)[0]
+        mins[1.0] = end_margin
         if seg.stage_margin >= 0 and end_margin >= 0:
             return None, {}
         xs = np.linspace(0.0, 1.0, _N_SAMPLES + 1)
@@ -302,12 +314,15 @@ class _EventLocation:
         for xb in xs[1:]:
             if x_max is not None and xa >= x_max:
                 return None, {}
-            mb = margin(float(xb))[0] if xb < 1.0 else end_margin
+            mb = min_margin(float(xb))
             if mb < 0:
                 if ma is None:  # at the step start the margin may already sit (a hair) below 0
                     ma = margin(xa)[0]
-                x = xa if ma <= 0 else brentq(lambda x: margin(x)[0], xa, float(xb), xtol=_EXIT_XTOL, rtol=1e-15)
-                _, worst, al = margin(min(1.0, x + 2.0 * _EXIT_XTOL))  # just past the exit: which surfaces leave
+                # (Brent's method evaluates the bracket's ends first: known, not evaluated again)
+                x = xa if ma <= 0 else brentq(min_margin, xa, float(xb), xtol=_EXIT_XTOL, rtol=1e-15)
+                # just past the exit: which surfaces leave (the search's last point past it where it is that close)
+                past = [xp for xp, out in evals.items() if x < xp <= x + _PAST_WINDOW and out[0] < 0]
+                _, worst, al = margin(min(past) if past else min(1.0, x + 2.0 * _EXIT_XTOL))
                 if x > xa:
                     # the side each leaves to, from α a little before the exit: where a_j reaches 0 (attraction
                     # exit) α is a 0/0 ratio right at it (a breaker run read 0.997, 1.013, 0.922, 0.000 where its
