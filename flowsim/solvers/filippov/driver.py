@@ -33,6 +33,9 @@ from .two_layer import _TwoLayerSwitching
 
 _ASSERT_FACTOR = 1e4  # a surface further than this × (error scale) on the wrong side is a bug
 _MAX_NULL_SEGMENTS = 200  # consecutive segments of zero length before giving up
+# a step retaken before a dual coordinate's zero (a point where the field is not smooth) ends this fraction of the
+# way short of it: the next step then has the zero within its first 1 % (left inside, events._SINGULAR_XMIN)
+_SINGULAR_GAP = 1e-3
 _DRIFT_FACTOR = 100.0  # a sliding surface further than this × (error scale) off h = 0 ends the segment (projected)
 
 # torchdiffeq's adaptive RK options (RKAdaptiveStepsizeODESolver) that pass through to the segments
@@ -196,6 +199,8 @@ class FilippovDriver(_EventLocation, _SoftCrossings, AbstractDriver):
         (``max_projected_offset``: the largest offset projected, in error scales).
         ``n_redo_steps`` counts RK steps redone to an event or a truncation point,
         ``n_interpolated_states`` the event and truncation states taken from the dense output instead.
+        ``n_singular_retakes`` counts accepted steps retaken to end just before a weight crossing 0 where 1/φ″ is
+        infinite (p-power, p > 2: the field is not smooth there; included in ``n_accepted``).
         """
         return self._stats.as_dict(self.sw, self.field is None or self.field.log_time)
 
@@ -350,12 +355,21 @@ class FilippovDriver(_EventLocation, _SoftCrossings, AbstractDriver):
 
     def _advance_segment(self, run: _Run, solver, band: Tensor, seg: _SegmentField, save) -> None:
         """Take RK steps of the segment, saving grid times, until an event, a sliding drift or the grid's end."""
+        singular = self._singular_coordinates(run.z)
         while True:
             prev = solver.rk_state
+            save_index = solver.next_step_index
             new = solver._adaptive_step(prev)
             solver.rk_state = new
             if not bool(new.t1 > prev.t1):
                 continue  # rejected step
+            x_sing = None if singular is None else self._dual_zero(new, prev, singular)
+            if x_sing is not None:
+                # the step straddles a point where the field is not smooth (_dual_zero): retaken to end just before it
+                solver.rk_state = prev._replace(dt=(1.0 - _SINGULAR_GAP) * x_sing * (new.t1 - prev.t1))
+                solver.next_step_index = save_index
+                self._stats.n_singular_retakes += 1
+                continue
             t0, t1 = prev.t1, new.t1
             saves = run.grid[run.k :][run.grid[run.k :] <= t1]  # save times inside the step
             ev = self._find_event(new, prev, band, seg, saves)

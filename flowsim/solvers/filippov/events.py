@@ -17,7 +17,7 @@ from scipy.optimize import brentq
 from torch import Tensor
 
 from .._torchdiffeq import interp_evaluate, runge_kutta_step
-from .dense import _poly_eval
+from .dense import _horner, _poly_eval
 from .segment import _SegmentField
 from .state import ACTIVE, INACTIVE, DenseSurfaceRates, inverse_map_slope
 
@@ -28,6 +28,8 @@ _N_SAMPLES = 8  # sub-intervals of an accepted step scanned for sign changes
 _EXIT_XTOL = 1e-10
 _PAST_WINDOW = 1e-8  # a point of the exit search this close past the exit (step fraction) tells which surfaces leave
 _SIDE_OFFSET = 1e-3  # a sliding exit's side is read this fraction of its bracket before it (see _find_exit_search)
+# where 1/φ″ is infinite at θ = 0, a step straddling a dual coordinate's zero past this fraction is retaken
+_SINGULAR_XMIN = 1e-2
 
 
 class ExactEvent(NamedTuple):
@@ -105,6 +107,56 @@ class _EventLocation:
         t0, t1 = prev.t1, new.t1
         tau_e = t0 + (t1 - t0) * x if x < 1.0 else t1.clone()
         return ExactEvent(tau_e, forced)
+
+    def _singular_coordinates(self, z: Tensor) -> Tensor | None:
+        """The coordinates whose 1/φ″ is infinite at θ_k = 0 (p-power with p > 2, or such a block of a block
+        potential), a bool mask shaped like the state ``z``; None if there are none (checked once per potential)."""
+        pot = self.field.potential
+        cache = getattr(self, "_singular_cache", None)
+        if cache is None or cache[0] is not pot or cache[1] != z.shape:
+            mask = None
+            if not getattr(pot, "inverse_hessian_finite", False):
+                inf = ~torch.isfinite(pot.inverse_hessian_diag(torch.zeros_like(z)))
+                mask = inf if bool(inf.any()) else None
+            self._singular_cache = cache = (pot, z.shape, mask)
+        return cache[2]
+
+    def _dual_zero(self, new, prev, singular: Tensor) -> float | None:
+        """The first step fraction x ≥ :data:`_SINGULAR_XMIN` where a dual coordinate z_k crosses 0 inside the
+        accepted step (sign changes between 9 samples of its dense output, the root by bisection), among the
+        coordinates whose 1/φ″ is infinite at θ_k = 0 (``singular``, :meth:`_singular_coordinates`); None if none
+        does.
+
+        There θ(z) has an infinite slope (p-power, p = 3: θ = sign(z)·√(|z|/3)), so the field in z is only Hölder
+        continuous across z_k = 0: a Runge–Kutta step whose stages straddle it loses its order, and its dense output
+        its accuracy, while its error estimate can still pass it (a crossing located on such a dense output was
+        1e4 error scales off at the state a redo step gave; FilippovInvariantError). The caller retakes the step to
+        end just before the crossing. A coordinate drawn to 0 from both sides (ż_k turns within the step) is not
+        retaken: there z_k reaches 0 in finite time and stays (its field ∝ −sign(z)√|z|), which steps cannot end
+        before. A crossing in the first 1 % of a step (the step starts at or next to it:
+        its first stage on one side, the others on the other, the order lost as at a step starting on it, which the
+        error estimate sees) is left inside.
+        """
+        C = torch.stack(new.interp_coeff)  # (5, p)
+        xs = torch.linspace(0.0, 1.0, _N_SAMPLES + 1, dtype=C.dtype, device=C.device)
+        Z, _ = _poly_eval(new.interp_coeff, xs)
+        # sign changes of coordinates passing through 0 (ż_k of one sign at both ends of the step; where it turns,
+        # z_k is drawn to 0 from both sides — it reaches 0 in finite time and stays, ż ∝ −sign(z)√|z| — not retaken)
+        # (a coordinate within its error tolerance of 0 at the step start sits at its zero: left inside)
+        z0 = prev.y1
+        through = singular & (prev.f1 * new.f1 > 0) & (z0.abs() > self.atol + self.rtol * z0.abs())
+        flip = (Z[:-1] * Z[1:] < 0) & through  # (8, p)
+        if not bool(flip.any()):
+            return None
+        i, k = torch.nonzero(flip, as_tuple=True)
+        a, b, fa = xs[i], xs[i + 1], Z[i, k]
+        Ck = C[:, k]
+        for _ in range(52):  # bisection to the rounding of x (the dense output is a quartic in x)
+            mid = 0.5 * (a + b)
+            before = _horner(Ck, mid) * fa > 0
+            a, b = torch.where(before, mid, a), torch.where(before, b, mid)
+        late = a[a >= _SINGULAR_XMIN]
+        return float(late.min()) if late.numel() else None
 
     def _unwatched(self) -> Tensor:
         """Surfaces not watched for events, shape of h: sliding ones (their exits are α leaving [0, 1]) and

@@ -25,6 +25,7 @@ class FilippovStats:
     n_sliding_exits: int = 0
     n_crossing_events: int = 0
     n_dip_events: int = 0
+    n_singular_retakes: int = 0
     n_soft_crossings: int = 0
     n_soft_steps: int = 0
     max_soft_crossings_per_step: int = 0
@@ -71,6 +72,7 @@ class FilippovStats:
             "n_sliding_exits": self.n_sliding_exits,
             "n_crossing_events": self.n_crossing_events,
             "n_dip_events": self.n_dip_events,
+            "n_singular_retakes": self.n_singular_retakes,
             "n_soft_crossings": self.n_soft_crossings,
             "n_soft_steps": self.n_soft_steps,
             "max_soft_crossings_per_step": self.max_soft_crossings_per_step,
