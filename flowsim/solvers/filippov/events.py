@@ -131,18 +131,15 @@ class _EventLocation:
         continuous across z_k = 0: a Runge–Kutta step whose stages straddle it loses its order, and its dense output
         its accuracy, while its error estimate can still pass it (a crossing located on such a dense output was
         1e4 error scales off at the state a redo step gave; FilippovInvariantError). The caller retakes the step to
-        end just before the crossing. A coordinate drawn to 0 from both sides (ż_k turns within the step) is not
-        retaken: there z_k reaches 0 in finite time and stays (its field ∝ −sign(z)√|z|), which steps cannot end
-        before. A crossing in the first 1 % of a step (the step starts at or next to it:
-        its first stage on one side, the others on the other, the order lost as at a step starting on it, which the
-        error estimate sees) is left inside.
+        end just before the crossing. Left inside a step are: a crossing in its first 1 % (the step starts at or
+        next to it, its order lost as at a step starting on it, which the error estimate sees); a coordinate within
+        its error tolerance of 0 at the step start (it sits at its zero); and a coordinate whose ż_k turns within
+        the step — drawn to 0 from both sides (field ∝ −sign(z)√|z|), it reaches 0 in finite time and stays there,
+        which no step can end before.
         """
         C = torch.stack(new.interp_coeff)  # (5, p)
         xs = torch.linspace(0.0, 1.0, _N_SAMPLES + 1, dtype=C.dtype, device=C.device)
         Z, _ = _poly_eval(new.interp_coeff, xs)
-        # sign changes of coordinates passing through 0 (ż_k of one sign at both ends of the step; where it turns,
-        # z_k is drawn to 0 from both sides — it reaches 0 in finite time and stays, ż ∝ −sign(z)√|z| — not retaken)
-        # (a coordinate within its error tolerance of 0 at the step start sits at its zero: left inside)
         z0 = prev.y1
         through = singular & (prev.f1 * new.f1 > 0) & (z0.abs() > self.atol + self.rtol * z0.abs())
         flip = (Z[:-1] * Z[1:] < 0) & through  # (8, p)
