@@ -243,9 +243,7 @@ def test_csv_round_trip_with_header(tmp_path):
     X = rng.normal(size=(7, 3))
     y = np.array([0, 1, 1, 0, 1, 0, 0])
     path = tmp_path / "data.csv"
-    lines = ["a,b,c,label"] + [
-        ",".join(f"{v:.17g}" for v in row) + f",{lab}" for row, lab in zip(X, y, strict=True)
-    ]
+    lines = ["a,b,c,label"] + [",".join(f"{v:.17g}" for v in row) + f",{lab}" for row, lab in zip(X, y, strict=True)]
     path.write_text("\n".join(lines) + "\n")
     ds = load_csv(path)
     np.testing.assert_array_equal(ds.X.numpy(), X)

@@ -36,9 +36,7 @@ def test_derivative_consistent_with_autograd():
     for loss in (ExponentialLoss(), LogisticLoss()):
         vals = torch.exp(loss.log_pointwise(q))
         (g,) = torch.autograd.grad(vals.sum(), q)
-        np.testing.assert_allclose(
-            torch.exp(loss.log_neg_derivative(q.detach())).numpy(), -g.numpy(), rtol=1e-12
-        )
+        np.testing.assert_allclose(torch.exp(loss.log_neg_derivative(q.detach())).numpy(), -g.numpy(), rtol=1e-12)
 
 
 def test_get_loss_names_and_error():

@@ -295,9 +295,7 @@ def test_deep_groups_are_rows_and_columns():
     p = model.unflatten(theta)
     groups = model.neuron_groups()
     for j in range(4):
-        assert torch.equal(theta[groups[j][0]], p["W1"][j]) and torch.equal(
-            theta[groups[j][1]], p["W2"][:, j]
-        )
+        assert torch.equal(theta[groups[j][0]], p["W1"][j]) and torch.equal(theta[groups[j][1]], p["W2"][:, j])
     for j in range(2):
         inc, out = groups[4 + j]
         assert torch.equal(theta[inc], p["W2"][j]) and torch.equal(theta[out], p["W3"][:, j])
@@ -348,9 +346,7 @@ def test_two_layer_masses_and_representation(case):
         p = model.unflatten(theta[k])
         w_tilde = p["a"].abs()[:, None] * p["W"]
         torch.testing.assert_close(model.input_weight_representation(theta[k]), w_tilde)
-        masses = torch.tensor(
-            [abs(p["a"][j]) * p["W"][j].norm() for j in range(model.width)], dtype=theta.dtype
-        )
+        masses = torch.tensor([abs(p["a"][j]) * p["W"][j].norm() for j in range(model.width)], dtype=theta.dtype)
         torch.testing.assert_close(model.neuron_masses(theta[k]), masses)
         torch.testing.assert_close(model.neuron_masses(theta)[k], masses)
     X = _data()
@@ -492,9 +488,7 @@ def test_invalid_data():
     model = TwoLayerReLU(3, 4)
     theta = model.init()
     X = _data(d=3)
-    with pytest.raises(
-        InvalidDataError, match=r"X has 5 features \(shape \(7, 5\)\).*input_dim=3.*input_dim=5"
-    ):
+    with pytest.raises(InvalidDataError, match=r"X has 5 features \(shape \(7, 5\)\).*input_dim=3.*input_dim=5"):
         model.forward(theta, _data(d=5))
     with pytest.raises(InvalidDataError, match=r"X must be 2-D .* got shape \(3,\).*X.reshape\(1, -1\)"):
         model.forward(theta, X[0])
@@ -502,9 +496,7 @@ def test_invalid_data():
         model.forward(theta[:-1], X)
     with pytest.raises(InvalidDataError, match=r"num_params = 16; got shape \(\)"):
         model.forward(theta[0], X)
-    with pytest.raises(
-        InvalidDataError, match=r"X has dtype torch.float32 but theta has dtype torch.float64"
-    ):
+    with pytest.raises(InvalidDataError, match=r"X has dtype torch.float32 but theta has dtype torch.float64"):
         model.forward(theta, X.float())
     with pytest.raises(InvalidDataError, match="theta must be a torch.Tensor"):
         model.forward(theta.tolist(), X)
