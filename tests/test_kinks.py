@@ -1015,7 +1015,7 @@ def test_p_power_with_exact_zeros_in_theta0_is_quick_and_right():
     assert ref.diagnostics["balance_drift"].max() <= 1e-9
 
 
-def _p_power_student_teacher(seed: int, rtol: float, soft: bool = True, log_t_end: float = -2.0):
+def _p_power_student_teacher(seed: int, rtol: float, soft: bool = True, log_t_end: float = -2.0, **kw):
     return simulate(
         TwoLayerReLU(3, 6),
         student_teacher_relu(100, 3, seed=seed),
@@ -1028,7 +1028,8 @@ def _p_power_student_teacher(seed: int, rtol: float, soft: bool = True, log_t_en
         init_scale=0.5,
         seed=0,
         diagnostics=False,
-        solver_options={"soft_crossings": soft},
+        solver_options={"soft_crossings": soft, **kw.pop("options", {})},
+        **kw,
     )
 
 
@@ -1044,6 +1045,18 @@ def test_p_power_steps_do_not_straddle_a_weight_crossing_zero():
     assert tr.stats["n_singular_retakes"] > 0 and ref.stats["n_singular_retakes"] > 0
     err = (np.abs(tr.theta - ref.theta).max(1) / np.abs(ref.theta).max(1)).max()
     assert err <= 10 * 1e-8, err / 1e-8
+
+
+def test_p_power_retakes_respect_min_step_and_count_in_auto():
+    """A retake shorter than the ``min_step`` option is not made (torchdiffeq lifts it back to min_step and accepts
+    it: the same step was retaken 8,886 times, found by a breaker run); with ``method="auto"`` the explicit phase's
+    retakes are reported after the switch to radau (they read 0)."""
+    tr = _p_power_student_teacher(64, 1e-8, options={"min_step": 1e-3})
+    assert tr.status.value == "success", tr.message
+    assert tr.stats["n_singular_retakes"] == 0
+    tr = _p_power_student_teacher(64, 1e-8, log_t_end=4.0, method="auto")
+    assert tr.status.value == "success" and tr.stats["n_jac"] > 0  # (switched to radau)
+    assert tr.stats["n_singular_retakes"] > 0
 
 
 def test_p_power_weight_held_at_zero_is_not_retaken_forever():

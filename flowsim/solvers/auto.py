@@ -45,6 +45,7 @@ _SUMMED = (
     "n_sliding_exits",
     "n_crossing_events",
     "n_dip_events",
+    "n_singular_retakes",
     "n_soft_crossings",
     "n_soft_steps",
     "n_coupling_differences",

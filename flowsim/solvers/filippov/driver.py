@@ -364,9 +364,11 @@ class FilippovDriver(_EventLocation, _SoftCrossings, AbstractDriver):
             if not bool(new.t1 > prev.t1):
                 continue  # rejected step
             x_sing = None if singular is None else self._dual_zero(new, prev, singular)
-            if x_sing is not None:
+            retake = None if x_sing is None else (1.0 - _SINGULAR_GAP) * x_sing * (new.t1 - prev.t1)
+            if retake is not None and bool(retake > solver.min_step):
                 # the step straddles a point where the field is not smooth (_dual_zero): retaken to end just before it
-                solver.rk_state = prev._replace(dt=(1.0 - _SINGULAR_GAP) * x_sing * (new.t1 - prev.t1))
+                # (not below the min_step option: torchdiffeq would take the same step again, and accept it)
+                solver.rk_state = prev._replace(dt=retake)
                 solver.next_step_index = save_index
                 self._stats.n_singular_retakes += 1
                 continue
