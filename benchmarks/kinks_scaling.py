@@ -152,7 +152,7 @@ def main() -> None:
         by_m = [(m, f["nfe"]) for p, n, m, f, _, _ in rows if p == pot and n == 100 and f["status"] == "success"]
         en = fit_exponent(*zip(*by_n, strict=True)) if len(by_n) >= 2 else math.nan
         em = fit_exponent(*zip(*by_m, strict=True)) if len(by_m) >= 2 else math.nan
-        print(f"{pot}: RHS evaluations grow like n^{en:.2f} (m = 20) and m^{em:.2f} (n = 100)")
+        print(f"{pot}: RHS evaluations grow like n^{en:.3f} (m = 20) and m^{em:.3f} (n = 100)")
     failures = sum(1 for *_, f, _, _ in rows if f["status"] != "success" or f["log_t"] < LOG_T - 1e-9)
     print(f"filippov_scale_failures={failures}")
     if not args.no_naive:
