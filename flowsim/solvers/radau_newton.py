@@ -69,12 +69,12 @@ class NewtonRadau(Radau):
         """Continue from (t, y) under a changed right-hand side (the same ``fun`` object, new behaviour).
 
         The stage predictor extrapolates the last collocation polynomial across the change, shifted to pass
-        through y with the new field's slope there (Newton corrects the rest); the step size and the Jacobian
-        (marked stale) are kept; the convergence factor is reset (the next step iterates at least twice) and so
-        is the step-size controller's history: Gustafsson's predictive controller reads the ratio of consecutive
-        error norms as the trend of one smooth field, which a change of field is not (a two-layer ReLU at
-        n = 1,000: an error norm of 0.67 after 0.044 across a sliding entry cut the next step five-fold, and the run
-        took 1,096 steps against 924 with the history dropped)."""
+        through y (Newton corrects the jump of the field); the step size and the Jacobian (marked stale) are kept;
+        the convergence factor is reset (the next step iterates at least twice) and so is the step-size
+        controller's history: Gustafsson's predictive controller reads the ratio of consecutive error norms as the
+        trend of one smooth field, which a change of field is not (a two-layer ReLU at n = 1,000: an error norm of
+        0.67 after 0.044 across a sliding entry cut the next step five-fold, and the run took 1,096 steps against
+        924 with the history dropped)."""
         self.h_abs_old = self.error_norm_old = None
         self.t = float(t)
         self.y = np.asarray(y, dtype=float).copy()
@@ -82,15 +82,9 @@ class NewtonRadau(Radau):
             self.f = self.fun(self.t, self.y)
             if self.sol is not None:  # the predictor must pass through the new state: the old polynomial's
                 # increments from t on (its value at t differs from y by the event's state correction, which as
-                # an offset in every stage guess overflowed the loss weights even for steps of 1e-9), with its
-                # slope at t replaced by the new field's (the field's jump was left to Newton: 2.61 iterations
-                # per step after a change, 2.39 now, 2.0 without one; two-layer ReLU n = 300, 7,668 → 7,308 RHS)
+                # an offset in every stage guess overflowed the loss weights even for steps of 1e-9)
                 offset = self.y - self.sol(self.t)
-                delta = 1e-5 * self.h_abs
-                slope = self.f - (self.sol(self.t + delta) - self.sol(self.t - delta)) / (2.0 * delta)
-                if not np.all(np.isfinite(slope)):
-                    slope = None
-                self.sol = _Shifted(self.sol, offset, self.t, slope) if np.all(np.isfinite(offset)) else None
+                self.sol = _Shifted(self.sol, offset) if np.all(np.isfinite(offset)) else None
         self.t_old = None
         self.current_jac = False
         self.faccon = 1.0
@@ -265,16 +259,11 @@ class NewtonRadau(Radau):
 
 
 class _Shifted:
-    """A dense output moved by a constant and, from t₀ on, a linear term: ``sol(t) + offset + (t − t₀)·slope``
-    (scalar t: `(n,)`; times `(k,)`: `(n, k)`; ``slope`` None: no linear term)."""
+    """A dense output moved by a constant: ``sol(t) + offset`` (scalar t: `(n,)`; times `(k,)`: `(n, k)`)."""
 
-    def __init__(self, sol, offset: np.ndarray, t0: float = 0.0, slope: np.ndarray | None = None) -> None:
-        self.sol, self.offset, self.t0, self.slope = sol, offset, t0, slope
+    def __init__(self, sol, offset: np.ndarray) -> None:
+        self.sol, self.offset = sol, offset
 
     def __call__(self, t):
         value = self.sol(t)
-        if value.ndim == 2:
-            value = value + self.offset[:, None]
-            return value if self.slope is None else value + self.slope[:, None] * (np.asarray(t) - self.t0)[None, :]
-        value = value + self.offset
-        return value if self.slope is None else value + self.slope * (t - self.t0)
+        return value + (self.offset[:, None] if value.ndim == 2 else self.offset)
