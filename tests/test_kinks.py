@@ -1033,6 +1033,26 @@ def _p_power_student_teacher(seed: int, rtol: float, soft: bool = True, log_t_en
     )
 
 
+def test_light_segment_starts_after_soft_steps_change_only_the_work(monkeypatch):
+    """A segment start right after a soft step whose classification is known (no surface at zero but moving away
+    on its side as its neuron's one candidate, sliding α's inside [0, 1] with margin) skips the classification and
+    reuses f(z₁) as the first stage: the same events as the full start, θ within 1e-8 relative (the Baumgarte
+    factors carry over: 1.1e-10 measured), fewer evaluations (3,039 against 3,160 measured)."""
+    from flowsim.solvers.filippov import driver
+
+    ds = student_teacher_relu(100, 3, seed=1)
+    kw = dict(log_t_end=4.0, rtol=1e-6, atol=1e-9, kinks="filippov", seed=0, n_save=21, diagnostics=False)
+    light = simulate(TwoLayerReLU(3, 6), ds, "euclidean", **kw)
+    monkeypatch.setattr(driver.FilippovDriver, "_light_start", lambda self, run: setattr(self, "_soft_end", None))
+    full = simulate(TwoLayerReLU(3, 6), ds, "euclidean", **kw)
+    for k in ("n_crossings", "n_sliding_entries", "n_sliding_exits", "n_segments", "n_accepted"):
+        assert light.stats[k] == full.stats[k], k
+    assert light.stats["n_sliding_entries"] > 0
+    err = (np.abs(light.theta - full.theta).max(1) / np.abs(full.theta).max(1)).max()
+    assert err < 1e-8
+    assert light.stats["nfe"] < 0.98 * full.stats["nfe"]
+
+
 def test_p_power_steps_do_not_straddle_a_weight_crossing_zero():
     """PPower(3): θ = sign(z)·√(|z|/3), so the field in z is only Hölder continuous where a weight crosses 0, and an
     explicit step over that point lost its accuracy unseen: a crossing located on its dense output was 1.4e4 error

@@ -26,6 +26,8 @@ class _SoftCrossings:
     ``field``, the tolerances and ``soft_*`` options, the run's ``_stats``, and the driver's event location)."""
 
     _coupling_failure = "error"  # why the last switch was undone (:meth:`_coupling_undo`)
+    # (z₁, θ₁, α₁) of the last kept soft step's end, for the next segment start (FilippovDriver._light_start)
+    _soft_end: tuple | None = None
 
     def _soft_step(
         self,
@@ -267,6 +269,7 @@ class _SoftCrossings:
         if size <= _NEGLIGIBLE_COUPLING and est <= self.soft_fraction:
             if self._sliding_left(theta, alpha):
                 return self._coupling_undo(snap, "sliding_alpha", 2.0)
+            self._soft_end = (z1, theta, alpha)
             return z1, f1_new, None  # E below 1 % of the tolerance: left out (f_new(z_1) starts the next segment)
         if est > self.soft_fraction:
             # the part of ∫ Δz dτ not along Δz: J r by a difference of the new field (one more evaluation)
@@ -282,6 +285,7 @@ class _SoftCrossings:
         f1_new, alpha = sw.velocity(t_e, theta)  # the next segment's first evaluation
         if self._sliding_left(theta, alpha):
             return self._coupling_undo(snap, "sliding_alpha", 2.0)
+        self._soft_end = (z1, theta, alpha)
         return z1, f1_new, None
 
     def _coupling_undo(self, snap, why: str, ratio: float):
