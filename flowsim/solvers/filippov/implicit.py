@@ -189,11 +189,15 @@ class ImplicitFilippovDriver(FilippovDriver):
 
         Returns the solver and the hysteresis band of the surfaces at zero at the start (shape of h)."""
         sw = self.sw
-        theta, zero = self._project_drifted(run)
-        self._check_sides(theta, zero)
-        zero = self._approach_band(run, theta, zero)
-        self._classify(run, theta, zero)
-        sw.lam = run.rate
+        light = self._light_start(run)
+        if light is None:
+            theta, zero = self._project_drifted(run)
+            self._check_sides(theta, zero)
+            zero = self._approach_band(run, theta, zero)
+            self._classify(run, theta, zero)
+            sw.lam = run.rate
+        else:
+            theta, zero = light
         solver = self._solver
         if solver is None or solver.status != "running":
             stops = run.grid[1:].cpu().numpy()  # steps land on the save times (saved states are step ends)
@@ -398,6 +402,7 @@ class ImplicitFilippovDriver(FilippovDriver):
         est += self._jacobian_drift(jac, dz, tau_c, _horner(coeff, x_c), length, tol)
         if not est <= self.soft_cap:
             return undo(est / self.soft_cap if math.isfinite(est) else math.inf)
+        self._soft_end = (z1, theta1, alpha)
         return z1, f1_new, None
 
     def _jacobian_drift(self, jac: Tensor, dz: Tensor, tau_c: Tensor, z_c: Tensor, length: float, tol: Tensor) -> float:
