@@ -265,15 +265,7 @@ class FilippovDriver(_EventLocation, _SoftCrossings, AbstractDriver):
         Returns the solver, the hysteresis band of the surfaces at zero at the start (shape of h) and the start τ.
         """
         sw = self.sw
-        light = self._light_start(run)
-        if light is None:
-            theta, zero = self._project_drifted(run)
-            self._check_sides(theta, zero)
-            zero = self._approach_band(run, theta, zero)
-            self._classify(run, theta, zero)
-            sw.lam = run.rate
-        else:
-            theta, zero = light
+        theta, zero = self._decide_start(run)
         seg_start = float(run.tau)
         solver = self._segment_solver(run)
         f0 = solver.rk_state.f1
@@ -281,6 +273,19 @@ class FilippovDriver(_EventLocation, _SoftCrossings, AbstractDriver):
         # components at zero at the segment start get a hysteresis band (they may sit a hair off)
         band = torch.where(sw.surfaces(theta).abs() <= zero, zero, torch.zeros_like(zero))
         return solver, band, seg_start
+
+    def _decide_start(self, run: _Run) -> tuple[Tensor, Tensor]:
+        """Project drifted sliding surfaces, check the sides, classify and set the segment's Baumgarte rate — or
+        the light start after a soft step (:meth:`_light_start`); returns θ and the at-zero band at the start."""
+        light = self._light_start(run)
+        if light is not None:
+            return light
+        theta, zero = self._project_drifted(run)
+        self._check_sides(theta, zero)
+        zero = self._approach_band(run, theta, zero)
+        self._classify(run, theta, zero)
+        self.sw.lam = run.rate
+        return theta, zero
 
     def _light_start(self, run: _Run) -> tuple[Tensor, Tensor] | None:
         """(θ, at-zero band) of a segment start right after a kept soft step whose classification is known, without

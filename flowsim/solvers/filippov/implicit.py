@@ -189,15 +189,7 @@ class ImplicitFilippovDriver(FilippovDriver):
 
         Returns the solver and the hysteresis band of the surfaces at zero at the start (shape of h)."""
         sw = self.sw
-        light = self._light_start(run)
-        if light is None:
-            theta, zero = self._project_drifted(run)
-            self._check_sides(theta, zero)
-            zero = self._approach_band(run, theta, zero)
-            self._classify(run, theta, zero)
-            sw.lam = run.rate
-        else:
-            theta, zero = light
+        theta, zero = self._decide_start(run)
         solver = self._solver
         if solver is None or solver.status != "running":
             stops = run.grid[1:].cpu().numpy()  # steps land on the save times (saved states are step ends)
