@@ -69,16 +69,17 @@ through them makes an adaptive Runge–Kutta solver chatter (tiny steps, first-o
    h_k = 0 the unit's output α h_k vanishes whatever α, so f_i and c_i do not depend on α and ∇f_i is affine in
    α with slope u_k ∇h_k (u_k = ∂f_i/∂a_k); the Filippov field is v₀ + Σ_k r_k α_k ∇h_k, r_k = c_i y_i u_k — the
    two-layer structure with rows ∇h_k, one box-LCP for all sliding surfaces (they couple through shared
-   layers) — **as long as no point slides in two layers at once**. A point's surfaces at zero outside its
-   sliding layer may only cross or keep their side (decided by their one-sided ḣ). Where a point would slide
-   in two layers at once its field is multilinear in those α's (a nonlinear complementarity problem; the
-   Filippov set on such an intersection does not even give a unique velocity): not handled, the run stops
-   with :class:`FilippovInvariantError` and its partial trajectory. A point's pre-activations above a layer
-   where none of its units is clearly active are not switching surfaces of their own: exactly 0 (no unit at
-   zero either) or proportional to the one unit at zero (the master), whose classification they follow with
-   the pattern of its active side; they are not watched for events. Because two-layer sliding stops most
-   deeper runs, ``kinks="auto"`` uses Filippov only for one hidden layer (:func:`auto_filippov`) and
-   ``kinks="filippov"`` asks for it explicitly.
+   layers). The surfaces at zero of all layers are classified together (one complementarity problem). Where a
+   point slides in two layers at once its field is multilinear in those α's; the Filippov set on such an
+   intersection does not give a unique velocity, and flowsim takes the multilinear ("canopy") combination of
+   the neighbouring patterns' fields (Jeffrey, Physica D 2014) — the ε → 0 limit of the net with its ReLU
+   smoothed on a scale ε — whose α's solve a nonlinear complementarity problem, by Newton on the single-layer
+   problem at the current α's (stats ``n_multilayer_segments``, ``n_multilayer_unconverged``). A point's
+   pre-activations above a layer where none of its units is clearly active are not switching surfaces of their
+   own: exactly 0 (no unit at zero either) or proportional to the one unit at zero (the master), whose
+   classification they follow with the pattern of its active side; they are not watched for events.
+   ``kinks="auto"`` uses Filippov only for one hidden layer (:func:`auto_filippov`); ``kinks="filippov"`` asks
+   for it explicitly.
 
 Generic piecewise-affine systems ẏ = f₀ + F₁σ run on the same event core (:mod:`.affine`,
 :func:`solve_filippov`). Run statistics: :mod:`.stats`.

@@ -91,5 +91,7 @@ class FilippovStats:
             "max_sliding_offset": self.max_sliding_offset,
             "n_sliding_projections": self.n_sliding_projections,
             "max_projected_offset": self.max_projected_offset,
+            "n_multilayer_segments": getattr(sw, "multilayer_segments", 0),
+            "n_multilayer_unconverged": getattr(sw, "multilayer_unconverged", 0),
             "time_variable": "s = log(1+t)" if log_time else "t",
         }
