@@ -364,6 +364,36 @@ def test_deep_relu_sliding_in_two_layers_at_once(deep_problem):
     assert simulate(model, ds, pot, **{**kw, "kinks": "auto", "log_t_end": -2.0}).config["solver"]["kinks"] == "naive"
 
 
+def test_deep_relu_classification_sees_crossings_below():
+    """Regression (breaker run, three hidden layers): where a point's units of one layer had all been off and cross
+    on at a segment start, the pre-activations above them were read with the old pattern — exactly 0 — and the
+    surfaces there were set inactive although they are positive: a FilippovInvariantError 6e5 error scales off
+    later. The classification now reads each layer with the crossed units below on their new side (the model's
+    own pre-activations), and every surface ends on the side of its true pre-activation."""
+    from flowsim.flow import MirrorFlowField
+    from flowsim.losses import get_loss
+    from flowsim.potentials import get_potential
+    from flowsim.solvers.filippov.deep import _DeepSwitching
+
+    ds = student_teacher_relu(n=6, d=3, seed=1)
+    model = DeepReLU(3, [4, 3])
+    field = MirrorFlowField(model, get_potential("euclidean"), get_loss("exponential"), ds.X, ds.y)
+    th = model.init(seed=2)
+    true_h = torch.cat(model.preactivations(th, ds.X), -1)
+    sw = _DeepSwitching(model, field)
+    sw.init_mode(th)
+    i = int(torch.nonzero((true_h[:, :4] > 0).any(1))[0])  # a point with an active first-layer unit
+    mode = sw.mode.clone()
+    mode[i, :] = INACTIVE  # as if its first-layer units had all just crossed on (the layer above: dead, off)
+    sw.mode = mode
+    sw._refresh()
+    assert bool((sw.surfaces(th)[i, 4:] == 0).all())  # the old pattern: the layer above reads 0
+    zero = torch.full_like(true_h, 1e-12)
+    assert torch.allclose(sw._preactivations_after_crossings(th, zero), true_h, rtol=1e-14, atol=0)
+    sw.classify(torch.tensor(0.0, dtype=th.dtype), th, zero)
+    assert torch.equal(sw.mode == ACTIVE, true_h > 0)
+
+
 def _smoothed_relu_flow(ds, widths, theta0, t_end, eps, beta):
     """Independent reference (autograd + scipy Radau, none of flowsim's code): mirror flow of the hyperbolic
     entropy potential (β) on the deep net with each ReLU replaced by ε·softplus(h/ε), from θ₀ to time t_end."""

@@ -46,6 +46,8 @@ _SUMMED = (
     "n_crossing_events",
     "n_dip_events",
     "n_singular_retakes",
+    "n_multilayer_segments",
+    "n_multilayer_unconverged",
     "n_soft_crossings",
     "n_soft_steps",
     "n_coupling_differences",

@@ -16,14 +16,12 @@ from .state import (
     SLIDING,
     AbstractSwitchingSystem,
     DenseSurfaceRates,
-    FilippovInvariantError,
     inverse_map_slope,
 )
 
-_MAX_DEEP_AT_ZERO = 64  # most surfaces of a deep net classified together at a segment start
 _MAX_SWEEPS = 50  # Newton iterations of a classification with a point at zero in several layers
 _MAX_NEWTON = 20  # Newton iterations per evaluation for the α's of a point sliding in several layers
-_ALPHA_TOL = 1e-12  # convergence of those α's (absolute; they lie in [0, 1])
+_ALPHA_TOL = 1e-12  # convergence of those α's (absolute; they lie in [0, 1]), or of the field (relative)
 _SWEEP_TOL = 1e-9  # convergence of such a classification (relative, in the field; the segment refines α)
 
 
@@ -34,7 +32,7 @@ def _newton_update(al: Tensor, nxt: Tensor, last: Tensor | None) -> tuple[Tensor
     seed=0), DeepReLU(5, [6, 6]), log t 3, rtol 1e-9, the classifications left unconverged fell from 18 to 10, of
     about 160 with a point at zero in two layers)."""
     step = nxt - al
-    if last is not None and float(step @ last) < 0:
+    if last is not None and float((step @ last).detach()) < 0:
         step = 0.5 * step
     return al + step, step
 
@@ -264,8 +262,9 @@ class _DeepSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
         Newton from the reference α's (α₀ by default; the system can have several solutions, and the sliding mode
         continues the one it started on). At each iterate α_j the field, the rows ∇h_S and r with the sliding
         entries at α_j give the affine model v_j + Σ r_k (α_k − α_jk) ∇h_k, whose equivalent control is the next
-        iterate; until no α moves by more than 1e-12 (at most 20 iterations, then counted in
-        ``multilayer_unconverged``). Each iteration counts as a field evaluation."""
+        iterate; until no α moves by more than 1e-12, or the field they give by more than 1e-12 relative (at
+        most 20 iterations, then counted in ``multilayer_unconverged``). Each iteration counts as a field
+        evaluation."""
         S = self.S
         ref = self.alpha0 if alpha_ref is None else alpha_ref
         al = ref[S[:, 0], S[:, 1]].clone()
@@ -281,11 +280,13 @@ class _DeepSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
             r = cy[S[:, 0]] * U[S[:, 0], S[:, 1]]
             u = v - G.T @ (r * al)
             nxt = _equivalent_control(self, 0, scale, u, G, -r, sq, al, H[S[:, 0], S[:, 1]])
-            if not bool(torch.isfinite(nxt).all()):  # a trial stage far off: the step is rejected
+            if not bool(torch.isfinite(nxt.detach()).all()):  # a trial stage far off: the step is rejected
                 al = nxt
                 break
             al, last = _newton_update(al, nxt, last)
-            if float(last.abs().max()) <= _ALPHA_TOL:
+            # converged: the α's, or the field they move (an α of a surface with a tiny r_k stalls at rounding)
+            moved = float((G.T @ (r * last)).detach().abs().max()) / max(float(v.detach().abs().max()), 1e-300)
+            if float(last.detach().abs().max()) <= _ALPHA_TOL or moved <= _ALPHA_TOL:
                 break
         else:
             self.multilayer_unconverged += 1
@@ -315,11 +316,8 @@ class _DeepSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
         """Set the activation state at a segment start; returns transition counts (as the two-layer case, with
         all surfaces at zero in one block: one complementarity problem, :meth:`_candidate_alphas`, affine in the
         α's unless a point has surfaces at zero in two layers).
-
-        Raises:
-            FilippovInvariantError: more than 64 surfaces are at zero at once.
         """
-        h = self.surfaces(theta)
+        h = self._preactivations_after_crossings(theta, zero)
         old = self.mode.clone()
         new = torch.where(h > 0, ACTIVE, INACTIVE)
         cand = (h.abs() <= zero) | (old == SLIDING)
@@ -331,11 +329,6 @@ class _DeepSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
         alpha0 = torch.zeros_like(self.alpha0)
         C = torch.nonzero(cand)
         if C.shape[0]:
-            if C.shape[0] > _MAX_DEEP_AT_ZERO:
-                raise FilippovInvariantError(
-                    f"{C.shape[0]} switching surfaces of the deep net are at zero at once (at most "
-                    f"{_MAX_DEEP_AT_ZERO} supported); use kinks='naive'"
-                )
             side = torch.where(
                 old == SLIDING, (self.alpha0 > 0.5).to(h.dtype), (old == ACTIVE).to(h.dtype)
             )  # current side (sliding → nearer bound)
@@ -354,6 +347,22 @@ class _DeepSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
         counts = self._commit(old, new, alpha0, {"unresolved": 0})
         self.multilayer_segments += int(self.multilayer)
         return counts
+
+    def _preactivations_after_crossings(self, theta: Tensor, zero: Tensor) -> Tensor:
+        """h `(n, M)` at a segment start with each layer's units that are off the at-zero band (``zero``) on the
+        side of their sign: a unit below that has crossed changes the pre-activations above it (with the old
+        pattern below, a point's upper layer read exactly 0 where all its units below had just turned on, and
+        its surfaces there were set inactive on the wrong side; a breaker run stopped 6e5 error scales off).
+        Units at zero or sliding keep their pattern (α₀): they move h above by O(band) only."""
+        Ws = self.model._views(theta)
+        P0 = torch.where(self.sliding, self.alpha0, self.P)
+        a, hs = self.X, []
+        for W, (lo, hi) in zip(Ws[:-1], zip(self.cuts[:-1], self.cuts[1:], strict=True), strict=True):
+            h = a @ W.mT
+            keep = (h.abs() <= zero[:, lo:hi]) | self.sliding[:, lo:hi]
+            a = torch.where(keep, P0[:, lo:hi], (h > 0).to(h.dtype)) * h
+            hs.append(h)
+        return torch.cat(hs, -1)
 
     def _candidate_alphas(self, tau, theta, C, Pbase, side, pinned, start) -> tuple[Tensor, Tensor]:
         """Filippov α's `(K,)` of the candidates ``C`` `(K, 2)` and which attract, `(K,)` bool (of
