@@ -54,9 +54,9 @@ class _DeepSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
     complementarity problem: by Newton, each iterate the affine problem of the field, ∇h and r at the current
     α's (the box-LCP at a segment start, the equivalent control ḣ_S = −λ h_S in each evaluation; the model is
     exact in the field, and ḣ of an upper surface misses only terms ∝ ḣ of the point's lower sliding surfaces,
-    which vanish on the solution). Counted: ``multilayer_segments`` (segments that start with a point sliding in two
-    layers) and ``multilayer_unconverged`` (such solves stopped at their iteration limit; the last iterate is
-    used).
+    which vanish on the solution). Counted: ``multilayer_segments`` (segments that start with a point sliding in
+    two layers) and ``multilayer_unconverged`` (such solves stopped at their iteration limit; the last iterate
+    is used).
 
     Reference:
         Jeffrey, "Hidden dynamics in models of discontinuity and switching", Physica D 273-274, 2014 (the

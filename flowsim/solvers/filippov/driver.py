@@ -204,6 +204,9 @@ class FilippovDriver(_EventLocation, _SoftCrossings, AbstractDriver):
         ``n_interpolated_states`` the event and truncation states taken from the dense output instead.
         ``n_singular_retakes`` counts accepted steps retaken to end just before a weight crossing 0 where 1/φ″ is
         infinite (p-power, p > 2: the field is not smooth there; included in ``n_accepted``).
+        ``n_multilayer_segments`` (deep nets) counts segments that start with a data point sliding in two hidden
+        layers at once, ``n_multilayer_unconverged`` the Newton solves of their α's that reached their iteration
+        limit (:class:`~flowsim.solvers.filippov.deep._DeepSwitching`).
         """
         return self._stats.as_dict(self.sw, self.field is None or self.field.log_time)
 
