@@ -394,6 +394,30 @@ def test_deep_relu_classification_sees_crossings_below():
     assert torch.equal(sw.mode == ACTIVE, true_h > 0)
 
 
+@pytest.mark.slow  # (about 20 s)
+def test_deep_relu_surface_decided_in_a_wider_band_is_not_a_missed_event():
+    """Regression (breaker run; p-power p = 1.5, three hidden layers): a sliding surface left to the active side
+    8.9e-7 below h = 0, inside the at-zero band of its segment start (2.3e-5), read 6e4 error scales on the wrong
+    side at the next start, whose band had narrowed 1e6-fold when a unit below stopped sliding (a weight near 0
+    under p < 2 carries almost no error): FilippovInvariantError at log t −1.14. The side check now allows the
+    band a surface was decided in; the next classification gives it the side of its sign."""
+    ds = student_teacher_relu(n=80, d=3, seed=64)
+    tr = simulate(
+        DeepReLU(3, [8, 6, 4]),
+        ds,
+        {"name": "p_power", "p": 1.5},
+        kinks="filippov",
+        log_t_end=2.0,
+        n_save=10,
+        rtol=1e-6,
+        atol=1e-9,
+        seed=64,
+        init_scale=0.5,
+    )
+    assert tr.status.value == "success", tr.message
+    assert tr.stats["n_multilayer_segments"] > 0 and tr.stats["max_side_violation"] < 1e4
+
+
 def _smoothed_relu_flow(ds, widths, theta0, t_end, eps, beta):
     """Independent reference (autograd + scipy Radau, none of flowsim's code): mirror flow of the hyperbolic
     entropy potential (β) on the deep net with each ReLU replaced by ε·softplus(h/ε), from θ₀ to time t_end."""

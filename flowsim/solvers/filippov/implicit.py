@@ -164,6 +164,7 @@ class ImplicitFilippovDriver(FilippovDriver):
         with torch.no_grad(), threadpool_limits(limits=1, user_api="blas"):
             self.field = field
             self.sw = self._make_switching(field, z0)
+            self._last_band = None
             seg = self._seg = _SegmentField(field, self.sw, self._stats, self.max_steps)
             self._solver = None
             run = self._start_implicit_run(seg, z0, tau_grid)
@@ -198,7 +199,7 @@ class ImplicitFilippovDriver(FilippovDriver):
             solver.rebase(float(run.tau), run.z.detach().cpu().numpy().astype(np.float64))
         f0 = torch.as_tensor(solver.f, dtype=run.z.dtype, device=run.z.device)
         run.rate = float(f0.norm() / run.z.norm().clamp_min(torch.finfo(run.z.dtype).tiny))
-        band = torch.where(sw.surfaces(theta).abs() <= zero, zero, torch.zeros_like(zero))
+        band = self._last_band = torch.where(sw.surfaces(theta).abs() <= zero, zero, torch.zeros_like(zero))
         return solver, band
 
     def _advance_implicit(self, run: _Run, solver: NewtonRadau, band: Tensor, seg: _SegmentField, save) -> None:
