@@ -25,16 +25,23 @@ _ALPHA_TOL = 1e-12  # convergence of those α's (absolute; they lie in [0, 1]), 
 _SWEEP_TOL = 1e-9  # convergence of such a classification (relative, in the field; the segment refines α)
 
 
-def _newton_update(al: Tensor, nxt: Tensor, last: Tensor | None) -> tuple[Tensor, Tensor]:
-    """The next iterate of the α's of a point sliding in two layers and its step: ``nxt``, or half way to it
-    where the step reverses the last one (the affine model misses the terms ∝ ḣ of the point's lower surfaces,
-    and off the solution the iterates can alternate around it, shrinking slowly: on student_teacher_relu(40, 5,
-    seed=0), DeepReLU(5, [6, 6]), log t 3, rtol 1e-9, the classifications left unconverged fell from 18 to 10, of
-    about 160 with a point at zero in two layers)."""
-    step = nxt - al
-    if last is not None and float((step @ last).detach()) < 0:
-        step = 0.5 * step
-    return al + step, step
+def _newton_update(al: Tensor, nxt: Tensor, last: tuple | None) -> tuple[Tensor, tuple]:
+    """The next iterate of the α's of a point sliding in two layers, and (proposed step, factor taken) for the next
+    call. The affine model misses the terms ∝ ḣ of the point's lower surfaces, and off the solution the iterates
+    can alternate around it, shrinking slowly (error factor μ < 0 of one mode). μ is read off the last two
+    proposals (q = the new proposal over the last along it; a step of factor c gives q = 1 + c(μ − 1)), and where
+    it is negative the step is taken by 1/(1 − μ), to that mode's fixed point (Aitken; the factor lies in (0, 1],
+    so the iterate stays between two points of the box)."""
+    raw = nxt - al
+    c = 1.0
+    if last is not None:
+        prev, c_prev = last
+        pp = float((prev @ prev).detach())
+        if pp > 0:
+            mu = 1.0 + (float((raw @ prev).detach()) / pp - 1.0) / c_prev
+            if mu < 0:
+                c = 1.0 / (1.0 - mu)
+    return al + c * raw, (raw, c)
 
 
 class _DeepSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
@@ -288,9 +295,10 @@ class _DeepSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
                 al = nxt
                 break
             al, last = _newton_update(al, nxt, last)
+            step = last[1] * last[0]
             # converged: the α's, or the field they move (an α of a surface with a tiny r_k stalls at rounding)
-            moved = float((G.T @ (r * last)).detach().abs().max()) / max(float(v.detach().abs().max()), 1e-300)
-            if float(last.detach().abs().max()) <= _ALPHA_TOL or moved <= _ALPHA_TOL:
+            moved = float((G.T @ (r * step)).detach().abs().max()) / max(float(v.detach().abs().max()), 1e-300)
+            if float(step.detach().abs().max()) <= _ALPHA_TOL or moved <= _ALPHA_TOL:
                 break
         else:
             self.multilayer_unconverged += 1
@@ -406,7 +414,7 @@ class _DeepSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
                     return al, att
             if attempt == 0:
                 self.multilayer_unconverged += 1
-                moving = last.abs() > 1e-3
+                moving = (last[1] * last[0]).abs() > 1e-3
                 if not bool((moving & ~pinned).any()):
                     break
                 pinned = pinned | moving
