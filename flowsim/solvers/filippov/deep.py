@@ -103,9 +103,13 @@ class _DeepSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
             inert[:, hi : self.cuts[l + 1]] = ~live
         self.inert = inert
         # a point sliding in two layers or more: its α's multiply (Newton in velocity())
-        per_layer = torch.zeros(self.n, len(self.widths), dtype=torch.bool, device=self.S.device)
-        per_layer[self.S[:, 0], self.layer_of[self.S[:, 1]]] = True
-        self.multilayer = bool((per_layer.sum(1) > 1).any())
+        self.multilayer = self._in_several_layers(self.S)
+
+    def _in_several_layers(self, idx: Tensor) -> bool:
+        """Whether a data point has surfaces in two layers or more among ``idx`` `(K, 2)` (point, column)."""
+        per_layer = torch.zeros(self.n, len(self.widths), dtype=torch.bool, device=idx.device)
+        per_layer[idx[:, 0], self.layer_of[idx[:, 1]]] = True
+        return bool((per_layer.sum(1) > 1).any())
 
     def init_mode(self, theta: Tensor) -> None:
         # the network's own pre-activations (true ReLU upstream; surfaces() continues the current pattern)
@@ -388,9 +392,7 @@ class _DeepSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
         between two iterates, the affine models of the two sending them to opposite bounds) keep their side and
         the rest are solved again from ``start``; counted in ``multilayer_unconverged`` (the last iterate is
         used if that fails too)."""
-        per_layer = torch.zeros(self.n, len(self.widths), dtype=torch.bool, device=C.device)
-        per_layer[C[:, 0], self.layer_of[C[:, 1]]] = True
-        multi = bool((per_layer.sum(1) > 1).any())
+        multi = self._in_several_layers(C)
         sq = inverse_map_slope(self.pot, theta).sqrt()
         for attempt in range(2):
             al, P = start.clone(), Pbase.clone()
