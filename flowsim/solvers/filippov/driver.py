@@ -396,9 +396,13 @@ class FilippovDriver(_EventLocation, _SoftCrossings, AbstractDriver):
         approaching surfaces, a tenth of a unit of log-time was seen: HE β = 0.01, rtol 1e-5, 2,800 × rtol off).
         Outside one error scale such a surface is left to the event location, which steps to its zero. The rates
         come from the field a soft step evaluated at its end, else from one more evaluation (only at segment starts
-        with such surfaces).
+        with such surfaces). Not after a zero-length segment: the event location could not step to such a zero (its
+        root within the rounding of τ), so the surface is classified now, else the same start repeats until "does
+        not settle" (p-power p = 1.5, a weight passing through 0: h ∝ z|z|, 1e-11 in τ from its zero).
         """
         sw = self.sw
+        if run.null_run:
+            return zero
         h = sw.surfaces(theta)
         near = (h.abs() <= zero) & (h.abs() > zero / _ZERO_FACTOR) & ~sw.sliding
         if sw.inert is not None:
