@@ -209,23 +209,42 @@ class _DeepSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
             a, da = Pl * h, Pl * dh
         return torch.cat(out, -1)
 
+    def _point_surfaces(self, theta: Tensor, idx: Tensor, theta_dot: Tensor | None = None):
+        """h (and ḣ along ``theta_dot``) of surfaces ``idx`` (flat indices, `(B,)`), surface b at its own state
+        ``theta[b]`` `(B, p)`: `(B,)` each. Only each surface's own data point is propagated (B forward passes of
+        one point, not of all n: the event roots of a step with many crossings)."""
+        pts, cols = idx // self.M, idx % self.M
+        Ws = self.model._views(theta)  # (B, out, in) each
+        dWs = None if theta_dot is None else self.model._views(theta_dot)
+        P = torch.where(self.sliding, self.alpha0, self.P)[pts]  # (B, M)
+        a, da, hs, dhs = self.X[pts], None, [], []
+        for l, Pl in enumerate(self._layers(P)):
+            h = (Ws[l] @ a.unsqueeze(-1)).squeeze(-1)  # (B, h_l)
+            hs.append(h)
+            if dWs is not None:
+                dh = (dWs[l] @ a.unsqueeze(-1)).squeeze(-1)
+                if da is not None:
+                    dh = dh + (Ws[l] @ da.unsqueeze(-1)).squeeze(-1)
+                dhs.append(dh)
+                da = Pl * dh
+            a = Pl * h
+        rows = torch.arange(idx.shape[0], device=idx.device)
+        H = torch.cat(hs, -1)[rows, cols]
+        return H, (None if dWs is None else torch.cat(dhs, -1)[rows, cols])
+
     def surfaces_at(self, coeff: Tensor, x: Tensor, idx: Tensor) -> Tensor:
         """h of surfaces ``idx`` (flat indices, `(B,)`) at step fractions ``x`` `(B,)` of a step's dense output."""
         Z, _ = _poly_eval(list(coeff), x)
-        H = self.surfaces(self.pot.inverse_mirror_map(Z)).flatten(1)
-        return H[torch.arange(idx.shape[0], device=idx.device), idx]
+        return self._point_surfaces(self.pot.inverse_mirror_map(Z), idx)[0]
 
     def surface_rates_fn(self, coeff: Tensor, idx: Tensor) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
         """x `(B,)` ↦ (h, dh/dx) of surfaces ``idx`` `(B,)` at step fractions x of a step's dense output."""
-        rows = torch.arange(idx.shape[0], device=idx.device)
         coeffs = list(coeff)
 
         def rates(x: Tensor) -> tuple[Tensor, Tensor]:
             Z, dZ = _poly_eval(coeffs, x)
             Th = self.pot.inverse_mirror_map(Z)
-            H = self.surfaces(Th).flatten(1)[rows, idx]
-            dH = self.surface_rates(Th, inverse_map_slope(self.pot, Th) * dZ).flatten(1)[rows, idx]
-            return H, dH
+            return self._point_surfaces(Th, idx, inverse_map_slope(self.pot, Th) * dZ)
 
         return rates
 
