@@ -199,7 +199,8 @@ def simulate(
 
     Args:
         model: an L-homogeneous :class:`~flowsim.models.AbstractModel`.
-        data: a :class:`~flowsim.data.Dataset` or an ``(X, y)`` pair (`(n, d)`, `(n,)`, labels ±1).
+        data: a :class:`~flowsim.data.Dataset` or an ``(X, y)`` pair (`(n, d)`, `(n,)`; labels ±1, or any two
+            distinct values, the larger mapped to +1: :func:`flowsim.data.make_dataset`).
         potential: a potential object, a name ("euclidean", "hyperbolic_entropy", ...) or a dict
             ``{"name": ..., **params}``.
         loss: "exponential" (default) or "logistic", or a loss object. L = Σ_i ℓ(q_i) (sum convention).
@@ -264,8 +265,8 @@ def simulate(
             shape, NaN/inf in ``theta0`` or in ∇Φ(θ₀).
         HorizonError: horizon or save grid not finite / not increasing, too long for plain time, or out of reach
             of an explicit method in log-time (it would need more than ``max_steps`` steps: use "radau").
-        InvalidDataError: bad data (labels not ±1, NaN/inf, shape mismatch, the same point with both labels), or
-            data not linearly separable for a model linear in x (unless ``allow_nonseparable``).
+        InvalidDataError: bad data (labels with more than two values, NaN/inf, shape mismatch, the same point with
+            both labels), or data not linearly separable for a model linear in x (unless ``allow_nonseparable``).
 
     Warns:
         RuntimeWarning: a log-time horizon that takes an explicit method more than 1e5 steps.

@@ -107,6 +107,14 @@ def test_unknown_case_raises():
         validate.run_validation(["C99"])
 
 
+def test_cli_unknown_case_is_an_error_before_the_report_folder(tmp_path, capsys):
+    from flowsim.lab.cli import main
+
+    out = tmp_path / "report"
+    assert main(["validate", "--only", "C99", "--out", str(out)]) == 2
+    assert "C99" in capsys.readouterr().err and not out.exists()
+
+
 # ---------------------------------------------------------------- acceptance 4: a broken potential fails the checks
 def _break_inverse(monkeypatch, cls, factor=1.01):
     """A wrong inverse mirror map: ∇Φ*(z) scaled by `factor` (so ∇Φ*∘∇Φ ≠ id)."""

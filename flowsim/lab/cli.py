@@ -160,9 +160,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from ..results.store import prepare_out_dir
-    from .validate import format_table, run_validation, write_report
+    from .validate import format_table, resolve_cases, run_validation, write_report
 
     cases = [c for c in args.only.split(",") if c.strip()] if args.only else None
+    resolve_cases(cases)  # an unknown case is an error before the report folder is made
     out = prepare_out_dir(args.out)
     tier = "full" if args.full else "quick"
     print(f"[flowsim] validate ({tier} tier), report in {out}")
@@ -277,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("runs", nargs="+", help="trajectory directories")
     plot.add_argument("--out", default=".", help="where to write the PNGs")
     plot.set_defaults(func=_cmd_plot)
-    val = sub.add_parser("validate", help="theorem checks C1–C15 with a pass/fail table and a Markdown report")
+    val = sub.add_parser("validate", help="theorem checks C1–C18 with a pass/fail table and a Markdown report")
     val.add_argument("--full", action="store_true", help="full tier (longer horizons, more settings)")
     val.add_argument("--only", help="comma-separated cases, e.g. C10,C12")
     val.add_argument("--out", default="flowsim_validation", help="report directory (report.md, figs/)")

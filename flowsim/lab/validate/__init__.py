@@ -48,7 +48,7 @@ from ._framework import (
     Metric,
 )
 from ._report import format_table, write_report
-from ._runner import run_check, run_validation
+from ._runner import resolve_cases, run_check, run_validation
 
 __all__ = [
     "Metric",
@@ -60,6 +60,7 @@ __all__ = [
     "TIERS",
     "STATUSES",
     "run_check",
+    "resolve_cases",
     "run_validation",
     "format_table",
     "write_report",

@@ -79,6 +79,21 @@ def run_check(case: str, *, full: bool = False, out: str | Path | None = None) -
     )
 
 
+def resolve_cases(cases: Iterable[str] | None = None) -> list[str]:
+    """The case ids to run, upper-cased and in case order (default: all).
+
+    Raises:
+        InvalidParameterError: on an unknown case id, naming the valid ones.
+    """
+    keys = sorted({c.strip().upper() for c in (cases or CHECKS)}, key=_case_key)
+    unknown = [k for k in keys if k not in CHECKS]
+    if unknown:
+        raise InvalidParameterError(
+            f"unknown validation case(s) {', '.join(unknown)}; valid: {', '.join(sorted(CHECKS, key=_case_key))}"
+        )
+    return keys
+
+
 def run_validation(
     cases: Iterable[str] | None = None,
     *,
@@ -89,7 +104,7 @@ def run_validation(
     """Run checks in case order, optionally printing a progress line per check.
 
     Args:
-        cases: case ids (default: all C1–C15).
+        cases: case ids (default: all, C1–C18).
         full: run the ``full`` tier.
         out: report directory for figures (``write_report`` writes ``report.md`` there).
         progress: called with a line before and after each check (e.g. ``print``).
@@ -100,12 +115,7 @@ def run_validation(
     Raises:
         InvalidParameterError: on an unknown case id (before anything runs).
     """
-    keys = sorted({c.strip().upper() for c in (cases or CHECKS)}, key=_case_key)
-    unknown = [k for k in keys if k not in CHECKS]
-    if unknown:
-        raise InvalidParameterError(
-            f"unknown validation case(s) {', '.join(unknown)}; valid: {', '.join(sorted(CHECKS, key=_case_key))}"
-        )
+    keys = resolve_cases(cases)
     results = []
     old = torch.get_num_threads()
     torch.set_num_threads(1)

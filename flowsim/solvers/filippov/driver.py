@@ -207,6 +207,13 @@ class FilippovDriver(_EventLocation, _SoftCrossings, AbstractDriver):
         ``n_multilayer_segments`` (deep nets) counts segments that start with a data point sliding in two hidden
         layers at once, ``n_multilayer_unconverged`` the Newton solves of their α's that reached their iteration
         limit (:class:`~flowsim.solvers.filippov.deep._DeepSwitching`).
+        ``max_side_violation``: the largest distance of a surface on the wrong side of its state at a segment start,
+        in error scales (the run stops above 1e4: a missed event); ``max_sliding_offset``: the largest |h| of a
+        sliding surface after a step, in error scales (above 100 the segment ends and it is projected back);
+        ``n_null_segments``: segments that ended where they started; ``n_crossing_events``, ``n_exit_events``,
+        ``n_dip_events``: steps ended exactly at a crossing, a sliding exit, a surface crossed twice in one step;
+        ``sliding_time`` (τ with any sliding surface) and ``sliding_surface_time`` (τ × sliding surfaces);
+        ``n_active_at_end``: active surfaces (point × unit pairs) at the end. The list: docs/kinks.md, Statistics.
         """
         return self._stats.as_dict(self.sw, self.field is None or self.field.log_time)
 
