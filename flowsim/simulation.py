@@ -232,8 +232,8 @@ def simulate(
         kinks: handling of ReLU kinks (switching surfaces of models with ``has_kinks``): "naive"
             integrates straight through them; "filippov" locates switching events and integrates sliding
             modes (:mod:`flowsim.solvers.filippov`; two-layer and deep ReLU nets); "auto" (default) picks "filippov" for
-            two-layer (leaky-)ReLU models and one-hidden-layer deep ReLU models, "naive" otherwise (deeper ReLU
-            nets: see :func:`flowsim.solvers.filippov.auto_filippov`).
+            two-layer (leaky-)ReLU models and deep ReLU models, "naive" otherwise
+            (:func:`flowsim.solvers.filippov.auto_filippov`).
         progress: True: a tqdm progress bar on log t; or a callable ``progress(log_t, nfe)`` called after every
             saved state (its log t, RHS evaluations so far; one that raises is warned about once and dropped).
         out: directory to save the trajectory to (also on failure or interruption). Save points are

@@ -54,8 +54,7 @@ def resolve_kinks(model: AbstractModel, kinks: str) -> str:
     """The kink handling ``model`` gets under an explicit Runge–Kutta method: "naive" or "filippov".
 
     "auto" is "filippov" for models with kinks that :func:`flowsim.solvers.filippov.auto_filippov` picks
-    (two-layer ReLU / leaky ReLU, one-hidden-layer deep ReLU) and "naive" otherwise (smooth models, deeper ReLU
-    nets; "filippov" may be asked for them).
+    (two-layer ReLU / leaky ReLU, deep ReLU) and "naive" otherwise (smooth models, other models with kinks).
 
     Raises:
         InvalidParameterError: an unknown mode, or "filippov" for a smooth or unsupported model.

@@ -78,8 +78,8 @@ through them makes an adaptive Runge–Kutta solver chatter (tiny steps, first-o
    pre-activations above a layer where none of its units is clearly active are not switching surfaces of their
    own: exactly 0 (no unit at zero either) or proportional to the one unit at zero (the master), whose
    classification they follow with the pattern of its active side; they are not watched for events.
-   ``kinks="auto"`` uses Filippov only for one hidden layer (:func:`auto_filippov`); ``kinks="filippov"`` asks
-   for it explicitly.
+   ``kinks="auto"`` uses Filippov for deep nets too (:func:`auto_filippov`: naive stepping chatters on their
+   sliding modes and can stall; where crossings crowd, exact kinks cost more).
 
 Generic piecewise-affine systems ẏ = f₀ + F₁σ run on the same event core (:mod:`.affine`,
 :func:`solve_filippov`). Run statistics: :mod:`.stats`.

@@ -99,10 +99,9 @@ class FilippovDriver(_EventLocation, _SoftCrossings, AbstractDriver):
           crossings and sliding. A repelling surface (both one-sided fields point away; the Filippov solution
           is not unique there) keeps the side the trajectory came from. A neuron with w_j = 0 (all its
           surfaces at zero) is handled by the degenerate box-LCP, whose velocity is unique.
-        * Deep ReLU nets (:class:`~flowsim.models.DeepReLU`, with ``kinks="filippov"``; "auto" keeps them
-          naive): exact crossings and sliding, a point sliding in two layers at once by the multilinear
-          field (:mod:`flowsim.solvers.filippov`, item 5). No soft crossings (every crossing is an exact
-          restart).
+        * Deep ReLU nets (:class:`~flowsim.models.DeepReLU`): exact crossings and sliding, a point sliding in two
+          layers at once by the multilinear field (:mod:`flowsim.solvers.filippov`, item 5). No soft crossings
+          (every crossing is an exact restart).
         * Separable potentials only (all flowsim potentials are).
 
     Args:
