@@ -209,8 +209,8 @@ class Trajectory:
                 return _checked(js, path, lambda: load_streamed(path, meta))
         if not npz.exists() or not js.exists():
             raise TrajectoryFileError(
-                f"no saved trajectory in {path}: expected trajectory.npz and trajectory.json "
-                "(written by Trajectory.save or `flowsim run --out`)"
+                f"no saved trajectory in {path}: expected trajectory.json with stream/ (written by "
+                "`simulate(out=...)` and `flowsim run`) or trajectory.npz with trajectory.json (Trajectory.save)"
             )
         meta = read_json(js, _fix(path))
         if meta.get("format_version") != FORMAT_VERSION:
