@@ -535,3 +535,10 @@ def test_tolerances_that_ask_for_no_accuracy_are_refused(rtol, atol, match):
         simulate(TwoLayerReLU(2, 4), RAY, log_t_end=1.0, n_save=3, rtol=rtol, atol=atol)
     with pytest.raises(InvalidParameterError, match=match):
         simulate_ensemble(TwoLayerReLU(2, 4), RAY, ["euclidean"], log_t_end=1.0, n_save=3, rtol=rtol, atol=atol)
+
+
+def test_loading_a_folder_without_a_trajectory_names_both_layouts(tmp_path):
+    from flowsim.errors import TrajectoryFileError
+
+    with pytest.raises(TrajectoryFileError, match=r"trajectory\.json with stream/.*trajectory\.npz"):
+        Trajectory.load(tmp_path)
