@@ -91,7 +91,7 @@ class _EventLocation:
                 soft = self._soft_step(new, prev, C, cross, g, xs, sigf, bandf, seg, saves, cols)
                 if soft is not None:
                     return soft
-            x_cross = self._earliest_crossing(C, cross, dips, xs, sigf, bandf, cols)
+            x_cross = self._earliest_crossing(C, cross, dips, xs, sigf, bandf, cols, g)
         x_exit, forced = None, {}
         if sw.n_sliding:
             x_exit, forced = self._find_exit(new, prev, seg, x_cross)
@@ -179,14 +179,14 @@ class _EventLocation:
             return None
         return torch.nonzero(cand).flatten()
 
-    def _earliest_crossing(self, C, cross, dips, xs, sigf, bandf, cols) -> float:
-        """The earliest crossing or confirmed dip of the step (a step fraction), its root on the dense output."""
+    def _earliest_crossing(self, C, cross, dips, xs, sigf, bandf, cols, g) -> float:
+        """The earliest crossing or confirmed dip of the step (a step fraction), its root on the dense output. ``g``:
+        the sampled g = σh + band `(K+1, columns)`; a sub-interval with crossings only gives its roots' brackets
+        their end values from it (no evaluation)."""
         for i in range(_N_SAMPLES):
-            a_l, b_l, idx_l = [], [], []
-            for idx in cols[torch.nonzero(cross[i]).flatten()].tolist():
-                a_l.append(float(xs[i]))
-                b_l.append(float(xs[i + 1]))
-                idx_l.append(idx)
+            sub = torch.nonzero(cross[i]).flatten()
+            a_l, b_l, idx_l = [float(xs[i])] * sub.numel(), [float(xs[i + 1])] * sub.numel(), cols[sub].tolist()
+            n_cross = len(idx_l)
             for k, xa, xm, idx in dips:
                 if k == i:
                     a_l.append(xa)
@@ -197,7 +197,10 @@ class _EventLocation:
                 idx_t = torch.tensor(idx_l, dtype=torch.long, device=C.device)
                 a_t = torch.tensor(a_l, dtype=C.dtype, device=C.device)
                 b_t = torch.tensor(b_l, dtype=C.dtype, device=C.device)
-                return float(self._roots(C, idx_t, a_t, b_t, sigf, bandf).min())
+                fa = fb = None
+                if len(idx_l) == n_cross:  # (a dip's bracket ends between samples: evaluated)
+                    fa, fb = g[i, sub], g[i + 1, sub]
+                return float(self._roots(C, idx_t, a_t, b_t, sigf, bandf, fa, fb).min())
         return None
 
     def _confirmed_dips(self, C, g, dg, dip, xs, sigf, bandf, cols) -> list:
