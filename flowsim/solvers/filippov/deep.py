@@ -216,7 +216,7 @@ class _DeepSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
         pts, cols = idx // self.M, idx % self.M
         Ws = self.model._views(theta)  # (B, out, in) each
         dWs = None if theta_dot is None else self.model._views(theta_dot)
-        P = torch.where(self.sliding, self.alpha0, self.P)[pts]  # (B, M)
+        P = torch.where(self.sliding[pts], self.alpha0[pts], self.P[pts])  # (B, M): the B points' rows only
         a, da, hs, dhs = self.X[pts], None, [], []
         for l, Pl in enumerate(self._layers(P)):
             h = (Ws[l] @ a.unsqueeze(-1)).squeeze(-1)  # (B, h_l)
