@@ -274,10 +274,12 @@ class _EventLocation:
                 left = fx >= 0  # root in [x, b]
                 a = torch.where(left, x, a)
                 b = torch.where(left, b, x)
-                hit = ~done & (fx.abs() <= ftol)
+                xn = x - fx / torch.where(dfx != 0, dfx, 1.0)
+                # at the surface: |g| at rounding level and the root within Newton's tolerance of x (a flat surface,
+                # h ∝ z⁴ near a p-power weight's zero, has |g| far below the bracket's ends well before its root)
+                hit = ~done & (fx.abs() <= ftol) & ((dfx == 0) | ((xn - x).abs() <= 1e-9))
                 root = torch.where(hit, x, root)
                 done = done | hit
-                xn = x - fx / torch.where(dfx != 0, dfx, 1.0)
                 newton = (dfx != 0) & (xn > a) & (xn < b)
                 xn = torch.where(newton, xn, 0.5 * (a + b))
                 # a Newton step ≤ 1e-9 leaves an error of order 1e-18·g″/g′ (quadratic convergence): xn is the root
