@@ -108,7 +108,11 @@ def _equivalent_control(
     if M.shape[0] == 1:
         Minv = 1.0 / M if bool(M[0, 0] > 0) else torch.zeros_like(M)
     else:
-        Minv = torch.linalg.pinv(M, hermitian=True, rtol=1e-12)
+        # Jacobi scaling before the pseudo-inverse's relative cut: a surface whose rows are tiny (h ∝ z⁴ at a
+        # p-power weight's zero, dθ/dz → 0) is still controlled
+        dg = M.diagonal()
+        s = torch.where(dg > 0, dg.rsqrt(), torch.zeros_like(dg))
+        Minv = s.unsqueeze(1) * torch.linalg.pinv(s.unsqueeze(1) * M * s, hermitian=True, rtol=1e-12) * s
     delta = Minv @ (A.T @ (t - A @ a0))
     if sw.lam:
         d_bg = Minv @ (sw.lam * R * hS)
