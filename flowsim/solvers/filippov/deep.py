@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .bridge import transition
 from .dense import _poly_eval
 from .lcp import _candidate_lcp, _equivalent_control, _project_onto_surfaces
 from .state import (
@@ -290,6 +291,18 @@ class _DeepSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
         alpha[S[:, 0], S[:, 1]] = al
         self._attraction = (theta, S, -r)  # (for sliding_margins at the same θ)
         return v0 + G.T @ (r * al), alpha
+
+    def regularised_velocity(self, tau, theta: Tensor, eps: Tensor) -> Tensor:
+        """dz/dτ with every surface's gate φ(h/ε) (:func:`~flowsim.solvers.filippov.bridge.transition`; ``eps``
+        `(n, M)` the transition's half-width), layer by layer (a layer's h uses the gated outputs below), `(p,)`."""
+        Ws = self.model._views(theta)
+        a, gates = self.X, []
+        for l, W in enumerate(Ws[:-1]):
+            h = a @ W.mT
+            g = transition(h / eps[:, self.cuts[l] : self.cuts[l + 1]])
+            gates.append(g)
+            a = g * h
+        return self._field(tau, theta, torch.cat(gates, -1))[0]
 
     def _multilayer_velocity(self, tau, theta: Tensor, alpha_ref: Tensor | None) -> tuple[Tensor, Tensor]:
         """:meth:`velocity` when a point slides in two layers (the field is multilinear in the sliding α's):

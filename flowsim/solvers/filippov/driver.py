@@ -22,6 +22,7 @@ from ...models import AbstractModel, DeepReLU
 from .._torchdiffeq import SOLVERS, check_inputs, interp_evaluate
 from ..base import AbstractDriver, NonFiniteField
 from ..rk import finite_rms_norm
+from .bridge import NULL_BEFORE_BRIDGE, _Bridges
 from .deep import _DeepSwitching
 from .events import SoftEvent, _EventLocation
 from .segment import _SegmentField
@@ -32,7 +33,6 @@ from .support import supports
 from .two_layer import _TwoLayerSwitching
 
 _ASSERT_FACTOR = 1e4  # a surface further than this × (error scale) on the wrong side is a bug
-_MAX_NULL_SEGMENTS = 200  # consecutive segments of zero length before giving up
 _NULL_ULPS = 16  # a segment shorter than this many ulps of τ counts as of zero length
 # a step retaken before a dual coordinate's zero (a point where the field is not smooth) ends this fraction of the
 # way short of it: the next step then has the zero within its first 1 % (left inside, events._SINGULAR_XMIN)
@@ -86,7 +86,7 @@ class _Run:
     step_times: list = field(default_factory=list)  # the solver's step_t as floats (its index at a restart)
 
 
-class FilippovDriver(_EventLocation, _SoftCrossings, AbstractDriver):
+class FilippovDriver(_EventLocation, _SoftCrossings, _Bridges, AbstractDriver):
     """Integration driver that treats ReLU kinks in the sense of Filippov (event location + sliding modes).
 
     Same protocol as :class:`~flowsim.solvers.SmoothDriver` (``integrate``, ``last_state``, ``stats``);
@@ -104,6 +104,10 @@ class FilippovDriver(_EventLocation, _SoftCrossings, AbstractDriver):
           layers at once by the multilinear field (:mod:`flowsim.solvers.filippov`, item 5). No soft crossings
           (every crossing is an exact restart).
         * Separable potentials only (all flowsim potentials are).
+        * Where the exact segments do not settle (20 zero-length segments in a row, or a surface switching 8 times
+          within 64 segment starts: coinciding, degenerate surfaces such as those of a p-power (p < 2) deep net's
+          weight at 0), a stretch is integrated with the switching smoothed over the at-zero band, by Radau
+          (:mod:`.bridge`; counted in ``n_regularised_bridges``).
 
     Args:
         model: the model (must have ``has_kinks``).
@@ -213,7 +217,10 @@ class FilippovDriver(_EventLocation, _SoftCrossings, AbstractDriver):
         ``n_null_segments``: segments that ended where they started; ``n_crossing_events``, ``n_exit_events``,
         ``n_dip_events``: steps ended exactly at a crossing, a sliding exit, a surface crossed twice in one step;
         ``sliding_time`` (τ with any sliding surface) and ``sliding_surface_time`` (τ × sliding surfaces);
-        ``n_active_at_end``: active surfaces (point × unit pairs) at the end. The list: docs/kinks.md, Statistics.
+        ``n_active_at_end``: active surfaces (point × unit pairs) at the end. ``n_regularised_bridges``,
+        ``regularised_time`` (τ) and ``regularised_reasons`` ("null": zero-length segments in a row, "chatter": a
+        surface switching back and forth): the stretches integrated with the regularised field (:mod:`.bridge`).
+        The list: docs/kinks.md, Statistics.
         """
         return self._stats.as_dict(self.sw, self.field is None or self.field.log_time)
 
@@ -224,16 +231,21 @@ class FilippovDriver(_EventLocation, _SoftCrossings, AbstractDriver):
         Raises:
             MaxStepsReached: the budget of accepted steps is used up.
             NonFiniteField: the step size underflowed after non-finite field values.
-            FilippovInvariantError: a surface ended a segment on the wrong side (a missed event).
+            FilippovInvariantError: a surface ended a segment on the wrong side (a missed event), or a regularised
+                bridge failed (:mod:`.bridge`).
             AssertionError: torchdiffeq's own failures (step-size underflow).
         """
         self.field = field
         self.sw = self._make_switching(field, z0)
         self._last_band = None
+        self._bridge_reason = self._flip_window = None
         seg = self._seg = _SegmentField(field, self.sw, self._stats, self.max_steps)
         run = self._start_run(seg, z0, tau_grid)
         try:
             while run.k < len(run.grid):
+                if self._bridge_reason is not None:  # the exact segments do not settle here (bridge.py)
+                    self._bridge(run, save)
+                    continue
                 solver, band, seg_start = self._start_segment(run)
                 self._advance_segment(run, solver, band, seg, save)
                 if run.k == len(run.grid):
@@ -432,9 +444,11 @@ class FilippovDriver(_EventLocation, _SoftCrossings, AbstractDriver):
             # there stay off, else two surfaces at their exit point can take turns re-entering
             run.forced = {**run.sticky[1], **run.forced}
         run.sticky = (float(run.tau), run.forced)
+        old = self.sw.mode
         counts = self.sw.classify(run.tau, theta, zero, run.forced)
         run.forced = {}
         self._stats.count_transitions(counts)
+        self._watch_chatter(old, float(run.tau))
 
     def _advance_segment(self, run: _Run, solver, band: Tensor, seg: _SegmentField, save) -> None:
         """Take RK steps of the segment, saving grid times, until an event, a sliding drift or the grid's end."""
@@ -531,20 +545,13 @@ class FilippovDriver(_EventLocation, _SoftCrossings, AbstractDriver):
     def _count_null_segment(self, run: _Run, seg_start: float) -> None:
         """Count a segment that ended where it started, or within :data:`_NULL_ULPS` units in the last place of τ
         (a crawl by one ulp per segment is no progress either: a breaker run took 3,000 such segments in 40 s and
-        never stopped).
-
-        Raises:
-            FilippovInvariantError: after more than 200 consecutive zero-length segments.
-        """
+        never stopped); :data:`~.bridge.NULL_BEFORE_BRIDGE` of them in a row hand the run to a regularised bridge
+        (:mod:`.bridge`)."""
         if float(run.tau) <= seg_start + _NULL_ULPS * math.ulp(seg_start):
             self._stats.n_null_segments += 1
             run.null_run += 1
-            if run.null_run > _MAX_NULL_SEGMENTS:
-                raise FilippovInvariantError(
-                    f"{run.null_run} consecutive zero-length segments at τ = {float(run.tau):.6g}: the activation "
-                    "state does not settle (a degenerate switching configuration); try a tighter rtol or "
-                    "kinks='naive'"
-                )
+            if run.null_run >= NULL_BEFORE_BRIDGE:
+                self._bridge_reason = "null"
         else:
             run.null_run = 0
 

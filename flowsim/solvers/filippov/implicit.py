@@ -156,7 +156,7 @@ class ImplicitFilippovDriver(FilippovDriver):
             MaxStepsReached: the budget of accepted steps is used up.
             NonFiniteField: non-finite field values or state.
             StepFailed: Radau failed (step size too small).
-            FilippovInvariantError: a surface ended a segment on the wrong side, or the state does not settle.
+            FilippovInvariantError: a surface ended a segment on the wrong side, or a regularised bridge failed.
         """
         # (not inference mode: the Jacobian needs autograd on the switching system's tensors). One BLAS thread:
         # Radau's LU factorisations are small, and threaded OpenBLAS takes 87 ms for a complex 120 × 120 LU on a
@@ -165,10 +165,14 @@ class ImplicitFilippovDriver(FilippovDriver):
             self.field = field
             self.sw = self._make_switching(field, z0)
             self._last_band = None
+            self._bridge_reason = self._flip_window = None
             seg = self._seg = _SegmentField(field, self.sw, self._stats, self.max_steps)
             self._solver = None
             run = self._start_implicit_run(seg, z0, tau_grid)
             while run.k < len(run.grid):
+                if self._bridge_reason is not None:  # the exact segments do not settle here (bridge.py)
+                    self._bridge(run, save)
+                    continue
                 seg_start = float(run.tau)
                 solver, band = self._start_implicit_segment(run, seg)
                 self._advance_implicit(run, solver, band, seg, save)

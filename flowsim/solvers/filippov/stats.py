@@ -42,6 +42,9 @@ class FilippovStats:
     max_sliding_offset: float = 0.0
     n_sliding_projections: int = 0
     max_projected_offset: float = 0.0
+    n_regularised_bridges: int = 0
+    regularised_time: float = 0.0
+    regularised_reasons: dict = field(default_factory=dict)
     last_nonfinite_tau: float | None = None  # (for the error message, not reported)
 
     def count_transitions(self, counts: dict) -> None:
@@ -58,6 +61,12 @@ class FilippovStats:
     def count_truncation(self, reason: str) -> None:
         """A soft step kept only up to a crossing that could not be switched softly, for ``reason``."""
         self.soft_truncations[reason] = self.soft_truncations.get(reason, 0) + 1
+
+    def count_bridge(self, reason: str, span: float) -> None:
+        """A regularised bridge (:mod:`.bridge`) over ``span`` of τ, started for ``reason`` ("null", "chatter")."""
+        self.n_regularised_bridges += 1
+        self.regularised_time += span
+        self.regularised_reasons[reason] = self.regularised_reasons.get(reason, 0) + 1
 
     def as_dict(self, sw: AbstractSwitchingSystem | None, log_time: bool) -> dict:
         """The statistics as :meth:`FilippovDriver.stats` reports them, with the final activation state of ``sw``."""
@@ -91,6 +100,9 @@ class FilippovStats:
             "max_sliding_offset": self.max_sliding_offset,
             "n_sliding_projections": self.n_sliding_projections,
             "max_projected_offset": self.max_projected_offset,
+            "n_regularised_bridges": self.n_regularised_bridges,
+            "regularised_time": self.regularised_time,
+            "regularised_reasons": dict(self.regularised_reasons),
             "n_multilayer_segments": getattr(sw, "multilayer_segments", 0),
             "n_multilayer_unconverged": getattr(sw, "multilayer_unconverged", 0),
             "time_variable": "s = log(1+t)" if log_time else "t",

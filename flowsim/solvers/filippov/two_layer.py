@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from ...models import AbstractPiecewiseLinearTwoLayer
+from .bridge import transition
 from .crossings import _CrossingCorrections
 from .dense import _horner
 from .lcp import _candidate_lcp, _project_onto_surfaces
@@ -139,6 +140,17 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
     # -- the fixed-pattern field --
     def _gate(self, P: Tensor) -> Tensor:
         return P if self.slope == 0.0 else self.slope + (1.0 - self.slope) * P
+
+    def regularised_velocity(self, tau, theta: Tensor, eps: Tensor) -> Tensor:
+        """dz/dτ with every surface's gate φ(h/ε) (:func:`~flowsim.solvers.filippov.bridge.transition`; ``eps``
+        `(n, m)` the transition's half-width; leaky nets: slope + (1 − slope) φ), `(p,)`."""
+        W, a = self.split(theta)
+        H = self.X @ W.T
+        G = self._gate(transition(H / eps))
+        HG = H * G
+        cy = self.field.loss_weights(tau, self.y * (HG @ a)) * self.y
+        uW = a.unsqueeze(1) * ((G * cy.unsqueeze(1)).T @ self.X)
+        return torch.cat([uW.reshape(-1), (HG * cy.unsqueeze(1)).sum(0)])
 
     def velocity(self, tau, theta: Tensor, alpha_ref: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """dz/dτ of the current activation state and the sliding α's (or None), shapes `(p,)`, `(n, m)`."""
