@@ -38,7 +38,8 @@ from torch import Tensor
 
 from ..base import MaxStepsReached
 from ..radau_newton import NewtonRadau
-from .state import _ZERO_FACTOR, FilippovInvariantError, inverse_map_slope
+from ..stiff import STALL_PROGRESS, STALL_WINDOW
+from .state import FilippovInvariantError, inverse_map_slope
 
 NULL_BEFORE_BRIDGE = 20  # consecutive zero-length segments that start a bridge
 CHATTER_FLIPS = 8  # a surface switching this often …
@@ -101,7 +102,7 @@ class _Bridges:
             span = max(span, 2.0 * last_span)
         t_end = min(tau0 + span, float(run.grid[-1]))
         solver = self._bridge_solver(run, t_end)
-        z = run.z
+        z, mark = run.z, (0, tau0)
         while solver.status == "running":
             t_old = solver.t
             with np.errstate(over="ignore", invalid="ignore"):
@@ -112,6 +113,7 @@ class _Bridges:
                 )
             st.n_accepted += 1
             st.last_dt = float(solver.t - t_old)
+            mark = self._bridge_stall(solver, mark, reason, tau0)
             z = torch.as_tensor(solver.y.copy(), dtype=run.z.dtype, device=run.z.device)
             self._save_bridge(run, solver, z, save)
             self._last = (float(solver.t), z)
@@ -123,6 +125,26 @@ class _Bridges:
         self._bridge_end = (t_end, t_end - tau0)
         self._resume_after_bridge(run, t_end, z, solver.step_size)
 
+    @staticmethod
+    def _bridge_stall(solver: NewtonRadau, mark: tuple[int, float], reason: str, tau0: float) -> tuple[int, float]:
+        """Fail where the bridge creeps (as :class:`~flowsim.solvers.stiff.StiffDriver`: :data:`STALL_WINDOW`
+        accepted steps advancing τ by less than :data:`STALL_PROGRESS` (1 + |τ|)); returns the window's new mark.
+
+        Raises:
+            FilippovInvariantError: the bridge stalled (measured: Newton failing at steps of 4e-12 where a unit's
+            gate switched far more sharply than the state's scale, p-power p = 1.5, three hidden layers)."""
+        steps, tau_mark = mark
+        steps += 1
+        if steps < STALL_WINDOW:
+            return steps, tau_mark
+        if abs(solver.t - tau_mark) < STALL_PROGRESS * (1.0 + abs(solver.t)):
+            raise FilippovInvariantError(
+                f"the regularised bridge ({reason}) from τ = {tau0:.6g} stalled at τ = {solver.t:.9g}: "
+                f"{STALL_WINDOW} Radau steps advanced τ by {abs(solver.t - tau_mark):.3g} (the switching does not "
+                "settle here, exactly or regularised); try another rtol or kinks='naive'"
+            )
+        return 0, solver.t
+
     def _bridge_solver(self, run, t_end: float) -> NewtonRadau:
         """Radau on the regularised field from (τ, z) of ``run`` to ``t_end``, its steps landing on the save times."""
         sw, pot, field = self.sw, self.field.potential, self.field
@@ -133,7 +155,7 @@ class _Bridges:
         # follows the state makes the field's Jacobian miss dε/dz; at a p-power weight's zero that derivative is of
         # the size of the gates' own and Newton crawled: 6,000 steps for 0.03 of τ)
         theta0 = pot.inverse_mirror_map(run.z)
-        eps = (_ZERO_FACTOR * sw.error_scale(theta0, run.z, rtol, atol)).clamp_min(torch.finfo(dtype).tiny)
+        eps = sw.regularisation_width(theta0, run.z, rtol, atol).clamp_min(torch.finfo(dtype).tiny)
 
         def fun(t: float, y: np.ndarray) -> np.ndarray:
             theta = pot.inverse_mirror_map(torch.as_tensor(y, dtype=dtype, device=device))

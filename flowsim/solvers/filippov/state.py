@@ -152,6 +152,11 @@ class AbstractSwitchingSystem(abc.ABC):
     def error_scale(self, theta: Tensor, z: Tensor, rtol: float, atol: float) -> Tensor:
         """Scale of the error in h implied by the solver tolerance on z, shape `S`."""
 
+    def regularisation_width(self, theta: Tensor, z: Tensor, rtol: float, atol: float) -> Tensor:
+        """Half-width ε `S` of each surface's transition band in a regularised bridge (:mod:`.bridge`): the at-zero
+        band, 10 error scales."""
+        return _ZERO_FACTOR * self.error_scale(theta, z, rtol, atol)
+
     @abc.abstractmethod
     def velocity(self, tau, theta: Tensor, alpha_ref: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """dz/dτ of the current activation state `(p,)` and the sliding α's (shape `S`, NaN where not sliding; None
