@@ -319,8 +319,9 @@ class FilippovDriver(_EventLocation, _SoftCrossings, AbstractDriver):
         sw = self.sw
         if end is None or end[0] is not run.z or run.forced or sw.inert is not None:
             return None
-        z1, theta, alpha = end
-        zero = _ZERO_FACTOR * sw.error_scale(theta, z1, self.rtol, self.atol)
+        z1, theta, alpha, zero = end
+        if zero is None:
+            zero = _ZERO_FACTOR * sw.error_scale(theta, z1, self.rtol, self.atol)
         h = sw.surfaces(theta)
         if not bool((h.abs() <= zero)[sw.sliding].all()):
             return None  # a sliding surface drifted off h = 0 (projected by the full start)

@@ -46,6 +46,7 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
         self.xabs = self.X.abs()
         self._owner: Tensor | None = None  # each coordinate's neuron (:meth:`_coordinate_neuron`)
         self._sets_of: Tensor | None = None  # the sliding mask the sliding sets were built for (:meth:`_refresh`)
+        self._h_memo: tuple = (None, None)  # (θ, h) of the last :meth:`surfaces` call
         self._init_state((self.n, self.m), self.X.dtype, self.X.device)
 
     # -- state bookkeeping --
@@ -60,6 +61,8 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
         # neurons sliding on one surface (most of them) get their equivalent control in closed form, batched
         self.single_j = torch.nonzero(count == 1).flatten()
         self.single_i = self.sliding[:, self.single_j].to(torch.int8).argmax(0)
+        self.single_flat = self.single_i * self.m + self.single_j  # their surfaces' flat indices
+        self.single_x = self.X.index_select(0, self.single_i)  # their points
         # neurons sliding on several surfaces: their points (ascending) padded to the largest set, mask = real ones
         self.multi_j = torch.nonzero(count > 1).flatten()
         self.multi_i, self.multi_mask = self._padded_points(self.multi_j, count)
@@ -105,9 +108,14 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
         return theta[..., : self.md].reshape(*theta.shape[:-1], self.m, self.d), theta[..., self.md :]
 
     def surfaces(self, theta: Tensor) -> Tensor:
-        """h, shape `(..., n, m)`."""
+        """h, shape `(..., n, m)`. The last θ's h is kept (a segment start asks for it several times; θ tensors
+        are never modified in place): callers must not modify the result in place."""
+        if theta is self._h_memo[0]:
+            return self._h_memo[1]
         W, _ = self.split(theta)
-        return self.X @ W.transpose(-1, -2)
+        h = self.X @ W.transpose(-1, -2)
+        self._h_memo = (theta, h)
+        return h
 
     def surface_rates(self, theta: Tensor, theta_dot: Tensor) -> Tensor:
         """ḣ along θ̇ (h is linear in θ)."""
@@ -160,10 +168,10 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
         zW = uW.clone()  # (uW is read again by the controls)
         if self.single_j.numel():
             js, is_ = self.single_j, self.single_i
-            al, row = self._single_control(js, is_, scale, uW, D, a, cy, H, ref)
+            al, row, dza = self._single_control(js, is_, scale, uW, D, a, cy, H, ref)
             alpha[is_, js] = al
             zW[js] = row
-            za.index_add_(0, js, (1.0 - self.slope) * al * H[is_, js] * cy[is_])
+            za.index_add_(0, js, dza)
         if self.multi_j.numel():
             js, I, mask = self.multi_j, self.multi_i, self.multi_mask
             al, row = self._multi_control(js, I, mask, scale, uW, D, a, cy, H, ref)
@@ -300,20 +308,24 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
         dA = -dv / r_safe + (v.unsqueeze(2) / r_safe.square()) * dr
         return I[mask], js.unsqueeze(1).expand_as(I)[mask], dA[mask], js, J_rows
 
-    def _single_control(self, js, is_, scale, uW, D, a, cy, H, ref) -> tuple[Tensor, Tensor]:
+    def _single_control(self, js, is_, scale, uW, D, a, cy, H, ref) -> tuple[Tensor, Tensor, Tensor]:
         """:func:`_equivalent_control` of the neurons ``js`` `(J,)` sliding on one surface each (points ``is_``),
         batched: with A = D_j^{1/2} x_i R_j (R_j = −(1 − s) a_j c_i), α = α₀ + A·(D^{1/2}u − A α₀)/|A|² plus the
-        scaled Baumgarte part λ R_j h_ij / |A|². Returns α `(J,)` and the neurons' velocity rows `(J, d)`."""
-        XS = self.X[is_]  # (J, d)
-        r = (1.0 - self.slope) * a[js] * cy[is_]  # −R
-        sq = D[js].sqrt()
+        scaled Baumgarte part λ R_j h_ij / |A|². Returns α `(J,)`, the neurons' velocity rows `(J, d)` and what
+        their sliding entries add to ż_a, (1 − s₋) α h c y `(J,)`."""
+        XS = self.single_x  # (J, d)
+        cyS, hS = cy.index_select(0, is_), torch.take(H, self.single_flat)
+        uWj = uW.index_select(0, js)
+        r = self._one_sided(a.index_select(0, js)) * cyS  # −R
+        sq = D.index_select(0, js).sqrt()
         A = sq * XS * (-r).unsqueeze(1)
         M = A.square().sum(1)
-        Minv = torch.where(M > 0, 1.0 / torch.where(M > 0, M, 1.0), 0.0)
-        a0 = ref[is_, js]
-        delta = Minv * (A * (sq * uW[js] - A * a0.unsqueeze(1))).sum(1)
+        off = ~(M > 0)  # A = 0 (or not finite): no control
+        Minv = M.masked_fill(off, 1.0).reciprocal().masked_fill(off, 0.0)  # 1/|A|²
+        a0 = torch.take(ref, self.single_flat)
+        delta = Minv * (A * (sq * uWj - A * a0.unsqueeze(1))).sum(1)
         if self.lam:
-            d_bg = Minv * (-self.lam * r * H[is_, js])
+            d_bg = Minv * (-self.lam * r * hS)
             if scale is not None:  # the segment's first evaluation: fix the Baumgarte factors
                 al_eq = a0 + delta
                 room = torch.minimum(al_eq, 1.0 - al_eq).clamp_min(0.0)
@@ -327,8 +339,12 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
                     f = torch.tensor([self.bg_scale.get(j, 1.0) for j in js.tolist()], dtype=M.dtype, device=M.device)
             delta = delta + f * d_bg
         al = a0 + delta
-        row = uW[js] + (r * al).unsqueeze(1) * XS
-        return al, row
+        row = uWj + (r * al).unsqueeze(1) * XS
+        return al, row, self._one_sided(al) * hS * cyS
+
+    def _one_sided(self, x: Tensor) -> Tensor:
+        """(1 − s₋) x, the jump factor of the gate (x itself for ReLU: no multiplication by 1)."""
+        return x if self.slope == 0.0 else (1.0 - self.slope) * x
 
     def _multi_control(self, js, I, mask, scale, uW, D, a, cy, H, ref) -> tuple[Tensor, Tensor]:
         """:func:`_equivalent_control` of the neurons ``js`` `(J,)` sliding on several surfaces each (points ``I``
@@ -502,8 +518,9 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
             B = self.balance(th)
             W, a = self.split(th)
             slope = (W * gw).sum(-1) - a * ga
-            mu = torch.where(slope != 0, -(B - B_ref) / torch.where(slope != 0, slope, 1.0), 0.0)
-            z = z + mu[owner] * g  # (z_wj + μ_j θ_wj, z_aj − μ_j θ_aj) in one product
+            flat = slope == 0  # (B_j does not move along its direction: μ_j = 0)
+            mu = (-(B - B_ref) / slope.masked_fill(flat, 1.0)).masked_fill(flat, 0.0)
+            z = z + mu.index_select(0, owner) * g  # (z_wj + μ_j θ_wj, z_aj − μ_j θ_aj) in one product
         return z
 
     def balance_ref(self, z_ref: Tensor, b_at: Tensor | None = None) -> tuple:
