@@ -17,7 +17,7 @@ from scipy.optimize import brentq
 from torch import Tensor
 
 from .._torchdiffeq import interp_evaluate, runge_kutta_step
-from .dense import _horner, _poly_eval
+from .dense import _horner, _poly_eval, _sample_powers
 from .segment import _SegmentField
 from .state import ACTIVE, INACTIVE, DenseSurfaceRates, inverse_map_slope
 
@@ -65,8 +65,8 @@ class _EventLocation:
         sw = self.sw
         pot = self.field.potential
         C = torch.stack(new.interp_coeff)  # (5, p)
-        xs = torch.linspace(0.0, 1.0, _N_SAMPLES + 1, dtype=torch.float64, device=C.device)
-        Z, dZ = _poly_eval(new.interp_coeff, xs)
+        xs, pw, dpw = _sample_powers(C.shape[0], _N_SAMPLES + 1, C)
+        Z, dZ = pw @ C, dpw @ C  # the dense output and its x-derivative at the samples
         Th = pot.inverse_mirror_map(Z)
         dTh = inverse_map_slope(pot, Th) * dZ
         sigf, bandf = sw.sigma.flatten(), band.flatten()
@@ -277,8 +277,9 @@ class _EventLocation:
                 hit = ~done & (fx.abs() <= ftol)
                 root = torch.where(hit, x, root)
                 done = done | hit
-                xn = x - fx / torch.where(dfx != 0, dfx, 1.0)
-                newton = (dfx != 0) & (xn > a) & (xn < b)
+                flat = dfx == 0
+                xn = x - fx / dfx.masked_fill(flat, 1.0)
+                newton = ~flat & (xn > a) & (xn < b)
                 xn = torch.where(newton, xn, 0.5 * (a + b))
                 # a Newton step ≤ 1e-9 leaves an error of order 1e-18·g″/g′ (quadratic convergence): xn is the root
                 conv = ~done & ((newton & ((xn - x).abs() <= 1e-9)) | ((b - a) <= 1e-13))

@@ -18,7 +18,7 @@ from torch import Tensor
 from ...models import AbstractPiecewiseLinearTwoLayer
 from .crossings import _CrossingCorrections
 from .dense import _horner
-from .lcp import _candidate_lcp, _project_onto_surfaces
+from .lcp import _candidate_lcp, _project_onto_surfaces, _symmetric_pinv
 from .state import ACTIVE, INACTIVE, SLIDING, AbstractSwitchingSystem, DenseSurfaceRates, inverse_map_slope
 
 
@@ -56,6 +56,8 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
         if self._sets_of is not None and torch.equal(self._sets_of, self.sliding):
             return  # the same sliding set (most segment starts): its neurons and points as they were
         self._sets_of = self.sliding
+        flat = torch.nonzero(self.sliding.flatten()).flatten()
+        self._sliding_entries = (flat, flat // self.m, flat % self.m)  # flat index, point, neuron of each, (S,)
         count = self.sliding.sum(0)  # sliding surfaces per neuron, (m,)
         self.slide_neurons = torch.nonzero(count > 0).flatten().tolist()
         # neurons sliding on one surface (most of them) get their equivalent control in closed form, batched
@@ -95,7 +97,7 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
         XS = self.X[I] * mask.unsqueeze(2).to(V.dtype)  # (J, k, d)
         D = inverse_map_slope(self.pot, W[js])  # (J, d)
         XD = XS * D.unsqueeze(1)
-        Ginv = torch.linalg.pinv(XD @ XS.transpose(1, 2), hermitian=True, rtol=1e-12)  # (J, k, k)
+        Ginv = _symmetric_pinv(XD @ XS.transpose(1, 2))  # (J, k, k)
         Vj = V[..., js, :]  # (..., J, d)
         coef = Ginv @ (XD @ Vj.unsqueeze(-1))  # (..., J, k, 1)
         out = V.clone()
@@ -165,19 +167,19 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
         D = inverse_map_slope(self.pot, W)
         ref = self.alpha0 if alpha_ref is None else alpha_ref
         scale = {} if self.bg_scale is None else None
-        zW = uW.clone()  # (uW is read again by the controls)
+        zW = uW  # (uW is read again by the controls: the rows are replaced out of place)
         if self.single_j.numel():
             js, is_ = self.single_j, self.single_i
             al, row, dza = self._single_control(js, is_, scale, uW, D, a, cy, H, ref)
-            alpha[is_, js] = al
-            zW[js] = row
+            alpha.view(-1).index_copy_(0, self.single_flat, al)
+            zW = zW.index_copy(0, js, row)
             za.index_add_(0, js, dza)
         if self.multi_j.numel():
             js, I, mask = self.multi_j, self.multi_i, self.multi_mask
             al, row = self._multi_control(js, I, mask, scale, uW, D, a, cy, H, ref)
             jj = js.unsqueeze(1).expand_as(I)
             alpha[I[mask], jj[mask]] = al[mask]
-            zW[js] = row
+            zW = zW.index_copy(0, js, row)
             za.index_add_(0, js, (1.0 - self.slope) * (al * H[I, jj] * cy[I]).sum(1))  # (al = 0 where padded)
         if scale is not None:
             self.bg_scale = scale
@@ -494,9 +496,12 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
         wherever that fell (measured: a two-layer ReLU, a_j = 0 at s = 0.306, the exact-restart reference left at
         its next crossing, s = 0.322, a soft step later still: 600 × rtol apart)."""
         _, a = self.split(theta)
-        attraction = -(a.unsqueeze(0) * self.y.unsqueeze(1))
-        room = torch.minimum(torch.minimum(alpha, 1.0 - alpha), attraction)
-        return torch.where(self.sliding, room, math.inf)
+        flat, i, j = self._sliding_entries  # (computed on the sliding entries only, then scattered)
+        al = torch.take(alpha, flat)
+        attraction = -(a.index_select(0, j) * self.y.index_select(0, i))
+        room = torch.full_like(alpha, math.inf)
+        room.view(-1).index_copy_(0, flat, torch.minimum(torch.minimum(al, 1.0 - al), attraction))
+        return room
 
     # -- soft crossings (FilippovDriver._soft_step): balance, per-crossing rates, closed-form correction --
     def balance(self, theta: Tensor) -> Tensor:
@@ -569,12 +574,13 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
         """
         i, j = idx // self.m, idx % self.m
         Cw = coeff[:, : self.md].reshape(coeff.shape[0], self.m, self.d)[:, j].flip(0)  # (P, B, d), top first
-        Xi, pot = self.X[i], self.pot
+        Xi, pot = self.X.index_select(0, i), self.pot
+        top, lower, zero = Cw[0], Cw[1:].unbind(0), torch.zeros_like(Cw[0])
 
         def rates(x: Tensor) -> tuple[Tensor, Tensor]:
             xb = x.unsqueeze(1)
-            zx, dzx = Cw[0], torch.zeros_like(Cw[0])
-            for c in Cw[1:]:
+            zx, dzx = top, zero
+            for c in lower:
                 dzx = zx + xb * dzx
                 zx = c + xb * zx
             th = pot.inverse_mirror_map(zx)
