@@ -407,12 +407,14 @@ class _EventLocation:
         t0, t1 = prev.t1, new.t1
         z_e = interp_evaluate(new.interp_coeff, t0, t1, t_e)
         if interpolate:
-            x, dt = (t_e - t0) / (t1 - t0), t1 - t0
+            # the basis weights in Python floats: the same roundings as on 0-d tensors (torch's x**3 is x·x·x)
+            x, dt = float((t_e - t0) / (t1 - t0)), t1 - t0
+            x2, x3 = x * x, x * x * x
             hermite = (
-                (2 * x**3 - 3 * x**2 + 1) * prev.y1
-                + (x**3 - 2 * x**2 + x) * dt * prev.f1
-                + (3 * x**2 - 2 * x**3) * new.y1
-                + (x**3 - x**2) * dt * new.f1
+                (2 * x3 - 3 * x2 + 1) * prev.y1
+                + (x3 - 2 * x2 + x) * dt * prev.f1
+                + (3 * x2 - 2 * x3) * new.y1
+                + (x3 - x2) * dt * new.f1
             )
             tol = self.atol + self.rtol * torch.maximum(prev.y1.abs(), z_e.abs())
             if bool(((z_e - hermite) / tol).square().mean() <= 1.0):

@@ -158,8 +158,9 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
         HG = H * G0
         q = self.y * (HG @ a)
         cy = self.field.loss_weights(tau, q) * self.y
-        uW = a.unsqueeze(1) * ((G0 * cy.unsqueeze(1)).T @ self.X)  # (m, d)
-        za = (HG * cy.unsqueeze(1)).sum(0)
+        cy_col = cy.unsqueeze(1)
+        uW = a.unsqueeze(1) * ((G0 * cy_col).T @ self.X)  # (m, d)
+        za = (HG * cy_col).sum(0)
         if not self.slide_neurons:
             return torch.cat([uW.reshape(-1), za]), None
         # sliding entries: gate 0 → gate(α) adds (1 − s₋) α h c y to ż_a (h ≈ 0 there; added for the Baumgarte part)
