@@ -1513,3 +1513,20 @@ def test_the_side_a_sliding_surface_leaves_to_where_a_j_crosses_zero_is_the_same
         assert h < 0, (method, rtol, h)  # (the reference: −1.98e-7)
         err = (np.abs(th - ref).max(1) / np.abs(ref).max(1)).max()
         assert err <= bar * rtol, (method, rtol, err / rtol)
+
+
+def test_symmetric_pinv_of_one_by_one_matrices_is_torch_pinv_bitwise():
+    """The sliding projections' 1 × 1 pseudo-inverses are reciprocals: bitwise what torch.linalg.pinv gives, zero,
+    non-finite and subnormal entries included."""
+    from flowsim.solvers.filippov.lcp import _symmetric_pinv
+
+    gen = torch.Generator().manual_seed(0)
+    g = torch.randn(400, dtype=torch.float64, generator=gen) * torch.exp(
+        20 * torch.randn(400, dtype=torch.float64, generator=gen)
+    )
+    special = torch.tensor([0.0, -0.0, math.inf, -math.inf, math.nan, 1e-320, 5e-324, 1e308], dtype=torch.float64)
+    G = torch.cat([g, special]).reshape(-1, 1, 1)
+    assert torch.equal(_symmetric_pinv(G), torch.linalg.pinv(G, hermitian=True, rtol=1e-12))
+    G2 = torch.randn(5, 2, 2, dtype=torch.float64, generator=gen)
+    G2 = G2 @ G2.transpose(1, 2)
+    assert torch.equal(_symmetric_pinv(G2), torch.linalg.pinv(G2, hermitian=True, rtol=1e-12))

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from .dense import _gl_interval_weights, _gl_nodes, _powers
+from .lcp import _symmetric_pinv
 from .state import inverse_map_slope
 
 
@@ -73,23 +74,25 @@ class _CrossingCorrections:
         pw, dpw = _powers(xc, P)  # (K, P)
         Th = self.pot.inverse_mirror_map(pw @ coeff)  # θ at the crossings, (K, p)
         W, a = self.split(Th)  # (K, m, d), (K, m)
-        Xk = self.X[ii]
+        Xk, yk = self.X.index_select(0, ii), self.y.index_select(0, ii)
         # point i_k's pattern after its crossings up to k (the level it enters at x_k)
         same_pt = ii.unsqueeze(1) == ii.unsqueeze(0)
         upto = (same_pt & (ar.unsqueeze(0) <= ar.unsqueeze(1))).to(dtype)  # [k, k']
         flips = (upto @ torch.nn.functional.one_hot(jj, self.m).to(dtype)) > 0  # (K, m)
-        P0 = self.P[ii]  # (a crossing point's sliding entries, on other neurons, have h = 0: any gate will do)
+        P0 = self.P.index_select(
+            0, ii
+        )  # (a crossing point's sliding entries, on other neurons, have h = 0: any gate will do)
         Gk = self._gate(torch.where(flips, 1.0 - P0, P0))
         Hk = (W @ Xk.unsqueeze(-1)).squeeze(-1)  # h_{i_k j}(x_k), (K, m)
         # c_i(x_k): continuous at the crossing (h_{i_k j_k} = 0 there: flip k does not change f_i)
-        c_x = self.field.loss_weights(t0 + xc * dt, self.y[ii] * (Gk * Hk * a).sum(-1))
+        c_x = self.field.loss_weights(t0 + xc * dt, yk * (Gk * Hk * a).sum(-1))
         Dk = inverse_map_slope(self.pot, W[ar, jj])  # (K, d)
         ak = a[ar, jj]  # a_j at x_k
         Cw = coeff[:, : self.md].reshape(P, self.m, self.d)[:, jj]  # (P, K, d)
         dzw = (dpw.T.unsqueeze(-1) * Cw).sum(0) / dt
         hd_dense = (Xk * Dk * dzw).sum(-1)
         s_old = self.P[ii, jj]
-        u = (1.0 - self.slope) * (1.0 - 2.0 * s_old) * self.y[ii] * c_x  # velocity jump / (a_j x_i)
+        u = self._one_sided(1.0 - 2.0 * s_old) * yk * c_x  # velocity jump / (a_j x_i)
         gram = (Xk * Dk) @ Xk.T  # [k, k'] = x_k · D_k x_k'
         same_j = jj.unsqueeze(1) == jj.unsqueeze(0)
         dalpha = torch.zeros_like(xc)
@@ -104,7 +107,8 @@ class _CrossingCorrections:
         # when ḣ_k is: the caller limits |δτ_k|)
         lag = (xc.unsqueeze(1) - xc.unsqueeze(0)) * dt  # τ_k − τ_k'
         dh = ak * ((before * gram * lag) @ u)
-        dtau = torch.where(hd_before != 0, -dh / torch.where(hd_before != 0, hd_before, 1.0), 0.0)
+        flat = hd_before == 0
+        dtau = (-dh / hd_before.masked_fill(flat, 1.0)).masked_fill(flat, 0.0)
         jump = (ak * u * dtau).unsqueeze(1) * Xk  # (K, d): ż_wj jump × δτ_k
         return _CrossingRates(hd_before, hd_after, dtau, jump, Gk, dalpha, ak * u, gram)
 
@@ -131,7 +135,7 @@ class _CrossingCorrections:
         XS = self.X[Ik] * fm.unsqueeze(2)  # (K_s, k, d)
         XD = XS * Dk[on].unsqueeze(1)
         V = XD @ Xk.T  # (K_s, k, K): X_S D_k x_k'
-        Minv = torch.linalg.pinv(XD @ XS.transpose(1, 2), hermitian=True, rtol=1e-12)  # (K_s, k, k)
+        Minv = _symmetric_pinv(XD @ XS.transpose(1, 2))  # (K_s, k, k)
         w = V[torch.arange(on.numel(), device=Xk.device), :, on]  # (K_s, k): X_S D_k x_k
         Mw = (Minv @ w.unsqueeze(2)).squeeze(2)  # (K_s, k)
         gram[on] = gram[on] - (Mw.unsqueeze(1) @ V).squeeze(1)
@@ -196,32 +200,35 @@ class _CrossingCorrections:
         Th = self.pot.inverse_mirror_map(Z)
         W, a = self.split(Th)  # (Q, m, d), (Q, m)
         pts, loc = torch.unique(ii, return_inverse=True)  # affected points
-        XI, yI = self.X[pts], self.y[pts]
+        XI, yI = self.X.index_select(0, pts), self.y.index_select(0, pts)
         H = (W @ XI.T).transpose(1, 2)  # (Q, nI, m) (one product per node, not Q·nI)
         tau = (t0 + nodes * dt).unsqueeze(1)
-        P_old = self.P[pts]  # (nI, m); sliding entries (h = 0) count as inactive: sliding rows are projected below
+        P_old = self.P.index_select(
+            0, pts
+        )  # (nI, m); sliding entries (h = 0) count as inactive: sliding rows are projected below
         G_old = self._gate(P_old)
         c_old = self.field.loss_weights(tau, yI * ((G_old * H) * a.unsqueeze(1)).sum(-1))  # (Q, nI)
         # levels: point i_k's pattern after its crossings up to k
         Gk = rates.gate
-        Hk = H[:, loc]  # (Q, K, m)
-        yk = yI[loc]
+        Hk = H.index_select(1, loc)  # (Q, K, m)
+        yk = yI.index_select(0, loc)
         ck = self.field.loss_weights(tau, yk * ((Gk * Hk) * a.unsqueeze(1)).sum(-1))  # (Q, K)
-        Dc = (ck.unsqueeze(-1) * Gk - c_old[:, loc].unsqueeze(-1) * G_old[loc]) * yk.unsqueeze(-1)  # (Q, K, m)
+        Dc = (
+            ck.unsqueeze(-1) * Gk - c_old.index_select(1, loc).unsqueeze(-1) * G_old.index_select(0, loc)
+        ) * yk.unsqueeze(-1)  # (Q, K, m)
         # level k lives on [x_k, next crossing of the same point (or x_end)]
         ar = torch.arange(K, device=dev)
         later = (loc.unsqueeze(1) == loc.unsqueeze(0)) & (ar.unsqueeze(0) > ar.unsqueeze(1))
-        inf = torch.full_like(xc, float("inf"))
-        xnext = torch.where(later, xc.unsqueeze(0), inf.unsqueeze(0)).min(1).values
+        xnext = xc.unsqueeze(0).masked_fill(~later, float("inf")).amin(1)
         last = torch.isinf(xnext)
-        xnext = torch.where(last, torch.full_like(xc, x_end), xnext)
+        xnext = xnext.masked_fill(last, x_end)
         # (R, K, N): the weights of ∫ ΔF dτ, of ∫ Δz dτ = ∫ (τ_end − τ) ΔF dτ (the coupling's length scale) and,
         # with stiff_terms, of ∫ (τ_end − τ)² ΔF dτ = 2 ∫ (τ_end − τ) Δz dτ over the corrected part
         R = 3 if stiff_terms else 2
         wts = _gl_interval_weights(gx, xc / x_end, xnext / x_end, rows=R)
         length = x_end * dt
         wts = wts * torch.stack([length, length**2, length**3][:R]).reshape(R, 1, 1)
-        Xk = self.X[ii]
+        Xk = self.X.index_select(0, ii)
         wq = wts.transpose(1, 2).unsqueeze(-1)  # (3, N, K, 1)
         Acoef = (wq * (a[:N].unsqueeze(1) * Dc[:N])).sum(1)  # (3, K, m)
         corr_Ws = Acoef.transpose(1, 2) @ Xk  # (3, m, d)

@@ -11,15 +11,42 @@ import numpy as np
 import torch
 from torch import Tensor
 
+_ARANGE_CACHE: dict = {}
+
+
+def _arange(lo: int, hi: int, like: Tensor, step: int = 1) -> Tensor:
+    """torch.arange(lo, hi, step) with the dtype and device of ``like`` (cached: read-only, never modified)."""
+    key = (lo, hi, step, like.dtype, like.device)
+    out = _ARANGE_CACHE.get(key)
+    if out is None:
+        with torch.inference_mode(False):  # a normal tensor even when first asked for under inference mode
+            out = _ARANGE_CACHE[key] = torch.arange(lo, hi, step, dtype=like.dtype, device=like.device)
+    return out
+
 
 def _powers(x: Tensor, P: int, derivative: bool = True) -> tuple[Tensor, Tensor | None]:
     """x^p and d(x^p)/dx (None without ``derivative``) for p = 0..P−1 at points ``x`` `(K,)` → `(K, P)` each."""
-    pw = x.unsqueeze(1) ** torch.arange(P, dtype=x.dtype, device=x.device)
+    pw = x.unsqueeze(1) ** _arange(0, P, x)
     if not derivative:
         return pw, None
     dpw = torch.zeros_like(pw)
-    dpw[:, 1:] = pw[:, :-1] * torch.arange(1, P, dtype=x.dtype, device=x.device)
+    dpw[:, 1:] = pw[:, :-1] * _arange(1, P, x)
     return pw, dpw
+
+
+_SAMPLE_CACHE: dict = {}
+
+
+def _sample_powers(P: int, n: int, like: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The step fractions x = linspace(0, 1, n) (float64, on the device of ``like``) and :func:`_powers` of them for
+    P coefficients, `(n,)`, `(n, P)`, `(n, P)` (cached: read-only, never modified)."""
+    key = (P, n, like.device)
+    out = _SAMPLE_CACHE.get(key)
+    if out is None:
+        with torch.inference_mode(False):
+            xs = torch.linspace(0.0, 1.0, n, dtype=torch.float64, device=like.device)
+            out = _SAMPLE_CACHE[key] = (xs, *_powers(xs, P))
+    return out
 
 
 def _poly_eval(coeff: list[Tensor], x: Tensor) -> tuple[Tensor, Tensor]:
@@ -61,9 +88,9 @@ def _gl_interval_weights(gx: Tensor, lo: Tensor, hi: Tensor, rows: int = 3) -> T
     """Weights w `(rows, K, N)`: Σ_q w_jkq g(gx_q) = ∫_{lo_k}^{hi_k} (1 − s)^j p(s) ds, j = 0, …, rows − 1 (at most
     2), p the interpolant of g at the nodes gx."""
     N = gx.shape[0]
-    pw = torch.arange(1, N + 3, dtype=gx.dtype, device=gx.device)
+    pw = _arange(1, N + 3, gx)
     ua, ub = (2 * lo - 1).unsqueeze(1), (2 * hi - 1).unsqueeze(1)
-    mom = (ub**pw - ua**pw) / (2 * pw)  # ∫ u^p ds over [lo, hi], u = 2s − 1, p = 0..N+1
+    mom = (ub**pw - ua**pw) / _arange(2, 2 * N + 6, gx, 2)  # ∫ u^p ds over [lo, hi] (÷ 2p), u = 2s − 1, p = 0..N+1
     # 1 − s = (1 − u)/2, (1 − s)² = (1 − 2u + u²)/4
     first = 0.5 * (mom[:, :N] - mom[:, 1 : N + 1])
     if rows < 3:

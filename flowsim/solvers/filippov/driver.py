@@ -331,17 +331,21 @@ class FilippovDriver(_EventLocation, _SoftCrossings, _Bridges, AbstractDriver):
         sw = self.sw
         if end is None or end[0] is not run.z or run.forced or sw.inert is not None:
             return None
-        z1, theta, alpha = end
-        zero = _ZERO_FACTOR * sw.error_scale(theta, z1, self.rtol, self.atol)
+        z1, theta, alpha, zero = end
+        if zero is None:
+            zero = _ZERO_FACTOR * sw.error_scale(theta, z1, self.rtol, self.atol)
         h = sw.surfaces(theta)
-        if not bool((h.abs() <= zero)[sw.sliding].all()):
+        h_abs, free = h.abs(), ~sw.sliding
+        at_zero = h_abs <= zero
+        if not bool(at_zero[sw.sliding].all()):
             return None  # a sliding surface drifted off h = 0 (projected by the full start)
-        near = (h.abs() <= zero) & ~sw.sliding
+        near = at_zero & free
         if bool(near.any()):
             sh, scale = self._soft_end_rates(theta)
             # as _approach_band: surfaces approaching h = 0 outside one error scale get the narrow band
-            zero = torch.where(near & (h.abs() > zero / _ZERO_FACTOR) & (sh < 0), zero / _ZERO_FACTOR, zero)
-        cand = (h.abs() <= zero) & ~sw.sliding
+            narrow = zero / _ZERO_FACTOR
+            zero = torch.where(near & (h_abs > narrow) & (sh < 0), narrow, zero)
+        cand = (h_abs <= zero) & free
         if not bool(((sw.sigma * h > 0) | cand | sw.sliding).all()):
             return None  # a surface past zero outside the band: the classification gives it the side of its sign
         if bool(cand.any()):

@@ -17,7 +17,7 @@ from scipy.optimize import brentq
 from torch import Tensor
 
 from .._torchdiffeq import interp_evaluate, runge_kutta_step
-from .dense import _horner, _poly_eval
+from .dense import _horner, _poly_eval, _sample_powers
 from .segment import _SegmentField
 from .state import ACTIVE, INACTIVE, DenseSurfaceRates, inverse_map_slope
 
@@ -65,8 +65,8 @@ class _EventLocation:
         sw = self.sw
         pot = self.field.potential
         C = torch.stack(new.interp_coeff)  # (5, p)
-        xs = torch.linspace(0.0, 1.0, _N_SAMPLES + 1, dtype=torch.float64, device=C.device)
-        Z, dZ = _poly_eval(new.interp_coeff, xs)
+        xs, pw, dpw = _sample_powers(C.shape[0], _N_SAMPLES + 1, C)
+        Z, dZ = pw @ C, dpw @ C  # the dense output and its x-derivative at the samples
         Th = pot.inverse_mirror_map(Z)
         dTh = inverse_map_slope(pot, Th) * dZ
         sigf, bandf = sw.sigma.flatten(), band.flatten()
@@ -274,13 +274,14 @@ class _EventLocation:
                 left = fx >= 0  # root in [x, b]
                 a = torch.where(left, x, a)
                 b = torch.where(left, b, x)
-                xn = x - fx / torch.where(dfx != 0, dfx, 1.0)
+                flat = dfx == 0
+                xn = x - fx / dfx.masked_fill(flat, 1.0)
                 # at the surface: |g| at rounding level and the root within Newton's tolerance of x (a flat surface,
                 # h ∝ z⁴ near a p-power weight's zero, has |g| far below the bracket's ends well before its root)
-                hit = ~done & (fx.abs() <= ftol) & ((dfx == 0) | ((xn - x).abs() <= 1e-9))
+                hit = ~done & (fx.abs() <= ftol) & (flat | ((xn - x).abs() <= 1e-9))
                 root = torch.where(hit, x, root)
                 done = done | hit
-                newton = (dfx != 0) & (xn > a) & (xn < b)
+                newton = ~flat & (xn > a) & (xn < b)
                 xn = torch.where(newton, xn, 0.5 * (a + b))
                 # a Newton step ≤ 1e-9 leaves an error of order 1e-18·g″/g′ (quadratic convergence): xn is the root
                 conv = ~done & ((newton & ((xn - x).abs() <= 1e-9)) | ((b - a) <= 1e-13))
@@ -408,12 +409,14 @@ class _EventLocation:
         t0, t1 = prev.t1, new.t1
         z_e = interp_evaluate(new.interp_coeff, t0, t1, t_e)
         if interpolate:
-            x, dt = (t_e - t0) / (t1 - t0), t1 - t0
+            # the basis weights in Python floats: the same roundings as on 0-d tensors (torch's x**3 is x·x·x)
+            x, dt = float((t_e - t0) / (t1 - t0)), t1 - t0
+            x2, x3 = x * x, x * x * x
             hermite = (
-                (2 * x**3 - 3 * x**2 + 1) * prev.y1
-                + (x**3 - 2 * x**2 + x) * dt * prev.f1
-                + (3 * x**2 - 2 * x**3) * new.y1
-                + (x**3 - x**2) * dt * new.f1
+                (2 * x3 - 3 * x2 + 1) * prev.y1
+                + (x3 - 2 * x2 + x) * dt * prev.f1
+                + (3 * x2 - 2 * x3) * new.y1
+                + (x3 - x2) * dt * new.f1
             )
             tol = self.atol + self.rtol * torch.maximum(prev.y1.abs(), z_e.abs())
             if bool(((z_e - hermite) / tol).square().mean() <= 1.0):

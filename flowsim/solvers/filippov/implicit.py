@@ -346,7 +346,7 @@ class ImplicitFilippovDriver(FilippovDriver):
         """The soft correction with the unmodelled crossing-time shifts (:meth:`_switch_with_coupling`'s estimate)."""
         return self.sw.crossing_correction(C, t0, dt, xc, ii, jj, x_end, rates, stiff_terms=True)
 
-    def _switch_with_coupling(self, prev, t_e, z_e, f_e, z1, theta, bref, cc, ii, jj, first):
+    def _switch_with_coupling(self, prev, t_e, z_e, f_e, z1, end, bref, cc, ii, jj, first):
         """Switch the crossings (ii, jj) and correct the state for a stiff step (:mod:`.exponential`).
 
         The explicit driver's coupling J·∫Δz dτ is first order in L·J (L = τ_e − τ_c, τ_c the first crossing);
@@ -378,9 +378,10 @@ class ImplicitFilippovDriver(FilippovDriver):
             return undo(math.inf)
         dz, dz_cubic = pair
         z1 = sw.restore_balance(z_e + dz, bref)
-        theta1 = self._sides_ok(z1, ii[:0], jj[:0])  # (the pattern is already switched)
-        if theta1 is None:
+        end = self._sides_ok(z1, ii[:0], jj[:0])  # (the pattern is already switched)
+        if end is None:
             return undo(2.0)
+        theta1 = end.theta
         self.field.nfe += 1
         f1_new, alpha = sw.velocity(t_e, theta1)  # the next segment's first evaluation
         if self._sliding_left(theta1, alpha):
@@ -399,7 +400,7 @@ class ImplicitFilippovDriver(FilippovDriver):
         est += self._jacobian_drift(jac, dz, tau_c, _horner(coeff, x_c), length, tol)
         if not est <= self.soft_cap:
             return undo(est / self.soft_cap if math.isfinite(est) else math.inf)
-        self._soft_end = (z1, theta1, alpha)
+        self._soft_end = (z1, theta1, alpha, end.zero)
         return z1, f1_new, None
 
     def _jacobian_drift(self, jac: Tensor, dz: Tensor, tau_c: Tensor, z_c: Tensor, length: float, tol: Tensor) -> float:

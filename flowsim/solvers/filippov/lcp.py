@@ -22,6 +22,16 @@ from torch import Tensor
 from .state import _ALPHA_EPS, inverse_map_slope
 
 
+def _symmetric_pinv(G: Tensor) -> Tensor:
+    """Pseudo-inverse of a batch of symmetric matrices ``G`` `(J, k, k)`, eigenvalues below 1e-12 of each matrix's
+    largest cut. For k = 1 (sets of one point) the reciprocal: what ``torch.linalg.pinv`` gives there, bitwise
+    (1/g for finite g ≠ 0, else 0), without an eigendecomposition."""
+    if G.shape[-1] == 1:
+        ok = torch.isfinite(G) & (G != 0)
+        return torch.where(ok, G.masked_fill(~ok, 1.0).reciprocal(), 0.0)
+    return torch.linalg.pinv(G, hermitian=True, rtol=1e-12)
+
+
 def _candidate_lcp(u: Tensor, XC: Tensor, r: Tensor, sq: Tensor, fixed: Tensor, att: Tensor, pinned: Tensor) -> Tensor:
     """Filippov α of surfaces at zero that share a velocity block (:mod:`flowsim.solvers.filippov`, item 4).
 

@@ -9,6 +9,8 @@ moved state (the coupling, second order) is measured with the evaluation the nex
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
@@ -16,6 +18,16 @@ from .dense import _horner
 from .events import SoftEvent
 from .segment import _SegmentField
 from .state import _ZERO_FACTOR
+
+
+class _SideCheck(NamedTuple):
+    """A corrected state's sides (:meth:`_SoftCrossings._sides_at`)."""
+
+    theta: Tensor  # θ(z), (p,)
+    zero: Tensor  # the at-zero band there, 10 error scales of h, (n, m)
+    sigma: Tensor  # the sides σ once the kept crossings flip, (n, m)
+    bad: Tensor | None  # the non-sliding surfaces off their side, (n, m) bool, or None if there are none
+
 
 _MAX_SOFT = 1024  # most crossings switched softly (with an event correction) in one step (memory: K² pairs)
 _NEGLIGIBLE_COUPLING = 0.01  # a coupling correction E below this × the error tolerance (RMS) is left out
@@ -26,7 +38,8 @@ class _SoftCrossings:
     ``field``, the tolerances and ``soft_*`` options, the run's ``_stats``, and the driver's event location)."""
 
     _coupling_failure = "error"  # why the last switch was undone (:meth:`_coupling_undo`)
-    # (z₁, θ₁, α₁) of the last kept soft step's end, for the next segment start (FilippovDriver._light_start)
+    # (z₁, θ₁, α₁, at-zero band at θ₁ or None) of the last kept soft step's end, for the next segment start
+    # (FilippovDriver._light_start)
     _soft_end: tuple | None = None
 
     def _soft_step(
@@ -137,10 +150,10 @@ class _SoftCrossings:
             # the kept crossings are halved
             cut_tried = False
             while True:
-                theta_chk, bad = self._sides_at(_horner(C, x_end) + cc.dz, ii[:kb], jj[:kb])
-                if bad is None:
+                chk = self._sides_at(_horner(C, x_end) + cc.dz, ii[:kb], jj[:kb])
+                if chk.bad is None:
                     break
-                x_cut = None if cut_tried else self._side_cut(C, bad, theta_chk, x[:kb], ii[:kb], jj[:kb], x_end)
+                x_cut = None if cut_tried else self._side_cut(C, chk.bad, chk.theta, x[:kb], ii[:kb], jj[:kb], x_end)
                 cut_tried = True
                 kb_cut = 0 if x_cut is None else int((x[:kb] < x_cut).sum())
                 if kb_cut > 0:
@@ -159,12 +172,12 @@ class _SoftCrossings:
                 z_e, f_e, bref = self._truncated_state(prev, new, t_e)
             # every neuron's balance: the crossed points' loss weights change, so Δz moves all neurons
             z1 = sw.restore_balance(z_e + cc.dz, bref)
-            theta = self._sides_ok(z1, ii[:kb], jj[:kb])
-            if theta is None:
+            end = self._sides_ok(z1, ii[:kb], jj[:kb])
+            if end is None:
                 return fail("side")
             first = (t0 + dt * x[0], C, float(x[0]))  # the first crossing: τ_c, dense output, step fraction
             z1, f1_new, ratio = self._switch_with_coupling(
-                prev, t_e, z_e, f_e, z1, theta, bref, cc, ii[:kb], jj[:kb], first
+                prev, t_e, z_e, f_e, z1, end, bref, cc, ii[:kb], jj[:kb], first
             )
             if ratio is None:
                 break
@@ -238,15 +251,17 @@ class _SoftCrossings:
         ok &= (rates.dtau.abs() <= 0.1 * dt) & (x_shift > 0) & (x_shift < x_end)
         return ok
 
-    def _switch_with_coupling(self, prev, t_e, z_e, f_e, z1, theta, bref, cc, ii, jj, first):
-        """Switch the crossings (ii, jj) and add the coupling term to the corrected state z1 at τ_e (``first``:
-        the first crossing's τ_c, the dense output's coefficients and x_c, for the implicit driver's stiff coupling).
+    def _switch_with_coupling(self, prev, t_e, z_e, f_e, z1, end, bref, cc, ii, jj, first):
+        """Switch the crossings (ii, jj) and add the coupling term to the corrected state z1 at τ_e (``end``: z1's
+        :class:`_SideCheck`; ``first``: the first crossing's τ_c, the dense output's coefficients and x_c, for the
+        implicit driver's stiff coupling).
 
         Returns (z1, f_new(z1), None) with the new pattern set, or (None, None, ratio) with the old pattern
         restored when the coupling estimate is ``ratio`` > 1 times ``soft_cap``.
         """
         sw = self.sw
-        snap = sw.flip(ii, jj)
+        snap = sw.flip(ii, jj, end.sigma)
+        theta = end.theta
         self.field.nfe += 1
         f1_new, alpha = sw.velocity(t_e, theta)
         tol = self.atol + self.rtol * torch.maximum(prev.y1.abs(), z_e.abs())
@@ -269,7 +284,7 @@ class _SoftCrossings:
         if size <= _NEGLIGIBLE_COUPLING and est <= self.soft_fraction:
             if self._sliding_left(theta, alpha):
                 return self._coupling_undo(snap, "sliding_alpha", 2.0)
-            self._soft_end = (z1, theta, alpha)
+            self._soft_end = (z1, theta, alpha, end.zero)
             return z1, f1_new, None  # E below 1 % of the tolerance: left out (f_new(z_1) starts the next segment)
         if est > self.soft_fraction:
             # the part of ∫ Δz dτ not along Δz: J r by a difference of the new field (one more evaluation)
@@ -285,7 +300,7 @@ class _SoftCrossings:
         f1_new, alpha = sw.velocity(t_e, theta)  # the next segment's first evaluation
         if self._sliding_left(theta, alpha):
             return self._coupling_undo(snap, "sliding_alpha", 2.0)
-        self._soft_end = (z1, theta, alpha)
+        self._soft_end = (z1, theta, alpha, None)
         return z1, f1_new, None
 
     def _coupling_undo(self, snap, why: str, ratio: float):
@@ -331,16 +346,16 @@ class _SoftCrossings:
             f_e = self._seg(t_e, z_e)
         return z_e, f_e, self.sw.balance_ref(z_e, b_at=prev.y1) if interpolated else self.sw.balance_ref(z_e)
 
-    def _sides_at(self, z: Tensor, ii: Tensor, jj: Tensor) -> tuple[Tensor, Tensor | None]:
-        """θ(z) and the non-sliding surfaces `(n, m)` (bool) off their side there (|h| band: 10 error scales) once
-        (ii, jj) flip (None if none are)."""
+    def _sides_at(self, z: Tensor, ii: Tensor, jj: Tensor) -> _SideCheck:
+        """θ(z), the at-zero band and the sides once (ii, jj) flip, and the non-sliding surfaces `(n, m)` (bool) off
+        their side there (|h| band: 10 error scales; None if none are)."""
         sw = self.sw
         theta = self.field.potential.inverse_mirror_map(z)
         zero = _ZERO_FACTOR * sw.error_scale(theta, z, self.rtol, self.atol)
         sigma = sw.sigma.clone()
         sigma[ii, jj] = -sigma[ii, jj]
         bad = (~sw.sliding) & (sigma * sw.surfaces(theta) < -zero)
-        return theta, (bad if bool(bad.any()) else None)
+        return _SideCheck(theta, zero, sigma, bad if bool(bad.any()) else None)
 
     def _side_cut(self, C, bad, theta_end, xk, ii, jj, x_end):
         """A shorter kept part for a corrected end θ ``theta_end`` with surfaces ``bad`` `(n, m)` off their side,
@@ -374,8 +389,8 @@ class _SoftCrossings:
         x_cut = float(lo.min())
         return x_cut if x_first < x_cut < x_end else None
 
-    def _sides_ok(self, z: Tensor, ii: Tensor, jj: Tensor) -> Tensor | None:
-        """θ(z) if every non-sliding surface is on its side at z (|h| band: 10 error scales) once (ii, jj) flip,
-        else None."""
-        theta, bad = self._sides_at(z, ii, jj)
-        return theta if bad is None else None
+    def _sides_ok(self, z: Tensor, ii: Tensor, jj: Tensor) -> _SideCheck | None:
+        """:meth:`_sides_at` if every non-sliding surface is on its side at z (|h| band: 10 error scales) once
+        (ii, jj) flip, else None."""
+        chk = self._sides_at(z, ii, jj)
+        return chk if chk.bad is None else None

@@ -107,17 +107,23 @@ class AbstractSwitchingSystem(abc.ABC):
         self._refresh()
         return counts
 
-    def flip(self, ii: Tensor, jj: Tensor) -> tuple:
+    def flip(self, ii: Tensor, jj: Tensor, sigma: Tensor | None = None) -> tuple:
         """Switch the non-sliding surfaces ``(ii, jj)`` (index tensors, distinct surfaces) between active and
         inactive, keeping the sliding set (soft crossings); returns the previous state for :meth:`unflip`.
 
-        Only the pattern P and sides σ are recomputed, not what depends on the sliding set (:meth:`_refresh`)."""
+        Only the pattern P and sides σ are updated, not what depends on the sliding set (:meth:`_refresh`);
+        ``sigma``: the flipped sides where the caller has them."""
         snap = (self.mode, self.P, self.sigma)
         mode = self.mode.clone()
         mode[ii, jj] = ACTIVE + INACTIVE - mode[ii, jj]
         self.mode = mode
-        self.P = (mode == ACTIVE).to(self.dtype)
-        self.sigma = torch.where(mode == ACTIVE, 1.0, -1.0).to(self.dtype)
+        # the flipped entries of P (0/1) and σ (±1) toggled, as recomputing them from the mode would give
+        self.P = self.P.clone()
+        self.P[ii, jj] = 1.0 - self.P[ii, jj]
+        if sigma is None:
+            sigma = self.sigma.clone()
+            sigma[ii, jj] = -sigma[ii, jj]
+        self.sigma = sigma
         return snap
 
     def unflip(self, snap: tuple) -> None:

@@ -19,7 +19,7 @@ from ...models import AbstractPiecewiseLinearTwoLayer
 from .bridge import transition
 from .crossings import _CrossingCorrections
 from .dense import _horner
-from .lcp import _candidate_lcp, _project_onto_surfaces
+from .lcp import _candidate_lcp, _project_onto_surfaces, _symmetric_pinv
 from .state import ACTIVE, INACTIVE, SLIDING, AbstractSwitchingSystem, DenseSurfaceRates, inverse_map_slope
 
 
@@ -47,6 +47,7 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
         self.xabs = self.X.abs()
         self._owner: Tensor | None = None  # each coordinate's neuron (:meth:`_coordinate_neuron`)
         self._sets_of: Tensor | None = None  # the sliding mask the sliding sets were built for (:meth:`_refresh`)
+        self._h_memo: tuple = (None, None)  # (θ, h) of the last :meth:`surfaces` call
         self._init_state((self.n, self.m), self.X.dtype, self.X.device)
 
     # -- state bookkeeping --
@@ -56,11 +57,15 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
         if self._sets_of is not None and torch.equal(self._sets_of, self.sliding):
             return  # the same sliding set (most segment starts): its neurons and points as they were
         self._sets_of = self.sliding
+        flat = torch.nonzero(self.sliding.flatten()).flatten()
+        self._sliding_entries = (flat, flat // self.m, flat % self.m)  # flat index, point, neuron of each, (S,)
         count = self.sliding.sum(0)  # sliding surfaces per neuron, (m,)
         self.slide_neurons = torch.nonzero(count > 0).flatten().tolist()
         # neurons sliding on one surface (most of them) get their equivalent control in closed form, batched
         self.single_j = torch.nonzero(count == 1).flatten()
         self.single_i = self.sliding[:, self.single_j].to(torch.int8).argmax(0)
+        self.single_flat = self.single_i * self.m + self.single_j  # their surfaces' flat indices
+        self.single_x = self.X.index_select(0, self.single_i)  # their points
         # neurons sliding on several surfaces: their points (ascending) padded to the largest set, mask = real ones
         self.multi_j = torch.nonzero(count > 1).flatten()
         self.multi_i, self.multi_mask = self._padded_points(self.multi_j, count)
@@ -93,7 +98,7 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
         XS = self.X[I] * mask.unsqueeze(2).to(V.dtype)  # (J, k, d)
         D = inverse_map_slope(self.pot, W[js])  # (J, d)
         XD = XS * D.unsqueeze(1)
-        Ginv = torch.linalg.pinv(XD @ XS.transpose(1, 2), hermitian=True, rtol=1e-12)  # (J, k, k)
+        Ginv = _symmetric_pinv(XD @ XS.transpose(1, 2))  # (J, k, k)
         Vj = V[..., js, :]  # (..., J, d)
         coef = Ginv @ (XD @ Vj.unsqueeze(-1))  # (..., J, k, 1)
         out = V.clone()
@@ -106,9 +111,14 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
         return theta[..., : self.md].reshape(*theta.shape[:-1], self.m, self.d), theta[..., self.md :]
 
     def surfaces(self, theta: Tensor) -> Tensor:
-        """h, shape `(..., n, m)`."""
+        """h, shape `(..., n, m)`. The last θ's h is kept (a segment start asks for it several times; θ tensors
+        are never modified in place): callers must not modify the result in place."""
+        if theta is self._h_memo[0]:
+            return self._h_memo[1]
         W, _ = self.split(theta)
-        return self.X @ W.transpose(-1, -2)
+        h = self.X @ W.transpose(-1, -2)
+        self._h_memo = (theta, h)
+        return h
 
     def surface_rates(self, theta: Tensor, theta_dot: Tensor) -> Tensor:
         """ḣ along θ̇ (h is linear in θ)."""
@@ -160,8 +170,9 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
         HG = H * G0
         q = self.y * (HG @ a)
         cy = self.field.loss_weights(tau, q) * self.y
-        uW = a.unsqueeze(1) * ((G0 * cy.unsqueeze(1)).T @ self.X)  # (m, d)
-        za = (HG * cy.unsqueeze(1)).sum(0)
+        cy_col = cy.unsqueeze(1)
+        uW = a.unsqueeze(1) * ((G0 * cy_col).T @ self.X)  # (m, d)
+        za = (HG * cy_col).sum(0)
         if not self.slide_neurons:
             return torch.cat([uW.reshape(-1), za]), None
         # sliding entries: gate 0 → gate(α) adds (1 − s₋) α h c y to ż_a (h ≈ 0 there; added for the Baumgarte part)
@@ -169,19 +180,19 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
         D = inverse_map_slope(self.pot, W)
         ref = self.alpha0 if alpha_ref is None else alpha_ref
         scale = {} if self.bg_scale is None else None
-        zW = uW.clone()  # (uW is read again by the controls)
+        zW = uW  # (uW is read again by the controls: the rows are replaced out of place)
         if self.single_j.numel():
             js, is_ = self.single_j, self.single_i
-            al, row = self._single_control(js, is_, scale, uW, D, a, cy, H, ref)
-            alpha[is_, js] = al
-            zW[js] = row
-            za.index_add_(0, js, (1.0 - self.slope) * al * H[is_, js] * cy[is_])
+            al, row, dza = self._single_control(js, is_, scale, uW, D, a, cy, H, ref)
+            alpha.view(-1).index_copy_(0, self.single_flat, al)
+            zW = zW.index_copy(0, js, row)
+            za.index_add_(0, js, dza)
         if self.multi_j.numel():
             js, I, mask = self.multi_j, self.multi_i, self.multi_mask
             al, row = self._multi_control(js, I, mask, scale, uW, D, a, cy, H, ref)
             jj = js.unsqueeze(1).expand_as(I)
             alpha[I[mask], jj[mask]] = al[mask]
-            zW[js] = row
+            zW = zW.index_copy(0, js, row)
             za.index_add_(0, js, (1.0 - self.slope) * (al * H[I, jj] * cy[I]).sum(1))  # (al = 0 where padded)
         if scale is not None:
             self.bg_scale = scale
@@ -312,20 +323,24 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
         dA = -dv / r_safe + (v.unsqueeze(2) / r_safe.square()) * dr
         return I[mask], js.unsqueeze(1).expand_as(I)[mask], dA[mask], js, J_rows
 
-    def _single_control(self, js, is_, scale, uW, D, a, cy, H, ref) -> tuple[Tensor, Tensor]:
+    def _single_control(self, js, is_, scale, uW, D, a, cy, H, ref) -> tuple[Tensor, Tensor, Tensor]:
         """:func:`_equivalent_control` of the neurons ``js`` `(J,)` sliding on one surface each (points ``is_``),
         batched: with A = D_j^{1/2} x_i R_j (R_j = −(1 − s) a_j c_i), α = α₀ + A·(D^{1/2}u − A α₀)/|A|² plus the
-        scaled Baumgarte part λ R_j h_ij / |A|². Returns α `(J,)` and the neurons' velocity rows `(J, d)`."""
-        XS = self.X[is_]  # (J, d)
-        r = (1.0 - self.slope) * a[js] * cy[is_]  # −R
-        sq = D[js].sqrt()
+        scaled Baumgarte part λ R_j h_ij / |A|². Returns α `(J,)`, the neurons' velocity rows `(J, d)` and what
+        their sliding entries add to ż_a, (1 − s₋) α h c y `(J,)`."""
+        XS = self.single_x  # (J, d)
+        cyS, hS = cy.index_select(0, is_), torch.take(H, self.single_flat)
+        uWj = uW.index_select(0, js)
+        r = self._one_sided(a.index_select(0, js)) * cyS  # −R
+        sq = D.index_select(0, js).sqrt()
         A = sq * XS * (-r).unsqueeze(1)
         M = A.square().sum(1)
-        Minv = torch.where(M > 0, 1.0 / torch.where(M > 0, M, 1.0), 0.0)
-        a0 = ref[is_, js]
-        delta = Minv * (A * (sq * uW[js] - A * a0.unsqueeze(1))).sum(1)
+        off = ~(M > 0)  # A = 0 (or not finite): no control
+        Minv = M.masked_fill(off, 1.0).reciprocal().masked_fill(off, 0.0)  # 1/|A|²
+        a0 = torch.take(ref, self.single_flat)
+        delta = Minv * (A * (sq * uWj - A * a0.unsqueeze(1))).sum(1)
         if self.lam:
-            d_bg = Minv * (-self.lam * r * H[is_, js])
+            d_bg = Minv * (-self.lam * r * hS)
             if scale is not None:  # the segment's first evaluation: fix the Baumgarte factors
                 al_eq = a0 + delta
                 room = torch.minimum(al_eq, 1.0 - al_eq).clamp_min(0.0)
@@ -339,8 +354,12 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
                     f = torch.tensor([self.bg_scale.get(j, 1.0) for j in js.tolist()], dtype=M.dtype, device=M.device)
             delta = delta + f * d_bg
         al = a0 + delta
-        row = uW[js] + (r * al).unsqueeze(1) * XS
-        return al, row
+        row = uWj + (r * al).unsqueeze(1) * XS
+        return al, row, self._one_sided(al) * hS * cyS
+
+    def _one_sided(self, x: Tensor) -> Tensor:
+        """(1 − s₋) x, the jump factor of the gate (x itself for ReLU: no multiplication by 1)."""
+        return x if self.slope == 0.0 else (1.0 - self.slope) * x
 
     def _multi_control(self, js, I, mask, scale, uW, D, a, cy, H, ref) -> tuple[Tensor, Tensor]:
         """:func:`_equivalent_control` of the neurons ``js`` `(J,)` sliding on several surfaces each (points ``I``
@@ -490,9 +509,12 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
         wherever that fell (measured: a two-layer ReLU, a_j = 0 at s = 0.306, the exact-restart reference left at
         its next crossing, s = 0.322, a soft step later still: 600 × rtol apart)."""
         _, a = self.split(theta)
-        attraction = -(a.unsqueeze(0) * self.y.unsqueeze(1))
-        room = torch.minimum(torch.minimum(alpha, 1.0 - alpha), attraction)
-        return torch.where(self.sliding, room, math.inf)
+        flat, i, j = self._sliding_entries  # (computed on the sliding entries only, then scattered)
+        al = torch.take(alpha, flat)
+        attraction = -(a.index_select(0, j) * self.y.index_select(0, i))
+        room = torch.full_like(alpha, math.inf)
+        room.view(-1).index_copy_(0, flat, torch.minimum(torch.minimum(al, 1.0 - al), attraction))
+        return room
 
     # -- soft crossings (FilippovDriver._soft_step): balance, per-crossing rates, closed-form correction --
     def balance(self, theta: Tensor) -> Tensor:
@@ -514,8 +536,9 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
             B = self.balance(th)
             W, a = self.split(th)
             slope = (W * gw).sum(-1) - a * ga
-            mu = torch.where(slope != 0, -(B - B_ref) / torch.where(slope != 0, slope, 1.0), 0.0)
-            z = z + mu[owner] * g  # (z_wj + μ_j θ_wj, z_aj − μ_j θ_aj) in one product
+            flat = slope == 0  # (B_j does not move along its direction: μ_j = 0)
+            mu = (-(B - B_ref) / slope.masked_fill(flat, 1.0)).masked_fill(flat, 0.0)
+            z = z + mu.index_select(0, owner) * g  # (z_wj + μ_j θ_wj, z_aj − μ_j θ_aj) in one product
         return z
 
     def balance_ref(self, z_ref: Tensor, b_at: Tensor | None = None) -> tuple:
@@ -564,12 +587,13 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
         """
         i, j = idx // self.m, idx % self.m
         Cw = coeff[:, : self.md].reshape(coeff.shape[0], self.m, self.d)[:, j].flip(0)  # (P, B, d), top first
-        Xi, pot = self.X[i], self.pot
+        Xi, pot = self.X.index_select(0, i), self.pot
+        top, lower, zero = Cw[0], Cw[1:].unbind(0), torch.zeros_like(Cw[0])
 
         def rates(x: Tensor) -> tuple[Tensor, Tensor]:
             xb = x.unsqueeze(1)
-            zx, dzx = Cw[0], torch.zeros_like(Cw[0])
-            for c in Cw[1:]:
+            zx, dzx = top, zero
+            for c in lower:
                 dzx = zx + xb * dzx
                 zx = c + xb * zx
             th = pot.inverse_mirror_map(zx)
