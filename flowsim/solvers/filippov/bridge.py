@@ -6,8 +6,8 @@ resolve: many surfaces that coincide (under a p-power potential with p < 2 a dee
 its zero makes every surface h_i = w · r_i(x_i) of the points with that one live input vanish together, with
 ∇_z h = 0 there), or a surface that switches back and forth at every segment start. The driver then hands the
 state to a **bridge**: the gate of every surface is φ(h/ε), with ε the at-zero band (10 error scales of h,
-:meth:`~flowsim.solvers.filippov.state.AbstractSwitchingSystem.error_scale`) at the bridge's start, held for the
-bridge, and φ the C¹ transition ½ + ¾s − ¼s³ on [−1, 1] (0 below, 1 above). Outside the band the field is the
+:meth:`~flowsim.solvers.filippov.state.AbstractSwitchingSystem.regularisation_width`) at the bridge's start, held
+for the bridge, and φ the C¹ transition ½ + ¾s − ¼s³ on [−1, 1] (0 below, 1 above). Outside the band the field is the
 exact one; inside it the gates are a smooth convex combination, whose ε → 0 limit is the Filippov sliding motion
 on a surface (Sotomayor & Teixeira 1996; Llibre, da Silva & Teixeira 2007). The regularised field is stiff
 (∝ 1/ε) and smooth, so Radau IIA (:class:`~flowsim.solvers.radau_newton.NewtonRadau`, Jacobian by autograd)

@@ -105,9 +105,9 @@ class FilippovDriver(_EventLocation, _SoftCrossings, _Bridges, AbstractDriver):
           (every crossing is an exact restart).
         * Separable potentials only (all flowsim potentials are).
         * Where the exact segments do not settle (20 zero-length segments in a row, or a surface switching 8 times
-          within 64 segment starts: coinciding, degenerate surfaces such as those of a p-power (p < 2) deep net's
-          weight at 0), a stretch is integrated with the switching smoothed over the at-zero band, by Radau
-          (:mod:`.bridge`; counted in ``n_regularised_bridges``).
+          within 64 segment starts and 1e-5 (1 + |τ|) of τ: coinciding, degenerate surfaces such as those of a
+          p-power (p < 2) deep net's weight at 0), a stretch is integrated with the switching smoothed over the
+          at-zero band, by Radau (:mod:`.bridge`; counted in ``n_regularised_bridges``).
 
     Args:
         model: the model (must have ``has_kinks``).
