@@ -118,10 +118,11 @@ def _equivalent_control(
     if M.shape[0] == 1:
         Minv = 1.0 / M if bool(M[0, 0] > 0) else torch.zeros_like(M)
     else:
-        # Jacobi scaling before the pseudo-inverse's relative cut: a surface whose rows are tiny (h ∝ z⁴ at a
-        # p-power weight's zero, dθ/dz → 0) is still controlled
-        dg = M.diagonal()
-        s = torch.where(dg > 0, dg.rsqrt(), torch.zeros_like(dg))
+        # the metric's part of each column scaled to 1 before the pseudo-inverse's relative cut: a surface whose row
+        # is tiny because dθ/dz → 0 (h ∝ z⁴ at a p-power weight's zero) is still controlled; one whose point has a
+        # negligible loss weight (R_k → 0) is still cut (scaled by it too, α blew up: non-finite states)
+        norm = (sq.unsqueeze(1) * XS.T).norm(dim=0)
+        s = torch.where(norm > 0, 1.0 / torch.where(norm > 0, norm, 1.0), 0.0)
         Minv = s.unsqueeze(1) * torch.linalg.pinv(s.unsqueeze(1) * M * s, hermitian=True, rtol=1e-12) * s
     delta = Minv @ (A.T @ (t - A @ a0))
     if sw.lam:
