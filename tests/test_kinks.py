@@ -531,8 +531,8 @@ def test_deep_p_power_weight_held_at_zero_is_bridged_not_stuck():
 @pytest.mark.parametrize("make_model", [lambda: TwoLayerReLU(5, 12), lambda: DeepReLU(5, [7, 6])], ids=["two", "deep"])
 def test_regularised_field_is_the_exact_field_off_the_bands(make_model):
     """The bridges' field: with every surface outside its transition band (gates exactly 0 or 1) it is the exact
-    fixed-pattern field of the state's own pattern; with a surface inside it, that surface's gate is strictly
-    between (the field differs only through that point)."""
+    fixed-pattern field of the state's own pattern and the plain mirror-flow field there; with a surface inside it,
+    that surface's gate is strictly between (the field differs only through that point)."""
     from flowsim.flow import MirrorFlowField
     from flowsim.losses import get_loss
     from flowsim.potentials import get_potential
@@ -550,6 +550,8 @@ def test_regularised_field_is_the_exact_field_off_the_bands(make_model):
     h = sw.surfaces(theta)
     reg = sw.regularised_velocity(tau, theta, torch.full_like(h, 1e-300))
     assert torch.allclose(reg, exact, rtol=1e-13, atol=1e-15)
+    # and the mirror-flow field itself (the model's forward and vector–Jacobian product with relu; Euclidean: z = θ)
+    assert torch.allclose(reg, field(tau, theta), rtol=1e-12, atol=1e-14)
     assert float(transition(torch.tensor(0.0))) == 0.5 and float(transition(torch.tensor(-2.0))) == 0.0
     # one surface inside a band: the field moves, by that point's term only (its gate ½ at h/ε = 0 … here h/ε = ±0.5)
     i, j = (h.abs() == h.abs()[h.abs() > 0].min()).nonzero()[0].tolist()

@@ -156,23 +156,22 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
         `(n, m)` the transition's half-width; leaky nets: slope + (1 − slope) φ), `(p,)`."""
         W, a = self.split(theta)
         H = self.X @ W.T
-        G = self._gate(transition(H / eps))
+        _, uW, za = self._gated_field(tau, H, self._gate(transition(H / eps)), a)
+        return torch.cat([uW.reshape(-1), za])
+
+    def _gated_field(self, tau, H: Tensor, G: Tensor, a: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The field of the net with gates ``G`` `(n, m)` at pre-activations ``H``: c·y `(n,)`, ż_W `(m, d)` and ż_a
+        `(m,)` (:meth:`velocity`'s fixed pattern, :meth:`regularised_velocity`'s smoothed gates)."""
         HG = H * G
         cy = self.field.loss_weights(tau, self.y * (HG @ a)) * self.y
-        uW = a.unsqueeze(1) * ((G * cy.unsqueeze(1)).T @ self.X)
-        return torch.cat([uW.reshape(-1), (HG * cy.unsqueeze(1)).sum(0)])
+        cy_col = cy.unsqueeze(1)
+        return cy, a.unsqueeze(1) * ((G * cy_col).T @ self.X), (HG * cy_col).sum(0)
 
     def velocity(self, tau, theta: Tensor, alpha_ref: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """dz/dτ of the current activation state and the sliding α's (or None), shapes `(p,)`, `(n, m)`."""
         W, a = self.split(theta)
         H = self.X @ W.T  # (n, m)
-        G0 = self._gate(self.P)  # sliding entries at α = 0
-        HG = H * G0
-        q = self.y * (HG @ a)
-        cy = self.field.loss_weights(tau, q) * self.y
-        cy_col = cy.unsqueeze(1)
-        uW = a.unsqueeze(1) * ((G0 * cy_col).T @ self.X)  # (m, d)
-        za = (HG * cy_col).sum(0)
+        cy, uW, za = self._gated_field(tau, H, self._gate(self.P), a)  # sliding entries at α = 0
         if not self.slide_neurons:
             return torch.cat([uW.reshape(-1), za]), None
         # sliding entries: gate 0 → gate(α) adds (1 − s₋) α h c y to ż_a (h ≈ 0 there; added for the Baumgarte part)
