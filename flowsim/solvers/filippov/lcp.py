@@ -53,12 +53,7 @@ def _candidate_lcp(u: Tensor, XC: Tensor, r: Tensor, sq: Tensor, fixed: Tensor, 
             if AA > 0:  # one attracting surface: the minimizer of a convex quadratic on [0, 1], clipped
                 al[att] = (A[:, 0] @ t / AA).clamp(0.0, 1.0)
             else:
-                sol = lsq_linear(
-                    A.cpu().numpy(), t.cpu().numpy(), bounds=(0.0, 1.0), method="bvls", tol=1e-14, lsmr_tol=None
-                )
-                al[att] = torch.as_tensor(sol.x, dtype=u.dtype, device=u.device)
-                if _misses_filippov_conditions(XC[att], sq, t, A, al[att]):
-                    al[att] = _unscaled_lcp(XC[att], sq, t, -r[att])
+                al[att] = _attracting_alphas(XC[att], sq, t, A)
             resid = t - A @ al[att]
         else:
             resid = t
@@ -70,33 +65,90 @@ def _candidate_lcp(u: Tensor, XC: Tensor, r: Tensor, sq: Tensor, fixed: Tensor, 
     return al
 
 
-def _misses_filippov_conditions(XA: Tensor, sq: Tensor, t: Tensor, A: Tensor, al: Tensor) -> bool:
-    """Whether α of attracting surfaces (rows ``XA`` `(K, q)`) violates the Filippov conditions on ḣ itself:
-    ḣ_k ≠ 0 inside (0, 1), ḣ_k > 0 at 0 or ḣ_k < 0 at 1, beyond 1e-8 of the size of ḣ_k's terms.
+def _attracting_alphas(XA: Tensor, sq: Tensor, t: Tensor, A: Tensor) -> Tensor:
+    """α ∈ [0, 1]^K of attracting surfaces (rows ``XA`` `(K, q)`) from min ½‖Aα − t‖² (:func:`_candidate_lcp`), solved
+    so that every surface meets its own Filippov conditions on ḣ_k, however different the surfaces' scales.
 
-    The least-squares problem of :func:`_candidate_lcp` weighs surface k's condition by |r_k| (its loss weight):
-    a surface whose point has a negligible loss weight (r_k ~ 1e-20 of the others) meets BVLS's tolerance at any
-    α, although its ḣ_k is far from zero.
+    BVLS stops at an absolute tolerance on the gradient, so the problem is solved in units where that tolerance is
+    relative (:func:`_bvls_unit_scale`): a column tiny because its point's loss weight is negligible, or because
+    dθ/dz → 0 on its coordinates, is weighed like the others. A surface that still misses its conditions
+    (:func:`_filippov_violations`: its own terms far below the largest, e.g. a deep net's unit whose p-power weights
+    sit near 0, D 1e-25 of the others) is solved again with the rest fixed, in its own units (at most three
+    rounds; surfaces with parallel ∇h share their conditions, which then hold to the rounding of that split).
+    Measured on such a unit: the unscaled problem gave α = 1 where its sliding surfaces had α = 0.002-0.007 and
+    the run stopped 3.6e6 error scales off; the scaled one leaves ḣ_k at 4e-4 of its terms, the local solve at 8e-8.
+    """
+    al = _bvls_unit_scale(A, t)
+    for _ in range(3):
+        bad = _filippov_violations(XA, sq, t, A, al)
+        if not bool(bad.any()):
+            break
+        cols = A[:, bad]
+        # the coordinates where their columns are above rounding (1e-14 of the column; beyond them the residual can
+        # be 1e17 of its part here, and lstsq then loses that part to its own rounding)
+        rows = (cols.abs() > 1e-14 * cols.norm(dim=0)).any(1)
+        al[bad] = _bvls_unit_scale(cols[rows], (t - A[:, ~bad] @ al[~bad])[rows])
+    return _share_coinciding(A, al)
+
+
+def _share_coinciding(A: Tensor, al: Tensor) -> Tensor:
+    """α's `(K,)` with one common value on each set of coinciding attracting surfaces (columns of ``A`` parallel
+    and of the same orientation to 1e-12: the same zero set to first order, e.g. a deep net's h_i = w·r_i of the
+    points whose only active input to a unit is the same weight w, or duplicated data points).
+
+    Only Σ_k ‖A_k‖ α_k along their common direction enters the field, so the least-squares solution is any split
+    of it, and BVLS returns a vertex: one surface at α = 1 and the rest at 0 satisfy the Filippov conditions with
+    ḣ = 0 exactly, but their modes (active, inactive) do not hold h = 0 and the state switched back and forth
+    every 1e-10 of τ (p-power p = 1.25, a second-layer weight at its zero). The common value gives the same field
+    and slides them together."""
+    norm = A.norm(dim=0)
+    U = A / torch.where(norm > 0, norm, 1.0)
+    same = (U.T @ U >= 1.0 - 1e-12) & (norm > 0).unsqueeze(0) & (norm > 0).unsqueeze(1)
+    if int(same.sum()) == int((norm > 0).sum()):  # no two columns coincide
+        return al
+    out, free = al.clone(), torch.ones_like(same[0])
+    for k in range(al.numel()):
+        group = same[k] & free
+        if int(group.sum()) > 1:
+            out[group] = (norm[group] * al[group]).sum() / norm[group].sum()
+        free &= ~group
+    return out
+
+
+def _bvls_unit_scale(A: Tensor, t: Tensor) -> Tensor:
+    """argmin over α ∈ [0, 1]^K of ½‖Aα − t‖² (scipy's BVLS, Stark & Parker 1995), solved with A's columns scaled
+    to norm 1 and t by c, the largest size of a gradient's terms max_k Σ_i |A_ik| |t_i| / ‖A_k‖ (β_k = ‖A_k‖ α_k / c
+    ∈ [0, ‖A_k‖ / c]), so that its tolerance (1e-14 on the gradient) is relative to the problem's own scale. Zero
+    columns, or a zero c, are left unscaled."""
+    norm = A.norm(dim=0)
+    s = torch.where(norm > 0, norm, 1.0)
+    c = float(((A / s).abs().T @ t.abs()).max())
+    c = c if c > 0 else 1.0
+    sol = lsq_linear(
+        (A / s).cpu().numpy(),
+        (t / c).cpu().numpy(),
+        bounds=(0.0, (s / c).cpu().numpy()),
+        method="bvls",
+        tol=1e-14,
+        lsmr_tol=None,
+    )
+    return (torch.as_tensor(sol.x, dtype=t.dtype, device=t.device) * c / s).clamp(0.0, 1.0)
+
+
+def _filippov_violations(XA: Tensor, sq: Tensor, t: Tensor, A: Tensor, al: Tensor) -> Tensor:
+    """Which attracting surfaces (rows ``XA`` `(K, q)`) at α ``al`` violate the Filippov conditions on ḣ itself:
+    ḣ_k ≠ 0 inside (0, 1), ḣ_k > 0 at 0 or ḣ_k < 0 at 1, beyond 1e-8 of the size of ḣ_k's terms; `(K,)` bool.
+
+    The least-squares problem weighs surface k's condition by its column: a surface whose point has a negligible
+    loss weight (r_k ~ 1e-20 of the others), or whose coordinates have a negligible dθ/dz, can meet a tolerance on
+    the whole problem at any α, although its ḣ_k is far from zero.
     """
     hdot = XA @ (sq * (t - A @ al))
     size = XA.abs() @ (sq * (t.abs() + (A.abs() @ al)))
     tol = 1e-8 * size
     inside = (al > _ALPHA_EPS) & (al < 1.0 - _ALPHA_EPS)
-    bad = (
-        (inside & (hdot.abs() > tol)) | ((al <= _ALPHA_EPS) & (hdot > tol)) | ((al >= 1.0 - _ALPHA_EPS) & (hdot < -tol))
-    )
-    return bool(bad.any())
-
-
-def _unscaled_lcp(XA: Tensor, sq: Tensor, t: Tensor, R: Tensor) -> Tensor:
-    """α of attracting surfaces from the least-squares problem in β = R α ∈ [0, R] (R = −r > 0): the same
-    Filippov conditions, with ḣ_k itself (not R_k ḣ_k) as the gradient that BVLS drives to its tolerance."""
-    B = sq.unsqueeze(1) * XA.T  # (q, K)
-    sol = lsq_linear(
-        B.cpu().numpy(), t.cpu().numpy(), bounds=(0.0, R.cpu().numpy()), method="bvls", tol=1e-14, lsmr_tol=None
-    )
-    beta = torch.as_tensor(sol.x, dtype=t.dtype, device=t.device)
-    return (beta / R).clamp(0.0, 1.0)
+    low, high = al <= _ALPHA_EPS, al >= 1.0 - _ALPHA_EPS
+    return (inside & (hdot.abs() > tol)) | (low & (hdot > tol)) | (high & (hdot < -tol))
 
 
 def _equivalent_control(
@@ -133,7 +185,9 @@ def _equivalent_control(
             big = float(d_bg.abs().max())
             scale[key] = min(1.0, 0.5 * max(room, 0.0) / big) if big > 0 else 1.0
         delta = delta + (scale[key] if scale is not None else sw.bg_scale.get(key, 1.0)) * d_bg
-    return a0 + delta
+    # coinciding surfaces slide with one α: the minimum change splits by their columns' norms, and the one that
+    # reached a bound first left alone, to its own side (measured: a group of four split across both sides)
+    return _share_coinciding(A, a0 + delta)
 
 
 def _project_onto_surfaces(pot, z0: Tensor, G: Tensor, h_fn, rows_fn, h0: Tensor, tol: Tensor) -> Tensor:
@@ -142,22 +196,38 @@ def _project_onto_surfaces(pot, z0: Tensor, G: Tensor, h_fn, rows_fn, h0: Tensor
     ``G`` `(K, q)`: the directions (∇_θ h at the start, the directions the Filippov α's move z in), ``h_fn(θ)``
     `(K,)`, ``rows_fn(θ)`` ∇_θ h `(K, q)` at θ, ``h0`` = h at z0. Damped Newton on μ (steps by the
     pseudo-inverse: torch.linalg.lstsq gave run-to-run differences in the last bits), Jacobian ∇h D Gᵀ,
-    D = (∇²Φ)⁻¹ (h ∘ ∇Φ* along Gᵀμ is the gradient of a convex function when ∇h is constant), with backtracking
-    on |h|: D can change by orders of magnitude along a step (p-power potentials near 0).
+    D = (∇²Φ)⁻¹ (h ∘ ∇Φ* along Gᵀμ is the gradient of a convex function when ∇h is constant), each surface in units
+    of its ``tol`` (a surface at 1e-35 beside others at 1e-15 fell under the pseudo-inverse's relative cut: 1,500
+    evaluations, not projected), with backtracking on |h / tol|: D can change by orders of magnitude along a step
+    (p-power potentials near 0), and extrapolation (steps doubled while |h / tol| falls, up to 16×) where a step
+    leaves more than ¼ of it: at a root of multiplicity k (h ∝ z⁴ at a p = 1.25 weight's zero) Newton's step is
+    1/k of the way.
     """
     mu = torch.zeros(G.shape[0], dtype=z0.dtype, device=z0.device)
     h = h0
+    scale = 1.0 / tol.clamp_min(torch.finfo(tol.dtype).tiny)  # each surface in units of its tolerance
+
+    def size(x: Tensor) -> float:
+        return float((scale * x).norm())
+
     for _ in range(50):
         if bool((h.abs() <= tol).all()):
             break
         th = pot.inverse_mirror_map(z0 + G.T @ mu)
         J = (rows_fn(th) * inverse_map_slope(pot, th)) @ G.T
-        step = torch.linalg.pinv(J) @ h
+        step = torch.linalg.pinv(scale.unsqueeze(1) * J) @ (scale * h)
         for _ in range(30):
             h_new = h_fn(pot.inverse_mirror_map(z0 + G.T @ (mu - step)))
-            if bool(h_new.norm() < h.norm()):
+            if size(h_new) < size(h):
                 break
             step = 0.5 * step
+        for _ in range(4):  # a root of multiplicity k (h ∝ z⁴ at a p = 1.25 weight's zero): Newton's step is 1/k of it
+            if size(h_new) <= 0.25 * size(h):
+                break
+            h_try = h_fn(pot.inverse_mirror_map(z0 + G.T @ (mu - 2.0 * step)))
+            if size(h_try) >= size(h_new):
+                break
+            step, h_new = 2.0 * step, h_try
         mu, h = mu - step, h_new
     return z0 + G.T @ mu
 
