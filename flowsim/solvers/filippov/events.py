@@ -393,9 +393,17 @@ class _EventLocation:
 
     def _event_state(self, prev, new, t_e: Tensor) -> Tensor:
         """State at an exact event τ_e inside an accepted step (:meth:`_state_inside`; two-layer nets only take
-        the dense output), every B_j restored to its value at the step start where it is interpolated."""
+        the dense output, deep nets where the redo step is not finite), every B_j restored to its value at the step
+        start where it is interpolated (two-layer nets)."""
         z_e, interpolated, _ = self._state_inside(prev, new, t_e, self.sw.supports_soft)
-        return self.sw.restore_balance(z_e, self.sw.balance_ref(z_e, b_at=prev.y1)) if interpolated else z_e
+        if not interpolated and not bool(torch.isfinite(z_e).all()):
+            # a redo stage met a non-finite field (where a trial stage of a step is rejected; measured: a deep net's
+            # sliding α's, p-power p = 1.5): the accepted step's dense output, error-controlled with the step
+            self._stats.n_interpolated_states += 1
+            z_e, interpolated = interp_evaluate(new.interp_coeff, prev.t1, new.t1, t_e), True
+        if interpolated and self.sw.supports_soft:
+            return self.sw.restore_balance(z_e, self.sw.balance_ref(z_e, b_at=prev.y1))
+        return z_e
 
     def _state_inside(self, prev, new, t_e: Tensor, interpolate: bool = True) -> tuple[Tensor, bool, Tensor | None]:
         """(z at τ_e inside an accepted step, whether it is the dense output, the field there from a redo step or
