@@ -104,7 +104,7 @@ def _share_coinciding(A: Tensor, al: Tensor) -> Tensor:
     norm = A.norm(dim=0)
     U = A / torch.where(norm > 0, norm, 1.0)
     same = (U.T @ U >= 1.0 - 1e-12) & (norm > 0).unsqueeze(0) & (norm > 0).unsqueeze(1)
-    if int(same.sum()) == int((norm > 0).sum()):  # no two columns coincide
+    if not bool((same.sum(1) > 1).any()):  # no two columns coincide
         return al
     out, free = al.clone(), torch.ones_like(same[0])
     for k in range(al.numel()):
@@ -205,7 +205,11 @@ def _project_onto_surfaces(pot, z0: Tensor, G: Tensor, h_fn, rows_fn, h0: Tensor
     """
     mu = torch.zeros(G.shape[0], dtype=z0.dtype, device=z0.device)
     h = h0
-    scale = 1.0 / tol.clamp_min(torch.finfo(tol.dtype).tiny)  # each surface in units of its tolerance
+    # each surface in units of its tolerance (relative to the smallest positive one, so that nothing overflows; a
+    # zero tolerance counts as that one)
+    positive = tol[tol > 0]
+    floor = positive.min() if positive.numel() else torch.ones((), dtype=tol.dtype, device=tol.device)
+    scale = floor / tol.clamp_min(floor)
 
     def size(x: Tensor) -> float:
         return float((scale * x).norm())
