@@ -104,15 +104,11 @@ def _share_coinciding(A: Tensor, al: Tensor) -> Tensor:
     norm = A.norm(dim=0)
     U = A / torch.where(norm > 0, norm, 1.0)
     same = (U.T @ U >= 1.0 - 1e-12) & (norm > 0).unsqueeze(0) & (norm > 0).unsqueeze(1)
-    if not bool((same.sum(1) > 1).any()):  # no two columns coincide
+    size = same.sum(1)
+    if not bool((size > 1).any()):  # no two columns coincide
         return al
-    out, free = al.clone(), torch.ones_like(same[0])
-    for k in range(al.numel()):
-        group = same[k] & free
-        if int(group.sum()) > 1:
-            out[group] = (norm[group] * al[group]).sum() / norm[group].sum()
-        free &= ~group
-    return out
+    w = same.to(A.dtype)
+    return torch.where(size > 1, (w @ (norm * al)) / (w @ norm).clamp_min(torch.finfo(A.dtype).tiny), al)
 
 
 def _bvls_unit_scale(A: Tensor, t: Tensor) -> Tensor:
