@@ -341,7 +341,7 @@ class _DeepSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
             G = self._surface_grads(S, P, fwd)
             r = cy[S[:, 0]] * U[S[:, 0], S[:, 1]]
             u = v - G.T @ (r * al)
-            nxt = _equivalent_control(self, 0, scale, u, G, -r, sq, al, H[S[:, 0], S[:, 1]])
+            nxt = _equivalent_control(self, 0, scale, u, G, -r, sq, al, H[S[:, 0], S[:, 1]], share=False)
             if not bool(torch.isfinite(nxt.detach()).all()):  # a trial stage far off: the step is rejected
                 al = nxt
                 break
@@ -517,7 +517,7 @@ class _DeepSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
                 r = cy[C[:, 0]] * U[C[:, 0], C[:, 1]]
                 att = (r < 0) & ~pinned
                 u = v - G.T @ (r * al) if multi else v
-                nxt = _candidate_lcp(u, G, r, sq, side[C[:, 0], C[:, 1]], att, pinned)
+                nxt = _candidate_lcp(u, G, r, sq, side[C[:, 0], C[:, 1]], att, pinned, share=not multi)
                 if not multi:
                     return nxt, att
                 al, last = _newton_update(al, nxt, last)

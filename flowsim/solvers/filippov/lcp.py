@@ -32,14 +32,18 @@ def _symmetric_pinv(G: Tensor) -> Tensor:
     return torch.linalg.pinv(G, hermitian=True, rtol=1e-12)
 
 
-def _candidate_lcp(u: Tensor, XC: Tensor, r: Tensor, sq: Tensor, fixed: Tensor, att: Tensor, pinned: Tensor) -> Tensor:
+def _candidate_lcp(
+    u: Tensor, XC: Tensor, r: Tensor, sq: Tensor, fixed: Tensor, att: Tensor, pinned: Tensor, share: bool = True
+) -> Tensor:
     """Filippov α of surfaces at zero that share a velocity block (:mod:`flowsim.solvers.filippov`, item 4).
 
     The block's velocity is u + Σ_k r_k α_k g_k (g_k = ∇h_k, rows of ``XC`` `(K, q)`; ``u`` `(q,)` the velocity
     at α = 0) and ḣ_k = g_k · D (u + Σ r α g), D = diag(``sq``²). Attracting surfaces (``att``, r_k < 0) get
     α from the bounded least-squares problem min_{α∈[0,1]} ½‖Aα − t‖², A = D^{1/2} Gᵀ diag(−r), t = D^{1/2} u
     (its KKT conditions are the Filippov conditions); repelling ones keep their side (``fixed``, 0/1) unless
-    the field there points through, then they flip; ``pinned`` ones stay at ``fixed``. Returns α `(K,)`.
+    the field there points through, then they flip; ``pinned`` ones stay at ``fixed``. ``share``: coinciding
+    surfaces get one α (:func:`_share_coinciding`; not inside a deep net's multilinear Newton iteration, where the
+    gradients of the surfaces above depend on each α below, not on their sum). Returns α `(K,)`.
     """
     al = fixed.clone()
     for _ in range(2 * len(r) + 2):
@@ -53,7 +57,7 @@ def _candidate_lcp(u: Tensor, XC: Tensor, r: Tensor, sq: Tensor, fixed: Tensor, 
             if AA > 0:  # one attracting surface: the minimizer of a convex quadratic on [0, 1], clipped
                 al[att] = (A[:, 0] @ t / AA).clamp(0.0, 1.0)
             else:
-                al[att] = _attracting_alphas(XC[att], sq, t, A)
+                al[att] = _attracting_alphas(XC[att], sq, t, A, share)
             resid = t - A @ al[att]
         else:
             resid = t
@@ -65,7 +69,7 @@ def _candidate_lcp(u: Tensor, XC: Tensor, r: Tensor, sq: Tensor, fixed: Tensor, 
     return al
 
 
-def _attracting_alphas(XA: Tensor, sq: Tensor, t: Tensor, A: Tensor) -> Tensor:
+def _attracting_alphas(XA: Tensor, sq: Tensor, t: Tensor, A: Tensor, share: bool = True) -> Tensor:
     """α ∈ [0, 1]^K of attracting surfaces (rows ``XA`` `(K, q)`) from min ½‖Aα − t‖² (:func:`_candidate_lcp`), solved
     so that every surface meets its own Filippov conditions on ḣ_k, however different the surfaces' scales.
 
@@ -88,7 +92,7 @@ def _attracting_alphas(XA: Tensor, sq: Tensor, t: Tensor, A: Tensor) -> Tensor:
         # be 1e17 of its part here, and lstsq then loses that part to its own rounding)
         rows = (cols.abs() > 1e-14 * cols.norm(dim=0)).any(1)
         al[bad] = _bvls_unit_scale(cols[rows], (t - A[:, ~bad] @ al[~bad])[rows])
-    return _share_coinciding(A, al)
+    return _share_coinciding(A, al) if share else al
 
 
 def _share_coinciding(A: Tensor, al: Tensor) -> Tensor:
@@ -148,7 +152,16 @@ def _filippov_violations(XA: Tensor, sq: Tensor, t: Tensor, A: Tensor, al: Tenso
 
 
 def _equivalent_control(
-    sw, key, scale: dict | None, u: Tensor, XS: Tensor, R: Tensor, sq: Tensor, a0: Tensor, hS: Tensor
+    sw,
+    key,
+    scale: dict | None,
+    u: Tensor,
+    XS: Tensor,
+    R: Tensor,
+    sq: Tensor,
+    a0: Tensor,
+    hS: Tensor,
+    share: bool = True,
 ) -> Tensor:
     """Equivalent-control α of a sliding block (velocity u + Σ r α g, R = −r, rows g of ``XS``): the
     minimum-change solution of Aᵀ(t − Aα) = −λ diag(−r) h_S (ḣ_S = −λ h_S, the Baumgarte term), from ``a0``.
@@ -156,7 +169,8 @@ def _equivalent_control(
     The Baumgarte part is scaled by a factor fixed at a segment's first evaluation (``scale`` is then the dict
     being filled, else None and ``sw.bg_scale[key]`` is used) so that it moves α at most half way to [0, 1]'s
     bounds there: near the edge of the "at zero" band λ h_S could otherwise push α out at once (a sliding
-    entry/exit cycle).
+    entry/exit cycle). ``share``: coinciding surfaces slide with one α (:func:`_share_coinciding`; not inside a
+    deep net's multilinear Newton iteration).
     """
     A = (sq.unsqueeze(1) * XS.T) * R  # (q, k)
     t = sq * u
@@ -183,7 +197,7 @@ def _equivalent_control(
         delta = delta + (scale[key] if scale is not None else sw.bg_scale.get(key, 1.0)) * d_bg
     # coinciding surfaces slide with one α: the minimum change splits by their columns' norms, and the one that
     # reached a bound first left alone, to its own side (measured: a group of four split across both sides)
-    return _share_coinciding(A, a0 + delta)
+    return _share_coinciding(A, a0 + delta) if share else a0 + delta
 
 
 def _project_onto_surfaces(pot, z0: Tensor, G: Tensor, h_fn, rows_fn, h0: Tensor, tol: Tensor) -> Tensor:
