@@ -661,6 +661,42 @@ def test_projection_onto_a_quartic_surface_far_below_the_others_scale_converges_
 
 
 @pytest.mark.parametrize("make_model", [lambda: TwoLayerReLU(5, 12), lambda: DeepReLU(5, [7, 6])], ids=["two", "deep"])
+def test_segment_start_band_covers_a_surface_classified_against_its_sign(make_model):
+    """The event scan's g = σh + band must start ≥ 0 on every non-sliding surface, or a crossing of it is never seen
+    (g < 0 from the start). Surfaces at zero get their at-zero band; one set against its sign beyond it (a deep net's
+    surface classified with a coinciding candidate: active at h = −3.4e-19, then −1.4e-9 unnoticed, "a switching
+    event was missed" 2.4e5 error scales off) gets its offset plus that band; every other surface gets none."""
+    from flowsim.flow import MirrorFlowField
+    from flowsim.losses import get_loss
+    from flowsim.potentials import get_potential
+
+    ds = student_teacher_relu(n=40, d=5, seed=1)
+    model = make_model()
+    field = MirrorFlowField(model, get_potential("euclidean"), get_loss("exponential"), ds.X, ds.y)
+    theta = model.init(seed=2, scale=0.5)
+    drv = FilippovDriver(model, "dopri5", 1e-8, 1e-10, 10_000)
+    sw = drv.sw = drv._make_switching(field, theta)
+    sw.init_mode(theta)
+    h = sw.surfaces(theta)
+    k = max(1, h.numel() // 20)  # the band: the 5 % of surfaces nearest zero are at zero
+    zero = torch.full_like(h, float(h.abs().flatten().kthvalue(k).values))
+    small = h.abs() > zero
+    i, j = (h.abs() == h.abs()[small].min()).nonzero()[0].tolist()  # the surface nearest zero outside the band
+    mode = sw.mode.clone()
+    mode[i, j] = ACTIVE + INACTIVE - mode[i, j]  # its state against its sign
+    sw.mode = mode
+    sw._refresh()
+    band = drv._start_band(theta, zero)
+    assert float(band[i, j]) == pytest.approx(float(zero[i, j] + h[i, j].abs()), rel=1e-12)
+    g = sw.sigma * h + band
+    assert bool((g[~sw.sliding] >= 0).all())
+    at_zero = h.abs() <= zero
+    others = ~at_zero
+    others[i, j] = False
+    assert int(at_zero.sum()) == k and torch.equal(band[at_zero], zero[at_zero]) and bool((band[others] == 0).all())
+
+
+@pytest.mark.parametrize("make_model", [lambda: TwoLayerReLU(5, 12), lambda: DeepReLU(5, [7, 6])], ids=["two", "deep"])
 def test_regularised_field_is_the_exact_field_off_the_bands(make_model):
     """The bridges' field: with every surface outside its transition band (gates exactly 0 or 1) it is the exact
     fixed-pattern field of the state's own pattern and the plain mirror-flow field there; with a surface inside it,

@@ -287,15 +287,27 @@ class FilippovDriver(_EventLocation, _SoftCrossings, _Bridges, AbstractDriver):
 
         Returns the solver, the hysteresis band of the surfaces at zero at the start (shape of h) and the start τ.
         """
-        sw = self.sw
         theta, zero = self._decide_start(run)
         seg_start = float(run.tau)
         solver = self._segment_solver(run)
         f0 = solver.rk_state.f1
         run.rate = float(f0.norm() / run.z.norm().clamp_min(torch.finfo(run.z.dtype).tiny))
-        # components at zero at the segment start get a hysteresis band (they may sit a hair off)
-        band = self._last_band = torch.where(sw.surfaces(theta).abs() <= zero, zero, torch.zeros_like(zero))
+        band = self._last_band = self._start_band(theta, zero)
         return solver, band, seg_start
+
+    def _start_band(self, theta: Tensor, zero: Tensor) -> Tensor:
+        """The hysteresis band of the event scan's g = σh + band for a segment starting at θ, shape of h.
+
+        Surfaces at zero (|h| ≤ ``zero``) get ``zero``: they may sit a hair off. A surface that starts on the wrong
+        side of its state beyond that (classified with a coinciding candidate, inside that one's band: deep nets)
+        gets its offset plus ``zero``, so that g ≥ 0 at the start and a further move to the wrong side is an event
+        (with no band, g < 0 from the start and no crossing is ever seen: a layer-3 surface classified active at
+        h = −3.4e-19 went to −1.4e-9 unnoticed, and the run stopped 2.4e5 error scales off)."""
+        sw = self.sw
+        h = sw.surfaces(theta)
+        at_zero = h.abs() <= zero
+        wrong = ~at_zero & ~sw.sliding & (sw.sigma * h < 0)
+        return torch.where(at_zero, zero, torch.where(wrong, zero - sw.sigma * h, torch.zeros_like(zero)))
 
     def _decide_start(self, run: _Run) -> tuple[Tensor, Tensor]:
         """Project drifted sliding surfaces, check the sides, classify and set the segment's Baumgarte rate — or

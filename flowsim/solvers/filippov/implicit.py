@@ -193,7 +193,6 @@ class ImplicitFilippovDriver(FilippovDriver):
         """Project, check and classify as the explicit driver does, then start a Radau solver at the segment start.
 
         Returns the solver and the hysteresis band of the surfaces at zero at the start (shape of h)."""
-        sw = self.sw
         theta, zero = self._decide_start(run)
         solver = self._solver
         if solver is None or solver.status != "running":
@@ -203,7 +202,7 @@ class ImplicitFilippovDriver(FilippovDriver):
             solver.rebase(float(run.tau), run.z.detach().cpu().numpy().astype(np.float64))
         f0 = torch.as_tensor(solver.f, dtype=run.z.dtype, device=run.z.device)
         run.rate = float(f0.norm() / run.z.norm().clamp_min(torch.finfo(run.z.dtype).tiny))
-        band = self._last_band = torch.where(sw.surfaces(theta).abs() <= zero, zero, torch.zeros_like(zero))
+        band = self._last_band = self._start_band(theta, zero)
         return solver, band
 
     def _advance_implicit(self, run: _Run, solver: NewtonRadau, band: Tensor, seg: _SegmentField, save) -> None:
