@@ -36,7 +36,7 @@ import torch
 
 from ._json import jsonable
 from .data import Dataset, make_dataset
-from .errors import HorizonError, InvalidParameterError
+from .errors import FlowSimError, HorizonError, InvalidParameterError
 from .flow import TIME_MODES, MirrorFlowField
 from .guards import (
     DEFAULT_SEPARATION_LOG_T,
@@ -119,6 +119,11 @@ def _run_driver(driver, field, z0: torch.Tensor, tau: torch.Tensor, save) -> tup
             status = Status.FAILED
         message = f"{status.hint} (torchdiffeq: {text[:300]})"
     except (RuntimeError, FloatingPointError, OverflowError) as e:
+        status, message = Status.FAILED, f"{Status.FAILED.hint} ({type(e).__name__}: {str(e)[:300]})"
+    except ValueError as e:
+        if isinstance(e, FlowSimError):  # bad input, said as such by flowsim
+            raise
+        # scipy's numerical failures (brentq on a NaN, ...): the run keeps what it computed and says why it stopped
         status, message = Status.FAILED, f"{Status.FAILED.hint} ({type(e).__name__}: {str(e)[:300]})"
     return status, message
 

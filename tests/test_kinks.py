@@ -1700,3 +1700,34 @@ def test_symmetric_pinv_of_one_by_one_matrices_is_torch_pinv_bitwise():
     G2 = torch.randn(5, 2, 2, dtype=torch.float64, generator=gen)
     G2 = G2 @ G2.transpose(1, 2)
     assert torch.equal(_symmetric_pinv(G2), torch.linalg.pinv(G2, hermitian=True, rtol=1e-12))
+
+
+def test_a_numerical_value_error_inside_the_driver_ends_the_run_with_a_status(monkeypatch):
+    """A ValueError from scipy inside the integration (breaker run: brentq on a NaN margin of the sliding-exit
+    search, deep net, radau) escaped `simulate` and lost the run; it is now a failed status with the error in the
+    message and the saves so far kept. flowsim's own ValueErrors (bad input) still propagate."""
+    from flowsim.errors import InvalidParameterError
+    from flowsim.solvers.filippov.events import _EventLocation
+
+    ds = student_teacher_relu(40, d=5, seed=1)
+    calls = {"n": 0}
+    find_event = _EventLocation._find_event
+
+    def failing(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 40:
+            raise ValueError("The function value at x=0.0625 is NaN; solver cannot continue.")
+        return find_event(self, *args, **kwargs)
+
+    monkeypatch.setattr(_EventLocation, "_find_event", failing)
+    tr = simulate(TwoLayerReLU(5, 8), ds, "euclidean", log_t_end=3.0, n_save=40, kinks="filippov", seed=0)
+    assert tr.status.value == "failed"
+    assert "ValueError" in tr.message and "NaN" in tr.message
+    assert 1 < len(tr.log_t) < 40 and np.isfinite(tr.theta).all()
+
+    def bad_input(self, *args, **kwargs):
+        raise InvalidParameterError("a bad option, said as such")
+
+    monkeypatch.setattr(_EventLocation, "_find_event", bad_input)
+    with pytest.raises(InvalidParameterError):
+        simulate(TwoLayerReLU(5, 8), ds, "euclidean", log_t_end=3.0, n_save=40, kinks="filippov", seed=0)

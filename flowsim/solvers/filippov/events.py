@@ -349,7 +349,10 @@ class _EventLocation:
             self.field.nfe += 1
             _, alpha = sw.velocity(tx, theta)
             room = sw.sliding_margins(theta, alpha)
-            evals[x] = out = (float(room.min()), room, alpha)
+            low = float(room.min())
+            # a non-finite α (the control's field is not finite there: a redo or dense-output point off the step's
+            # stages) counts as left, so the search ends the segment before it; brentq stopped the run on the NaN
+            evals[x] = out = (low if low == low else -1.0, room, alpha)
             mins[x] = out[0]
             return out
 
