@@ -430,6 +430,25 @@ def test_deep_relu_event_surfaces_propagate_their_own_point_only():
     assert torch.allclose(dH, sw.surface_rates(Th, dTh).flatten(1)[rows, idx], rtol=0, atol=1e-14)
 
 
+def _deep_p_power_run(widths, data_seed, p, log_t_end, rtol, atol, seed):
+    """Exact kinks on `DeepReLU(d, widths)` (d = 3 for three hidden layers, else 4) with a p-power potential on
+    `student_teacher_relu(n=80, d, seed=data_seed)`: the breaker sweep's deep p < 2 runs (init 0.5, one thread)."""
+    d = 3 if len(widths) == 3 else 4
+    return simulate(
+        DeepReLU(d, list(widths)),
+        student_teacher_relu(n=80, d=d, seed=data_seed),
+        {"name": "p_power", "p": p},
+        kinks="filippov",
+        log_t_end=log_t_end,
+        n_save=10,
+        rtol=rtol,
+        atol=atol,
+        seed=seed,
+        init_scale=0.5,
+        threads=1,
+    )
+
+
 @pytest.mark.slow  # (about 20 s)
 def test_deep_relu_surface_decided_in_a_wider_band_is_not_a_missed_event():
     """Regression (breaker run; p-power p = 1.5, three hidden layers): a sliding surface left to the active side
@@ -437,19 +456,7 @@ def test_deep_relu_surface_decided_in_a_wider_band_is_not_a_missed_event():
     side at the next start, whose band had narrowed 1e6-fold when a unit below stopped sliding (a weight near 0
     under p < 2 carries almost no error): FilippovInvariantError at log t −1.14. The side check now allows the
     band a surface was decided in; the next classification gives it the side of its sign."""
-    ds = student_teacher_relu(n=80, d=3, seed=64)
-    tr = simulate(
-        DeepReLU(3, [8, 6, 4]),
-        ds,
-        {"name": "p_power", "p": 1.5},
-        kinks="filippov",
-        log_t_end=2.0,
-        n_save=10,
-        rtol=1e-6,
-        atol=1e-9,
-        seed=64,
-        init_scale=0.5,
-    )
+    tr = _deep_p_power_run([8, 6, 4], 64, 1.5, log_t_end=2.0, rtol=1e-6, atol=1e-9, seed=64)
     assert tr.status.value == "success", tr.message
     assert tr.stats["n_multilayer_segments"] > 0 and tr.stats["max_side_violation"] < 1e4
 
@@ -461,20 +468,7 @@ def test_deep_relu_upper_surface_takes_its_side_under_the_pattern_decided_below(
     read +1.3e-7: already past zero at the segment start, where the event scan (g ≥ 0 at a step's start) cannot see
     a crossing, and the run stopped at log t −0.97, 4.7e4 error scales off. Surfaces off zero now take their side
     under the pattern decided below them."""
-    ds = student_teacher_relu(n=80, d=3, seed=64)
-    tr = simulate(
-        DeepReLU(3, [8, 6, 4]),
-        ds,
-        {"name": "p_power", "p": 1.5},
-        kinks="filippov",
-        log_t_end=-0.5,
-        n_save=10,
-        rtol=1e-8,
-        atol=1e-11,
-        seed=64,
-        init_scale=0.5,
-        threads=1,
-    )
+    tr = _deep_p_power_run([8, 6, 4], 64, 1.5, log_t_end=-0.5, rtol=1e-8, atol=1e-11, seed=64)
     assert tr.status.value == "success", tr.message  # measured 16,082 evaluations, 10 s
     assert tr.stats["max_side_violation"] < 1e4
 
@@ -484,20 +478,7 @@ def test_deep_relu_three_layers_reaches_the_horizon_at_tight_tolerance():
     """The run above to log t = 2: it also needs the event state from the dense output where the redo step to the
     event meets a non-finite field (a sliding segment's α's at a redo stage; the run went non-finite at log t 0.13
     with atol = 1e-8·1e-3). Measured: 82,306 evaluations, 55 s."""
-    ds = student_teacher_relu(n=80, d=3, seed=64)
-    tr = simulate(
-        DeepReLU(3, [8, 6, 4]),
-        ds,
-        {"name": "p_power", "p": 1.5},
-        kinks="filippov",
-        log_t_end=2.0,
-        n_save=10,
-        rtol=1e-8,
-        atol=1e-8 * 1e-3,
-        seed=64,
-        init_scale=0.5,
-        threads=1,
-    )
+    tr = _deep_p_power_run([8, 6, 4], 64, 1.5, log_t_end=2.0, rtol=1e-8, atol=1e-8 * 1e-3, seed=64)
     assert tr.status.value == "success", tr.message
     assert tr.stats["n_regularised_bridges"] == 0
 
@@ -552,23 +533,10 @@ def test_deep_p_power_weight_held_at_zero_slides_exactly():
     from flowsim.analysis.diagnostics import balance
     from flowsim.potentials import get_potential
 
-    ds = student_teacher_relu(n=80, d=4, seed=0)
-    model, pot = DeepReLU(4, [6, 6]), get_potential("p_power", p=1.25)
+    model, pot = DeepReLU(4, [6, 6]), get_potential("p_power", p=1.25)  # (the runs' architecture, for the balance)
     runs = {}
     for rtol in (1e-7, 1e-9):
-        runs[rtol] = tr = simulate(
-            model,
-            ds,
-            pot,
-            kinks="filippov",
-            log_t_end=-1.0,
-            n_save=10,
-            rtol=rtol,
-            atol=rtol * 1e-3,
-            seed=0,
-            init_scale=0.5,
-            threads=1,
-        )
+        runs[rtol] = tr = _deep_p_power_run([6, 6], 0, 1.25, log_t_end=-1.0, rtol=rtol, atol=rtol * 1e-3, seed=0)
         assert tr.status.value == "success", tr.message
         assert tr.stats["n_regularised_bridges"] == 0  # measured 0 / 0 (before: 1 / 3, for chatter)
         assert tr.stats["n_sliding_entries"] >= 1
@@ -584,20 +552,7 @@ def test_deep_p_power_coinciding_sliding_set_reaches_the_horizon_at_tight_tolera
     event was missed" (the coinciding set's exit split it across both sides; then its projection's Newton, with the
     set 1e-20 of the others' scale under the pseudo-inverse's cut, spent 1,500 evaluations per start without
     projecting). Measured: 19,609 evaluations, 64 projections of 5.7 evaluations each, no bridge, 14 s."""
-    ds = student_teacher_relu(n=80, d=4, seed=0)
-    tr = simulate(
-        DeepReLU(4, [6, 6]),
-        ds,
-        {"name": "p_power", "p": 1.25},
-        kinks="filippov",
-        log_t_end=2.0,
-        n_save=10,
-        rtol=1e-8,
-        atol=1e-11,
-        seed=0,
-        init_scale=0.5,
-        threads=1,
-    )
+    tr = _deep_p_power_run([6, 6], 0, 1.25, log_t_end=2.0, rtol=1e-8, atol=1e-11, seed=0)
     assert tr.status.value == "success", tr.message
     assert tr.stats["n_regularised_bridges"] == 0
 
