@@ -9,6 +9,7 @@ equivalent control leaves [0, 1].
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -352,7 +353,7 @@ class _EventLocation:
             low = float(room.min())
             # a non-finite α (the control's field is not finite there: a redo or dense-output point off the step's
             # stages) counts as left, so the search ends the segment before it; brentq stopped the run on the NaN
-            evals[x] = out = (low if low == low else -1.0, room, alpha)
+            evals[x] = out = (-1.0 if math.isnan(low) else low, room, alpha)
             mins[x] = out[0]
             return out
 
