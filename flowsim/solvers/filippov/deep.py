@@ -455,11 +455,28 @@ class _DeepSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
         the fourth 1.6 of its band (10× narrower) outside. It took the side of its sign alone, against the other
         three's field, and the state switched back and forth every 1e-10 of τ.
         """
-        near = ~cand & (h.abs() <= _COINCIDE_REACH * zero)
-        if not bool(near.any()) or not bool(cand.any()):
+        # only a unit's own surfaces can coincide (∇h on its weight row is the point's input to the unit's layer)
+        near = ~cand & (h.abs() <= _COINCIDE_REACH * zero) & cand.any(0, keepdim=True)
+        if not bool(near.any()):
             return None
         C, N = torch.nonzero(cand), torch.nonzero(near)
         Ws, _, a, _ = self._forward(theta, P)
+        # cheap necessary condition first: the same unit and parallel inputs (the full ∇h only for those: on the
+        # digits net, p = 1,296, every classification of a crowded run paid for hundreds of rows otherwise)
+        maybe = torch.zeros(N.shape[0], dtype=torch.bool, device=N.device)
+        layer_n, layer_c = self.layer_of[N[:, 1]], self.layer_of[C[:, 1]]
+        for l in torch.unique(layer_n).tolist():
+            rn, rc = torch.nonzero(layer_n == l).flatten(), torch.nonzero(layer_c == l).flatten()
+            if not rc.numel():
+                continue
+            xn, xc = a[l][N[rn, 0]], a[l][C[rc, 0]]
+            xn = xn / xn.norm(dim=1, keepdim=True).clamp_min(torch.finfo(xn.dtype).tiny)
+            xc = xc / xc.norm(dim=1, keepdim=True).clamp_min(torch.finfo(xc.dtype).tiny)
+            pair = (xn @ xc.T >= 1.0 - 1e-12) & (N[rn, 1].unsqueeze(1) == C[rc, 1].unsqueeze(0))
+            maybe[rn] = pair.any(1)
+        if not bool(maybe.any()):
+            return None
+        N = N[maybe]
         G = self._surface_grads(torch.cat([C, N]), P, (Ws, a))
         norm = G.norm(dim=1)
         U = G / torch.where(norm > 0, norm, 1.0).unsqueeze(1)
