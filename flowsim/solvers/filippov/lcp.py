@@ -105,14 +105,27 @@ def _share_coinciding(A: Tensor, al: Tensor) -> Tensor:
     ḣ = 0 exactly, but their modes (active, inactive) do not hold h = 0 and the state switched back and forth
     every 1e-10 of τ (p-power p = 1.25, a second-layer weight at its zero). The common value gives the same field
     and slides them together."""
+    groups = _coinciding_groups(A)
+    return al if groups is None else _group_average(A, al, groups)
+
+
+def _coinciding_groups(A: Tensor) -> Tensor | None:
+    """The coinciding sets among the columns of ``A`` `(q, K)` (parallel, same orientation, to 1e-12) as a `(K, K)`
+    0/1 matrix (row k: the columns coinciding with k, itself included), or None if no two columns coincide."""
     norm = A.norm(dim=0)
     U = A / torch.where(norm > 0, norm, 1.0)
     same = (U.T @ U >= 1.0 - 1e-12) & (norm > 0).unsqueeze(0) & (norm > 0).unsqueeze(1)
-    size = same.sum(1)
-    if not bool((size > 1).any()):  # no two columns coincide
-        return al
-    w = same.to(A.dtype)
-    return torch.where(size > 1, (w @ (norm * al)) / (w @ norm).clamp_min(torch.finfo(A.dtype).tiny), al)
+    if not bool((same.sum(1) > 1).any()):
+        return None
+    return same.to(A.dtype)
+
+
+def _group_average(A: Tensor, al: Tensor, groups: Tensor) -> Tensor:
+    """α `(K,)` averaged over each coinciding set of ``groups`` (:func:`_coinciding_groups`), weighted by the
+    columns' norms (Σ_k ‖A_k‖ α_k along the sets' directions, the field, is kept)."""
+    norm = A.norm(dim=0)
+    shared = (groups @ (norm * al)) / (groups @ norm).clamp_min(torch.finfo(A.dtype).tiny)
+    return torch.where(groups.sum(1) > 1, shared, al)
 
 
 def _bvls_unit_scale(A: Tensor, t: Tensor) -> Tensor:
@@ -195,9 +208,15 @@ def _equivalent_control(
             big = float(d_bg.abs().max())
             scale[key] = min(1.0, 0.5 * max(room, 0.0) / big) if big > 0 else 1.0
         delta = delta + (scale[key] if scale is not None else sw.bg_scale.get(key, 1.0)) * d_bg
+    if not share:
+        return a0 + delta
     # coinciding surfaces slide with one α: the minimum change splits by their columns' norms, and the one that
-    # reached a bound first left alone, to its own side (measured: a group of four split across both sides)
-    return _share_coinciding(A, a0 + delta) if share else a0 + delta
+    # reached a bound first left alone, to its own side (measured: a group of four split across both sides). The
+    # sets are found at the segment's first evaluation and kept for it (the field is evaluated millions of times)
+    groups = sw.coinciding.get(key, False)
+    if scale is not None or groups is False or (groups is not None and groups.shape[0] != A.shape[1]):
+        groups = sw.coinciding[key] = _coinciding_groups(A)
+    return a0 + delta if groups is None else _group_average(A, a0 + delta, groups)
 
 
 def _project_onto_surfaces(pot, z0: Tensor, G: Tensor, h_fn, rows_fn, h0: Tensor, tol: Tensor) -> Tensor:

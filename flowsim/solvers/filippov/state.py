@@ -84,6 +84,9 @@ class AbstractSwitchingSystem(abc.ABC):
         # it moves α at most half way to [0, 1]'s bounds there (None: not yet fixed for this segment)
         self.bg_scale: dict | None = None
         self.bg_single: Tensor | None = None  # the same factors for the batched one-surface neurons
+        # per sliding block, its coinciding sets (lcp._coinciding_groups, None: none), found at a segment's first
+        # evaluation
+        self.coinciding: dict = {}
         self._refresh()
 
     @staticmethod
@@ -104,6 +107,7 @@ class AbstractSwitchingSystem(abc.ABC):
         self.alpha0 = alpha0
         self.bg_scale = None
         self.bg_single = None
+        self.coinciding = {}
         self._refresh()
         return counts
 
