@@ -464,6 +464,7 @@ class _DeepSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
         # cheap necessary condition first: the same unit and parallel inputs (the full ∇h only for those: on the
         # digits net, p = 1,296, every classification of a crowded run paid for hundreds of rows otherwise)
         maybe = torch.zeros(N.shape[0], dtype=torch.bool, device=N.device)
+        paired = torch.zeros(C.shape[0], dtype=torch.bool, device=C.device)
         layer_n, layer_c = self.layer_of[N[:, 1]], self.layer_of[C[:, 1]]
         for l in torch.unique(layer_n).tolist():
             rn, rc = torch.nonzero(layer_n == l).flatten(), torch.nonzero(layer_c == l).flatten()
@@ -474,9 +475,10 @@ class _DeepSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
             xc = xc / xc.norm(dim=1, keepdim=True).clamp_min(torch.finfo(xc.dtype).tiny)
             pair = (xn @ xc.T >= 1.0 - 1e-12) & (N[rn, 1].unsqueeze(1) == C[rc, 1].unsqueeze(0))
             maybe[rn] = pair.any(1)
+            paired[rc] = pair.any(0)
         if not bool(maybe.any()):
             return None
-        N = N[maybe]
+        C, N = C[paired], N[maybe]
         G = self._surface_grads(torch.cat([C, N]), P, (Ws, a))
         norm = G.norm(dim=1)
         U = G / torch.where(norm > 0, norm, 1.0).unsqueeze(1)

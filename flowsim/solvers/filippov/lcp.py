@@ -213,9 +213,9 @@ def _equivalent_control(
     # coinciding surfaces slide with one α: the minimum change splits by their columns' norms, and the one that
     # reached a bound first left alone, to its own side (measured: a group of four split across both sides). The
     # sets are found at the segment's first evaluation and kept for it (the field is evaluated millions of times)
-    groups = sw.coinciding.get(key, False)
-    if scale is not None or groups is False or (groups is not None and groups.shape[0] != A.shape[1]):
-        groups = sw.coinciding[key] = _coinciding_groups(A)
+    if scale is not None or key not in sw.coinciding:
+        sw.coinciding[key] = _coinciding_groups(A)
+    groups = sw.coinciding[key]
     return a0 + delta if groups is None else _group_average(A, a0 + delta, groups)
 
 
