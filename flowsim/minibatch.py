@@ -39,7 +39,8 @@ from .data import Dataset
 from .errors import InvalidDataError, InvalidParameterError, positive_real
 from .losses import AbstractLoss, AbstractMulticlassLoss, get_loss, get_multiclass_loss
 from .models import AbstractModel
-from .potentials import AbstractPotential, get_potential
+from .potentials import AbstractPotential
+from .problem import as_potential
 from .results import Status
 
 __all__ = ["minibatch_mirror_descent", "MinibatchResult", "batch_gradient", "evaluate"]
@@ -300,7 +301,7 @@ def minibatch_mirror_descent(
     if test is not None:
         Xs = torch.as_tensor(test[0]).to(device=dev, dtype=dtype)
         test_data = (Xs, _labels(model, test[1], Xs))
-    pot = potential if isinstance(potential, AbstractPotential) else _potential(potential)
+    pot = as_potential(potential)
     loss_fn = _loss_for(model, loss)
     eta, b = _check_args(step_size, schedule, batch_size, epochs, Xt.shape[0], target_loss)
     theta = (
@@ -331,13 +332,6 @@ def minibatch_mirror_descent(
     )
     history = {k: np.asarray(v, dtype=np.float64) for k, v in run.history.items()}
     return MinibatchResult(run.theta, history, status, message, {**config, "epochs": epochs})
-
-
-def _potential(potential):
-    if isinstance(potential, dict):
-        params = dict(potential)
-        return get_potential(params.pop("name"), **params)
-    return get_potential(str(potential))
 
 
 def _train(run, model, loss, X, y, test, eta, b, schedule, epochs, target_loss, progress, ckpt, config):

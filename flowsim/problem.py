@@ -27,12 +27,18 @@ def as_potential(potential: str | AbstractPotential | dict) -> AbstractPotential
     """A potential object from an object, a name, or a dict ``{"name": ..., **params}``.
 
     Raises:
-        InvalidParameterError: unknown name or invalid parameters (from :func:`get_potential`).
+        InvalidParameterError: unknown name or invalid parameters (from :func:`get_potential`), or a dict
+            without ``"name"``.
     """
     if isinstance(potential, AbstractPotential):
         return potential
     if isinstance(potential, dict):
         params = dict(potential)
+        if "name" not in params:
+            raise InvalidParameterError(
+                f"a potential given as a dict needs its 'name', got keys {sorted(params)}: e.g. "
+                "{'name': 'hyperbolic_entropy', 'beta': 0.1}"
+            )
         name = params.pop("name")
         return get_potential(name, **params)
     return get_potential(str(potential))

@@ -328,11 +328,25 @@ def test_toml_separation_log_t_stops_a_network(tmp_path):
         ("output", "checkpoint_seconds = nan", r"\[output\] checkpoint_seconds must be a number of seconds"),
         ("flow", "allow_nonseperable = true", r"unknown key.*allow_nonseparable"),
         ("horizon", "separation_logt = 3.0", r"unknown key.*separation_log_t"),
+        # refused when the file is read (before an experiment folder is written), not at the first run
+        ("solver", "rtol = -1", r"\[solver\] rtol must be a positive finite number \(e\.g\. 1e-6\), got -1"),
+        ("solver", "atol = 0.0", r"\[solver\] atol must be a positive finite number"),
+        ("solver", "rtol = nan", r"\[solver\] rtol must be a positive finite number"),
+        ("solver", "max_steps = 0", r"\[solver\] max_steps must be an integer ≥ 1"),
+        ("horizon", "n_save = 1", r"\[horizon\] n_save must be an integer ≥ 2"),
     ],
 )
 def test_toml_bad_run_options(tmp_path, table, line, match):
     with pytest.raises(ConfigError, match=match):
         _toml(tmp_path, _TOML_HEAD + f"[{table}]\n{line}\n")
+
+
+def test_potential_dict_without_name_is_refused():
+    data = load_dataset("soudry_2d")
+    with pytest.raises(InvalidParameterError, match=r"needs its 'name', got keys \['beta', 'nme'\]"):
+        simulate(Linear(2), data, {"nme": "hyperbolic_entropy", "beta": 0.1}, log_t_end=1.0, **FAST)
+    with pytest.raises(InvalidParameterError, match="needs its 'name'"):
+        mirror_descent(Linear(2), data, {"beta": 0.1}, step_size=0.1, n_steps=10)
 
 
 def test_toml_run_options_with_mirror_descent_are_refused(tmp_path):

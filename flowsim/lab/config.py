@@ -184,6 +184,7 @@ def validate_config(raw: dict[str, Any], *, source: str = "config") -> dict[str,
         for item in _sweep_values(v, source, f"[{table}] {key}") if (table, key) in sweepable else [v]:
             if not isinstance(item, int) or isinstance(item, bool):
                 raise ConfigError(f"{source}: [{table}] {key} must be an integer, got {item!r}")
+    _check_solver_ranges(cfg, source)
     for i, pot in enumerate(cfg["potentials"]):
         check_block_table(pot, source, f"potentials[{i}]", per_tensor=False)
         for key, value in pot.items():
@@ -200,6 +201,26 @@ def validate_config(raw: dict[str, Any], *, source: str = "config") -> dict[str,
     _check_solver_options(cfg, source)
     _check_run_options(cfg, source)
     return cfg
+
+
+def _check_solver_ranges(cfg: dict[str, Any], source: str) -> None:
+    """[solver] rtol and atol finite and > 0, max_steps ≥ 1, [horizon] n_save ≥ 2: refused when the file is read,
+    before an experiment folder is written or a run starts (``simulate`` would refuse them at its first run)."""
+    solver = cfg["solver"]
+    for key, example in (("rtol", "1e-6"), ("atol", "1e-9")):
+        if not (math.isfinite(solver[key]) and solver[key] > 0):
+            raise ConfigError(
+                f"{source}: [solver] {key} must be a positive finite number (e.g. {example}), got {solver[key]!r}"
+            )
+    if solver["max_steps"] < 1:
+        raise ConfigError(
+            f"{source}: [solver] max_steps must be an integer ≥ 1 (the step budget), got {solver['max_steps']!r}"
+        )
+    if cfg["horizon"]["n_save"] < 2:
+        raise ConfigError(
+            f"{source}: [horizon] n_save must be an integer ≥ 2 (t = 0 and the horizon), "
+            f"got {cfg['horizon']['n_save']!r}"
+        )
 
 
 RUN_OPTIONS = {"allow_nonseparable": "flow", "separation_log_t": "horizon", "checkpoint_seconds": "output"}
