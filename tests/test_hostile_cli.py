@@ -141,6 +141,25 @@ def test_plot_out_is_a_file(tmp_path, capsys):
     _refused(["plot", tmp_path / "run", "--out", tmp_path / "f"], capsys, "is a file")
 
 
+def test_plot_an_experiment_folder_plots_its_runs(tmp_path, capsys, monkeypatch):
+    import flowsim.lab.plotting as plotting
+
+    _simulate(tmp_path / "exp" / "GF")
+    _simulate(tmp_path / "exp" / "HE", theta0=[0.1] * _data().d)
+    (tmp_path / "exp" / "notes").mkdir()  # a subfolder without a run is not a run
+    seen = []
+    original = plotting.plot_margins
+    monkeypatch.setattr(
+        plotting, "plot_margins", lambda labels, *a, **k: seen.append(labels) or original(labels, *a, **k)
+    )
+    code, out, err = _cli(["plot", tmp_path / "exp", "--out", tmp_path / "plots"], capsys)
+    assert code == 0, err
+    assert seen == [["GF", "HE"]] and (tmp_path / "plots" / "margins.png").stat().st_size > 0
+    # the API's error names the subfolders that hold runs
+    with pytest.raises(FlowSimError, match=r"its subfolders \['GF', 'HE'\] hold runs"):
+        Trajectory.load(tmp_path / "exp")
+
+
 def test_validate_out_is_a_file(tmp_path, capsys):
     (tmp_path / "f").write_text("")
     _refused(["validate", "--only", "C1", "--out", tmp_path / "f"], capsys, "is a file")

@@ -128,13 +128,24 @@ def _resume(path: Path, progress: bool, workers: int | str) -> int:
     return 0 if all(r["status"] == "success" for r in result.rows) and not result.skipped else 3
 
 
+def _run_folders(path: Path) -> list[Path]:
+    """``path`` itself where it holds a trajectory (``trajectory.json``), else its subfolders that do (an experiment
+    folder of ``flowsim run``: one per potential), sorted; ``[path]`` where neither (Trajectory.load then says
+    what is missing)."""
+    if (path / "trajectory.json").exists() or not path.is_dir():
+        return [path]
+    runs = sorted(p for p in path.iterdir() if (p / "trajectory.json").exists())
+    return runs or [path]
+
+
 def _cmd_plot(args: argparse.Namespace) -> int:
     from ..results import Trajectory
     from ..results.store import prepare_out_dir
     from . import plotting
 
-    trajs = [Trajectory.load(p) for p in args.runs]
-    labels = [Path(p).name for p in args.runs]
+    runs = [run for p in args.runs for run in _run_folders(Path(p))]
+    trajs = [Trajectory.load(p) for p in runs]
+    labels = [p.name for p in runs]
     out = prepare_out_dir(args.out)
     plotting.plot_margins(labels, trajs, out / "margins.png")
     plotting.plot_loss(labels, trajs, out / "loss.png")
@@ -275,7 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
     add_sweep_commands(sub)
     plot = sub.add_parser("plot", help="plot saved trajectories (directories written by `flowsim run`)")
-    plot.add_argument("runs", nargs="+", help="trajectory directories")
+    plot.add_argument(
+        "runs", nargs="+", help="trajectory directories, or experiment folders of `flowsim run` (all their runs)"
+    )
     plot.add_argument("--out", default=".", help="where to write the PNGs")
     plot.set_defaults(func=_cmd_plot)
     val = sub.add_parser("validate", help="theorem checks C1–C18 with a pass/fail table and a Markdown report")

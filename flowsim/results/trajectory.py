@@ -208,9 +208,11 @@ class Trajectory:
             if meta.get("storage") == "stream":  # streamed by simulate(out=...): memory-mapped rows
                 return _checked(js, path, lambda: load_streamed(path, meta))
         if not npz.exists() or not js.exists():
+            runs = sorted(p.name for p in path.iterdir() if (p / "trajectory.json").exists()) if path.is_dir() else []
+            hint = f"; its subfolders {runs} hold runs (an experiment folder): load one of them" if runs else ""
             raise TrajectoryFileError(
                 f"no saved trajectory in {path}: expected trajectory.json with stream/ (written by "
-                "`simulate(out=...)` and `flowsim run`) or trajectory.npz with trajectory.json (Trajectory.save)"
+                "`simulate(out=...)` and `flowsim run`) or trajectory.npz with trajectory.json (Trajectory.save)" + hint
             )
         meta = read_json(js, _fix(path))
         if meta.get("format_version") != FORMAT_VERSION:
