@@ -128,22 +128,13 @@ def _resume(path: Path, progress: bool, workers: int | str) -> int:
     return 0 if all(r["status"] == "success" for r in result.rows) and not result.skipped else 3
 
 
-def _run_folders(path: Path) -> list[Path]:
-    """``path`` itself where it holds a trajectory (``trajectory.json``), else its subfolders that do (an experiment
-    folder of ``flowsim run``: one per potential), sorted; ``[path]`` where neither (Trajectory.load then says
-    what is missing)."""
-    if (path / "trajectory.json").exists() or not path.is_dir():
-        return [path]
-    runs = sorted(p for p in path.iterdir() if (p / "trajectory.json").exists())
-    return runs or [path]
-
-
 def _cmd_plot(args: argparse.Namespace) -> int:
-    from ..results import Trajectory
+    from ..results import Trajectory, run_folders
     from ..results.store import prepare_out_dir
     from . import plotting
 
-    runs = [run for p in args.runs for run in _run_folders(Path(p))]
+    # an experiment folder stands for its runs; a path with none goes to Trajectory.load, which says what is missing
+    runs = [run for p in args.runs for run in (run_folders(p) or [Path(p)])]
     trajs = [Trajectory.load(p) for p in runs]
     labels = [p.name for p in runs]
     out = prepare_out_dir(args.out)

@@ -2,7 +2,7 @@
 
 from .recorder import Recorder, SaveProgress
 from .store import DEFAULT_CHECKPOINT_EVERY, STREAM_DIR, RunDirectory
-from .trajectory import FORMAT_VERSION, Status, Trajectory, environment_metadata, load_streamed
+from .trajectory import FORMAT_VERSION, Status, Trajectory, environment_metadata, load_streamed, run_folders
 
 __all__ = [
     "Trajectory",
@@ -12,6 +12,7 @@ __all__ = [
     "RunDirectory",
     "environment_metadata",
     "load_streamed",
+    "run_folders",
     "FORMAT_VERSION",
     "STREAM_DIR",
     "DEFAULT_CHECKPOINT_EVERY",

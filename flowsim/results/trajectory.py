@@ -23,7 +23,7 @@ from ..errors import RunFolderError, TrajectoryFileError
 from ..timegrid import log_t_from_s, t_from_s
 from .store import _DAMAGED, FORMAT_VERSION, STREAM_DIR, damaged, read_json, stream_arrays
 
-__all__ = ["Status", "Trajectory", "environment_metadata", "load_streamed", "FORMAT_VERSION"]
+__all__ = ["Status", "Trajectory", "environment_metadata", "load_streamed", "run_folders", "FORMAT_VERSION"]
 
 
 class Status(str, Enum):
@@ -208,7 +208,7 @@ class Trajectory:
             if meta.get("storage") == "stream":  # streamed by simulate(out=...): memory-mapped rows
                 return _checked(js, path, lambda: load_streamed(path, meta))
         if not npz.exists() or not js.exists():
-            runs = sorted(p.name for p in path.iterdir() if (p / "trajectory.json").exists()) if path.is_dir() else []
+            runs = [p.name for p in run_folders(path) if p != path]
             hint = f"; its subfolders {runs} hold runs (an experiment folder): load one of them" if runs else ""
             raise TrajectoryFileError(
                 f"no saved trajectory in {path}: expected trajectory.json with stream/ (written by "
@@ -243,6 +243,15 @@ class Trajectory:
             config=meta["config"],
             metadata=meta["metadata"],
         )
+
+
+def run_folders(path: str | Path) -> list[Path]:
+    """The saved runs at ``path``: ``[path]`` where it holds a trajectory (``trajectory.json``), else its subfolders
+    that do, sorted (an experiment folder of ``flowsim run``: one per potential); ``[]`` where neither."""
+    path = Path(path)
+    if (path / "trajectory.json").exists():
+        return [path]
+    return sorted(p for p in path.iterdir() if (p / "trajectory.json").exists()) if path.is_dir() else []
 
 
 def _fix(path: Path) -> str:
