@@ -1365,6 +1365,43 @@ def test_candidate_lcp_meets_filippov_conditions_when_a_point_has_negligible_los
         assert float(al[1]) == 1.0 and float(hd[1]) > 0  # the second one crosses to the active side
 
 
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_candidate_lcp_side_of_a_surface_whose_column_underflows(sign):
+    """A point whose loss weight is near the smallest double: its column of the box-LCP underflows to 0 (r = −5e-324
+    times the metric), so its ḣ does not depend on its α. The Filippov conditions (ḣ ≥ 0 at α = 1, ≤ 0 at 0, checked
+    here from their definition) then fix α by the sign of ḣ; BVLS, given the zero column, overflowed inside and
+    returned α = 1 whatever ḣ was (hyperbolic entropy, n = 3000). Alone, and beside a surface that slides."""
+    import warnings
+
+    from flowsim.solvers.filippov.lcp import _candidate_lcp
+
+    f64 = torch.float64
+    sq = torch.tensor([1.0, 0.8, 1.2, 0.9, 1.1], dtype=f64) * 1e-3
+    u = sign * torch.tensor([0.05, 0.06, 0.02, 0.03, 0.0], dtype=f64)
+    dead, live = [0.1, 0.7, -0.3, 0.4, 0.2], [0.6, -0.2, 0.5, 0.1, 0.3]
+    for rows, rs in (([dead], [-5e-324]), ([live, dead], [-0.3, -5e-324])):
+        XC, r = torch.tensor(rows, dtype=f64), torch.tensor(rs, dtype=f64)
+        K = r.numel()
+        assert float((sq.unsqueeze(1) * XC[-1:].T * r[-1]).abs().max()) == 0.0  # the column underflows
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # (the overflow inside BVLS was a RuntimeWarning)
+            al = _candidate_lcp(
+                u,
+                XC,
+                r,
+                sq,
+                torch.zeros(K, dtype=f64),
+                torch.ones(K, dtype=torch.bool),
+                torch.zeros(K, dtype=torch.bool),
+            )
+        hd = XC @ (sq * sq * (u + XC.T @ (r * al)))  # ḣ of each surface at the returned α
+        assert float(hd[-1]) != 0.0 and float(al[-1]) == (1.0 if float(hd[-1]) > 0 else 0.0)
+        if K == 2:  # the live surface still meets its own conditions
+            ok_inside = 0.0 < float(al[0]) < 1.0 and abs(float(hd[0])) < 1e-12 * float(sq.square().max())
+            ok_bound = (float(al[0]) == 0.0 and float(hd[0]) <= 0) or (float(al[0]) == 1.0 and float(hd[0]) >= 0)
+            assert ok_inside or ok_bound
+
+
 @pytest.mark.slow
 def test_student_teacher_300_points_settles_and_reaches_the_horizon():
     """The configuration whose activation state cycled at log t ≈ 3.5 reaches log t = 5 with a conserved balance."""

@@ -82,9 +82,14 @@ def _attracting_alphas(XA: Tensor, sq: Tensor, t: Tensor, A: Tensor, share: bool
     Measured on such a unit: the unscaled problem gave α = 1 where its sliding surfaces had α = 0.002-0.007 and
     the run stopped 3.6e6 error scales off; the scaled one leaves ḣ_k at 4e-4 of its terms, the local solve at 8e-8.
     """
-    al = _bvls_unit_scale(A, t)
+    # a column that underflowed to 0 (r_k of a point with a loss weight near the smallest double) does not move the
+    # field: BVLS, given one, overflowed inside (HE β = 0.1, n = 3000) and put α at its upper bound whatever ḣ was
+    live = A.norm(dim=0) > 0
+    al = torch.zeros(A.shape[1], dtype=A.dtype, device=A.device)
+    if bool(live.any()):
+        al[live] = _bvls_unit_scale(A[:, live], t)
     for _ in range(3):
-        bad = _filippov_violations(XA, sq, t, A, al)
+        bad = _filippov_violations(XA, sq, t, A, al) & live
         if not bool(bad.any()):
             break
         cols = A[:, bad]
@@ -92,6 +97,9 @@ def _attracting_alphas(XA: Tensor, sq: Tensor, t: Tensor, A: Tensor, share: bool
         # be 1e17 of its part here, and lstsq then loses that part to its own rounding)
         rows = (cols.abs() > 1e-14 * cols.norm(dim=0)).any(1)
         al[bad] = _bvls_unit_scale(cols[rows], (t - A[:, ~bad] @ al[~bad])[rows])
+    if not bool(live.all()):  # ḣ of a zero column does not depend on its α: the side ḣ points to
+        hdot = XA[~live] @ (sq * (t - A @ al))
+        al[~live] = (hdot > 0).to(al.dtype)
     return _share_coinciding(A, al) if share else al
 
 
