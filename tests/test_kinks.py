@@ -451,7 +451,8 @@ def test_ray_classes_and_one_alpha_per_ray():
     C = torch.tensor([[0, 3], [1, 3], [3, 5], [2, 3], [1, 5]])
     al = torch.tensor([0.2, 0.8, 0.4, 0.9, 1.0], dtype=torch.float64)
     w = torch.tensor([1.0, 3.0, 2.0, 5.0, 2.0], dtype=torch.float64)
-    out = _share_along_rays(_ray_classes(X, y), C, al, w)
+    A = torch.stack([w, torch.zeros_like(w)])  # box-LCP columns of norms w
+    out = _share_along_rays(_ray_classes(X, y), C, al, A)
     assert torch.allclose(out, torch.tensor([0.65, 0.65, 0.7, 0.9, 0.7], dtype=torch.float64))
     assert float((w * out)[[0, 1]].sum()) == pytest.approx(float((w * al)[[0, 1]].sum()))  # the field's total
 
@@ -480,7 +481,7 @@ def test_deep_relu_scaled_copies_smoothed_potential_reaches_the_horizon():
         kinks="filippov", n_save=5, seed=0, init_scale=0.5,
     )  # fmt: skip
     assert tr.success, tr.message
-    assert tr.stats["n_multilayer_unconverged"] <= 20  # measured 12
+    assert tr.stats["n_multilayer_unconverged"] <= 20  # measured 7
 
 
 def _deep_p_power_run(widths, data_seed, p, log_t_end, rtol, atol, seed):

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from .bridge import transition
 from .dense import _poly_eval
-from .lcp import _candidate_lcp, _equivalent_control, _project_onto_surfaces
+from .lcp import _candidate_lcp, _equivalent_control, _group_average, _project_onto_surfaces
 from .state import (
     _ZERO_FACTOR,
     ACTIVE,
@@ -45,25 +45,20 @@ def _ray_classes(X: Tensor, y: Tensor) -> Tensor | None:
     return torch.as_tensor(rep, dtype=torch.long, device=X.device)
 
 
-def _share_along_rays(ray_of: Tensor, C: Tensor, al: Tensor, weight: Tensor) -> Tensor:
-    """α's `(K,)` of the candidates ``C`` `(K, 2)` (point, column) with one value per (ray class, column): the
-    ``weight``-weighted mean (the columns' norms, so that the field's total along their common direction is
-    kept) where a class has several candidates in one column.
+def _share_along_rays(ray_of: Tensor, C: Tensor, al: Tensor, A: Tensor) -> Tensor:
+    """α's `(K,)` of the candidates ``C`` `(K, 2)` (point, column) with one value per (ray class, column): the mean
+    weighted by the norms of the box-LCP's columns ``A`` `(q, K)` (:func:`~.lcp._group_average`: the field's total
+    along their common direction is kept) where a class has several candidates in one column.
 
     In the multilinear Newton iteration the scaled copies' conditions are linearly dependent (ḣ of c·x is c·ḣ of
     x), and their separate α's wandered: a breaker run on student–teacher data with 3× copies of a fifth of its
     points (`DeepReLU(4, [5, 4, 6])`, smoothed p = 3) had 48 unconverged classifications and stopped on a
-    non-finite field at log t 0.49; with one α per ray it reached log t 2 with 12."""
+    non-finite field at log t 0.49; with one α per ray it reached log t 2 with 7."""
     key = ray_of.index_select(0, C[:, 0]) * (int(C[:, 1].max()) + 1) + C[:, 1]
-    classes, inverse = torch.unique(key, return_inverse=True)
-    if classes.numel() == key.numel():
+    groups = key.unsqueeze(0) == key.unsqueeze(1)
+    if not bool((groups.sum(1) > 1).any()):
         return al
-    zeros = torch.zeros(classes.numel(), dtype=al.dtype, device=al.device)
-    num = zeros.index_add(0, inverse, weight * al)
-    den = zeros.index_add(0, inverse, weight)
-    size = zeros.index_add(0, inverse, torch.ones_like(al))
-    mean = torch.where(den > 0, num / den.clamp_min(torch.finfo(al.dtype).tiny), 0.0)
-    return torch.where((size[inverse] > 1) & (den[inverse] > 0), mean[inverse], al)
+    return _group_average(A, al, groups.to(al.dtype))
 
 
 def _newton_update(al: Tensor, nxt: Tensor, last: tuple | None) -> tuple[Tensor, tuple]:
@@ -579,7 +574,7 @@ class _DeepSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
                 if not multi:
                     return nxt, att
                 if self.ray_of is not None:  # positive multiples of one point: one α per surface
-                    nxt = _share_along_rays(self.ray_of, C, nxt, (sq.unsqueeze(1) * G.T).norm(dim=0) * r.abs())
+                    nxt = _share_along_rays(self.ray_of, C, nxt, (sq.unsqueeze(1) * G.T) * r)
                 al, last = _newton_update(al, nxt, last)
                 # converged: the field the α's give (surfaces with parallel ∇h share their α's in any split)
                 prev, push = push, G.T @ (r * al)
