@@ -54,11 +54,18 @@ def _share_along_rays(ray_of: Tensor, C: Tensor, al: Tensor, A: Tensor) -> Tenso
     x), and their separate α's wandered: a breaker run on student–teacher data with 3× copies of a fifth of its
     points (`DeepReLU(4, [5, 4, 6])`, smoothed p = 3) had 48 unconverged classifications and stopped on a
     non-finite field at log t 0.49; with one α per ray it reached log t 2 with 7."""
+    groups = _ray_groups(ray_of, C, al.dtype)
+    return al if groups is None else _group_average(A, al, groups)
+
+
+def _ray_groups(ray_of: Tensor | None, C: Tensor, dtype) -> Tensor | None:
+    """The candidates ``C`` `(K, 2)` of one (ray class, column) as a `(K, K)` 0/1 matrix
+    (:func:`~.lcp._group_average`'s groups), or None where no class has two candidates in one column."""
+    if ray_of is None:
+        return None
     key = ray_of.index_select(0, C[:, 0]) * (int(C[:, 1].max()) + 1) + C[:, 1]
     groups = key.unsqueeze(0) == key.unsqueeze(1)
-    if not bool((groups.sum(1) > 1).any()):
-        return al
-    return _group_average(A, al, groups.to(al.dtype))
+    return groups.to(dtype) if bool((groups.sum(1) > 1).any()) else None
 
 
 def _newton_update(al: Tensor, nxt: Tensor, last: tuple | None) -> tuple[Tensor, tuple]:
@@ -558,6 +565,7 @@ class _DeepSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
         used if that fails too)."""
         multi = self._in_several_layers(C)
         sq = inverse_map_slope(self.pot, theta).sqrt()
+        rays = _ray_groups(self.ray_of, C, theta.dtype) if multi else None  # (the candidates are fixed here)
         for attempt in range(2):
             al, P = start.clone(), Pbase.clone()
             al[pinned] = side[C[:, 0], C[:, 1]][pinned]
@@ -573,8 +581,8 @@ class _DeepSwitching(AbstractSwitchingSystem, DenseSurfaceRates):
                 nxt = _candidate_lcp(u, G, r, sq, side[C[:, 0], C[:, 1]], att, pinned, share=not multi)
                 if not multi:
                     return nxt, att
-                if self.ray_of is not None:  # positive multiples of one point: one α per surface
-                    nxt = _share_along_rays(self.ray_of, C, nxt, (sq.unsqueeze(1) * G.T) * r)
+                if rays is not None:  # positive multiples of one point: one α per surface (_share_along_rays)
+                    nxt = _group_average((sq.unsqueeze(1) * G.T) * r, nxt, rays)
                 al, last = _newton_update(al, nxt, last)
                 # converged: the field the α's give (surfaces with parallel ∇h share their α's in any split)
                 prev, push = push, G.T @ (r * al)
