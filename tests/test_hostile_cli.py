@@ -173,6 +173,27 @@ def test_cli_run_into_a_locked_folder(tiny, tmp_path, capsys):
     assert not (tmp_path / "exp" / "GF").exists()  # refused before any run started
 
 
+def test_cli_run_into_a_folder_with_results_needs_overwrite(tiny, tmp_path, capsys):
+    exp = tmp_path / "exp"
+    assert _cli(["run", "--config", tiny, "--out", exp, "--workers", "1"], capsys)[0] == 0
+    before = (exp / "summary.csv").read_bytes()
+    _refused(["run", "--config", tiny, "--out", exp], capsys, "holds an earlier experiment", "--overwrite", "--resume")
+    assert (exp / "summary.csv").read_bytes() == before  # refused before any run started
+    _refused(["compare", "--config", tiny, "--step-size", "0.1", "--out", exp], capsys, "holds an earlier")
+    assert _cli(["run", "--config", tiny, "--out", exp, "--workers", "1", "--overwrite"], capsys)[0] == 0
+
+
+def test_cli_run_default_folder_is_never_replaced(tiny, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for _ in range(3):
+        code, out, _err = _cli(["run", "--config", tiny, "--workers", "1"], capsys)
+        assert code == 0, out
+    runs = tmp_path / "flowsim_runs"
+    assert sorted(p.name for p in runs.iterdir()) == ["tiny", "tiny-2", "tiny-3"]
+    assert "writing to flowsim_runs/tiny-3" in out
+    assert all((runs / name / "summary.csv").exists() for name in ("tiny", "tiny-2", "tiny-3"))
+
+
 def test_api_simulate_into_a_locked_folder(tmp_path):
     with locked_folder(tmp_path / "run", what="experiment"):
         with pytest.raises(RunFolderError, match=f"pid {os.getpid()} on host"):

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from ..errors import FlowSimError, RunFolderError
+from ..results.store import new_output_folder
 from .paper_cli import add_paper_command
 from .sweep_cli import EXECUTOR_HELP, add_sweep_commands
 
@@ -44,7 +45,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = _apply_md_options(config, args)
     if args.checkpoint_every is not None:
         config = validate_config({**config, "output": {**config["output"], "checkpoint_every": args.checkpoint_every}})
-    out = Path(args.out) if args.out else Path("flowsim_runs") / config["experiment"]["name"]
+    out = new_output_folder(args.out, Path("flowsim_runs") / config["experiment"]["name"], args.overwrite)
     print(f"[flowsim] experiment {config['experiment']['name']!r}: {config['experiment']['description']}")
     print(f"[flowsim] writing to {out}")
     if args.executor != "local":  # one task per run (flowsim.lab.sweep)
@@ -80,6 +81,7 @@ def _resume_alone(args: argparse.Namespace) -> None:
             ("--config", args.config),
             ("--preset", args.preset),
             ("--out", args.out),
+            ("--overwrite", args.overwrite or None),
             ("--method", args.method),
             ("--step-size", args.step_size),
             ("--schedule", args.schedule),
@@ -226,7 +228,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if args.step_size is None:
         raise FlowSimError("flowsim compare needs --step-size η (the mirror-descent step size), e.g. --step-size 0.1")
     config = load_config(args.config) if args.config is not None else get_preset(args.preset or "quick")
-    out = Path(args.out) if args.out else Path("flowsim_runs") / f"{config['experiment']['name']}_compare"
+    out = new_output_folder(args.out, Path("flowsim_runs") / f"{config['experiment']['name']}_compare", args.overwrite)
     print(f"[flowsim] compare flow vs mirror descent: experiment {config['experiment']['name']!r}, writing to {out}")
     rows, _, runs = run_comparison(
         config,
@@ -254,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--preset", help="built-in preset name (default: main); see `flowsim info`")
     run.add_argument("--config", help="TOML experiment file (see flowsim.lab.config for the format)")
     run.add_argument("--out", help="output directory (default: flowsim_runs/<experiment name>)")
+    run.add_argument("--overwrite", action="store_true", help="--out DIR may hold an earlier experiment: replace it")
     run.add_argument("--resume", metavar="DIR", help="continue a killed run or experiment from its checkpoints")
     run.add_argument(
         "--workers",
@@ -291,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--preset", help="built-in preset name (default: quick); see `flowsim info`")
     cmp.add_argument("--config", help="TOML experiment file")
     cmp.add_argument("--out", help="output directory (default: flowsim_runs/<experiment name>_compare)")
+    cmp.add_argument("--overwrite", action="store_true", help="--out DIR may hold an earlier comparison: replace it")
     cmp.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_md_arguments(cmp, method=False)
     cmp.set_defaults(func=_cmd_compare)

@@ -37,6 +37,7 @@ from ..data import ImageSplit, load_cifar10, load_digits_images, load_mnist_5k
 from ..errors import ConfigError
 from ..minibatch import minibatch_mirror_descent
 from ..models import VGGNet
+from ..results.store import new_output_folder
 from .config import check_block_table, potential_from_table
 
 __all__ = ["VISION_PRESETS", "get_vision_preset", "load_vision_config", "run_vision", "is_vision_config"]
@@ -344,7 +345,7 @@ def run_vision_command(args: Any) -> int | None:
         config = validate_vision_config(raw, source=str(args.config))
     else:
         return None
-    out = Path(args.out) if args.out else Path("flowsim_runs") / config["experiment"]["name"]
+    out = new_output_folder(args.out, Path("flowsim_runs") / config["experiment"]["name"], args.overwrite)
     print(f"[flowsim] experiment {config['experiment']['name']!r}: {config['experiment']['description']}")
     print(f"[flowsim] writing to {out}")
     summary = run_vision(config, out, progress=not args.no_progress and sys.stderr.isatty())

@@ -103,6 +103,44 @@ def read_json(path: Path, fix: str, what: str = "a JSON object") -> dict[str, An
     return value
 
 
+# files that mark a folder as holding an earlier experiment's or run's results (flowsim run, compare, vision;
+# a simulate run's folder)
+RESULT_MARKERS = ("config.json", "summary.csv", "summary.json", "compare.csv", "run.json")
+
+
+def holds_results(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` holds an earlier experiment's or run's results (one of :data:`RESULT_MARKERS`)."""
+    p = Path(folder)
+    return p.is_dir() and any((p / name).exists() for name in RESULT_MARKERS)
+
+
+def new_output_folder(given: str | os.PathLike | None, default: Path, overwrite: bool = False) -> Path:
+    """The output folder of a new experiment (``flowsim run``, ``compare``), which never replaces an earlier
+    one's results unasked.
+
+    Args:
+        given: ``--out DIR``, or None.
+        default: the folder when none is given (``flowsim_runs/<experiment name>``); where it holds results, the
+            first free ``<default>-2``, ``<default>-3``, … instead.
+        overwrite: ``--overwrite``: ``given`` may hold results (they are replaced file by file).
+
+    Raises:
+        RunFolderError: ``given`` holds results (:func:`holds_results`) and ``overwrite`` is False.
+    """
+    if given is not None:
+        if not overwrite and holds_results(given):
+            raise RunFolderError(
+                f"{given} holds an earlier experiment's results; give another --out DIR, --resume {given} to "
+                "continue it, or --overwrite to replace them"
+            )
+        return Path(given)
+    out, k = default, 1
+    while holds_results(out):
+        k += 1
+        out = default.with_name(f"{default.name}-{k}")
+    return out
+
+
 def prepare_out_dir(path: str | os.PathLike) -> Path:
     """Create the output folder ``path`` (and its parents) and check that files can be written in it, before
     any work is done.
