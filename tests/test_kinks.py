@@ -431,6 +431,59 @@ def test_deep_relu_event_surfaces_propagate_their_own_point_only():
     assert torch.allclose(dH, sw.surface_rates(Th, dTh).flatten(1)[rows, idx], rtol=0, atol=1e-14)
 
 
+def _slaved_by_point(sw, theta, new, cand):
+    """The slaving rule of ``_DeepSwitching._slaved`` point by point (the reference): walk a point's layers up to
+    the first one with no clearly active unit and at most one candidate; every layer above is slaved, dead (no
+    candidate there) or following that one candidate's ∂h/∂h_master on its active side."""
+    L, cuts, Ws = len(sw.widths), sw.cuts, sw.model._views(theta)
+    mask, pattern = torch.zeros_like(cand), torch.zeros_like(cand)
+    master = torch.full(cand.shape, -1, dtype=torch.long)
+    clear = (new == ACTIVE) & ~cand
+    for i in range(sw.n):
+        for l in range(L - 1):
+            lo, hi = cuts[l], cuts[l + 1]
+            zc = torch.nonzero(cand[i, lo:hi]).flatten().tolist()
+            if bool(clear[i, lo:hi].any()) or len(zc) > 1:
+                continue
+            s = torch.zeros(hi - lo, dtype=theta.dtype)
+            if zc:
+                s[zc[0]] = 1.0
+            for k in range(l + 1, L):
+                s = Ws[k] @ s
+                s = s * (s > 0)
+                mask[i, cuts[k] : cuts[k + 1]] = True
+                pattern[i, cuts[k] : cuts[k + 1]] = s > 0
+                master[i, cuts[k] : cuts[k + 1]] = lo + zc[0] if zc else -1
+            break
+    return mask, pattern, master
+
+
+def test_deep_relu_slaved_layers_match_the_per_point_rule():
+    """Layers slaved to a unit below (batched over points) equal the rule applied point by point, on random
+    patterns with dead layers, single masters (also two layers up) and layers with two candidates (not slaved)."""
+    from flowsim.flow import MirrorFlowField
+    from flowsim.losses import get_loss
+    from flowsim.potentials import get_potential
+    from flowsim.solvers.filippov.deep import _DeepSwitching
+
+    ds = student_teacher_relu(n=400, d=3, seed=4)
+    model = DeepReLU(3, [3, 2, 4, 3])
+    field = MirrorFlowField(model, get_potential("euclidean"), get_loss("exponential"), ds.X, ds.y)
+    th = model.init(seed=5)
+    sw = _DeepSwitching(model, field)
+    gen = torch.Generator().manual_seed(1)
+    new = torch.where(torch.rand(sw.n, sw.M, generator=gen) < 0.3, ACTIVE, INACTIVE)
+    cand = torch.rand(sw.n, sw.M, generator=gen) < 0.25
+    got = sw._slaved(th, new, cand)
+    mask, pattern, master = _slaved_by_point(sw, th, new, cand)
+    assert torch.equal(got.mask, mask) and torch.equal(got.pattern, pattern) and torch.equal(got.master, master)
+    kinds = {"dead": (master == -1) & mask, "master": master >= 0}
+    assert all(int(k.sum()) > 50 for k in kinds.values())  # both kinds occur, and patterns of both signs
+    assert 0 < int(pattern.sum()) < int(kinds["master"].sum())
+    above = master[:, sw.cuts[2] :]
+    assert bool(((above >= 0) & (above < sw.cuts[1])).any())  # a master two layers below
+
+
 def _with_scaled_copies(n, d, seed, factor=3.0):
     """student_teacher_relu(n, d, seed) plus ``factor`` × copies (same labels) of a fifth of its points."""
     data = student_teacher_relu(n, d=d, seed=seed)
