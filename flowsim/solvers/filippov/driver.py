@@ -153,7 +153,7 @@ class FilippovDriver(_EventLocation, _SoftCrossings, _Bridges, AbstractDriver):
         self.soft_fraction = _option_positive(self.options, "soft_fraction", 0.1, zero_ok=True)
         self.truncated_growth = _option_positive(self.options, "truncated_growth", 2.0)
         self.soft_cap = _option_positive(self.options, "soft_cap", 1.0)
-        self._exit_cache: tuple | None = None  # (step, result) of the last full sliding-exit search
+        self._exit_cache: tuple | None = None  # (step, x_max, result) of the last sliding-exit search
         self._rk: tuple | None = None  # (segment field, RK tableau) for redo steps
         self._seg: _SegmentField | None = None  # the run's segment field
         # state at an event: "interpolate" (the accepted step's dense output) or "redo" (an RK step to it)

@@ -319,14 +319,18 @@ class _EventLocation:
     def _find_exit(self, new, prev, seg: _SegmentField, x_max):
         """Earliest time in the step where a sliding α leaves [0, 1] (equivalent control on the dense output).
 
-        A full search (``x_max`` None) is remembered for the same step: a later call for it returns that result
-        (an exit after ``x_max`` is then returned too; callers compare it with their crossing time).
+        The search covers the step up to ``x_max`` (None: all of it); an exit found past ``x_max`` is returned
+        too (callers compare it with their crossing time). It is remembered for the same step: a later call
+        returns it where it answers that call too (an exit found is the earliest; no exit up to ``x_max`` answers
+        a call up to a smaller one).
         """
         cache = self._exit_cache
         if cache is not None and cache[0] is new:
-            return cache[1]
+            _, reach, out = cache
+            if out[0] is not None or reach is None or (x_max is not None and x_max <= reach):
+                return out
         out = self._find_exit_search(new, prev, seg, x_max)
-        self._exit_cache = (new, out) if x_max is None else None
+        self._exit_cache = (new, x_max, out)
         return out
 
     def _find_exit_search(self, new, prev, seg: _SegmentField, x_max):

@@ -130,7 +130,9 @@ class _SoftCrossings:
             x_end = float(x[kb])
         forced: dict = {}
         if sw.n_sliding:
-            x_exit, f_exit = self._find_exit(new, prev, seg, None)  # cached: the caller's fallback reuses it
+            # (up to x_end: the kept part only ends earlier from here on, and the caller's fallback looks up to the
+            # first crossing; remembered for it)
+            x_exit, f_exit = self._find_exit(new, prev, seg, None if x_end >= 1.0 else x_end)
             if x_exit is not None and x_exit < x_end:
                 # a sliding α leaves [0, 1] first: keep the crossings before it, end there with its forced sides
                 kb_exit = int((x[:kb] < x_exit).sum())
