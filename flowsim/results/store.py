@@ -125,10 +125,13 @@ def new_output_folder(given: str | os.PathLike | None, default: Path, overwrite:
         overwrite: ``--overwrite``: ``given`` may hold results (they are replaced file by file).
 
     Raises:
-        RunFolderError: ``given`` holds results (:func:`holds_results`) and ``overwrite`` is False.
+        RunFolderError: ``given`` holds results (:func:`holds_results`) and ``overwrite`` is False (or a live
+            run holds it: :func:`locked_folder`'s error, which names that run).
     """
     if given is not None:
         if not overwrite and holds_results(given):
+            with locked_folder(given, what="experiment"):  # a run still writing there: its "in use" error first
+                pass
             raise RunFolderError(
                 f"{given} holds an earlier experiment's results; give another --out DIR, --resume {given} to "
                 "continue it, or --overwrite to replace them"
