@@ -5,6 +5,7 @@ the explicit Filippov driver, an autograd Jacobian checked by finite differences
 from __future__ import annotations
 
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -153,6 +154,30 @@ def test_newton_jacobian_of_a_degenerate_sliding_set_falls_back_to_autograd(monk
     jacrev = torch.func.jacrev
     monkeypatch.setattr(torch.func, "jacrev", lambda *a, **k: calls.append(1) or jacrev(*a, **k))
     J = sw.velocity_jacobian(tau, theta)
+    assert calls == [1]
+    J_ref = _autograd_jacobian(sw, tau, theta)
+    assert float((J - J_ref).abs().max()) <= 1e-12 * float(J_ref.abs().max())
+
+
+def test_autograd_rows_of_a_neuron_sliding_on_one_surface_raise_no_warning(monkeypatch):
+    """The autograd fallback for the sliding rows (a degenerate sliding set, as above) with another neuron sliding
+    on one surface, leaky ReLU: no warning from torch (the one-surface control reads h by index_select; torch.take's
+    derivative, put, has no batching rule in jacrev, which then loops and warns of a performance drop in users' radau
+    runs), and the rows equal autograd through the whole field (1e-12)."""
+
+    def duplicate(X, y):
+        X[4], y[4] = X[2], y[2]
+
+    sw, theta, tau = _sliding_state(
+        ("hyperbolic_entropy", {"beta": 0.5}), [([2, 4], 1), ([5], 3)], leaky=True, edit=duplicate
+    )
+    assert sw.single_j.numel() == 1  # neuron 3 slides on one surface
+    calls = []
+    jacrev = torch.func.jacrev
+    monkeypatch.setattr(torch.func, "jacrev", lambda *a, **k: calls.append(1) or jacrev(*a, **k))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        J = sw.velocity_jacobian(tau, theta)
     assert calls == [1]
     J_ref = _autograd_jacobian(sw, tau, theta)
     assert float((J - J_ref).abs().max()) <= 1e-12 * float(J_ref.abs().max())

@@ -328,7 +328,8 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
         scaled Baumgarte part λ R_j h_ij / |A|². Returns α `(J,)`, the neurons' velocity rows `(J, d)` and what
         their sliding entries add to ż_a, (1 − s₋) α h c y `(J,)`."""
         XS = self.single_x  # (J, d)
-        cyS, hS = cy.index_select(0, is_), torch.take(H, self.single_flat)
+        # (index_select, not torch.take: take's derivative, put, has no batching rule for the Jacobian's jacrev)
+        cyS, hS = cy.index_select(0, is_), H.reshape(-1).index_select(0, self.single_flat)
         uWj = uW.index_select(0, js)
         r = self._one_sided(a.index_select(0, js)) * cyS  # −R
         sq = D.index_select(0, js).sqrt()
