@@ -11,6 +11,7 @@ innermost phase on the Python stack:
   the RK stages with the segment's sliding margins; or the naive field);
 * ``rk``: the Runge–Kutta steps' own work (torchdiffeq's stages, error estimate, dense output fit);
 * ``scan``: the event scan after each accepted step (surfaces at the dense output's samples);
+* ``soft step``: a soft step's own bookkeeping (which crossings are kept, truncation, transversality);
 * ``roots``: crossing and dip times located on the dense output;
 * ``rates+correction``: the soft crossings' per-crossing rates and closed-form state correction;
 * ``side checks``: the corrected end's sides and the cut where the corrected trajectory crosses another surface;
@@ -52,6 +53,7 @@ PHASES = {
     ),
     "rk": ("RKAdaptiveStepsizeODESolver._adaptive_step", "_runge_kutta_step"),
     "scan": ("_EventLocation._find_event", "_EventLocation._scan_candidates", "_EventLocation._confirmed_dips"),
+    "soft step": ("_SoftCrossings._soft_step",),
     "roots": ("_SoftCrossings._sorted_crossings", "_EventLocation._earliest_crossing", "_EventLocation._roots"),
     "rates+correction": ("_CrossingCorrections.crossing_rates", "_CrossingCorrections.crossing_correction"),
     "side checks": ("_SoftCrossings._sides_at", "_SoftCrossings._side_cut"),
