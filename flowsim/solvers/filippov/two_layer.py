@@ -69,6 +69,11 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
         # neurons sliding on several surfaces: their points (ascending) padded to the largest set, mask = real ones
         self.multi_j = torch.nonzero(count > 1).flatten()
         self.multi_i, self.multi_mask = self._padded_points(self.multi_j, count)
+        self.multi_fm = self.multi_mask.to(self.X.dtype)
+        self.multi_x = self.X[self.multi_i] * self.multi_fm.unsqueeze(2)  # (J, k, d), padded rows 0
+        self.multi_flat = self.multi_i * self.m + self.multi_j.unsqueeze(1)  # surfaces' flat indices (J, k)
+        self.multi_real = torch.nonzero(self.multi_mask.reshape(-1)).flatten()  # the real ones' places in (J·k)
+        self.multi_flat_real = self.multi_flat.reshape(-1).index_select(0, self.multi_real)
         self._slide_sets: tuple | None = None  # (neurons, padded points, mask) of all sliding neurons, on demand
 
     def _sliding_sets(self) -> tuple[Tensor, Tensor, Tensor]:
@@ -187,12 +192,11 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
             zW = zW.index_copy(0, js, row)
             za.index_add_(0, js, dza)
         if self.multi_j.numel():
-            js, I, mask = self.multi_j, self.multi_i, self.multi_mask
-            al, row = self._multi_control(js, I, mask, scale, uW, D, a, cy, H, ref)
-            jj = js.unsqueeze(1).expand_as(I)
-            alpha[I[mask], jj[mask]] = al[mask]
+            js = self.multi_j
+            al, row, dza = self._multi_control(js, self.multi_i, scale, uW, D, a, cy, H, ref)
+            alpha.view(-1).index_copy_(0, self.multi_flat_real, al.reshape(-1).index_select(0, self.multi_real))
             zW = zW.index_copy(0, js, row)
-            za.index_add_(0, js, (1.0 - self.slope) * (al * H[I, jj] * cy[I]).sum(1))  # (al = 0 where padded)
+            za.index_add_(0, js, dza)
         if scale is not None:
             self.bg_scale = scale
         return torch.cat([zW.reshape(-1), za]), alpha
@@ -324,36 +328,35 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
 
     def _single_control(self, js, is_, scale, uW, D, a, cy, H, ref) -> tuple[Tensor, Tensor, Tensor]:
         """:func:`_equivalent_control` of the neurons ``js`` `(J,)` sliding on one surface each (points ``is_``),
-        batched: with A = D_j^{1/2} x_i R_j (R_j = −(1 − s) a_j c_i), α = α₀ + A·(D^{1/2}u − A α₀)/|A|² plus the
-        scaled Baumgarte part λ R_j h_ij / |A|². Returns α `(J,)`, the neurons' velocity rows `(J, d)` and what
-        their sliding entries add to ż_a, (1 − s₋) α h c y `(J,)`."""
+        batched, in closed form: with N = x_iᵀ D_j x_i, g = x_iᵀ D_j u + f λ h_ij and r = (1 − s₋) a_j c_i y_i (u the
+        neuron's row at α = 0, f its Baumgarte factor), α = −g / (r N), the one α with ḣ_ij = −f λ h_ij (the
+        box-LCP's solution is unique for one surface); where r N = 0 (or is not finite) there is no control and α
+        keeps its reference value. Returns α `(J,)`, the neurons' velocity rows `(J, d)` and what their sliding
+        entries add to ż_a, (1 − s₋) α h c y `(J,)`."""
         XS = self.single_x  # (J, d)
         # (index_select, not torch.take: take's derivative, put, has no batching rule for the Jacobian's jacrev)
         cyS, hS = cy.index_select(0, is_), H.reshape(-1).index_select(0, self.single_flat)
         uWj = uW.index_select(0, js)
-        r = self._one_sided(a.index_select(0, js)) * cyS  # −R
-        sq = D.index_select(0, js).sqrt()
-        A = sq * XS * (-r).unsqueeze(1)
-        M = A.square().sum(1)
-        off = ~(M > 0)  # A = 0 (or not finite): no control
-        Minv = M.masked_fill(off, 1.0).reciprocal().masked_fill(off, 0.0)  # 1/|A|²
-        a0 = torch.take(ref, self.single_flat)
-        delta = Minv * (A * (sq * uWj - A * a0.unsqueeze(1))).sum(1)
+        r = self._one_sided(a.index_select(0, js)) * cyS
+        P = D.index_select(0, js) * XS  # D_j x_i
+        rN = r * (P * XS).sum(1)
+        g = (P * uWj).sum(1)
+        ok = rN.abs() > 0  # (False where r N is 0 or NaN)
         if self.lam:
-            d_bg = Minv * (-self.lam * r * hS)
+            bg = self.lam * hS
             if scale is not None:  # the segment's first evaluation: fix the Baumgarte factors
-                al_eq = a0 + delta
+                al_eq = torch.where(ok, -g / rN, torch.take(ref, self.single_flat))
                 room = torch.minimum(al_eq, 1.0 - al_eq).clamp_min(0.0)
-                big = d_bg.abs()
+                big = torch.where(ok, (bg / rN).abs(), 0.0)
                 f = torch.where(big > 0, (0.5 * room / torch.where(big > 0, big, 1.0)).clamp_max(1.0), 1.0)
                 scale.update(zip(js.tolist(), f.tolist(), strict=True))
                 self.bg_single = f  # (the same factors as in the dict, for this segment's later evaluations)
             else:
                 f = self.bg_single
                 if f is None or f.shape != js.shape:  # (defensive: the sliding set changed within the segment)
-                    f = torch.tensor([self.bg_scale.get(j, 1.0) for j in js.tolist()], dtype=M.dtype, device=M.device)
-            delta = delta + f * d_bg
-        al = a0 + delta
+                    f = torch.tensor([self.bg_scale.get(j, 1.0) for j in js.tolist()], dtype=rN.dtype, device=rN.device)
+            g = g + f * bg
+        al = torch.where(ok, -g / rN, torch.take(ref, self.single_flat))
         row = uWj + (r * al).unsqueeze(1) * XS
         return al, row, self._one_sided(al) * hS * cyS
 
@@ -361,26 +364,28 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
         """(1 − s₋) x, the jump factor of the gate (x itself for ReLU: no multiplication by 1)."""
         return x if self.slope == 0.0 else (1.0 - self.slope) * x
 
-    def _multi_control(self, js, I, mask, scale, uW, D, a, cy, H, ref) -> tuple[Tensor, Tensor]:
+    def _multi_control(self, js, I, scale, uW, D, a, cy, H, ref) -> tuple[Tensor, Tensor, Tensor]:
         """:func:`_equivalent_control` of the neurons ``js`` `(J,)` sliding on several surfaces each (points ``I``
-        `(J, k)`, padded; ``mask`` marks the real ones), batched: one pseudo-inverse of the stacked (zero-padded)
-        k × k systems AᵀA, whose padded block contributes nothing. Returns α `(J, k)` (0 where padded) and the
-        neurons' velocity rows `(J, d)`."""
-        fm = mask.to(H.dtype)
-        XS = self.X[I] * fm.unsqueeze(2)  # (J, k, d)
-        R = -(1.0 - self.slope) * a[js].unsqueeze(1) * cy[I] * fm  # −r (> 0 on an attracting surface)
-        sq = D[js].sqrt()  # (J, d)
-        A = sq.unsqueeze(2) * XS.transpose(1, 2) * R.unsqueeze(1)  # (J, d, k)
-        t = sq * uW[js]
-        a0 = torch.where(mask, ref[I, js.unsqueeze(1)], 0.0)
-        M = A.transpose(1, 2) @ A
+        `(J, k)`, padded; :attr:`multi_mask` marks the real ones), batched: one pseudo-inverse of the stacked
+        (zero-padded) k × k systems AᵀA, whose padded block contributes nothing. Returns α `(J, k)` (0 where
+        padded), the neurons' velocity rows `(J, d)` and what their sliding entries add to ż_a, (1 − s₋) Σ α h c y
+        `(J,)`."""
+        mask, fm, XS, flat = self.multi_mask, self.multi_fm, self.multi_x, self.multi_flat
+        cyS, hS = cy[I], H.reshape(-1).index_select(0, flat.reshape(-1)).reshape(flat.shape)
+        R = (-(1.0 - self.slope) * a.index_select(0, js)).unsqueeze(1) * cyS  # −r (> 0 on an attracting surface)
+        sq = D.index_select(0, js).sqrt()  # (J, d)
+        A = (sq.unsqueeze(2) * XS.transpose(1, 2)) * R.unsqueeze(1)  # (J, d, k); padded columns 0 (XS's rows)
+        At = A.transpose(1, 2)
+        a0 = torch.where(mask, torch.take(ref, flat), 0.0)
+        M = At @ A
         finite = torch.isfinite(M).flatten(1).all(1)  # a trial RK stage far off: non-finite field, step rejected
         Minv = torch.linalg.pinv(torch.where(finite[:, None, None], M, 0.0), hermitian=True, rtol=1e-12)
-        delta = (Minv @ (A.transpose(1, 2) @ (t - (A @ a0.unsqueeze(2)).squeeze(2)).unsqueeze(2))).squeeze(2)
+        rhs = At @ (sq * uW.index_select(0, js) - (A @ a0.unsqueeze(2)).squeeze(2)).unsqueeze(2)  # (J, k, 1)
         if self.lam:
-            d_bg = (Minv @ (self.lam * R * H[I, js.unsqueeze(1)] * fm).unsqueeze(2)).squeeze(2)
+            bg = (self.lam * R * hS * fm).unsqueeze(2)
             if scale is not None:  # the segment's first evaluation (its start): fix the Baumgarte factors
-                al_eq = a0 + delta
+                al_eq = a0 + (Minv @ rhs).squeeze(2)
+                d_bg = (Minv @ bg).squeeze(2)
                 room = torch.where(mask, torch.minimum(al_eq, 1.0 - al_eq), math.inf).amin(1).clamp_min(0.0)
                 big = d_bg.abs().amax(1)
                 f = torch.where(big > 0, (0.5 * room / torch.where(big > 0, big, 1.0)).clamp_max(1.0), 1.0)
@@ -390,10 +395,10 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
                 f = self.bg_multi
                 if f is None or f.shape != js.shape:  # (defensive: the sliding set changed within the segment)
                     f = torch.tensor([self.bg_scale.get(j, 1.0) for j in js.tolist()], dtype=M.dtype, device=M.device)
-            delta = delta + f.unsqueeze(1) * d_bg
-        al = torch.where(finite.unsqueeze(1), (a0 + delta) * fm, math.nan)
-        row = uW[js] - ((R * al).unsqueeze(1) @ XS).squeeze(1)
-        return al, row
+            rhs = rhs + f.reshape(-1, 1, 1) * bg
+        al = torch.where(finite.unsqueeze(1), (a0 + (Minv @ rhs).squeeze(2)) * fm, math.nan)
+        row = uW.index_select(0, js) - ((R * al).unsqueeze(1) @ XS).squeeze(1)
+        return al, row, self._one_sided(al * hS * cyS).sum(1)  # (al = 0 where padded)
 
     # -- classification at a segment start --
     def classify(self, tau, theta: Tensor, zero: Tensor, forced: dict | None = None) -> dict:
