@@ -1681,6 +1681,8 @@ def test_segment_field_keeps_each_neurons_sliding_margin_over_a_step():
 
     sw = SimpleNamespace(supports_soft=True, sliding=sliding, mode=torch.zeros(2, 3), velocity=velocity)
     sw.sliding_margins = lambda theta, alpha: AbstractSwitchingSystem.sliding_margins(sw, theta, alpha)
+    sw.sliding_room = lambda theta, alpha: AbstractSwitchingSystem.sliding_room(sw, theta, alpha)
+    sw.sliding_neuron_margins = lambda room: AbstractSwitchingSystem.sliding_neuron_margins(sw, room)
     field = SimpleNamespace(nfe=0, potential=SimpleNamespace(inverse_mirror_map=lambda z: z))
     seg = _SegmentField(field, sw, FilippovStats(), max_steps=10)
     z = torch.zeros(3, dtype=torch.float64)

@@ -365,7 +365,7 @@ class FilippovDriver(_EventLocation, _SoftCrossings, _Bridges, AbstractDriver):
             # h = 0 on its side (the box-LCP of one such surface keeps its side)
             if bool(((cand | sw.sliding).sum(0)[cand.any(0)] > 1).any()) or not bool((sh > 1e-6 * scale)[cand].all()):
                 return None
-        if sw.n_sliding and not bool((sw.sliding_margins(theta, alpha)[sw.sliding] >= _LIGHT_MARGIN).all()):
+        if sw.n_sliding and not bool((sw.sliding_room(theta, alpha) >= _LIGHT_MARGIN).all()):
             return None
         self._check_sides(theta, zero)
         run.sticky, run.forced = (float(run.tau), {}), {}

@@ -48,12 +48,12 @@ class _SegmentField:
         theta = self.field.potential.inverse_mirror_map(z)
         v, alpha = sw.velocity(tau, theta)
         if alpha is not None:
-            room = sw.sliding_margins(theta, alpha)
+            room = sw.sliding_room(theta, alpha)  # (the sliding surfaces only)
             m = float(room.min())
             self.stage_margin = min(self.stage_margin, m)
             self.last = (tau, z, m)
             if self._per_neuron:
-                per = room.amin(0)
+                per = sw.sliding_neuron_margins(room)
                 old = self.neuron_stage_margins
                 self.neuron_stage_margins = per if old is None else torch.minimum(old, per)
         if not bool(torch.isfinite(v).all()):

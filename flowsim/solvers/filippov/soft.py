@@ -320,7 +320,7 @@ class _SoftCrossings:
         tolerances off, the coupling estimate below the cap)."""
         if alpha is None or not self.sw.n_sliding:
             return False
-        room = self.sw.sliding_margins(theta, alpha)[self.sw.sliding]
+        room = self.sw.sliding_room(theta, alpha)
         return not bool((room >= 0.0).all())
 
     def _count_soft_step(self, kb: int, x_end: float, reason: str, forced: dict) -> None:

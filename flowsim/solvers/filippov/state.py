@@ -199,6 +199,17 @@ class AbstractSwitchingSystem(abc.ABC):
         negative: left). Here the sliding α's distance from [0, 1]'s bounds (``alpha`` from :meth:`velocity`)."""
         return torch.where(self.sliding, torch.minimum(alpha, 1.0 - alpha), math.inf)
 
+    def sliding_room(self, theta: Tensor, alpha: Tensor) -> Tensor:
+        """:meth:`sliding_margins` of the sliding surfaces only, `(S,)` in row-major order of the sliding mask (the
+        order of ``torch.nonzero(self.sliding)``)."""
+        return self.sliding_margins(theta, alpha)[self.sliding]
+
+    def sliding_neuron_margins(self, room: Tensor) -> Tensor:
+        """The smallest of :meth:`sliding_room`'s ``room`` `(S,)` per index of the state's last axis (a two-layer net's
+        neurons), inf where none slides."""
+        per = torch.full(self.sliding.shape[-1:], math.inf, dtype=room.dtype, device=room.device)
+        return per.scatter_reduce_(0, torch.nonzero(self.sliding)[:, -1], room, "amin")
+
 
 @runtime_checkable
 class DenseSurfaceRates(Protocol):

@@ -513,13 +513,24 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
         exit the surface stayed on h = 0 — also a Filippov solution, an unstable one — until the next segment start,
         wherever that fell (measured: a two-layer ReLU, a_j = 0 at s = 0.306, the exact-restart reference left at
         its next crossing, s = 0.322, a soft step later still: 600 × rtol apart)."""
+        room = torch.full_like(alpha, math.inf)
+        room.view(-1).index_copy_(0, self._sliding_entries[0], self.sliding_room(theta, alpha))
+        return room
+
+    def sliding_room(self, theta: Tensor, alpha: Tensor) -> Tensor:
+        """:meth:`sliding_margins` of the sliding surfaces only, `(S,)` (the order of ``torch.nonzero(self.sliding)``),
+        computed on them alone (no pass over all n × m surfaces)."""
         _, a = self.split(theta)
-        flat, i, j = self._sliding_entries  # (computed on the sliding entries only, then scattered)
+        flat, i, j = self._sliding_entries
         al = torch.take(alpha, flat)
         attraction = -(a.index_select(0, j) * self.y.index_select(0, i))
-        room = torch.full_like(alpha, math.inf)
-        room.view(-1).index_copy_(0, flat, torch.minimum(torch.minimum(al, 1.0 - al), attraction))
-        return room
+        return torch.minimum(torch.minimum(al, 1.0 - al), attraction)
+
+    def sliding_neuron_margins(self, room: Tensor) -> Tensor:
+        """Each neuron's smallest sliding margin, `(m,)` (inf: none sliding), from :meth:`sliding_room`'s ``room``
+        `(S,)`."""
+        per = torch.full((self.m,), math.inf, dtype=room.dtype, device=room.device)
+        return per.scatter_reduce_(0, self._sliding_entries[2], room, "amin")
 
     # -- soft crossings (FilippovDriver._soft_step): balance, per-crossing rates, closed-form correction --
     def balance(self, theta: Tensor) -> Tensor:
