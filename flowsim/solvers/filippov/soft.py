@@ -24,7 +24,7 @@ class _SideCheck(NamedTuple):
     """A corrected state's sides (:meth:`_SoftCrossings._sides_at`)."""
 
     theta: Tensor  # θ(z), (p,)
-    zero: Tensor  # the at-zero band there, 10 error scales of h, (n, m)
+    zero: Tensor | None  # the at-zero band there, 10 error scales of h, (n, m); None: not computed
     sigma: Tensor  # the sides σ once the kept crossings flip, (n, m)
     bad: Tensor | None  # the non-sliding surfaces off their side, (n, m) bool, or None if there are none
 
@@ -349,15 +349,24 @@ class _SoftCrossings:
         return z_e, f_e, self.sw.balance_ref(z_e, b_at=prev.y1) if interpolated else self.sw.balance_ref(z_e)
 
     def _sides_at(self, z: Tensor, ii: Tensor, jj: Tensor) -> _SideCheck:
-        """θ(z), the at-zero band and the sides once (ii, jj) flip, and the non-sliding surfaces `(n, m)` (bool) off
-        their side there (|h| band: 10 error scales; None if none are)."""
+        """θ(z), the sides once (ii, jj) flip, and the non-sliding surfaces `(n, m)` (bool) off their side there (|h|
+        band: 10 error scales; None if none are). The band is computed only on the surfaces with σh < 0 (no pass
+        over all n × m surfaces); the check's ``zero`` is None (the next segment start computes it if it needs it)."""
         sw = self.sw
         theta = self.field.potential.inverse_mirror_map(z)
-        zero = _ZERO_FACTOR * sw.error_scale(theta, z, self.rtol, self.atol)
         sigma = sw.sigma.clone()
         sigma[ii, jj] = -sigma[ii, jj]
-        bad = (~sw.sliding) & (sigma * sw.surfaces(theta) < -zero)
-        return _SideCheck(theta, zero, sigma, bad if bool(bad.any()) else None)
+        sh = sigma * sw.surfaces(theta)
+        neg = (sh < 0) & ~sw.sliding
+        if not bool(neg.any()):
+            return _SideCheck(theta, None, sigma, None)
+        i, j = torch.nonzero(neg, as_tuple=True)
+        off = sh[i, j] < -_ZERO_FACTOR * sw.error_scale_at(theta, z, self.rtol, self.atol, i, j)
+        if not bool(off.any()):
+            return _SideCheck(theta, None, sigma, None)
+        bad = torch.zeros_like(neg)
+        bad[i[off], j[off]] = True
+        return _SideCheck(theta, None, sigma, bad)
 
     def _side_cut(self, C, bad, theta_end, xk, ii, jj, x_end):
         """A shorter kept part for a corrected end θ ``theta_end`` with surfaces ``bad`` `(n, m)` off their side,

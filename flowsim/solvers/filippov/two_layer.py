@@ -152,6 +152,14 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
         ew = D * (rtol * zW.abs() + atol)  # error in w
         return self.xabs @ (ew + torch.finfo(theta.dtype).eps * W.abs()).T  # + rounding of h itself
 
+    def error_scale_at(self, theta: Tensor, z: Tensor, rtol: float, atol: float, i: Tensor, j: Tensor) -> Tensor:
+        """:meth:`error_scale` of the surfaces (``i``, ``j``) `(B,)` only, `(B,)`."""
+        W, _ = self.split(theta)
+        zW, _ = self.split(z)
+        Wj, zj = W.index_select(0, j), zW.index_select(0, j)
+        ew = inverse_map_slope(self.pot, Wj) * (rtol * zj.abs() + atol)
+        return (self.xabs.index_select(0, i) * (ew + torch.finfo(theta.dtype).eps * Wj.abs())).sum(1)
+
     # -- the fixed-pattern field --
     def _gate(self, P: Tensor) -> Tensor:
         return P if self.slope == 0.0 else self.slope + (1.0 - self.slope) * P
