@@ -338,7 +338,7 @@ class _TwoLayerSwitching(_CrossingCorrections, AbstractSwitchingSystem, DenseSur
         """:func:`_equivalent_control` of the neurons ``js`` `(J,)` sliding on one surface each (points ``is_``),
         batched, in closed form: with N = x_iᵀ D_j x_i, g = x_iᵀ D_j u + f λ h_ij and r = (1 − s₋) a_j c_i y_i (u the
         neuron's row at α = 0, f its Baumgarte factor), α = −g / (r N), the one α with ḣ_ij = −f λ h_ij (the
-        box-LCP's solution is unique for one surface); where r N = 0 (or is not finite) there is no control and α
+        box-LCP's solution is unique for one surface); where r N is 0 or NaN there is no control and α
         keeps its reference value. Returns α `(J,)`, the neurons' velocity rows `(J, d)` and what their sliding
         entries add to ż_a, (1 − s₋) α h c y `(J,)`."""
         XS = self.single_x  # (J, d)
