@@ -1275,6 +1275,87 @@ def test_surfaces_still_approaching_zero_are_left_to_the_event_location():
     assert float(h.abs().min()) > 0  # (the real surfaces: generic)
 
 
+def test_surfaces_approaching_zero_slowly_inside_one_error_scale_are_left_to_the_event_location():
+    """Inside one error scale, an approaching surface is at zero only if it reaches h = 0 within
+    _APPROACH_STEP_FRACTION of the next step (|h| ≤ |ḣ|·fraction·step); a slower one keeps its side for the event
+    location. Checked on a state built with every surface half an error scale off zero on its side and the next step
+    chosen so that some approaching surfaces reach zero within the fraction and some do not (rates by central
+    differences of h along the field)."""
+    from flowsim.flow import MirrorFlowField
+    from flowsim.losses import get_loss
+    from flowsim.potentials import HyperbolicEntropy
+    from flowsim.solvers.filippov.driver import _APPROACH_STEP_FRACTION, _Run
+    from flowsim.solvers.filippov.state import _ZERO_FACTOR
+    from flowsim.solvers.filippov.two_layer import _TwoLayerSwitching
+
+    gen = torch.Generator().manual_seed(11)
+    n, d, m = 8, 3, 2
+    X = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    y = torch.where(torch.rand(n, generator=gen) > 0.5, 1.0, -1.0).to(torch.float64)
+    model = TwoLayerReLU(d, m)
+    pot = HyperbolicEntropy(0.1)
+    field = MirrorFlowField(model, pot, get_loss("exponential"), X, y)
+    driver = FilippovDriver(model, "dopri5", 1e-5, 1e-8, 1000)
+    driver.field, driver.sw = field, _TwoLayerSwitching(model, field)
+    sw = driver.sw
+    theta = torch.randn(model.num_params, generator=gen, dtype=torch.float64)
+    z = pot.mirror_map(theta)
+    sw.init_mode(theta)
+    tau = torch.tensor(0.5, dtype=torch.float64)
+    scale = sw.error_scale(theta, z, 1e-5, 1e-8)
+    zero = _ZERO_FACTOR * scale
+    v, _ = sw.velocity(tau, theta)
+    eps = 1e-7
+    hdot = (sw.surfaces(pot.inverse_mirror_map(z + eps * v)) - sw.surfaces(pot.inverse_mirror_map(z - eps * v))) / (
+        2 * eps
+    )
+    real = sw.surfaces
+    sw.surfaces = lambda th: sw.sigma * 0.5 * scale if th is theta else real(th)
+    approaching = sw.sigma * hdot < 0
+    # a next step between two of the approaching surfaces' times to zero (none at the threshold): some reach zero
+    # within the fraction, some do not
+    times = (0.5 * scale / hdot.abs())[approaching].sort().values
+    k = times.numel() // 2
+    step = float((times[k - 1] * times[k]).sqrt()) / _APPROACH_STEP_FRACTION
+    run = _Run(None, "dopri5", None, None, {}, tau.reshape(1), tau, z, 0.0, first_step=step)
+    band = driver._approach_band(run, theta, zero)
+    narrow = torch.minimum(scale, hdot.abs() * (_APPROACH_STEP_FRACTION * step))
+    slow = approaching & (0.5 * scale > narrow)
+    assert bool(slow.any()) and bool((approaching & ~slow).any())
+    assert torch.equal(band < zero, slow)  # (the driver's ḣ is in closed form, the test's by differences)
+    assert torch.allclose(band[slow], narrow[slow], rtol=1e-6, atol=0.0)
+    assert torch.equal(band[~slow], zero[~slow])
+    assert bool((band[slow] < 0.5 * scale[slow]).all())  # the slow ones are not at zero: left to the event location
+
+
+def _degenerate_p_power_case():
+    """A breaker's case: student–teacher points (n = 195, d = 4) plus copies of 32 of them and 0.3-2× scaled
+    copies of 32 others, `TwoLayerReLU(4, 11)`, p-power p = 2.34, init scale 0.235, seed 726."""
+    data = student_teacher_relu(195, d=4, seed=564)
+    X, y = data.X.numpy(), data.y.numpy()
+    gen = np.random.default_rng(571)
+    dup = gen.choice(195, 32, replace=False)
+    X, y = np.vstack([X, X[dup]]), np.concatenate([y, y[dup]])
+    idx = gen.choice(195, 32, replace=False)
+    X, y = np.vstack([X, gen.uniform(0.3, 2.0, size=(32, 1)) * X[idx]]), np.concatenate([y, y[idx]])
+    return make_dataset(X, y, name="degenerate"), TwoLayerReLU(4, 11), {"name": "p_power", "p": 2.34}
+
+
+def test_loose_tolerance_keeps_a_slowly_approaching_surface_out_of_a_sliding_neurons_classification():
+    """The case above at rtol 4e-6 against rtol 4e-9: at a segment start (another surface's exit) a surface one error
+    scale from zero, approaching it slowly (it reached zero 0.022 later in s), was classified with neuron 8's sliding
+    set; the box-LCP moved two of the set to active, and the run went 6.5e-3 off by log t −0.87 (1,600 × rtol;
+    found by a breaker; here to log t −0.8, 5.5e-3). Now such a surface is left to the event location (measured 3.7e-6,
+    0.9 × rtol)."""
+    data, model, pot = _degenerate_p_power_case()
+    kw = dict(log_t_end=-0.8, n_save=10, init_scale=0.235, seed=726, diagnostics=False)
+    ref = simulate(model, data, pot, rtol=4e-9, atol=4e-12, **kw)
+    tr = simulate(model, data, pot, rtol=4e-6, atol=4e-9, **kw)
+    assert tr.success and ref.success
+    err = (np.abs(tr.theta - ref.theta).max(1) / np.abs(ref.theta).max(1)).max()
+    assert err <= 20 * 4e-6, err
+
+
 def test_loose_tolerance_does_not_switch_approaching_surfaces_early():
     """Student–teacher n = 300, width 20, hyperbolic entropy β = 0.01, rtol 1e-5 to log t 5 against exact restarts
     at rtol 1e-9: a slowly approaching surface inside the at-zero band was switched at a segment start, ~0.13 log t
@@ -1297,7 +1378,10 @@ def test_sliding_entry_exit_cycle_resolved_at_loose_tolerance():
     its entry, the Baumgarte term λ h_S then pushed the equivalent-control α outside [0, 1] at once (−0.13
     where the box-LCP gave 0.43), the exit forced a side, the next classification slid again: 200 zero-length
     segments (regression). The Baumgarte factor is now capped at the segment start (α moves at most half way
-    to a bound): the run reaches its horizon with almost no zero-length segments."""
+    to a bound): the run reaches its horizon with almost no zero-length segments (measured 3; with the factor
+    uncapped, 29). Initialization seed 1: with seed 0, the regression's own, most of those sliding entries were
+    surfaces still approaching zero, classified with the ones at zero at rtol 1e-3 (23 entries; 3 since such
+    surfaces are left to the event location, 1 at rtol 1e-8)."""
     from flowsim.data import load_dataset
 
     data = load_dataset("digits", a=0, b=1)
@@ -1310,12 +1394,12 @@ def test_sliding_entry_exit_cycle_resolved_at_loose_tolerance():
         log_t_end=3.0,
         n_save=20,
         init_scale=0.5,
-        seed=0,
+        seed=1,
     )
     assert tr.status.value == "success", tr.message
     assert tr.log_t[-1] == pytest.approx(3.0)
-    assert tr.stats["n_sliding_entries"] > 10  # the sliding modes happen (measured 102)
-    assert tr.stats["n_null_segments"] <= 10  # measured 2
+    assert tr.stats["n_sliding_entries"] > 10  # the sliding modes happen (measured 31)
+    assert tr.stats["n_null_segments"] <= 10  # measured 3
     assert tr.diagnostics["balance_drift"].max() <= 1e-3  # measured 9.4e-5 at rtol 1e-3
 
 
