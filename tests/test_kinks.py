@@ -1229,16 +1229,14 @@ def test_soft_steps_keep_every_neurons_balance():
     assert np.nanmax(tr.diagnostics["balance_drift"]) <= 2e-8
 
 
-def test_surfaces_still_approaching_zero_are_left_to_the_event_location():
-    """At a segment start a non-sliding surface inside the at-zero band (10 error scales) that its current side's
-    field still moves towards h = 0 is not "at zero": its band shrinks to one error scale, so it is not classified
-    (and switched) early; one that moves away, or sits within one error scale, keeps the band. Checked on a state
-    built with two surfaces at ±5 error scales, their rates computed independently (central differences of h
-    along the field)."""
+def _approach_state(offset: float):
+    """A two-layer ReLU (8 points, d = 3, width 2, hyperbolic entropy β = 0.1) at a random state, its surfaces faked
+    to sit ``offset`` error scales off zero on their sides (the approach rule reads h, ḣ and σ only): the driver,
+    θ, z, τ, one error scale `(n, m)`, the at-zero band and ḣ by central differences of h along the field
+    (independent of the driver's closed form), and the real surfaces."""
     from flowsim.flow import MirrorFlowField
     from flowsim.losses import get_loss
     from flowsim.potentials import HyperbolicEntropy
-    from flowsim.solvers.filippov.driver import _Run
     from flowsim.solvers.filippov.state import _ZERO_FACTOR
     from flowsim.solvers.filippov.two_layer import _TwoLayerSwitching
 
@@ -1257,16 +1255,27 @@ def test_surfaces_still_approaching_zero_are_left_to_the_event_location():
     sw.init_mode(theta)
     tau = torch.tensor(0.5, dtype=torch.float64)
     scale = sw.error_scale(theta, z, 1e-5, 1e-8)
-    zero = _ZERO_FACTOR * scale
     h = sw.surfaces(theta)
     v, _ = sw.velocity(tau, theta)
     eps = 1e-7
     hdot = (sw.surfaces(pot.inverse_mirror_map(z + eps * v)) - sw.surfaces(pot.inverse_mirror_map(z - eps * v))) / (
         2 * eps
     )
-    # fake a band: pretend every surface is 5 error scales off zero on its side (the rule reads h, ḣ and σ only)
     real = sw.surfaces
-    sw.surfaces = lambda th: sw.sigma * 5.0 * scale if th is theta else real(th)
+    sw.surfaces = lambda th: sw.sigma * offset * scale if th is theta else real(th)
+    return driver, theta, z, tau, scale, _ZERO_FACTOR * scale, hdot, h
+
+
+def test_surfaces_still_approaching_zero_are_left_to_the_event_location():
+    """At a segment start a non-sliding surface inside the at-zero band (10 error scales) that its current side's
+    field still moves towards h = 0 is not "at zero": its band shrinks to one error scale, so it is not classified
+    (and switched) early; one that moves away, or sits within one error scale, keeps the band. Checked on a state
+    built with two surfaces at ±5 error scales, their rates computed independently (central differences of h
+    along the field)."""
+    from flowsim.solvers.filippov.driver import _Run
+
+    driver, theta, z, tau, scale, zero, hdot, h = _approach_state(5.0)
+    sw = driver.sw
     run = _Run(None, "dopri5", None, None, {}, tau.reshape(1), tau, z, 0.0)
     band = driver._approach_band(run, theta, zero)
     approaching = sw.sigma * hdot < 0
@@ -1281,36 +1290,10 @@ def test_surfaces_approaching_zero_slowly_inside_one_error_scale_are_left_to_the
     location. Checked on a state built with every surface half an error scale off zero on its side and the next step
     chosen so that some approaching surfaces reach zero within the fraction and some do not (rates by central
     differences of h along the field)."""
-    from flowsim.flow import MirrorFlowField
-    from flowsim.losses import get_loss
-    from flowsim.potentials import HyperbolicEntropy
     from flowsim.solvers.filippov.driver import _APPROACH_STEP_FRACTION, _Run
-    from flowsim.solvers.filippov.state import _ZERO_FACTOR
-    from flowsim.solvers.filippov.two_layer import _TwoLayerSwitching
 
-    gen = torch.Generator().manual_seed(11)
-    n, d, m = 8, 3, 2
-    X = torch.randn(n, d, generator=gen, dtype=torch.float64)
-    y = torch.where(torch.rand(n, generator=gen) > 0.5, 1.0, -1.0).to(torch.float64)
-    model = TwoLayerReLU(d, m)
-    pot = HyperbolicEntropy(0.1)
-    field = MirrorFlowField(model, pot, get_loss("exponential"), X, y)
-    driver = FilippovDriver(model, "dopri5", 1e-5, 1e-8, 1000)
-    driver.field, driver.sw = field, _TwoLayerSwitching(model, field)
+    driver, theta, z, tau, scale, zero, hdot, _ = _approach_state(0.5)
     sw = driver.sw
-    theta = torch.randn(model.num_params, generator=gen, dtype=torch.float64)
-    z = pot.mirror_map(theta)
-    sw.init_mode(theta)
-    tau = torch.tensor(0.5, dtype=torch.float64)
-    scale = sw.error_scale(theta, z, 1e-5, 1e-8)
-    zero = _ZERO_FACTOR * scale
-    v, _ = sw.velocity(tau, theta)
-    eps = 1e-7
-    hdot = (sw.surfaces(pot.inverse_mirror_map(z + eps * v)) - sw.surfaces(pot.inverse_mirror_map(z - eps * v))) / (
-        2 * eps
-    )
-    real = sw.surfaces
-    sw.surfaces = lambda th: sw.sigma * 0.5 * scale if th is theta else real(th)
     approaching = sw.sigma * hdot < 0
     # a next step between two of the approaching surfaces' times to zero (none at the threshold): some reach zero
     # within the fraction, some do not
