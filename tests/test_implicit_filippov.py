@@ -555,3 +555,38 @@ def test_radau_soft_steps_catch_a_sliding_exit_caused_by_another_neurons_crossin
     assert "save" not in st["soft_fallbacks"] and "save" not in st["soft_truncations"]
     err = np.abs(tr.theta - ref.theta).max(1) / np.abs(ref.theta).max(1)
     assert err.max() <= 25 * 1e-6
+
+
+def test_baumgarte_part_moves_alpha_at_most_half_way_to_a_bound_at_a_segment_start():
+    """At a segment's first evaluation the Baumgarte part λ h_S of each sliding neuron's equivalent control is scaled
+    by f = min(1, ½ room / |Δα_B|) (room: the unconstrained α's distance from [0, 1]'s bounds, Δα_B the Baumgarte
+    part's shift; per neuron, the smallest room and the largest shift over its sliding surfaces), so that α stays
+    inside (0, 1) however far h_S is off zero (uncapped, a sliding entry 10 error scales off the surface put α at
+    −0.13 at once and cycled between entry and exit). Checked against the controls with λ = 0 and with f = 1, on a
+    neuron sliding on one surface and one on two, λ large enough that f = 1 leaves [0, 1]."""
+    sliding = [([0], 2), ([1, 9], 0)]
+    entries = [(0, 2), (1, 0), (9, 0)]
+    lam = 400.0
+
+    def alphas(sw, theta, tau, factors):
+        sw.bg_scale, sw.bg_single, sw.bg_multi = None, None, None
+        if factors is not None:  # a fixed Baumgarte factor for every neuron (later evaluations of a segment)
+            sw.bg_scale = dict.fromkeys(range(sw.m), factors)
+        _, al = sw.velocity(tau, theta)
+        return torch.stack([al[i, j] for i, j in entries])
+
+    sw, theta, tau = _sliding_state(("euclidean", {}), sliding, lam=0.0)
+    eq = alphas(sw, theta, tau, 1.0)  # λ = 0: the equivalent control alone
+    sw.lam = lam
+    full = alphas(sw, theta, tau, 1.0)  # f = 1
+    capped = alphas(sw, theta, tau, None)  # the first evaluation: f from the rule
+    shift = full - eq
+    assert bool(((eq > 0) & (eq < 1)).all())  # (a state where the equivalent control is inside (0, 1) …)
+    assert bool(((full < 0) | (full > 1)).any())  # (… and the uncapped Baumgarte part leaves [0, 1])
+    room = torch.minimum(eq, 1 - eq).clamp_min(0)
+    f_one = min(1.0, float(0.5 * room[0] / shift[0].abs()))  # neuron 2: one surface
+    f_two = min(1.0, float(0.5 * room[1:].min() / shift[1:].abs().max()))  # neuron 0: two surfaces
+    assert f_one < 1 and f_two < 1  # (both capped)
+    expected = eq + torch.tensor([f_one, f_two, f_two], dtype=eq.dtype) * shift
+    assert torch.allclose(capped, expected, rtol=0.0, atol=1e-12)
+    assert bool(((capped > 0) & (capped < 1)).all())

@@ -40,8 +40,8 @@ _SINGULAR_GAP = 1e-3
 # a segment start after a soft step is classified in full unless every sliding margin (α from [0, 1]'s bounds, the
 # attraction) at the kept end is at least this (_light_start)
 _LIGHT_MARGIN = 1e-3
-# a non-sliding surface approaching h = 0 counts as at zero at a segment start only if it reaches h = 0 within this
-# fraction of the next step (and within one error scale): one further away is left to the event location
+# a non-sliding surface approaching h = 0 within one error scale counts as at zero at a segment start only if it
+# reaches h = 0 within this fraction of the next step: a slower one is left to the event location
 _APPROACH_STEP_FRACTION = 1e-2
 _DRIFT_FACTOR = 100.0  # a sliding surface further than this × (error scale) off h = 0 ends the segment (projected)
 
@@ -357,9 +357,11 @@ class FilippovDriver(_EventLocation, _SoftCrossings, _Bridges, AbstractDriver):
         near = at_zero & free
         if bool(near.any()):
             sh, scale = self._soft_end_rates(theta)
-            # as _approach_band: surfaces approaching h = 0 get the narrow band
+            # as _approach_band: surfaces off zero on their side, or approaching it too slowly, get the narrow band
             narrow = self._approach_narrow(zero, sh, run.first_step)
+            one = zero / _ZERO_FACTOR
             zero = torch.where(near & (h_abs > narrow) & (sh < 0), narrow, zero)
+            zero = torch.where(near & (sw.sigma * h > one), one, zero)
         cand = (h_abs <= zero) & free
         if not bool(((sw.sigma * h > 0) | cand | sw.sliding).all()):
             return None  # a surface past zero outside the band: the classification gives it the side of its sign
@@ -427,16 +429,21 @@ class FilippovDriver(_EventLocation, _SoftCrossings, _Bridges, AbstractDriver):
         return theta, zero
 
     def _approach_band(self, run: _Run, theta: Tensor, zero: Tensor) -> Tensor:
-        """The at-zero band with the surfaces that still approach h = 0 narrowed (:meth:`_approach_narrow`).
+        """The at-zero band with the non-sliding surfaces that have not reached h = 0 narrowed.
 
-        A non-sliding surface within the band (10 error scales) whose current side's field moves it towards zero
-        has not reached it: classified now, it would switch early, by |h/ḣ| (at loose tolerances and slowly
-        approaching surfaces, a tenth of a unit of log-time was seen: HE β = 0.01, rtol 1e-5, 2,800 × rtol off).
-        Such a surface counts as at zero only within one error scale and if it reaches h = 0 within
-        :data:`_APPROACH_STEP_FRACTION` of the next step; else it is left to the event location, which steps to its
-        zero. (Within one error scale but slow, 0.022 in s from its zero: classified with a sliding neuron's set at
-        another surface's exit, it moved two of the set to active early and the run went 1,600 × rtol off; p-power
-        p = 2.34, rtol 4e-6, a breaker's case.) The rates
+        A non-sliding surface within the band (10 error scales) on its side of h = 0 is classified now only if it is
+        at zero to the accuracy of the run; else the event location steps to its zero:
+        - more than one error scale off zero on its side, it is not at zero, whichever way its current side's field
+          moves it (band: one error scale). Approaching, it would be switched early by |h/ḣ| (HE β = 0.01, rtol
+          1e-5: a tenth of a unit of log-time, 2,800 × rtol off); moving away, the box-LCP could still flip it
+          together with its neuron's other surfaces (a breaker's p-power p = 1.72 run: 5 error scales off and
+          flipped with two surfaces crossing at the same start, 282 × rtol off);
+        - within one error scale and approaching, it is at zero only if it reaches h = 0 within
+          :data:`_APPROACH_STEP_FRACTION` of the next step (:meth:`_approach_narrow`; 0.022 in s from its zero, a
+          surface classified with a sliding neuron's set moved two of the set to active early: p-power p = 2.34,
+          rtol 4e-6, 1,600 × rtol off);
+        - past zero within the band (integration error carried it across), it keeps the band unless its field moves
+          it further (then one error scale). The rates
         come from the field a soft step evaluated at its end, else from one more evaluation (only at segment starts
         with such surfaces). Not after a zero-length segment: the event location could not step to such a zero (its
         root within the rounding of τ), so the surface is classified now, else the same start repeats until "does
@@ -459,7 +466,9 @@ class FilippovDriver(_EventLocation, _SoftCrossings, _Bridges, AbstractDriver):
             v, _ = sw.velocity(run.tau, theta)
         hdot = sw.surface_rates(theta, inverse_map_slope(self.field.potential, theta, run.z) * v)
         narrow = self._approach_narrow(zero, hdot, run.first_step)
-        return torch.where(near & (h.abs() > narrow) & (sw.sigma * hdot < 0), narrow, zero)
+        one = zero / _ZERO_FACTOR
+        band = torch.where(near & (h.abs() > narrow) & (sw.sigma * hdot < 0), narrow, zero)
+        return torch.where(near & (sw.sigma * h > one), one, band)  # off zero on its side: not at zero
 
     @staticmethod
     def _approach_narrow(zero: Tensor, hdot: Tensor, step) -> Tensor:
