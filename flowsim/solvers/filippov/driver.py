@@ -456,6 +456,10 @@ class FilippovDriver(_EventLocation, _SoftCrossings, _Bridges, AbstractDriver):
         near = (h.abs() <= zero) & ~sw.sliding
         if sw.inert is not None:
             near &= ~sw.inert
+        one = zero / _ZERO_FACTOR
+        off = near & (sw.sigma * h > one)  # off zero on its side: not at zero, whatever its rate
+        zero = torch.where(off, one, zero)
+        near &= ~off
         if not bool(near.any()):
             return zero
         known = getattr(self._seg, "start_field", None)  # (τ, z, mode, field) of a soft step's end
@@ -466,9 +470,7 @@ class FilippovDriver(_EventLocation, _SoftCrossings, _Bridges, AbstractDriver):
             v, _ = sw.velocity(run.tau, theta)
         hdot = sw.surface_rates(theta, inverse_map_slope(self.field.potential, theta, run.z) * v)
         narrow = self._approach_narrow(zero, hdot, run.first_step)
-        one = zero / _ZERO_FACTOR
-        band = torch.where(near & (h.abs() > narrow) & (sw.sigma * hdot < 0), narrow, zero)
-        return torch.where(near & (sw.sigma * h > one), one, band)  # off zero on its side: not at zero
+        return torch.where(near & (h.abs() > narrow) & (sw.sigma * hdot < 0), narrow, zero)
 
     @staticmethod
     def _approach_narrow(zero: Tensor, hdot: Tensor, step) -> Tensor:
