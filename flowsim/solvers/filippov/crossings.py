@@ -45,7 +45,7 @@ class _Correction(NamedTuple):
     hdot_after: Tensor  # ḣ_k just after crossing k, (K,)
     dz_moment: Tensor  # ∫ Δz dτ over the corrected part, (p,)
     dtau: Tensor  # crossing-time shifts δτ_k (applied to dz), (K,)
-    # the implicit driver's terms (``stiff_terms``; else None):
+    # the error estimate's terms (``shift_terms`` or ``stiff_terms``; else None), the quartic fit's (``stiff_terms``):
     dz_shift: Tensor | None  # the shifts' part of dz, Σ_k (jump of ż at crossing k)·δτ_k, (p,) (subtracted)
     dz_shift_rest: Tensor | None  # the shifts' part not modelled by δτ_k (other neurons' crossings), (p,) (not applied)
     dz_moment2: Tensor | None  # ∫ (τ_e − τ) Δz dτ = ½ ∫ (τ_e − τ)² ΔF dτ over the corrected part, (p,)
@@ -161,6 +161,7 @@ class _CrossingCorrections:
         x_end: float = 1.0,
         rates: _CrossingRates | None = None,
         stiff_terms: bool = False,
+        shift_terms: bool = False,
     ):
         """Closed-form effect of transversal crossings inside one step integrated with the old pattern.
 
@@ -178,9 +179,9 @@ class _CrossingCorrections:
         applied.
 
         ``rates``: :meth:`crossing_rates` of these crossings (or of more, the first K rows are used); computed
-        here when None. ``stiff_terms``: also the implicit driver's terms — the shifts' part of Δz, the
-        crossing-time shifts δτ_k leaves out (:meth:`_unmodelled_shifts`, an error estimate) and
-        ∫ (τ_e − τ) Δz dτ (else None).
+        here when None. ``shift_terms``: also the shifts' part of Δz and the crossing-time shifts δτ_k leaves out
+        (:meth:`_unmodelled_shifts`), for the soft step's error estimate (else None). ``stiff_terms``: those and
+        ∫ (τ_e − τ) Δz dτ, the implicit driver's quartic fit (else None).
 
         Returns:
             a :class:`_Correction`: Δz `(p,)`, ΔF at x_end `(p,)`, ḣ_k just before and just after crossing k
@@ -252,6 +253,7 @@ class _CrossingCorrections:
         dz_shift = rest = corr3 = None
         if stiff_terms:
             corr3 = 0.5 * torch.cat([corr_Ws[2].reshape(-1), corr_as[2]])
+        if stiff_terms or shift_terms:
             dz_shift = torch.cat([shift[0].reshape(-1), torch.zeros(self.m, dtype=dtype, device=dev)])
             rest = self._unmodelled_shifts(gx, xc, xnext, x_end, dt, a[:N], Dc[:N], ii, jj, rates)
         return _Correction(corr, dF1, rates.hdot_before, rates.hdot_after, corr2, rates.dtau, dz_shift, rest, corr3)

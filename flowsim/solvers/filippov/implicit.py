@@ -390,12 +390,7 @@ class ImplicitFilippovDriver(FilippovDriver):
         est = float(((length / 3.0) * rho / tol).square().mean().sqrt())
         # the fit of Δz(τ): the quartic's difference from the cubic (an embedded pair)
         est += float(((dz - dz_cubic) / tol).square().mean().sqrt())
-        # the crossing-time shifts δτ_k are first order (δτ = −Δh/ḣ): their error, ½ ḧ δτ²/ḣ per unit of the jump,
-        # is bounded with |ḧ/ḣ| ≤ 1/L (the step resolves the trajectory's curvature): |shift term|·max|δτ|/(2L)
-        if cc.dtau.numel():
-            est += float((cc.dz_shift / tol).square().mean().sqrt()) * float(cc.dtau.abs().max()) / (2.0 * length)
-        # and the shifts δτ_k leaves out (other neurons' crossings move h_k too), first order
-        est += float((cc.dz_shift_rest / tol).square().mean().sqrt())
+        est += self._shift_error(cc, tol, length)  # the crossing-time shifts' second order and those left out
         est += self._jacobian_drift(jac, dz, tau_c, _horner(coeff, x_c), length, tol)
         if not est <= self.soft_cap:
             return undo(est / self.soft_cap if math.isfinite(est) else math.inf)

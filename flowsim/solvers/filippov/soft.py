@@ -210,9 +210,20 @@ class _SoftCrossings:
         return t_save, float((t_save - t0) / dt)
 
     def _correction(self, C, t0, dt, xc, ii, jj, x_end, rates):
-        """:meth:`_TwoLayerSwitching.crossing_correction` of the kept crossings (the implicit driver asks for the
-        unmodelled crossing-time shifts too)."""
-        return self.sw.crossing_correction(C, t0, dt, xc, ii, jj, x_end, rates)
+        """:meth:`_TwoLayerSwitching.crossing_correction` of the kept crossings, with the crossing-time shifts' terms
+        for :meth:`_shift_error` (the implicit driver asks for its quartic fit's moment too)."""
+        return self.sw.crossing_correction(C, t0, dt, xc, ii, jj, x_end, rates, shift_terms=True)
+
+    @staticmethod
+    def _shift_error(cc, tol: Tensor, length: float) -> float:
+        """The error of the correction's crossing-time shifts, in RMS units of the error tolerance ``tol`` `(p,)`:
+        their second order (δτ_k = −Δh_k/ḣ_k is first order: its error, ½ ḧ δτ²/ḣ per unit of the jump, is
+        bounded with |ḧ/ḣ| ≤ 1/L, L = ``length`` from the first crossing: the step resolves the trajectory's
+        curvature) plus the shifts δτ_k leaves out (other neurons' crossings move h_k too; first order)."""
+        est = float((cc.dz_shift_rest / tol).square().mean().sqrt())
+        if cc.dtau.numel() and length > 0:
+            est += float((cc.dz_shift / tol).square().mean().sqrt()) * float(cc.dtau.abs().max()) / (2.0 * length)
+        return est
 
     def _soft_fallback(self, reason: str) -> None:
         """Count why a step with crossings is not kept softly; None (the caller handles the crossing exactly)."""
@@ -262,11 +273,17 @@ class _SoftCrossings:
         restored when the coupling estimate is ``ratio`` > 1 times ``soft_cap``.
         """
         sw = self.sw
+        tol = self.atol + self.rtol * torch.maximum(prev.y1.abs(), z_e.abs())
+        # the correction's own error first (no evaluation): with |Δz| at thousands of tolerances, its crossing-time
+        # shifts' part was measured 25 × rtol off where the coupling estimate passed (smoothed p = 3.6, scaled copies)
+        shifts = self._shift_error(cc, tol, float(t_e - first[0]))
+        if shifts > self.soft_cap:
+            self._coupling_failure = "error"
+            return None, None, shifts / self.soft_cap
         snap = sw.flip(ii, jj, end.sigma)
         theta = end.theta
         self.field.nfe += 1
         f1_new, alpha = sw.velocity(t_e, theta)
-        tol = self.atol + self.rtol * torch.maximum(prev.y1.abs(), z_e.abs())
         # second-order coupling: the moved state changes the field, δz(τ_e) gains ∫ J δz dτ ≈ J·∫ Δz dτ. The
         # one evaluation the next segment needs anyway gives J along Δz: m = f_new(z_1) − f_new(z_e) ≈ J Δz
         # (f_new(z_e) = f_old(z_e) + ΔF(τ_e)). With ∫ Δz dτ = L Δz + r (L the tolerance-weighted projection;
