@@ -357,11 +357,7 @@ class FilippovDriver(_EventLocation, _SoftCrossings, _Bridges, AbstractDriver):
         near = at_zero & free
         if bool(near.any()):
             sh, scale = self._soft_end_rates(theta)
-            # as _approach_band: surfaces off zero on their side, or approaching it too slowly, get the narrow band
-            narrow = self._approach_narrow(zero, sh, run.first_step)
-            one = zero / _ZERO_FACTOR
-            zero = torch.where(near & (h_abs > narrow) & (sh < 0), narrow, zero)
-            zero = torch.where(near & (sw.sigma * h > one), one, zero)
+            zero = self._narrowed_band(zero, h, near, sh, run.first_step)  # (as _approach_band)
         cand = (h_abs <= zero) & free
         if not bool(((sw.sigma * h > 0) | cand | sw.sliding).all()):
             return None  # a surface past zero outside the band: the classification gives it the side of its sign
@@ -456,12 +452,8 @@ class FilippovDriver(_EventLocation, _SoftCrossings, _Bridges, AbstractDriver):
         near = (h.abs() <= zero) & ~sw.sliding
         if sw.inert is not None:
             near &= ~sw.inert
-        one = zero / _ZERO_FACTOR
-        off = near & (sw.sigma * h > one)  # off zero on its side: not at zero, whatever its rate
-        zero = torch.where(off, one, zero)
-        near &= ~off
-        if not bool(near.any()):
-            return zero
+        if not bool((near & ~(sw.sigma * h > zero / _ZERO_FACTOR)).any()):  # (only surfaces off zero on their side:
+            return self._narrowed_band(zero, h, near, torch.zeros_like(h), run.first_step)  # no rates needed)
         known = getattr(self._seg, "start_field", None)  # (τ, z, mode, field) of a soft step's end
         if known is not None and known[0] == float(run.tau) and known[1] is run.z and torch.equal(known[2], sw.mode):
             v = known[3]
@@ -469,8 +461,17 @@ class FilippovDriver(_EventLocation, _SoftCrossings, _Bridges, AbstractDriver):
             self.field.nfe += 1
             v, _ = sw.velocity(run.tau, theta)
         hdot = sw.surface_rates(theta, inverse_map_slope(self.field.potential, theta, run.z) * v)
-        narrow = self._approach_narrow(zero, hdot, run.first_step)
-        return torch.where(near & (h.abs() > narrow) & (sw.sigma * hdot < 0), narrow, zero)
+        return self._narrowed_band(zero, h, near, sw.sigma * hdot, run.first_step)
+
+    def _narrowed_band(self, zero: Tensor, h: Tensor, near: Tensor, sh: Tensor, step) -> Tensor:
+        """The at-zero band ``zero`` with the non-sliding surfaces ``near`` zero that have not reached it narrowed
+        (:meth:`_approach_band`'s rule; h ``h``, σḣ ``sh``, the next step ``step``, all but ``step`` of h's shape):
+        more than one error scale off zero on its side → one error scale; approaching slower than
+        :data:`_APPROACH_STEP_FRACTION` of the next step → the distance covered in it (:meth:`_approach_narrow`)."""
+        narrow = self._approach_narrow(zero, sh, step)
+        band = torch.where(near & (h.abs() > narrow) & (sh < 0), narrow, zero)
+        one = zero / _ZERO_FACTOR
+        return torch.where(near & (self.sw.sigma * h > one), one, band)
 
     @staticmethod
     def _approach_narrow(zero: Tensor, hdot: Tensor, step) -> Tensor:
