@@ -9,6 +9,7 @@ moved state (the coupling, second order) is measured with the evaluation the nex
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -27,6 +28,25 @@ class _SideCheck(NamedTuple):
     zero: Tensor | None  # the at-zero band there, 10 error scales of h, (n, m); None: not computed
     sigma: Tensor  # the sides σ once the kept crossings flip, (n, m)
     bad: Tensor | None  # the non-sliding surfaces off their side, (n, m) bool, or None if there are none
+
+
+@dataclass
+class _KeptPart:
+    """The part of a soft step kept (:meth:`_SoftCrossings._kept_part`): its first ``kb`` crossings, its end
+    ``x_end`` (a step fraction; 1: the whole step), why it ends there (a ``soft_truncations`` reason), the forced
+    sides of a sliding exit there, the crossings' rates, and a save time inside the step with its step fraction."""
+
+    kb: int
+    x_end: float
+    reason: str
+    forced: dict
+    rates: object
+    t_save: Tensor | None = None
+    x_save: float | None = None
+
+    def end_at(self, kb: int, x_end: float, reason: str, forced: dict | None = None) -> None:
+        """Keep the first ``kb`` crossings, end at ``x_end`` for ``reason``."""
+        self.kb, self.x_end, self.reason, self.forced = kb, x_end, reason, {} if forced is None else forced
 
 
 _MAX_SOFT = 1024  # most crossings switched softly (with an event correction) in one step (memory: K² pairs)
@@ -107,66 +127,16 @@ class _SoftCrossings:
         if bool(x[0] <= 0):
             return fail("at_start")
         ii, jj = idxs // sw.m, idxs % sw.m
-        K = int(idxs.numel())
-        kb, reason = self._first_hard_crossing(n_changes, ii, jj, K)
-        if kb == 0:
-            return fail(reason)
-        x_end = 1.0 if kb == K else float(x[kb])
-        # per-crossing rates, once for the step (crossing k's depend on crossings ≤ k: any kept prefix reuses them)
-        rates = sw.crossing_rates(C, t0, dt, x[:kb], ii[:kb], jj[:kb])
-        ok = self._transversal(rates, sw.sigma[ii[:kb], jj[:kb]], x[:kb], dt, x_end)
-        if sw.n_sliding:
-            # a crossing of a sliding neuron moves its α's: they must stay well inside (0, 1) (half their margin
-            # over the step's evaluations; another neuron's α near a bound is that neuron's exit, found below)
-            held = (rates.dalpha == 0) | (rates.dalpha.abs() < 0.5 * seg.margins_of(jj[:kb]))
-            if not bool(held.all()):
-                k_h = int(torch.nonzero(~held).flatten()[0])
-                ok[k_h:] = False
-        if not bool(ok.all()):
-            kb = int(torch.nonzero(~ok).flatten()[0])
-            reason = "sliding" if sw.n_sliding and not bool(held[kb]) else "not_transversal"
-            if kb == 0:
-                return fail(reason)
-            x_end = float(x[kb])
-        forced: dict = {}
-        if sw.n_sliding:
-            # (up to x_end: the kept part only ends earlier from here on, and the caller's fallback looks up to the
-            # first crossing; remembered for it)
-            x_exit, f_exit = self._find_exit(new, prev, seg, None if x_end >= 1.0 else x_end)
-            if x_exit is not None and x_exit < x_end:
-                # a sliding α leaves [0, 1] first: keep the crossings before it, end there with its forced sides
-                kb_exit = int((x[:kb] < x_exit).sum())
-                if kb_exit == 0:
-                    return fail("sliding_exit")
-                kb, reason, x_end, forced = kb_exit, "sliding_exit", float(x_exit), f_exit
-        t_save, x_save = self._save_inside_kept(saves, t0, dt, float(x[0]), t1 if x_end >= 1.0 else t0 + dt * x_end)
-        if t_save is not None:
-            # a save time after the first crossing (exact_saves=False: steps do not land on save times): keep the
-            # crossings before it and end there, so that the save is the corrected state
-            kb, reason, x_end, forced = int((x[:kb] < x_save).sum()), "save", x_save, {}
-        cc = self._correction(C, t0, dt, x[:kb], ii[:kb], jj[:kb], x_end, rates)
+        kept = self._kept_part(new, prev, x, ii, jj, n_changes, C, seg, saves)
+        if kept is None:
+            return None
+        cc = self._correction(C, t0, dt, x[: kept.kb], ii[: kept.kb], jj[: kept.kb], kept.x_end, kept.rates)
         for attempt in range(2):
-            # the corrected state must leave every other surface on its side: checked first on the dense output
-            # (no RHS evaluation). While it does not (a crowded step: the corrected trajectory crosses surfaces
-            # the old one does not), the kept part ends where the corrected trajectory reaches them (once), else
-            # the kept crossings are halved
-            cut_tried = False
-            while True:
-                chk = self._sides_at(_horner(C, x_end) + cc.dz, ii[:kb], jj[:kb])
-                if chk.bad is None:
-                    break
-                x_cut = None if cut_tried else self._side_cut(C, chk.bad, chk.theta, x[:kb], ii[:kb], jj[:kb], x_end)
-                cut_tried = True
-                kb_cut = 0 if x_cut is None else int((x[:kb] < x_cut).sum())
-                if kb_cut > 0:
-                    kb, reason, forced, x_end = kb_cut, "side_cut", {}, x_cut
-                else:
-                    if kb == 1:
-                        return fail("side")
-                    kb, reason, forced = kb // 2, "side", {}
-                    x_end = float(x[kb])
-                cc = self._correction(C, t0, dt, x[:kb], ii[:kb], jj[:kb], x_end, rates)
-            t_e = t1 if x_end >= 1.0 else (t_save if x_end == x_save else t0 + dt * x_end)
+            cc = self._side_checked(C, cc, kept, x, ii, jj, t0, dt)
+            if cc is None:
+                return fail("side")
+            kb, x_end = kept.kb, kept.x_end
+            t_e = t1 if x_end >= 1.0 else (kept.t_save if x_end == kept.x_save else t0 + dt * x_end)
             if x_end >= 1.0:
                 z_e, f_e = new.y1, new.f1
                 bref = sw.balance_ref(z_e)
@@ -189,13 +159,85 @@ class _SoftCrossings:
             kb_new = int((x[:kb] < x_ok).sum())
             if attempt == 1 or kb_new == 0:
                 return fail(why)
-            kb, reason, x_end, forced = kb_new, why, x_ok, {}
-            cc = self._correction(C, t0, dt, x[:kb], ii[:kb], jj[:kb], x_end, rates)
-        self._count_soft_step(kb, x_end, reason, forced)
+            kept.end_at(kb_new, x_ok, why)
+            cc = self._correction(C, t0, dt, x[:kb_new], ii[:kb_new], jj[:kb_new], x_ok, kept.rates)
+        self._count_soft_step(kept.kb, kept.x_end, kept.reason, kept.forced)
         seg.start_field = (float(t_e), z1, sw.mode.clone(), f1_new)
         if not sw.n_sliding:
             seg.cache = seg.start_field
-        return SoftEvent(z1, t_e, forced)
+        return SoftEvent(z1, t_e, kept.forced)
+
+    def _kept_part(self, new, prev, x: Tensor, ii: Tensor, jj: Tensor, n_changes: Tensor, C, seg, saves: Tensor):
+        """The part of the step that can be kept softly (a :class:`_KeptPart`, with the crossings' rates), or None
+        (counted in ``soft_fallbacks``) when it would keep no crossing. It ends at the first crossing that cannot
+        be switched softly (:meth:`_first_hard_crossing`, not transversal, moving a sliding α by half its margin
+        or more), at a sliding exit, or at a save time after the first crossing, whichever comes first."""
+        sw, fail = self.sw, self._soft_fallback
+        t0, t1 = prev.t1, new.t1
+        dt = t1 - t0
+        K = int(ii.numel())
+        kb, reason = self._first_hard_crossing(n_changes, ii, jj, K)
+        if kb == 0:
+            return fail(reason)
+        x_end = 1.0 if kb == K else float(x[kb])
+        # per-crossing rates, once for the step (crossing k's depend on crossings ≤ k: any kept prefix reuses them)
+        rates = sw.crossing_rates(C, t0, dt, x[:kb], ii[:kb], jj[:kb])
+        ok = self._transversal(rates, sw.sigma[ii[:kb], jj[:kb]], x[:kb], dt, x_end)
+        if sw.n_sliding:
+            # a crossing of a sliding neuron moves its α's: they must stay well inside (0, 1) (half their margin
+            # over the step's evaluations; another neuron's α near a bound is that neuron's exit, found below)
+            held = (rates.dalpha == 0) | (rates.dalpha.abs() < 0.5 * seg.margins_of(jj[:kb]))
+            if not bool(held.all()):
+                k_h = int(torch.nonzero(~held).flatten()[0])
+                ok[k_h:] = False
+        if not bool(ok.all()):
+            kb = int(torch.nonzero(~ok).flatten()[0])
+            reason = "sliding" if sw.n_sliding and not bool(held[kb]) else "not_transversal"
+            if kb == 0:
+                return fail(reason)
+            x_end = float(x[kb])
+        kept = _KeptPart(kb, x_end, reason, {}, rates)
+        if sw.n_sliding:
+            # (up to x_end: the kept part only ends earlier from here on, and the caller's fallback looks up to the
+            # first crossing; remembered for it)
+            x_exit, f_exit = self._find_exit(new, prev, seg, None if x_end >= 1.0 else x_end)
+            if x_exit is not None and x_exit < x_end:
+                # a sliding α leaves [0, 1] first: keep the crossings before it, end there with its forced sides
+                kb_exit = int((x[:kb] < x_exit).sum())
+                if kb_exit == 0:
+                    return fail("sliding_exit")
+                kept.end_at(kb_exit, float(x_exit), "sliding_exit", f_exit)
+        t_end = t1 if kept.x_end >= 1.0 else t0 + dt * kept.x_end
+        kept.t_save, kept.x_save = self._save_inside_kept(saves, t0, dt, float(x[0]), t_end)
+        if kept.t_save is not None:
+            # a save time after the first crossing (exact_saves=False: steps do not land on save times): keep the
+            # crossings before it and end there, so that the save is the corrected state
+            kept.end_at(int((x[: kept.kb] < kept.x_save).sum()), kept.x_save, "save")
+        return kept
+
+    def _side_checked(self, C, cc, kept, x: Tensor, ii: Tensor, jj: Tensor, t0, dt):
+        """The correction ``cc`` of the kept part, or of a shorter one (``kept`` updated), whose corrected end leaves
+        every other surface on its side; None if none does.
+
+        Checked first on the dense output (no RHS evaluation). While the end is off a side (a crowded step: the
+        corrected trajectory crosses surfaces the old one does not), the kept part ends where the corrected
+        trajectory reaches them (:meth:`_side_cut`, once), else the kept crossings are halved."""
+        cut_tried = False
+        while True:
+            kb, x_end = kept.kb, kept.x_end
+            chk = self._sides_at(_horner(C, x_end) + cc.dz, ii[:kb], jj[:kb])
+            if chk.bad is None:
+                return cc
+            x_cut = None if cut_tried else self._side_cut(C, chk.bad, chk.theta, x[:kb], ii[:kb], jj[:kb], x_end)
+            cut_tried = True
+            kb_cut = 0 if x_cut is None else int((x[:kb] < x_cut).sum())
+            if kb_cut > 0:
+                kept.end_at(kb_cut, x_cut, "side_cut")
+            elif kb == 1:
+                return None
+            else:
+                kept.end_at(kb // 2, float(x[kb // 2]), "side")
+            cc = self._correction(C, t0, dt, x[: kept.kb], ii[: kept.kb], jj[: kept.kb], kept.x_end, kept.rates)
 
     @staticmethod
     def _save_inside_kept(saves: Tensor, t0: Tensor, dt: Tensor, x_first: float, t_end: Tensor):
