@@ -23,6 +23,7 @@ from .segment import _SegmentField
 from .state import ACTIVE, INACTIVE, DenseSurfaceRates, inverse_map_slope
 
 _N_SAMPLES = 8  # sub-intervals of an accepted step scanned for sign changes
+_PRUNE_MIN = 16  # root finding for the earliest crossing drops brackets that cannot hold it above this many
 # a sliding exit located to this fraction of its step: the field is continuous there (α reaches 0 or 1, the
 # Filippov field is the one-sided one; or a_j reaches 0, where both one-sided ḣ vanish), so an exit time δτ off
 # moves the state by O(δτ²) — negligible (the smoothed p = 3 main job's θ differs by 2e-10 relative at 1e-5)
@@ -201,7 +202,7 @@ class _EventLocation:
                 fa = fb = None
                 if len(idx_l) == n_cross:  # (a dip's bracket ends between samples: evaluated)
                     fa, fb = g[i, sub], g[i + 1, sub]
-                return float(self._roots(C, idx_t, a_t, b_t, sigf, bandf, fa, fb).min())
+                return float(self._roots(C, idx_t, a_t, b_t, sigf, bandf, fa, fb, earliest=True).min())
         return None
 
     def _confirmed_dips(self, C, g, dg, dip, xs, sigf, bandf, cols) -> list:
@@ -241,6 +242,7 @@ class _EventLocation:
         bandf: Tensor,
         fa: Tensor | None = None,
         fb: Tensor | None = None,
+        earliest: bool = False,
     ) -> Tensor:
         """Roots of g = σh + band of surfaces ``idx`` in brackets [a, b] (g(a) ≥ 0 > g(b)), all at once.
 
@@ -251,6 +253,12 @@ class _EventLocation:
         1e-18), 2-3 evaluations per root; otherwise Illinois regula falsi, stopped at a bracket ≤ 1e-13.
         Both also stop at |g| at rounding level or a bracket ≤ 1e-13; a bracket whose left end has g ≤ 0
         returns a. One batched inverse mirror map per iteration.
+
+        ``earliest``: only the smallest root is wanted (the result's minimum is the same; other entries may be
+        left out). With Newton's method, a surface whose bracket starts past another's root (or past the far
+        end of another's bracket, where g < 0) is dropped from the iterations while more than :data:`_PRUNE_MIN`
+        are left: a deep net's ḣ costs a forward pass per surface, and a crowded step brackets tens of crossings
+        in its first sub-interval (digits, ``DeepReLU(64, [16, 16])``: 75 on average).
         """
         sw = self.sw
         a, b = a.to(C.dtype).clone(), b.to(C.dtype).clone()
@@ -269,6 +277,7 @@ class _EventLocation:
             denom = fb - fa
             x = torch.where(denom != 0, b - fb * (b - a) / torch.where(denom != 0, denom, 1.0), 0.5 * (a + b))
             x = torch.where((x > a) & (x < b), x, 0.5 * (a + b))
+            dropped = []  # earliest: the smallest result of the surfaces no longer iterated
             for _ in range(100):
                 h, dh = rates(x)
                 fx, dfx = s * h + bd, s * dh
@@ -292,7 +301,19 @@ class _EventLocation:
                 if bool(done.all()):
                     break
                 x = xn
-            return torch.where(done, root, b)
+                if earliest and x.numel() > _PRUNE_MIN:
+                    # every result is ≤ its bracket's far end (g(b) < 0): the smallest so far bounds the earliest
+                    # root, and a bracket that starts past it cannot hold it
+                    res = torch.where(done, root, b)
+                    keep = ~done & (a <= res.min())
+                    if not bool(keep.all()):
+                        dropped.append(res.min().reshape(1))
+                        a, b, x, s, bd, ftol = a[keep], b[keep], x[keep], s[keep], bd[keep], ftol[keep]
+                        root, done, idx = root[keep], done[keep], idx[keep]
+                        rates = sw.surface_rates_fn(C, idx)
+                        if not idx.numel():
+                            break
+            return torch.cat([*dropped, torch.where(done, root, b)])
         side = torch.zeros_like(a)
         for _ in range(100):
             active = ~done & ((b - a) > 1e-13)
