@@ -86,6 +86,11 @@ class ExponentialLoss(AbstractLoss):
         return -q
 
 
+def _softplus(q: Tensor) -> Tensor:
+    """log(1 + e^q) to rounding for every q (torch's ``softplus`` returns q itself above q = 20, 2e-9 off)."""
+    return torch.logaddexp(q, torch.zeros_like(q))
+
+
 def _log_softplus_neg(q: Tensor) -> Tensor:
     """log(log(1 + e^{−q})) computed stably for all q (≈ −q for large q, log(−q) for very negative q)."""
     pos = q > 0
@@ -94,7 +99,7 @@ def _log_softplus_neg(q: Tensor) -> Tensor:
     ratio = torch.where(u > 1e-8, torch.log1p(u) / torch.where(u > 0, u, torch.ones_like(u)), 1.0 - 0.5 * u)
     large = -qp + torch.log(ratio)
     qn = torch.where(pos, torch.zeros_like(q), q)
-    small = torch.log(torch.nn.functional.softplus(-qn))
+    small = torch.log(_softplus(-qn))
     return torch.where(pos, large, small)
 
 
@@ -107,7 +112,7 @@ class LogisticLoss(AbstractLoss):
         return _log_softplus_neg(q)
 
     def log_neg_derivative(self, q: Tensor) -> Tensor:
-        return -torch.nn.functional.softplus(q)
+        return -_softplus(q)
 
 
 LOSSES: dict[str, type[AbstractLoss]] = {"exponential": ExponentialLoss, "logistic": LogisticLoss}
@@ -246,7 +251,7 @@ class CrossEntropyLoss(AbstractMulticlassLoss):
     def log_weights(self, F: Tensor, labels: Tensor) -> Tensor:
         gaps, _ = _label_gaps(F, labels)
         u = torch.logsumexp(gaps, dim=-1, keepdim=True)
-        return gaps - torch.nn.functional.softplus(u)
+        return gaps - _softplus(u)
 
 
 MULTICLASS_LOSSES: dict[str, type[AbstractMulticlassLoss]] = {

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from flowsim.errors import InvalidParameterError
-from flowsim.losses import ExponentialLoss, LogisticLoss, get_loss
+from flowsim.losses import CrossEntropyLoss, ExponentialLoss, LogisticLoss, get_loss
 
 
 def test_exponential_log_value_matches_direct_and_survives_underflow():
@@ -29,6 +29,23 @@ def test_logistic_log_pointwise_and_derivative(qv):
     # −ℓ′(q) = σ(−q) = 1/(1+e^q)
     ref_d = -math.log1p(math.exp(qv)) if qv < 700 else -qv
     np.testing.assert_allclose(float(loss.log_neg_derivative(q)[0]), ref_d, rtol=1e-13)
+
+
+@pytest.mark.parametrize("qv", [-20.5, 20.1, 25.0, 30.0])
+def test_logistic_values_exact_past_torch_softplus_threshold(qv):
+    """torch's softplus returns its argument itself above 20: −ℓ′(20.1) = e^{−softplus(20.1)} was 1.9e-9 off, and
+    the cross-entropy's class weights with it. Compared with 1/(1 + e^q) and log1p(e^{−q}) themselves."""
+    loss = LogisticLoss()
+    q = torch.tensor([qv], dtype=torch.float64)
+    w_ref = 1.0 / (1.0 + math.exp(qv))
+    l_ref = math.log1p(math.exp(-qv))
+    assert math.isclose(math.exp(float(loss.log_neg_derivative(q)[0])), w_ref, rel_tol=1e-14)
+    assert math.isclose(math.exp(float(loss.log_pointwise(q)[0])), l_ref, rel_tol=1e-14)
+    # two classes, margin f_y − f_c = q: the other class's softmax weight is σ(−q) = −ℓ′(q)
+    F = torch.tensor([[0.0, -qv]], dtype=torch.float64)
+    ce = CrossEntropyLoss()
+    assert math.isclose(math.exp(float(ce.log_weights(F, torch.tensor([0]))[0, 1])), w_ref, rel_tol=1e-14)
+    assert math.isclose(math.exp(float(ce.log_pointwise(F, torch.tensor([0]))[0])), l_ref, rel_tol=1e-14)
 
 
 def test_derivative_consistent_with_autograd():

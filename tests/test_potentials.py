@@ -257,6 +257,18 @@ def test_inverse_mirror_map_huge_dual_values():
     assert HyperbolicEntropy(0.1).inverse_mirror_map(z[:1]) == math.inf
 
 
+def test_custom_inverse_mirror_map_keeps_the_sign_beyond_the_float_range_in_a_mixed_call():
+    """φ = (x² + 1)^{3/4}: the user's φ′ is 0 past |x| ≈ 1.3e154 (x² overflows), so z = 1e150 has no root in
+    floats and maps to +inf. In one call with a bracketed value, the Newton loop had moved its bracket's lower end
+    to 0 and the sign came out −inf."""
+    pot = SeparablePotential(lambda x: (x * x + 1) ** 0.75)
+    x = pot.inverse_mirror_map(torch.tensor([1e6, 1e150, -1e150], dtype=DTYPE))
+    # φ′(x) = 1.5 x (x² + 1)^{−1/4}: z = 1e6 at x ≈ (z/1.5)² = 4.4e11
+    assert math.isclose(float(x[0]), float(pot.inverse_mirror_map(torch.tensor([1e6], dtype=DTYPE))[0]), rel_tol=0)
+    assert math.isclose(float(pot.mirror_map(x[:1])[0]), 1e6, rel_tol=1e-12)
+    assert x[1] == math.inf and x[2] == -math.inf
+
+
 def test_smoothed_p3_closed_form_inverse_matches_newton_solver():
     """p = 3 inverts φ′(x) = 3x√(x² + λ) in closed form (a quadratic in x²); it must agree with the general
     safeguarded Newton solver used for other p to 1e-15 relative over 60 decades of z and both signs."""

@@ -247,8 +247,8 @@ def _newton_in_bracket(
             break
         f, df = both(x)
         r = f - t
-        lo = torch.where(r < 0, x, lo)
-        hi = torch.where(r > 0, x, hi)
+        lo = torch.where(~done & (r < 0), x, lo)  # (done entries keep theirs: an unbracketed one's sign is lo's)
+        hi = torch.where(~done & (r > 0), x, hi)
         newton_step = r / df
         x_newton = x - newton_step
         finite_newton = torch.isfinite(x_newton)
