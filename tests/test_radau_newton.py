@@ -190,3 +190,29 @@ def test_a_stop_a_hair_after_the_start_is_passed(stop):
         assert sv.status == "finished" and np.isfinite(sv.y).all()
         runs.append((n, sv.y[0]))
     assert runs[1][0] <= runs[0][0] + 2 and abs(runs[1][1] - runs[0][1]) < 1e-5
+
+
+def test_stall_where_a_dual_coordinate_crosses_a_singular_point_names_it_and_the_remedy():
+    """PPower(3) on a linear model: dual coordinate 3 crosses 0 near log t = 26 (it goes 0.127 → −0.137 between log t
+    24 and 28 under dopri5, 432k RHS), where θ(z) = sign(z)|z/3|^{1/2} has an infinite slope. Radau's Newton
+    iteration (its Jacobian frozen at the step's start) contracts ever slower as z₃ → 0, and the run stalls; its
+    message names the coordinate and the remedies, and PPowerPlusQuadratic(3, 0.01), with the same ℓ3 horizon and
+    φ″(0) > 0, takes the same data past the crossing (θ₃ < 0 at log t 40)."""
+    import torch
+
+    import flowsim
+    from flowsim.models import Linear
+    from flowsim.potentials import PPower, PPowerPlusQuadratic
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(16, 5))
+    y = np.sign(X @ np.array([1.0, -0.5, 0.3, 0.0, 0.2]))
+    X /= np.linalg.norm(X, axis=1).max()
+    kw = dict(theta0=np.zeros(5), log_t_end=40.0, n_save=9, method="radau", rtol=1e-8, atol=1e-10, diagnostics=False)
+    tr = flowsim.simulate(Linear(5), (X, y), PPower(3), **kw)
+    assert tr.status.value == "step_underflow"
+    assert 25.0 <= tr.log_t[-1] <= 26.0 and tr.z[-1][3] > 0  # the last save before the crossing
+    assert "dual coordinate 3 is crossing 0" in tr.message and "PPowerPlusQuadratic" in tr.message
+    tr = flowsim.simulate(Linear(5), (X, y), PPowerPlusQuadratic(3.0, 1e-2), **kw)
+    assert tr.status.value == "success" and tr.theta[-1][3] < 0 < tr.theta[1][3]

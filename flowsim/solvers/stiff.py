@@ -60,6 +60,25 @@ def dual_jacobian(field, tau: float | Tensor, z: Tensor) -> Tensor:
     return J_theta * dtheta_dz[None, :]
 
 
+def _stall_cause(field, y: np.ndarray) -> str:
+    """Why a stiff solver stalls at the dual state ``y``, and what to do, for its failure message."""
+    pot = field.potential
+    if not getattr(pot, "inverse_hessian_finite", True):
+        z = torch.as_tensor(y, dtype=torch.float64)
+        theta = pot.inverse_mirror_map(z).abs()
+        k = int(torch.argmin(theta))
+        if float(theta[k]) <= 1e-4 * float(theta.max()):
+            return (
+                f"dual coordinate {k} is crossing 0 (z = {float(z[k]):.3g}), where the potential's inverse mirror map "
+                "has an infinite slope (φ″(0) = 0, e.g. PPower with p > 2) and the implicit solver's Newton iteration "
+                "cannot step across it. Use PPowerPlusQuadratic(p, λ) or SmoothedHomogeneous(p, λ) (the same ℓp "
+                "horizon function, φ″(0) > 0), or method='dopri5' (slow near the crossing)"
+            )
+    return (
+        "the field is likely non-smooth here (ReLU kinks integrated through: use kinks='filippov' with method='radau')"
+    )
+
+
 class StiffDriver(AbstractDriver):
     """An implicit, stiff-stable stepper (scipy Radau IIA order 5, BDF or LSODA) over the whole save grid.
 
@@ -150,7 +169,7 @@ class StiffDriver(AbstractDriver):
                 raise implicit_failure(self.method, t_old, message, self.n_nonfinite, self.rtol, field.log_time)
             self.n_accepted += 1
             self.last_dt = float(solver.t - t_old)
-            self._check_progress(solver.t)
+            self._check_progress(solver.t, field, solver.y)
             y_now = torch.as_tensor(solver.y.copy(), dtype=dtype, device=device)
             if not bool(torch.isfinite(y_now).all()):
                 raise NonFiniteField(f"{self.method}: non-finite state at τ = {solver.t:.9g}")
@@ -169,21 +188,23 @@ class StiffDriver(AbstractDriver):
             if self.n_accepted >= self.max_steps and k < len(grid):
                 raise MaxStepsReached(f"{self.n_accepted} accepted steps")
 
-    def _check_progress(self, tau: float) -> None:
+    def _check_progress(self, tau: float, field, y: np.ndarray) -> None:
         """Fail fast where the solver creeps: over the last :data:`STALL_WINDOW` accepted steps τ moved by less than
         :data:`STALL_PROGRESS` (1 + |τ|). On a non-smooth field (ReLU kinks integrated through, a neuron sliding)
         Radau's Newton converges only on ever smaller steps (measured: steps of 1e-9 to 1e-12 in s, ~8 ms each, a
-        run of hours) instead of underflowing.
+        run of hours) instead of underflowing. So it does where a dual coordinate crosses 0 under a potential with
+        φ″(0) = 0 (:class:`~flowsim.potentials.PPower`, p > 2): the slope of θ(z) is infinite there, and the
+        simplified Newton iteration, its Jacobian frozen at the step's start, contracts slower as the coordinate
+        nears 0 (0.5-1.0 per iterate), while the error estimate stays at 1e-5 to 1e-4 of the tolerance.
 
         Raises:
-            StepFailed: stalled (status ``step_underflow``, whose hint names kinks='filippov')."""
+            StepFailed: stalled (status ``step_underflow``); the message names the cause found at the state."""
         mark = self._progress_mark
         if mark is None or self.n_accepted - mark[0] >= STALL_WINDOW:
             if mark is not None and abs(tau - mark[1]) < STALL_PROGRESS * (1.0 + abs(tau)):
                 raise StepFailed(
                     f"{self.method} stalled at τ = {tau:.9g}: {STALL_WINDOW} accepted steps advanced τ by "
-                    f"{abs(tau - mark[1]):.3g} (last step {self.last_dt:.3g}); the field is likely non-smooth here "
-                    "(ReLU kinks integrated through: use kinks='filippov' with method='radau')"
+                    f"{abs(tau - mark[1]):.3g} (last step {self.last_dt:.3g}); {_stall_cause(field, y)}"
                 )
             self._progress_mark = (self.n_accepted, tau)
 
