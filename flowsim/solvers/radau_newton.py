@@ -55,9 +55,13 @@ class NewtonRadau(Radau):
     a piecewise-smooth field, keeping its step size and stage predictor.
 
     ``stops`` (keyword, optional): increasing times `(k,)` the steps land on (no step passes one).
+    ``primal`` (keyword, optional): an object whose ``update(y, Z, dZ)`` returns the stages `(3, n)` after Newton's
+    increment ``dZ``, applied in other coordinates (:class:`~flowsim.solvers.stiff._PrimalUpdate`: θ = ∇Φ*(y) where
+    θ(y) is not Lipschitz); None: Z + dZ.
     """
 
-    def __init__(self, *args, stops=None, **kwargs) -> None:
+    def __init__(self, *args, stops=None, primal=None, **kwargs) -> None:
+        self.primal = primal
         super().__init__(*args, **kwargs)
         self.stops = np.asarray([] if stops is None else stops, dtype=float)
         self.faccon = 1.0  # θ/(1 − θ) of the last Newton iteration (RADAU5's FACCON)
@@ -251,7 +255,11 @@ class NewtonRadau(Radau):
                     return False, k + 1, Z, rate
                 self.faccon = rate / (1 - rate)
             W += dW
-            Z = _sp.T.dot(W)
+            if self.primal is None:
+                Z = _sp.T.dot(W)
+            else:  # the update applied to θ = ∇Φ*(y + Z), where θ(y) is not Lipschitz (module docstring)
+                Z = self.primal.update(y, Z, _sp.T.dot(W) - Z)
+                W = _sp.TI.dot(Z)
             if dW_norm == 0 or self.faccon * dW_norm <= self.newton_tol:
                 return True, k + 1, Z, rate
             dW_norm_old = dW_norm

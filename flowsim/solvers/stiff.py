@@ -60,6 +60,44 @@ def dual_jacobian(field, tau: float | Tensor, z: Tensor) -> Tensor:
     return J_theta * dtheta_dz[None, :]
 
 
+def _inverse_map_slope(pot, z: Tensor) -> Tensor:
+    """dθ/dz = 1/φ″(θ) at θ = ∇Φ*(z) `(p,)`; where it is not finite (φ″(0) = 0), the central secant of width
+    √ε·max(1, |z|), as :func:`dual_jacobian` takes it."""
+    slope = pot.inverse_hessian_diag(pot.inverse_mirror_map(z))
+    bad = ~torch.isfinite(slope)
+    if bool(bad.any()):
+        h = torch.finfo(z.dtype).eps ** 0.5 * z.abs().clamp_min(1.0)
+        secant = (pot.inverse_mirror_map(z + h) - pot.inverse_mirror_map(z - h)) / (2 * h)
+        slope = torch.where(bad, secant, slope)
+    return slope
+
+
+class _PrimalUpdate:
+    """Radau's Newton updates applied to θ = ∇Φ*(z) instead of z, for potentials with φ″(0) = 0 (``PPower``,
+    p > 2; :class:`~flowsim.solvers.radau_newton.NewtonRadau`'s ``primal``).
+
+    There θ(z) has an infinite slope at z = 0 and the simplified Newton iteration in z, its Jacobian frozen at one
+    point, contracts ever slower as a coordinate nears 0 (0.5-1.0 per iterate): a run stalls before the crossing.
+    Written for θ, the same linear system is (M/h·S⁻¹ − ∂v/∂θ)·Δθ = −R with S = diag(dθ/dz) at the Jacobian's
+    point: its solution is Δθ = S·Δz, Δz the usual increment, and the mismatch Newton sees is
+    φ″(θ) − φ″(θ_J), small near 0, instead of 1/φ″ against 1/φ″(θ_J), unbounded there. The stage values are
+    then z = ∇Φ(θ + Δθ).
+    """
+
+    def __init__(self, pot, dtype, device) -> None:
+        self.pot, self.dtype, self.device = pot, dtype, device
+        self.slope: np.ndarray | None = None  # dθ/dz at the last Jacobian's point
+
+    def update(self, y: np.ndarray, Z: np.ndarray, dZ: np.ndarray) -> np.ndarray:
+        """The stages Z `(3, p)` (offsets from y) after the Newton increment dZ, applied to θ."""
+        if self.slope is None:
+            return Z + dZ
+        pot = self.pot
+        w = torch.as_tensor(y + Z, dtype=self.dtype, device=self.device)
+        theta = pot.inverse_mirror_map(w) + torch.as_tensor(self.slope * dZ, dtype=self.dtype, device=self.device)
+        return pot.mirror_map(theta).cpu().numpy() - y
+
+
 def _stall_cause(field, y: np.ndarray) -> str:
     """Why a stiff solver stalls at the dual state ``y``, and what to do, for its failure message."""
     pot = field.potential
@@ -147,9 +185,14 @@ class StiffDriver(AbstractDriver):
                 self.n_nonfinite += 1
             return out
 
+        primal = _PrimalUpdate(field.potential, dtype, device) if self._primal_newton(field) else None
+
         def jac(t: float, y: np.ndarray) -> np.ndarray:
             self.n_jac += 1
-            J = dual_jacobian(field, float(t), torch.as_tensor(y, dtype=dtype, device=device))
+            z = torch.as_tensor(y, dtype=dtype, device=device)
+            J = dual_jacobian(field, float(t), z)
+            if primal is not None:
+                primal.slope = _inverse_map_slope(field.potential, z).cpu().numpy()
             return J.detach().cpu().numpy()
 
         kwargs = {"rtol": self.rtol, "atol": self.atol, "jac": jac}
@@ -159,6 +202,8 @@ class StiffDriver(AbstractDriver):
             kwargs["max_step"] = float(self.options["max_step"])
         y0 = z0.detach().cpu().numpy().astype(np.float64)
         self._last = (float(grid[0]), z0.detach().clone())
+        if primal is not None:
+            kwargs["primal"] = primal
         self.solver = solver = cls(fun, float(grid[0]), y0, float(grid[-1]), **kwargs)
         k = 1
         while k < len(grid):
@@ -187,6 +232,10 @@ class StiffDriver(AbstractDriver):
                 self.monitor(float(solver.t), y_now)
             if self.n_accepted >= self.max_steps and k < len(grid):
                 raise MaxStepsReached(f"{self.n_accepted} accepted steps")
+
+    def _primal_newton(self, field) -> bool:
+        """Whether radau's Newton updates go to θ (:class:`_PrimalUpdate`): a separable potential with φ″(0) = 0."""
+        return self.method == "radau" and not getattr(field.potential, "inverse_hessian_finite", True)
 
     def _check_progress(self, tau: float, field, y: np.ndarray) -> None:
         """Fail fast where the solver creeps: over the last :data:`STALL_WINDOW` accepted steps τ moved by less than
