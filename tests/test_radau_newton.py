@@ -257,6 +257,7 @@ def test_stall_cause_names_a_coordinate_at_a_singular_point_of_the_inverse_mirro
 
     z = np.array([2.0e4, -8.0e3, 3.8e3, 1e-15, 1.5e2])
     msg = _stall_cause(_Field(PPower(3)), z)
-    assert "dual coordinate 3 is crossing 0" in msg and "PPowerPlusQuadratic" in msg
+    assert "dual coordinate 3 is crossing 0" in msg and "PPowerPlusQuadratic" in msg and "method='radau'" not in msg
+    assert "method='radau'" in _stall_cause(_Field(PPower(3)), z, "bdf")
     assert "ReLU kinks" in _stall_cause(_Field(PPower(3)), np.abs(z) + 1.0)
     assert "ReLU kinks" in _stall_cause(_Field(PPower(1.5)), z)

@@ -98,8 +98,8 @@ class _PrimalUpdate:
         return pot.mirror_map(theta).cpu().numpy() - y
 
 
-def _stall_cause(field, y: np.ndarray) -> str:
-    """Why a stiff solver stalls at the dual state ``y``, and what to do, for its failure message."""
+def _stall_cause(field, y: np.ndarray, method: str = "radau") -> str:
+    """Why the stiff solver ``method`` stalls at the dual state ``y``, and what to do, for its failure message."""
     pot = field.potential
     if not getattr(pot, "inverse_hessian_finite", True):
         z = torch.as_tensor(y, dtype=torch.float64)
@@ -109,8 +109,10 @@ def _stall_cause(field, y: np.ndarray) -> str:
             return (
                 f"dual coordinate {k} is crossing 0 (z = {float(z[k]):.3g}), where the potential's inverse mirror map "
                 "has an infinite slope (φ″(0) = 0, e.g. PPower with p > 2) and the implicit solver's Newton iteration "
-                "cannot step across it. Use PPowerPlusQuadratic(p, λ) or SmoothedHomogeneous(p, λ) (the same ℓp "
-                "horizon function, φ″(0) > 0), or method='dopri5' (slow near the crossing)"
+                "cannot step across it. Use "
+                + ("" if method == "radau" else "method='radau' (its Newton updates go to θ there), ")
+                + "PPowerPlusQuadratic(p, λ) or SmoothedHomogeneous(p, λ) (the same ℓp horizon function, φ″(0) > 0), "
+                "or method='dopri5' (slow near the crossing)"
             )
     return (
         "the field is likely non-smooth here (ReLU kinks integrated through: use kinks='filippov' with method='radau')"
@@ -241,10 +243,9 @@ class StiffDriver(AbstractDriver):
         """Fail fast where the solver creeps: over the last :data:`STALL_WINDOW` accepted steps τ moved by less than
         :data:`STALL_PROGRESS` (1 + |τ|). On a non-smooth field (ReLU kinks integrated through, a neuron sliding)
         Radau's Newton converges only on ever smaller steps (measured: steps of 1e-9 to 1e-12 in s, ~8 ms each, a
-        run of hours) instead of underflowing. So it does where a dual coordinate crosses 0 under a potential with
-        φ″(0) = 0 (:class:`~flowsim.potentials.PPower`, p > 2): the slope of θ(z) is infinite there, and the
-        simplified Newton iteration, its Jacobian frozen at the step's start, contracts slower as the coordinate
-        nears 0 (0.5-1.0 per iterate), while the error estimate stays at 1e-5 to 1e-4 of the tolerance.
+        run of hours) instead of underflowing. So did radau where a dual coordinate crosses 0 under a potential
+        with φ″(0) = 0 (:class:`~flowsim.potentials.PPower`, p > 2; its updates now go to θ there,
+        :class:`_PrimalUpdate`); the message names such a coordinate if a stall happens there.
 
         Raises:
             StepFailed: stalled (status ``step_underflow``); the message names the cause found at the state."""
@@ -253,7 +254,7 @@ class StiffDriver(AbstractDriver):
             if mark is not None and abs(tau - mark[1]) < STALL_PROGRESS * (1.0 + abs(tau)):
                 raise StepFailed(
                     f"{self.method} stalled at τ = {tau:.9g}: {STALL_WINDOW} accepted steps advanced τ by "
-                    f"{abs(tau - mark[1]):.3g} (last step {self.last_dt:.3g}); {_stall_cause(field, y)}"
+                    f"{abs(tau - mark[1]):.3g} (last step {self.last_dt:.3g}); {_stall_cause(field, y, self.method)}"
                 )
             self._progress_mark = (self.n_accepted, tau)
 
