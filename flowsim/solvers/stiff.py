@@ -17,7 +17,7 @@ from .radau_newton import NewtonRadau
 STALL_WINDOW = 200
 STALL_PROGRESS = 1e-6
 
-__all__ = ["STIFF_METHODS", "StiffDriver", "dual_jacobian"]
+__all__ = ["STIFF_METHODS", "StiffDriver", "dual_jacobian", "inverse_map_slope"]
 
 STIFF_METHODS = ("radau", "bdf", "lsoda")
 
@@ -51,22 +51,26 @@ def dual_jacobian(field, tau: float | Tensor, z: Tensor) -> Tensor:
 
     with torch.enable_grad():
         J_theta = torch.autograd.functional.jacobian(velocity, theta, vectorize=False)
-    dtheta_dz = pot.inverse_hessian_diag(theta)
-    bad = ~torch.isfinite(dtheta_dz)
-    if bool(bad.any()):
-        h = torch.finfo(z.dtype).eps ** 0.5 * z.abs().clamp_min(1.0)
-        secant = (pot.inverse_mirror_map(z + h) - pot.inverse_mirror_map(z - h)) / (2 * h)
-        dtheta_dz = torch.where(bad, secant, dtheta_dz)
-    return J_theta * dtheta_dz[None, :]
+    return J_theta * inverse_map_slope(pot, theta, z)[None, :]
 
 
-def _inverse_map_slope(pot, z: Tensor) -> Tensor:
-    """dθ/dz = 1/φ″(θ) at θ = ∇Φ*(z) `(p,)`; where it is not finite (φ″(0) = 0), the central secant of width
-    √ε·max(1, |z|), as :func:`dual_jacobian` takes it."""
-    slope = pot.inverse_hessian_diag(pot.inverse_mirror_map(z))
+def inverse_map_slope(pot, theta: Tensor, z: Tensor | None = None) -> Tensor:
+    """dθ/dz = 1/φ″(θ) of a separable potential, finite everywhere, shape of ``theta``.
+
+    Where 1/φ″ is not finite (p-power potentials with p > 2 at θ_k = 0, where the inverse mirror map has a
+    vertical tangent) it is replaced by the central secant of ∇Φ* of width √ε·max(1, |z_k|) (z = ∇Φ(θ) unless
+    given): the slope the integrator resolves at its rounding level. The switching surfaces' rates, error scales
+    and the sliding metric use this, so a coordinate sitting at 0 never puts inf or NaN into them. A potential
+    whose ``inverse_hessian_finite`` is true (1/φ″ finite at every finite θ: the built-ins but p-power with p > 2)
+    is not checked.
+    """
+    slope = pot.inverse_hessian_diag(theta)
+    if getattr(pot, "inverse_hessian_finite", False):  # (a per-call check costs a pass and a host sync)
+        return slope
     bad = ~torch.isfinite(slope)
     if bool(bad.any()):
-        h = torch.finfo(z.dtype).eps ** 0.5 * z.abs().clamp_min(1.0)
+        z = pot.mirror_map(theta) if z is None else z
+        h = torch.finfo(theta.dtype).eps ** 0.5 * z.abs().clamp_min(1.0)
         secant = (pot.inverse_mirror_map(z + h) - pot.inverse_mirror_map(z - h)) / (2 * h)
         slope = torch.where(bad, secant, slope)
     return slope
@@ -194,7 +198,8 @@ class StiffDriver(AbstractDriver):
             z = torch.as_tensor(y, dtype=dtype, device=device)
             J = dual_jacobian(field, float(t), z)
             if primal is not None:
-                primal.slope = _inverse_map_slope(field.potential, z).cpu().numpy()
+                theta = field.potential.inverse_mirror_map(z)
+                primal.slope = inverse_map_slope(field.potential, theta, z).cpu().numpy()
             return J.detach().cpu().numpy()
 
         kwargs = {"rtol": self.rtol, "atol": self.atol, "jac": jac}

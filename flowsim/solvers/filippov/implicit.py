@@ -43,6 +43,7 @@ from ...errors import InvalidParameterError, positive_real
 from ...models import AbstractModel
 from ..base import MaxStepsReached, NonFiniteField, StepFailed, implicit_failure
 from ..radau_newton import NewtonRadau
+from ..stiff import _PrimalUpdate
 from .dense import _horner
 from .driver import _DRIFT_FACTOR, FilippovDriver, _Run
 from .events import ExactEvent, SoftEvent
@@ -131,6 +132,7 @@ class ImplicitFilippovDriver(FilippovDriver):
         self.n_event_redos = 0
         self._next_dt: float | None = None
         self._J: np.ndarray | None = None  # the last Jacobian computed (a new solver's first Newton matrix)
+        self._primal: _PrimalUpdate | None = None  # Newton's updates in θ (PPower, p > 2), its slope at self._J's point
         self._seg: _SegmentField | None = None
         self._solver: NewtonRadau | None = None  # kept across segments (rebased at each event)
         self._dense = None  # the last accepted step's dense output (a redo's stage predictor)
@@ -274,6 +276,11 @@ class ImplicitFilippovDriver(FilippovDriver):
 
         span = float(t_bound - tau)
         kwargs = {"rtol": self.rtol, "atol": self.atol, "jac": jac, "max_step": self.max_step}
+        pot = self.field.potential
+        if not getattr(pot, "inverse_hessian_finite", True):  # θ(z) not Lipschitz at 0: Newton's updates in θ
+            if self._primal is None:
+                self._primal = _PrimalUpdate(pot, dtype, device)
+            kwargs["primal"] = self._primal
         if first_step is not None and span > 0:
             kwargs["first_step"] = min(float(first_step), span)
         stale = self._J is not None
@@ -434,7 +441,10 @@ class ImplicitFilippovDriver(FilippovDriver):
         else:
             with torch.enable_grad():
                 J = torch.autograd.functional.jacobian(velocity, theta, vectorize=True)
-        J = J * inverse_map_slope(pot, theta, z)[None, :]
+        slope = inverse_map_slope(pot, theta, z)
+        if self._primal is not None:
+            self._primal.slope = slope.cpu().numpy()
+        J = J * slope[None, :]
         # where a coordinate sits at a vertical tangent of ∇Φ* (p-power, p > 2, θ_k = 0) the metric's derivative is
         # not finite: those entries are left out of the Newton matrix (an approximate Jacobian only slows Newton)
         return torch.where(torch.isfinite(J), J, 0.0)

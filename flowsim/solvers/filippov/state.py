@@ -10,32 +10,12 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from ..stiff import inverse_map_slope as inverse_map_slope  # (re-exported: the switching systems' dθ/dz)
+
 INACTIVE, ACTIVE, SLIDING = 0, 1, 2
 
 _ZERO_FACTOR = 10.0  # |h| ≤ this × (error scale of h) counts as "at zero"
 _ALPHA_EPS = 1e-7  # α within this of a bound is at the bound
-
-
-def inverse_map_slope(pot, theta: Tensor, z: Tensor | None = None) -> Tensor:
-    """dθ/dz = 1/φ″(θ) of a separable potential, finite everywhere, shape of ``theta``.
-
-    Where 1/φ″ is not finite (p-power potentials with p > 2 at θ_k = 0, where the inverse mirror map has a
-    vertical tangent) it is replaced by the central secant of ∇Φ* of width √ε·max(1, |z_k|) (z = ∇Φ(θ) unless
-    given): the slope the integrator resolves at its rounding level. The switching surfaces' rates, error scales
-    and the sliding metric use this, so a coordinate sitting at 0 never puts inf or NaN into them. A potential
-    whose ``inverse_hessian_finite`` is true (1/φ″ finite at every finite θ: the built-ins but p-power with p > 2)
-    is not checked.
-    """
-    slope = pot.inverse_hessian_diag(theta)
-    if getattr(pot, "inverse_hessian_finite", False):  # (a per-call check costs a pass and a host sync)
-        return slope
-    bad = ~torch.isfinite(slope)
-    if bool(bad.any()):
-        z = pot.mirror_map(theta) if z is None else z
-        h = torch.finfo(theta.dtype).eps ** 0.5 * z.abs().clamp_min(1.0)
-        secant = (pot.inverse_mirror_map(z + h) - pot.inverse_mirror_map(z - h)) / (2 * h)
-        slope = torch.where(bad, secant, slope)
-    return slope
 
 
 class FilippovInvariantError(RuntimeError):
