@@ -1930,3 +1930,55 @@ def test_a_numerical_value_error_inside_the_driver_ends_the_run_with_a_status(mo
     monkeypatch.setattr(_EventLocation, "_find_event", bad_input)
     with pytest.raises(InvalidParameterError):
         simulate(TwoLayerReLU(5, 8), ds, "euclidean", log_t_end=3.0, n_save=40, kinks="filippov", seed=0)
+
+
+@pytest.mark.parametrize("gap", [5.0, 10.0, 20.0])
+def test_first_step_of_a_run_started_late_in_log_time(gap):
+    """A Filippov run (re)started at τ = 990 where the loss weights are e^{τ − q} = e^{−gap}: torchdiffeq's own first
+    step took a trial step of hundreds in τ (0.01‖z‖/‖ż‖), whose field grows like e^{Δτ}, and returned steps of
+    5e-14 to 0 (below τ's resolution: "underflow in dt") or overflowed the field (hyperbolic entropy). This is how a
+    checkpoint restart of the main preset's hyperbolic-entropy run failed at log t 995. The driver's first step is
+    now Hairer–Nørsett–Wanner's with the trial capped at Δτ = 1 (as the smooth driver's)."""
+    import math
+
+    from flowsim.flow import MirrorFlowField
+    from flowsim.losses import get_loss
+    from flowsim.potentials import HyperbolicEntropy
+
+    ds = student_teacher_relu(30, d=4, seed=0)
+    model, pot = TwoLayerReLU(4, 6), HyperbolicEntropy(0.05)
+    th = torch.as_tensor(simulate(model, ds, pot, log_t_end=4.0, n_save=2, seed=0, init_scale=0.5, threads=1).theta[-1])
+    field = MirrorFlowField(model, pot, get_loss("exponential"), ds.X, ds.y)
+    tau0 = 990.0
+    th = th * math.sqrt((tau0 + gap) / float(field.margins(th).min()))  # 2-homogeneous: q_min = τ0 + gap
+    drv = FilippovDriver(model, "dopri5", 1e-6, 1e-9, 10**5)
+    saved = []
+    drv.integrate(
+        field, pot.mirror_map(th), torch.tensor([tau0, tau0 + 1.0], dtype=torch.float64), lambda t, z: saved.append(z)
+    )
+    assert len(saved) == 1 and bool(torch.isfinite(saved[0]).all())
+    assert drv.stats()["n_accepted"] <= 20 and drv.stats()["next_dt"] > 0
+
+
+def test_checkpoint_restarts_continue_with_the_step_the_solver_would_take_next(tmp_path):
+    """Explicit drivers report ``next_dt`` (their RK solver's proposal), so a streamed run restarted at each checkpoint
+    continues with it (``simulate``'s documented behaviour) instead of choosing a first step afresh each time."""
+    import numpy as np
+
+    from flowsim.data import make_dataset
+    from flowsim.models import Linear
+    from flowsim.solvers.rk import SmoothDriver
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20, 3))
+    runs = {
+        "filippov": (TwoLayerReLU(3, 4), student_teacher_relu(20, d=3, seed=1)),
+        "smooth": (Linear(3), make_dataset(X, np.sign(X @ np.array([1.0, -0.5, 0.2])))),
+    }
+    for name, (model, ds) in runs.items():
+        out = tmp_path / name
+        tr = simulate(model, ds, "euclidean", log_t_end=2.0, n_save=4, out=out, checkpoint_every=1, seed=0, threads=1)
+        assert tr.status.value == "success"
+        with np.load(out / "checkpoint.npz") as ck:
+            assert np.isfinite(ck["next_dt"]) and float(ck["next_dt"]) > 0
+    assert SmoothDriver("dopri5", 1e-6, 1e-9, 1000).stats()["next_dt"] is None  # before integrating

@@ -195,5 +195,11 @@ class SmoothDriver(AbstractDriver):
             "n_accepted": c.n_accepted if c else 0,
             "n_rejected": c.n_rejected if c else 0,
             "last_dt": c.last_dt if c else None,
+            "next_dt": self._next_dt(),
             "n_nonfinite_evals": c.n_nonfinite if c else 0,
         }
+
+    def _next_dt(self) -> float | None:
+        """The step the solver would take next (a checkpoint restart's first step), None before the first."""
+        state = getattr(self.solver, "rk_state", None)
+        return float(state.dt) if state is not None else None

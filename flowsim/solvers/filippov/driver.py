@@ -21,7 +21,7 @@ from ...errors import InvalidParameterError, positive_real
 from ...models import AbstractModel, DeepReLU
 from .._torchdiffeq import SOLVERS, check_inputs, interp_evaluate
 from ..base import AbstractDriver, NonFiniteField
-from ..rk import finite_rms_norm
+from ..rk import finite_rms_norm, initial_step
 from .bridge import NULL_BEFORE_BRIDGE, _Bridges
 from .deep import _DeepSwitching
 from .events import SoftEvent, _EventLocation
@@ -150,6 +150,7 @@ class FilippovDriver(_EventLocation, _SoftCrossings, _Bridges, AbstractDriver):
         self.field = None
         self.sw: AbstractSwitchingSystem | None = None
         self._last: tuple[float, Tensor] | None = None
+        self._run: _Run | None = None  # the integration in progress (its RK solver's next step: stats' next_dt)
         self._stats = FilippovStats()
         # transversal crossings corrected in closed form inside a kept step (see FilippovDriver._soft_step)
         self.soft_crossings = _option_bool(self.options, "soft_crossings", True)
@@ -225,7 +226,11 @@ class FilippovDriver(_EventLocation, _SoftCrossings, _Bridges, AbstractDriver):
         surface switching back and forth): the stretches integrated with the regularised field (:mod:`.bridge`).
         The list: docs/kinks.md, Statistics.
         """
-        return self._stats.as_dict(self.sw, self.field is None or self.field.log_time)
+        out = self._stats.as_dict(self.sw, self.field is None or self.field.log_time)
+        solver = None if self._run is None else self._run.solver
+        state = getattr(solver, "rk_state", None)
+        out["next_dt"] = float(state.dt) if state is not None else None  # (a checkpoint restart's first step)
+        return out
 
     @torch.inference_mode()
     def integrate(self, field, z0: Tensor, tau_grid: Tensor, save: Callable[[float, Tensor], None]) -> None:
@@ -243,7 +248,7 @@ class FilippovDriver(_EventLocation, _SoftCrossings, _Bridges, AbstractDriver):
         self._last_band = None
         self._bridge_reason = self._flip_window = None
         seg = self._seg = _SegmentField(field, self.sw, self._stats, self.max_steps)
-        run = self._start_run(seg, z0, tau_grid)
+        run = self._run = self._start_run(seg, z0, tau_grid)
         try:
             while run.k < len(run.grid):
                 if self._bridge_reason is not None:  # the exact segments do not settle here (bridge.py)
@@ -392,6 +397,9 @@ class FilippovDriver(_EventLocation, _SoftCrossings, _Bridges, AbstractDriver):
             solver = SOLVERS[run.method](
                 func=run.func, y0=run.z, rtol=run.rtol, atol=run.atol, first_step=run.first_step, **run.opts
             )
+            if solver.first_step is None:  # (torchdiffeq's choice overflows its trial step where the field is tiny)
+                cap = 1.0 if self.field.log_time else float(run.grid[1] - run.grid[0])
+                solver.first_step = initial_step(run.func, run.tau, run.z, solver.order, run.rtol, run.atol, cap)
             solver._before_integrate(torch.stack([run.tau, run.grid[-1]]))
             self._rk = (run.func, solver.tableau)  # for redo steps to an event
             run.solver, run.step_times = solver, solver.step_t.tolist()
