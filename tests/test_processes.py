@@ -64,6 +64,12 @@ def _config(tmp_path: Path, log_t_end: float = 400.0, n_save: int = 4000, single
     return path
 
 
+def _default_sigint() -> None:
+    """In the child before exec: SIGINT handled (a shell's background job, e.g. pytest started with ``&``, ignores
+    it, and Python keeps an ignored SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class _Run:
     """``flowsim run ARGS`` in a subprocess (its own process group), output to a file."""
 
@@ -78,6 +84,7 @@ class _Run:
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,
+                preexec_fn=_default_sigint,
             )
 
     def wait_for(self, predicate, timeout: float = 120.0) -> None:
@@ -198,6 +205,41 @@ def test_sigint_to_the_process_group_mid_run(tmp_path):
     for label in ("GF", "HE"):
         tr = _kept(exp / label, None)
         assert len(tr) >= 4 and "interrupted (Ctrl-C)" in tr.message
+
+
+def test_sigint_to_the_parent_alone_interrupts_the_workers(tmp_path):
+    """`kill -INT <parent pid>` with worker processes acts as Ctrl-C in a terminal: the parent forwards the SIGINT,
+    both runs stop within seconds (not at their horizon, minutes away) and keep their rows as interrupted
+    (Ctrl-C)."""
+    run = _Run(tmp_path, "--config", _config(tmp_path), "--out", "exp", "--workers", "2", "--checkpoint-every", "3")
+    exp = tmp_path / "exp"
+    run.wait_for(lambda: _checkpoint_k(exp / "GF") >= 3 and _checkpoint_k(exp / "HE") >= 3)
+    os.kill(run.proc.pid, signal.SIGINT)
+    assert run.finish(timeout=60) == 3, run.output()
+    for label in ("GF", "HE"):
+        tr = _kept(exp / label, None)
+        assert len(tr) >= 4 and "interrupted (Ctrl-C)" in tr.message, tr.message
+    assert "interrupted: partial results kept" in run.output() and "Traceback" not in run.output()
+
+
+def test_a_worker_starting_after_an_interrupt_skips_its_task(monkeypatch):
+    """A worker process still starting when the parent is interrupted may have ignored the forwarded signal: the
+    parent's stop flag, set before the signal is sent, makes it return None ("not run") without running."""
+    import multiprocessing
+
+    import torch
+
+    from flowsim.lab import workers
+
+    monkeypatch.setattr(workers, "_STOP", multiprocessing.Value("b", 1, lock=False))
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        ran = []
+        assert workers._worker_run(ran.append, ("task",), torch.get_num_threads(), True) is None
+        assert ran == []
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
 
 
 def test_sigint_mid_run_one_after_another(tmp_path):

@@ -30,6 +30,7 @@ _NICE_LEAD = 1.0  # log-t units another run must be behind before a worker yield
 _SHARED_LOG_T = None  # in a worker process: the runs' current log t (NaN: not running, −inf: no save yet)
 PROGRESS_EVERY = 5.0  # seconds between the progress lines of run_parallel(on_progress=...)
 _SLOT = (0, 1)  # in a worker process: (its run's index in _SHARED_LOG_T, the CPU cores)
+_STOP = None  # in a worker process: the parent's stop flag (set on an interrupt, before forwarding it)
 
 
 def cpu_cores() -> int:
@@ -53,6 +54,17 @@ def _raise_terminated(signum, frame) -> None:
     raise Terminated()
 
 
+def _stop_once(signum, frame) -> None:
+    """A worker's SIGINT/SIGTERM handler while its task runs: the first of each signal raises KeyboardInterrupt
+    (SIGINT) or :class:`Terminated` (SIGTERM), a repeat is ignored. Ctrl-C in a terminal reaches a worker twice,
+    from the terminal and forwarded by the parent (which cannot tell the two apart); a second KeyboardInterrupt
+    would cut short the saving of what the first one kept."""
+    signal.signal(signum, signal.SIG_IGN)
+    if signum == signal.SIGTERM:
+        raise Terminated()
+    raise KeyboardInterrupt
+
+
 @contextlib.contextmanager
 def sigterm_as_interrupt():
     """While the block runs (in the main thread), SIGTERM raises :class:`Terminated`, a KeyboardInterrupt: a
@@ -68,12 +80,19 @@ def sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, old)
 
 
-def _worker_init(shared) -> None:
-    """Worker process start: SIGINT ignored until its task starts (see _worker_run); the shared progress array."""
-    global _SHARED_LOG_T
+def _worker_init(shared, stop) -> None:
+    """Worker process start: SIGINT ignored until its task starts (see _worker_run); the shared progress array
+    and stop flag."""
+    global _SHARED_LOG_T, _STOP
+    _ignore_interrupts()
+    _SHARED_LOG_T, _STOP = shared, stop
+
+
+def _ignore_interrupts() -> None:
+    """A worker outside its task: SIGINT ignored, SIGTERM ends the process (a forked child inherits
+    sigterm_as_interrupt's handler)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # (a forked child inherits sigterm_as_interrupt's handler)
-    _SHARED_LOG_T = shared
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 class _YieldWhenAhead:
@@ -123,25 +142,31 @@ def _worker_run(
 
     With ``interruptible`` (the parent does not ignore SIGINT), Ctrl-C (SIGINT, ignored by the worker until
     here) interrupts the task, which keeps what it computed; None when it came before the task returned
-    without handling it. SIGTERM does the same (:class:`Terminated`). ``index``: the task's slot in the shared
-    progress array (:func:`progress_hook`; marked −inf here, as the task starts).
+    without handling it. SIGTERM does the same (:class:`Terminated`); a repeat of either is ignored
+    (:func:`_stop_once`). None without running the task when the parent was interrupted while this process
+    started (its stop flag is set before the signal is forwarded, so a signal this process ignored is not
+    missed). ``index``: the task's slot in the shared progress array (:func:`progress_hook`; marked −inf here,
+    as the task starts).
     """
     global _SLOT
     torch.set_num_threads(threads)  # before any torch op: a forked child must not reuse its parent's OpenMP pool
-    if hasattr(signal, "pthread_sigmask"):  # blocked by the parent while it started this process
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     _SLOT = (index, cores)
     shared = _SHARED_LOG_T
     try:
         if interruptible:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, _raise_terminated)
+            signal.signal(signal.SIGINT, _stop_once)
+        signal.signal(signal.SIGTERM, _stop_once)
+        if hasattr(signal, "pthread_sigmask"):  # blocked by the parent while it started this process
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        if _STOP is not None and _STOP.value:
+            return None
         if shared is not None:
             shared[index] = -math.inf
         return task(*args)
     except KeyboardInterrupt:  # before the run started (simulate itself keeps an interrupted run's results)
         return None
     finally:
+        _ignore_interrupts()  # (the result is on its way to the parent)
         if shared is not None:
             shared[index] = math.nan
 
@@ -177,6 +202,7 @@ class _Pool:
         self.cores = cpu_cores()
         # the runs' log t (progress lines; when runs outnumber cores, the ones ahead in log t yield)
         self.shared = self.ctx.Array("d", [math.nan] * len(labels), lock=False)
+        self.stop = self.ctx.Value("b", 0, lock=False)  # set on an interrupt: workers still starting skip their task
 
     def start_ready(self) -> None:
         """Start tasks until ``workers`` run, each in a new one-process executor."""
@@ -188,7 +214,8 @@ class _Pool:
             while self.todo and not self.interrupted and len(self.running) < self.workers:
                 i = self.todo.pop(0)
                 self.on_start(i)
-                pool = ProcessPoolExecutor(1, mp_context=self.ctx, initializer=_worker_init, initargs=(self.shared,))
+                init = (self.shared, self.stop)
+                pool = ProcessPoolExecutor(1, mp_context=self.ctx, initializer=_worker_init, initargs=init)
                 args = (self.task, self.args[i], self.threads, self.interruptible, i, self.cores)
                 # everything alive at the fork is frozen for the child's garbage collector: a forked child that
                 # collects an executor the parent had dropped runs its weakref callback, which takes a lock the
@@ -202,8 +229,17 @@ class _Pool:
             if self.mask:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
+    def interrupt(self, error: KeyboardInterrupt) -> None:
+        """Stop the running workers as this process was stopped: SIGTERM for :class:`Terminated`, else SIGINT.
+
+        A signal sent to the parent's pid alone (``kill -INT PID``, ``kill PID``) reaches only the parent;
+        Ctrl-C in a terminal reaches the workers too, and they ignore the repeat (:func:`_stop_once`).
+        """
+        self.stop.value = 1
+        self.forward(signal.SIGTERM if isinstance(error, Terminated) else signal.SIGINT)
+
     def forward(self, signum: int) -> None:
-        """Send ``signum`` to the running workers' processes (SIGTERM to the parent reaches only the parent)."""
+        """Send ``signum`` to the running workers' processes."""
         for _, pool in self.running.values():
             for pid in list(getattr(pool, "_processes", None) or {}):
                 with contextlib.suppress(OSError):
@@ -274,10 +310,10 @@ def run_parallel(
             :func:`progress_hook` report their log t).
 
     Returns:
-        :class:`ParallelRuns`. On Ctrl-C (the workers get the SIGINT too) the running tasks are collected and
-        the ones not started are listed in ``not_run``; a SIGINT to the parent alone does the same. A SIGTERM
-        turned into :class:`Terminated` (:func:`sigterm_as_interrupt`) is forwarded to the running workers,
-        whose runs stop and keep what they computed.
+        :class:`ParallelRuns`. On Ctrl-C, or a SIGINT to the parent alone, the SIGINT is forwarded to the
+        running workers, whose runs stop and keep what they computed; they are collected and the tasks not
+        started are listed in ``not_run``. A SIGTERM turned into :class:`Terminated` (:func:`sigterm_as_interrupt`)
+        does the same with SIGTERM.
     """
     pool = _Pool(task, args, labels, workers=workers, threads=threads, log=log, on_start=on_start, on_result=on_result)
     idle: threading.Thread | None = None
@@ -292,9 +328,8 @@ def run_parallel(
             done, _ = wait(pool.running, timeout=every, return_when=FIRST_COMPLETED)
             if not done and on_progress is not None:
                 on_progress(pool.progress())
-        except KeyboardInterrupt as e:  # Ctrl-C: the workers got the SIGINT too; SIGTERM: forwarded to them
-            if isinstance(e, Terminated):
-                pool.forward(signal.SIGTERM)
+        except KeyboardInterrupt as e:  # SIGINT or SIGTERM (Terminated): forwarded to the workers
+            pool.interrupt(e)
             if not pool.interrupted:
                 why = str(e) or "interrupted"
                 log(f"[flowsim] {why}: partial results kept; collecting the running runs, skipping the rest")
