@@ -1,11 +1,15 @@
 """Matplotlib figures for trajectories and experiments (the only module that imports matplotlib).
 
-Every figure has labelled axes with units (time t or log t), a legend and a title.
+Every figure has labelled axes with units (time t or log t), a legend and a title. Figures with one line per
+run name the runs by their number: up to :data:`INLINE_LEGEND_RUNS` runs in a legend inside each panel, up to
+:data:`LEGEND_RUNS` in one legend in columns under the panels (the figure grows by its height, so the panels
+keep theirs), beyond that by a colour bar of run numbers.
 """
 
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +20,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.cm import ScalarMappable  # noqa: E402
+from matplotlib.colors import Normalize  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 from ..models import AbstractModel, AbstractTwoLayer, Linear  # noqa: E402
 from ..results import Trajectory  # noqa: E402
@@ -32,6 +39,74 @@ __all__ = [
     "plot_flow_vs_discrete",
     "save_drawing",
 ]
+
+
+INLINE_LEGEND_RUNS = 8
+"""Runs up to which each panel of a figure has its own legend."""
+
+LEGEND_RUNS = 48
+"""Runs up to which a figure names every run in a legend; beyond, a colour bar gives the run numbers."""
+
+_LEGEND_FONTSIZE = 7
+
+
+def _run_colors(n: int) -> list:
+    """One colour per run: matplotlib's ten-colour cycle up to ten runs; beyond (the cycle would repeat), evenly
+    spaced along the "turbo" colour map, run k of n at (k − 1)/(n − 1) as on :func:`_name_runs`' colour bar."""
+    if n <= 10:
+        return [f"C{k}" for k in range(n)]
+    return list(plt.get_cmap("turbo")(np.linspace(0.0, 1.0, n)))
+
+
+def _legend_under(labels) -> bool:
+    """Whether :func:`_name_runs` names these runs in one legend under the panels."""
+    return INLINE_LEGEND_RUNS < len(labels) <= LEGEND_RUNS
+
+
+def _legend_column_width(labels) -> float:
+    """Inches of one column of a legend of ``labels`` (the handle and the longest label, glyphs ≈ 0.6 em)."""
+    return 0.7 + max(len(str(label)) for label in labels) * 0.6 * _LEGEND_FONTSIZE / 72
+
+
+def _legend_columns(labels, width: float) -> tuple[int, float]:
+    """Columns and height (inches) of a legend of ``labels`` under the panels of a figure ``width`` inches wide;
+    (0, 0.0) where the runs are named otherwise (:func:`_name_runs`)."""
+    if not _legend_under(labels):
+        return 0, 0.0
+    ncol = max(1, min(len(labels), int(width // _legend_column_width(labels))))
+    return ncol, 0.3 + math.ceil(len(labels) / ncol) * 1.6 * _LEGEND_FONTSIZE / 72
+
+
+def _runs_figure(labels, panels: int, panel_size: tuple[float, float]):
+    """A figure of ``panels`` panels side by side, each ``panel_size`` inches, made taller by the height of the
+    legend under them when :func:`_name_runs` puts one there (and wider, up to 12 inches, when the legend
+    would otherwise run to more than 12 rows)."""
+    width = panel_size[0] * panels
+    if _legend_under(labels):
+        wanted = math.ceil(len(labels) / 12) * _legend_column_width(labels)
+        width = max(width, min(12.0, wanted))
+    _, legend_height = _legend_columns(labels, width)
+    fig, axes = plt.subplots(
+        1, panels, figsize=(width, panel_size[1] + legend_height), squeeze=False, constrained_layout=True
+    )
+    return fig, list(axes[0])
+
+
+def _name_runs(fig, axes, labels, colors) -> None:
+    """Name the runs drawn in ``colors``: a legend in each panel (few runs, with any other labelled lines), one
+    legend in columns under the panels (many), or a colour bar of run numbers (very many)."""
+    n = len(labels)
+    if n <= INLINE_LEGEND_RUNS:
+        for ax in axes:
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=8)
+    elif _legend_under(labels):
+        ncol, _ = _legend_columns(labels, fig.get_figwidth())
+        handles = [Line2D([], [], color=c) for c in colors]
+        fig.legend(handles, labels, loc="outside lower center", ncol=ncol, fontsize=_LEGEND_FONTSIZE, frameon=False)
+    else:
+        scale = ScalarMappable(norm=Normalize(1, n), cmap="turbo")
+        fig.colorbar(scale, ax=axes, label=f"run 1–{n} (in the order given: summary.csv's rows)", shrink=0.9)
 
 
 def _finite(tr: Trajectory, key: str):
@@ -55,17 +130,18 @@ def plot_margins(
     0.1) are all readable. ``references``: label → the max-margin level the run's Q-margin tends to (linear
     models: :func:`margin_references`), drawn dashed in the run's colour.
     """
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    fig, axes = _runs_figure(labels, 2, (5.5, 4.0))
+    colors = _run_colors(len(labels))
     finals = []
-    for label, tr in zip(labels, trajectories, strict=True):
+    for label, tr, color in zip(labels, trajectories, colors, strict=True):
         for ax, key in zip(axes, ("normalized_margin", "q_margin"), strict=True):
             x, y = _finite(tr, key)
-            (line,) = ax.plot(x, y, label=label)
+            ax.plot(x, y, label=label, color=color)
             if key == "q_margin" and len(y) and y[-1] > 0:
                 finals.append(y[-1])
         ref = (references or {}).get(label)
         if ref is not None and np.isfinite(ref):
-            axes[1].axhline(ref, ls="--", lw=1.0, color=line.get_color(), label=f"max-margin level {ref:.3g}")
+            axes[1].axhline(ref, ls="--", lw=1.0, color=color, label=f"max-margin level {ref:.3g}")
             finals.append(ref)
     axes[0].set_ylabel(r"normalized margin  $q_{\min} / \|\theta\|_2^{L}$")
     axes[1].set_ylabel(r"Q-margin  $q_{\min} / Q_\infty(\theta)^{L/\alpha}$  (symlog)")
@@ -74,7 +150,7 @@ def plot_margins(
         ax.set_xlabel("log t  (t = time)")
         ax.axhline(0.0, color="0.7", lw=0.8)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    _name_runs(fig, axes, labels, colors)
     fig.suptitle(title)
     return _finish(fig, path)
 
@@ -107,38 +183,37 @@ def margin_references(labels, trajectories, model: AbstractModel, dataset) -> di
 
 def plot_loss(labels, trajectories, path: str | Path | None = None, title: str = "Loss along mirror flow"):
     """log L and log(t·L) against log t."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    for label, tr in zip(labels, trajectories, strict=True):
-        x, y = _finite(tr, "log_loss")
-        axes[0].plot(x, y, label=label)
-        x, y = _finite(tr, "log_t_loss")
-        axes[1].plot(x, y, label=label)
+    fig, axes = _runs_figure(labels, 2, (5.5, 4.0))
+    colors = _run_colors(len(labels))
+    for label, tr, color in zip(labels, trajectories, colors, strict=True):
+        for ax, key in zip(axes, ("log_loss", "log_t_loss"), strict=True):
+            ax.plot(*_finite(tr, key), label=label, color=color)
     axes[0].set_ylabel("log L(θ(t))")
     axes[1].set_ylabel("log (t · L(θ(t)))")
     for ax in axes:
         ax.set_xlabel("log t  (t = time)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    _name_runs(fig, axes, labels, colors)
     fig.suptitle(title)
     return _finish(fig, path)
 
 
 def plot_neuron_masses(labels, trajectories, path: str | Path | None = None):
     """Final neuron masses ‖w̃_j‖ = |a_j|‖w_j‖ sorted, per run (sparse vs dense features)."""
-    fig, ax = plt.subplots(figsize=(7, 4), constrained_layout=True)
-    for label, tr in zip(labels, trajectories, strict=True):
-        mass = tr.diagnostics.get("neuron_mass")
-        if mass is None:
-            continue
-        m = np.sort(np.asarray(mass[-1]))[::-1]
+    runs = [(label, tr) for label, tr in zip(labels, trajectories, strict=True) if "neuron_mass" in tr.diagnostics]
+    names = [f"{label} (log t = {tr.log_t[-1]:.3g})" for label, tr in runs]
+    fig, (ax,) = _runs_figure(names, 1, (7.0, 4.0))
+    colors = _run_colors(len(runs))
+    for (_, tr), name, color in zip(runs, names, colors, strict=True):
+        m = np.sort(np.asarray(tr.diagnostics["neuron_mass"][-1]))[::-1]
         share = m / m.sum() if m.sum() > 0 else m
-        ax.plot(np.arange(1, len(m) + 1), share, marker="o", label=f"{label} (log t = {tr.log_t[-1]:.3g})")
+        ax.plot(np.arange(1, len(m) + 1), share, marker="o", label=name, color=color)
     ax.set_yscale("log")
     ax.set_xlabel("neuron rank j (sorted by mass)")
     ax.set_ylabel("mass share  ‖w̃_j‖ / Σ_k ‖w̃_k‖")
     ax.set_title("Neuron masses at the final time (w̃_j = |a_j| w_j)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    _name_runs(fig, [ax], names, colors)
     return _finish(fig, path)
 
 
@@ -149,17 +224,20 @@ def plot_features(
     path: str | Path | None = None,
     top: int = 6,
     image_shape: tuple[int, int] | None = None,
+    max_runs: int = INLINE_LEGEND_RUNS,
 ):
-    """Input-weight representations w̃_j = |a_j| w_j of the heaviest neurons per run.
+    """Input-weight representations w̃_j = |a_j| w_j of the heaviest neurons per run, one row per run.
 
     For image data (``image_shape``, e.g. (8, 8) for digits) each w̃_j is drawn as an image, otherwise as a
-    stem plot of its coordinates.
+    stem plot of its coordinates. Only the first ``max_runs`` runs are drawn (the title says so when there are
+    more), so that a sweep's figure keeps a readable size.
     """
     if not isinstance(model, AbstractTwoLayer):
         return None
-    rows = len(trajectories)
+    shown = list(zip(labels, trajectories, strict=True))[:max_runs]
+    rows = len(shown)
     fig, axes = plt.subplots(rows, top, figsize=(1.9 * top, 2.0 * rows + 0.6), squeeze=False, constrained_layout=True)
-    for r, (label, tr) in enumerate(zip(labels, trajectories, strict=True)):
+    for r, (label, tr) in enumerate(shown):
         theta = torch.as_tensor(tr.theta[-1])
         rep = model.input_weight_representation(theta).numpy()
         mass = np.linalg.norm(rep, axis=1)
@@ -185,7 +263,8 @@ def plot_features(
                 ax.set_ylabel(label, fontsize=8)
         if image is not None:  # one colour scale per row (its heaviest neuron's largest |w̃_jk|)
             fig.colorbar(image, ax=list(axes[r]), shrink=0.9, label=r"$\tilde w_{jk}$")
-    fig.suptitle("Input-weight representation w̃_j = |a_j| w_j of the heaviest neurons (final time)")
+    more = f" (the first {rows} of {len(trajectories)} runs)" if rows < len(trajectories) else ""
+    fig.suptitle(f"Input-weight representation w̃_j = |a_j| w_j of the heaviest neurons (final time){more}")
     return _finish(fig, path)
 
 
