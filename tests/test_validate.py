@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -90,6 +92,36 @@ def test_missing_module_is_error(monkeypatch):
     monkeypatch.setattr(network_checks, "_require", missing)
     r = validate.run_check("C8")
     assert r.status == "error" and r.message.startswith("error: flowsim.discrete not available")
+
+
+def _without_clarabel(monkeypatch) -> None:
+    """As on the README's default install (no ``vision`` extra): ``import clarabel`` raises ImportError."""
+    monkeypatch.setitem(sys.modules, "clarabel", None)
+
+
+def test_missing_optional_dependency_is_skipped_with_the_fix(tmp_path, monkeypatch, capsys):
+    """C16 without clarabel: skipped before any run, not an error; the console line and the lines under the table
+    say why and what to install; the exit status is 0 (nothing failed)."""
+    _without_clarabel(monkeypatch)
+    assert main(["validate", "--only", "C16", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    fix = 'pip install "flowsim[vision]"'
+    progress = next(line for line in out.splitlines() if line.startswith("[1/1] C16: SKIPPED"))
+    assert "clarabel is not installed" in progress and fix in progress, out
+    row = next(line for line in out.splitlines() if line.startswith("C16 ") and "0.0s" in line)
+    assert row.split() == ["C16", "—", "—", "skipped", "0.0s"], row
+    reason = next(line for line in out.splitlines() if line.startswith("C16  skipped: "))
+    assert "clarabel is not installed" in reason and fix in reason, out
+    assert "0 passed, 0 failed, 0 errors, 1 skipped" in out, out
+    report = (tmp_path / "report.md").read_text()
+    assert "**skipped**" in report and fix in report
+
+
+def test_a_skipped_case_does_not_hide_a_failure(tmp_path, monkeypatch, capsys):
+    _without_clarabel(monkeypatch)
+    _break_inverse(monkeypatch, HyperbolicEntropy)
+    assert main(["validate", "--only", "C2,C16", "--out", str(tmp_path)]) == 1
+    assert "0 passed, 1 failed, 0 errors, 1 skipped" in capsys.readouterr().out
 
 
 def test_crashing_check_is_error(monkeypatch):

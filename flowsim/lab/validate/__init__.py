@@ -12,7 +12,9 @@ a status and the figures it wrote:
 * ``"error"`` — the reference could not be computed (:class:`~flowsim.errors.ReferenceSolverError`, a
   non-unique LP reference, a failed scipy integration), a module the check needs is missing (C7 and C9 need
   :mod:`flowsim.solvers.filippov`, C8 :mod:`flowsim.discrete`), or the check itself crashed. An error is
-  never a pass.
+  never a pass;
+* ``"skipped"`` — an optional dependency of the check is not installed (C16 needs clarabel, from the
+  ``vision`` extra); the message says what to install. Neither a pass nor a failure.
 
 Two tiers: ``quick`` (every check on a small horizon) and ``full`` (longer horizons, more potentials, widths
 and seeds). Times: ``log t`` is the natural log of the flow time t; horizons are given in log t throughout.
@@ -45,6 +47,7 @@ from ._framework import (
     CheckError,
     CheckFailure,
     CheckResult,
+    CheckSkipped,
     Metric,
 )
 from ._report import format_table, write_report
@@ -55,6 +58,7 @@ __all__ = [
     "CheckResult",
     "CheckError",
     "CheckFailure",
+    "CheckSkipped",
     "Check",
     "CHECKS",
     "TIERS",

@@ -10,7 +10,7 @@ import numpy as np
 
 from ...data import Dataset, make_dataset
 from ...simulation import simulate
-from ._framework import CheckError, CheckFailure
+from ._framework import CheckError, CheckFailure, CheckSkipped
 
 
 def _random_separable(n: int = 12, d: int = 3, seed: int = 0) -> Dataset:
@@ -39,6 +39,15 @@ def _require(module: str):
         return importlib.import_module(module)
     except ImportError as err:
         raise CheckError(f"{module} not available ({err})") from err
+
+
+def _require_extra(module: str, extra: str):
+    """Import ``module``, an optional dependency from flowsim's ``extra``, or raise :class:`CheckSkipped` saying
+    how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise CheckSkipped(f'{module} is not installed ({err}): pip install "flowsim[{extra}]"') from err
 
 
 def _lp_margin(w: np.ndarray, Z: np.ndarray, p: float) -> float:

@@ -17,12 +17,13 @@ __all__ = [
     "CheckError",
     "CheckFailure",
     "CheckResult",
+    "CheckSkipped",
     "Metric",
     "register_check",
 ]
 
 TIERS = ("quick", "full")
-STATUSES = ("pass", "fail", "error")
+STATUSES = ("pass", "fail", "error", "skipped")
 
 
 @dataclass
@@ -51,8 +52,8 @@ class CheckResult:
     Attributes:
         case: case id ``"C1"`` … ``"C15"``.
         title: one-line description.
-        status: ``"pass"``, ``"fail"`` or ``"error"``.
-        message: explanation (what failed, which reference errored, substitutions made).
+        status: ``"pass"``, ``"fail"``, ``"error"`` or ``"skipped"`` (an optional dependency is not installed).
+        message: explanation (what failed, which reference errored, what to install, substitutions made).
         metrics: the :class:`Metric` rows, in order.
         runtime: wall-clock seconds of the check.
         figures: paths of the figures written (relative to the report directory), e.g. ``figs/C10.png``.
@@ -101,6 +102,11 @@ class CheckFailure(Exception):
 
 class CheckError(Exception):
     """The check could not be carried out (missing module, unusable reference): status ``"error"``."""
+
+
+class CheckSkipped(Exception):
+    """An optional dependency of the check (a package of a flowsim extra) is not installed: status
+    ``"skipped"``, neither a pass nor a failure of the validation; the message says what to install."""
 
 
 class _Ctx:

@@ -31,7 +31,7 @@ from ...data import Dataset, student_teacher_relu
 from ...errors import ReferenceSolverError
 from ...models import TwoLayerReLU
 from ...potentials import Euclidean, HyperbolicEntropy, PPower, SmoothedHomogeneous
-from ._common import _sim
+from ._common import _require_extra, _sim
 from ._framework import CheckFailure, _Ctx, register_check
 
 __all__ = ["METHODS", "OTHER_PATTERN", "config_distance", "unit_margin_network"]
@@ -122,21 +122,16 @@ def _l3_pattern_reference(wt: np.ndarray, s: np.ndarray, X: np.ndarray, y: np.nd
         (w̃* `(m, d)` at unit margin, its balanced ℓ3 Q-margin 1 / (2 Σ_j ‖w̃*_j‖₃^{3/2})^{2/3}).
 
     Raises:
-        ReferenceSolverError: if clarabel is not installed, if Clarabel's status is not ``Solved`` with or
-            without equilibration (e.g. the pattern admits no margin ≥ 1: ``PrimalInfeasible``), or if its
-            result violates a constraint by more than 1e-7.
+        CheckSkipped: if clarabel (the ``vision`` extra) is not installed.
+        ReferenceSolverError: if Clarabel's status is not ``Solved`` with or without equilibration (e.g. the
+            pattern admits no margin ≥ 1: ``PrimalInfeasible``), or if its result violates a constraint by more
+            than 1e-7.
 
     References:
         Goulart & Chen, "Clarabel: An interior-point solver for conic programs with quadratic objectives",
         arXiv:2405.12762 (2024).
     """
-    try:
-        import clarabel
-    except ImportError as err:
-        raise ReferenceSolverError(
-            f'the ℓ3 pattern program (C16) needs clarabel ({err}): pip install "flowsim[vision]" '
-            "(or pip install clarabel)"
-        ) from err
+    clarabel = _require_extra("clarabel", "vision")
     m, d = wt.shape
     margin, side = _pattern_rows(wt, s, X, y)
     program = _l3_cone_program(margin, side, m, d, clarabel)
@@ -270,8 +265,9 @@ def check_c16(ctx: _Ctx) -> None:
     (measured to log t = 10⁴: 16 of 200 neuron–point pairs differ, the optima are D = 0.39 apart, with ℓ3 margins
     0.2918 against 0.2966; D(PPower, smoothed) = 0.388 at log t = 10³ and 0.391 at 10⁴, while each run's distance
     to its own optimum decreases like (log t)^−0.5); the quick net's λ = 0.01 and the full net's λ = 0.01 end on
-    PPower's pattern.
+    PPower's pattern. Skipped (before any run) when clarabel is not installed.
     """
+    _require_extra("clarabel", "vision")
     data, d, m = _student_teacher(ctx)
     X, y = data.X.numpy(), data.y.numpy()
     end = 1000.0 if ctx.full else 100.0

@@ -14,6 +14,8 @@ __all__ = ["format_table", "write_report"]
 
 
 def _fmt(v: Any) -> str:
+    if v is None:  # (a check with no metric: skipped, or an error before its first)
+        return "—"
     if isinstance(v, bool | np.bool_):
         return str(bool(v))
     if isinstance(v, int | np.integer):
@@ -27,7 +29,8 @@ def _fmt(v: Any) -> str:
 
 
 def format_table(results: list[CheckResult]) -> str:
-    """Plain-text table: case, measured, reference, tolerance, status, time (primary metric per case)."""
+    """Plain-text table: case, measured, reference, tolerance, status, time (primary metric per case); then why
+    each skipped or erroring case was not carried out (what to install, what went wrong); then the counts."""
     rows = [("case", "measured", "reference", "tolerance", "status", "time")]
     for r in results:
         rows.append((r.case, _fmt(r.measured), _fmt(r.reference), r.tolerance, r.status, f"{r.runtime:.1f}s"))
@@ -35,10 +38,18 @@ def format_table(results: list[CheckResult]) -> str:
     widths = [max(len(row[k]) for row in rows) for k in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    n = {s: sum(r.status == s for r in results) for s in STATUSES}
+    reasons = [f"{r.case}  {r.status}: {r.message}" for r in results if r.status in ("skipped", "error")]
+    if reasons:
+        lines += ["", *reasons]
     total = sum(r.runtime for r in results)
-    lines.append(f"\n{n['pass']} passed, {n['fail']} failed, {n['error']} errors in {total:.1f} s")
+    lines.append(f"\n{_counts(results)} in {total:.1f} s")
     return "\n".join(lines)
+
+
+def _counts(results: list[CheckResult]) -> str:
+    """``"17 passed, 0 failed, 0 errors, 1 skipped"``."""
+    n = {s: sum(r.status == s for r in results) for s in STATUSES}
+    return f"{n['pass']} passed, {n['fail']} failed, {n['error']} errors, {n['skipped']} skipped"
 
 
 def _md(v: Any) -> str:
@@ -59,18 +70,19 @@ def write_report(results: list[CheckResult], out: str | Path, *, title: str | No
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tier = results[0].tier if results else "quick"
-    n = {s: sum(r.status == s for r in results) for s in STATUSES}
     total = sum(r.runtime for r in results)
     meta = environment_metadata()
     lines = [
         f"# {title or f'flowsim validation report ({tier} tier)'}",
         "",
-        f"{n['pass']} passed, {n['fail']} failed, {n['error']} errors; total check time {total:.1f} s. "
+        f"{_counts(results)}; total check time {total:.1f} s. "
         f"flowsim {meta['flowsim']}, torch {meta['torch']}, scipy {meta['scipy']}, {meta['date']}.",
         "",
         "Status: *pass* — every metric within tolerance; *fail* — a metric outside its tolerance or a run "
         "that did not reach its horizon; *error* — the reference could not be computed or a needed module "
-        "is missing (never counted as a pass). Times are log t = natural log of the flow time t.",
+        "is missing (never counted as a pass); *skipped* — an optional dependency of the check is not "
+        "installed (the message says what to install; neither a pass nor a failure). Times are log t = "
+        "natural log of the flow time t.",
         "",
         "| case | title | measured | reference | tolerance | status | time |",
         "|---|---|---|---|---|---|---|",

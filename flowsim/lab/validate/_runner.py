@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ...errors import InvalidParameterError, ReferenceSolverError
-from ._framework import CHECKS, CheckError, CheckFailure, CheckResult, _Ctx
+from ._framework import CHECKS, CheckError, CheckFailure, CheckResult, CheckSkipped, _Ctx
 from ._report import _fmt
 
 __all__ = ["run_check", "run_validation"]
@@ -30,8 +30,10 @@ def run_check(case: str, *, full: bool = False, out: str | Path | None = None) -
 
     Returns:
         :class:`CheckResult` with status ``"pass"`` (all metrics within tolerance), ``"fail"`` (a metric
-        outside, or a flowsim run that did not reach its horizon) or ``"error"`` (reference failure —
-        :class:`~flowsim.errors.ReferenceSolverError` —, missing module, or a crash; never a pass).
+        outside, or a flowsim run that did not reach its horizon), ``"error"`` (reference failure —
+        :class:`~flowsim.errors.ReferenceSolverError` —, missing module, or a crash; never a pass) or
+        ``"skipped"`` (an optional dependency is not installed: :class:`CheckSkipped`, its message says what
+        to install).
 
     Raises:
         InvalidParameterError: if ``case`` is not a registered check.
@@ -58,6 +60,8 @@ def run_check(case: str, *, full: bool = False, out: str | Path | None = None) -
         status, message = "error", f"reference solver failed: {err}"
     except CheckError as err:
         status, message = "error", f"error: {err}"
+    except CheckSkipped as err:
+        status, message = "skipped", str(err)
     except CheckFailure as err:
         status, message = "fail", str(err)
     except Exception as err:  # a crash of the check is an error, never a pass
@@ -77,6 +81,11 @@ def run_check(case: str, *, full: bool = False, out: str | Path | None = None) -
         tier="full" if full else "quick",
         references=chk.references,
     )
+
+
+def _why(result: CheckResult) -> str:
+    """The reason after the progress line of a check that was skipped or could not be carried out."""
+    return f" ({result.message})" if result.status in ("skipped", "error") and result.message else ""
 
 
 def resolve_cases(cases: Iterable[str] | None = None) -> list[str]:
@@ -126,7 +135,7 @@ def run_validation(
             res = run_check(key, full=full, out=out)
             results.append(res)
             if progress is not None:
-                progress(f"[{i}/{len(keys)}] {key}: {res.status.upper()} in {res.runtime:.1f} s")
+                progress(f"[{i}/{len(keys)}] {key}: {res.status.upper()} in {res.runtime:.1f} s{_why(res)}")
     finally:
         torch.set_num_threads(old)
     return results
