@@ -82,6 +82,62 @@ def test_cli_run_config_file_end_to_end(tmp_path, capsys):
     assert np.isclose(tr.log_t[-1], 2.0)
 
 
+_SMALL = {
+    "data": '[data]\nname = "iris"\n',
+    "model": '[model]\nname = "linear"\n',
+    "potentials": '[[potentials]]\nname = "hyperbolic_entropy"\nbeta = 0.1\n',
+    "rest": "[horizon]\nlog_t_end = 2.0\nn_save = 10\n[output]\nplots = false\n",
+}
+
+_CANNOT_RUN = {  # (the table to replace, its text, a part of the error message)
+    "potential name": ("potentials", '[[potentials]]\nname = "hyperbolic_entropi"\nbeta = 0.1\n', "unknown potential"),
+    "missing beta": ("potentials", '[[potentials]]\nname = "hyperbolic_entropy"\n', "needs beta"),
+    "swept beta": ("potentials", '[[potentials]]\nname = "hyperbolic_entropy"\nbeta = [0.1, -1.0]\n', "beta"),
+    "method": ("rest", '[solver]\nmethod = "rk4"\n', "[solver] method must be one of"),
+    "loss": ("rest", '[flow]\nloss = "hinge"\n', "[flow] loss: unknown loss 'hinge'"),
+    "init scale": ("rest", "[init]\nscale = -1\n", "[init] scale must be a finite number ≥ 0"),
+    "kinks": ("rest", '[solver]\nkinks = "exact"\n', "[solver] kinks must be one of"),
+    "input_dim": ("model", '[model]\nname = "two_layer_relu"\nwidth = 4\ninput_dim = 7\n', "[model] input_dim = 7"),
+    "data name": ("data", '[data]\nname = "irs"\n', "unknown data set 'irs'"),
+    "model name": ("model", '[model]\nname = "lineer"\n', "lineer"),
+    "filippov on a smooth model": ("rest", '[solver]\nkinks = "filippov"\n', "kinks='filippov' needs a model"),
+}
+
+
+def _small_config(tmp_path, **tables) -> str:
+    path = tmp_path / "exp.toml"
+    path.write_text("".join({**_SMALL, **tables}.values()))
+    return str(path)
+
+
+@pytest.mark.parametrize("case", sorted(_CANNOT_RUN))
+def test_a_config_that_cannot_run_writes_nothing(tmp_path, capsys, monkeypatch, case):
+    """Names, parameters, init and model vs data are checked before the output folder exists: a refused config
+    leaves neither --out DIR nor a flowsim_runs/<name> folder behind, and says what was wrong."""
+    table, text, message = _CANNOT_RUN[case]
+    if table == "rest":
+        text = _SMALL["rest"] + text
+    cfg = _small_config(tmp_path, **{table: text})
+    monkeypatch.chdir(tmp_path)
+    for out in (["--out", "exp"], []):
+        assert main(["run", "--config", cfg, *out, "--no-progress"]) == 2
+        captured = capsys.readouterr()
+        assert message in captured.err and "Traceback" not in captured.err, captured.err
+        assert "writing to" not in captured.out, captured.out
+        assert not (tmp_path / "exp").exists() and not (tmp_path / "flowsim_runs").exists()
+
+
+def test_a_corrected_config_runs_into_the_same_folder(tmp_path, capsys):
+    """The reported sequence: a potential name typo (refused), then the corrected file with the same --out runs."""
+    out = str(tmp_path / "exp")
+    bad = _small_config(tmp_path, potentials='[[potentials]]\nname = "hyperbolic_entropi"\nbeta = 0.1\n')
+    assert main(["run", "--config", bad, "--out", out, "--no-progress"]) == 2
+    good = _small_config(tmp_path)
+    assert main(["run", "--config", good, "--out", out, "--no-progress"]) == 0, capsys.readouterr().err
+    assert f"writing to {out}" in capsys.readouterr().out
+    assert Trajectory.load(tmp_path / "exp" / "hyperbolic_entropy_beta_0.1").success
+
+
 def test_cli_errors_are_clean(tmp_path, capsys):
     assert main(["run", "--preset", "nosuch", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err

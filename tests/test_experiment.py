@@ -9,7 +9,7 @@ import pytest
 
 import flowsim.lab.experiment as experiment
 from flowsim.data import load_dataset
-from flowsim.errors import InvalidParameterError
+from flowsim.errors import ConfigError, InvalidParameterError
 from flowsim.lab.cli import main
 from flowsim.lab.config import get_preset, validate_config
 from flowsim.lab.experiment import run_experiment
@@ -123,6 +123,28 @@ def test_a_worker_process_that_dies_keeps_the_others(tmp_path, monkeypatch):
     )
     rows = (tmp_path / "summary.csv").read_text().splitlines()
     assert [r.split(",")[:2] for r in rows[1:]] == [["hyperbolic entropy β=0.1", "success"], ["p-power p=3", "success"]]
+
+
+def test_a_config_that_cannot_run_leaves_the_folder_as_it_was(tmp_path):
+    """Every run is checked (check_runs) before anything is written: a folder made for the experiment (and the
+    parents made with it) is removed again, an existing one keeps exactly what it held."""
+    cfg = validate_config(
+        {
+            "data": {"name": "iris"},
+            "model": {"name": "two_layer_relu", "width": 4, "input_dim": 7},
+            "potentials": [{"name": "euclidean"}],
+            "horizon": {"log_t_end": 1.0, "n_save": 5},
+        }
+    )
+    message = r"\[model\] input_dim = 7, but the data set iris_0v1 has d = 4 features; drop input_dim"
+    with pytest.raises(ConfigError, match=message):
+        run_experiment(cfg, tmp_path / "new" / "exp", workers=1)
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match=message):
+        run_experiment(cfg, tmp_path / "old", workers=1)
+    assert [p.name for p in (tmp_path / "old").iterdir()] == ["notes.txt"]
 
 
 def test_summary_table_of_no_runs_has_its_header():

@@ -47,11 +47,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         config = validate_config({**config, "output": {**config["output"], "checkpoint_every": args.checkpoint_every}})
     out = new_output_folder(args.out, Path("flowsim_runs") / config["experiment"]["name"], args.overwrite)
     print(f"[flowsim] experiment {config['experiment']['name']!r}: {config['experiment']['description']}")
-    print(f"[flowsim] writing to {out}")
     if args.executor != "local":  # one task per run (flowsim.lab.sweep)
         from .sweep_cli import run_with_executor
 
         return run_with_executor(config, out, args)
+    # (run_experiment says "writing to OUT" once it has checked every run: a configuration that cannot run writes
+    # nothing and leaves no folder behind)
     result = run_experiment(config, out, progress=not args.no_progress and sys.stderr.isatty(), workers=workers)
     table = format_table(result.rows)
     print()
@@ -176,7 +177,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     print(format_table(results))
     report = write_report(results, out)
     print(f"\n[flowsim] wrote {report}")
-    return 0 if all(r.status == "pass" for r in results) else 1
+    return 1 if any(r.status in ("fail", "error") for r in results) else 0  # (skipped: an extra not installed)
 
 
 def _add_md_arguments(parser: argparse.ArgumentParser, *, method: bool) -> None:

@@ -54,8 +54,11 @@ from typing import Any
 
 from ..discrete import SCHEDULES, VARIANTS
 from ..errors import ConfigError, FlowSimError, UnknownPresetError
+from ..flow import TIME_MODES
+from ..losses import get_loss
 from ..potentials import AbstractPotential, BlockPotential, get_potential
-from ..solvers import FILIPPOV_OPTIONS, RK_OPTIONS
+from ..solvers import ADAPTIVE_METHODS, AUTO_METHOD, FILIPPOV_OPTIONS, RK_OPTIONS, STIFF_METHODS
+from ..solvers.select import KINKS_MODES
 
 try:  # Python ≥ 3.11
     import tomllib
@@ -131,7 +134,9 @@ def validate_config(raw: dict[str, Any], *, source: str = "config") -> dict[str,
 
     Raises:
         ConfigError: unknown table or key (the message lists the valid ones), missing ``[data]``/``[model]``
-            name or ``[[potentials]]``, or a value of the wrong type.
+            name or ``[[potentials]]``, a value of the wrong type, an unknown loss, time mode, method or kinks
+            mode, a negative ``[init] scale``, or a potential that cannot be built (unknown name, missing or
+            bad parameter). Data and model are checked by :func:`flowsim.lab.experiment.check_runs`.
     """
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: a configuration must be a table of tables, got {type(raw).__name__}")
@@ -185,11 +190,13 @@ def validate_config(raw: dict[str, Any], *, source: str = "config") -> dict[str,
             if not isinstance(item, int) or isinstance(item, bool):
                 raise ConfigError(f"{source}: [{table}] {key} must be an integer, got {item!r}")
     _check_solver_ranges(cfg, source)
+    _check_run_choices(cfg, source)
     for i, pot in enumerate(cfg["potentials"]):
         check_block_table(pot, source, f"potentials[{i}]", per_tensor=False)
         for key, value in pot.items():
             if key not in ("name", "label", *BLOCK_KEYS):
                 _sweep_values(value, source, f"potentials[{i}] {key}")
+    _check_potentials(cfg, source)
     _check_sweep_table(cfg, source)
     every = cfg["output"].get("checkpoint_every")
     if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 0):
@@ -221,6 +228,43 @@ def _check_solver_ranges(cfg: dict[str, Any], source: str) -> None:
             f"{source}: [horizon] n_save must be an integer ≥ 2 (t = 0 and the horizon), "
             f"got {cfg['horizon']['n_save']!r}"
         )
+
+
+METHODS = (*ADAPTIVE_METHODS, *STIFF_METHODS, AUTO_METHOD, "md")
+"""``[solver] method`` values: the flow's solvers (:func:`flowsim.simulate`) and ``"md"`` (discrete mirror descent)."""
+
+
+def _check_run_choices(cfg: dict[str, Any], source: str) -> None:
+    """[flow] loss and time, [solver] method and kinks, [init] scale ≥ 0: refused when the file is read, before an
+    experiment folder is written (the runs would refuse them as they start)."""
+    try:
+        get_loss(cfg["flow"]["loss"])
+    except FlowSimError as e:
+        raise ConfigError(f"{source}: [flow] loss: {e}") from e
+    if cfg["solver"]["method"] not in METHODS:
+        raise ConfigError(
+            f"{source}: [solver] method must be one of {list(METHODS)}, got {cfg['solver']['method']!r}: an explicit "
+            f"adaptive method (dopri5, the default), an implicit one for long log-time horizons (radau, bdf, lsoda), "
+            f'"{AUTO_METHOD}" (dopri5, then radau) or "md" (discrete mirror descent, with step_size)'
+        )
+    for table, key, valid in (("flow", "time", TIME_MODES), ("solver", "kinks", KINKS_MODES)):
+        if cfg[table][key] not in valid:
+            raise ConfigError(f"{source}: [{table}] {key} must be one of {list(valid)}, got {cfg[table][key]!r}")
+    for scale in _sweep_values(cfg["init"]["scale"], source, "[init] scale"):
+        if not (math.isfinite(scale) and scale >= 0):
+            raise ConfigError(
+                f"{source}: [init] scale must be a finite number ≥ 0 (the size of the initial parameters; a sign "
+                f"flip is no rescaling of a homogeneous model), got {scale!r}"
+            )
+
+
+def _check_potentials(cfg: dict[str, Any], source: str) -> None:
+    """Every potential a configuration's runs use (each value of a swept parameter) can be built: its name and
+    parameters (a missing ``beta``, a typo in the name) are refused when the file is read."""
+    probe = {"init": {"scale": 1.0, "seed": 0}}  # (the potentials' members only)
+    for i, pot in enumerate(cfg["potentials"]):
+        for member in sweep_members({**probe, "potentials": [pot]}):
+            _table_potential(member["potential"], f"{source}: potentials[{i}]")
 
 
 RUN_OPTIONS = {"allow_nonseparable": "flow", "separation_log_t": "horizon", "checkpoint_seconds": "output"}

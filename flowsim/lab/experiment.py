@@ -6,9 +6,11 @@ concurrently are :mod:`flowsim.lab.workers`.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -20,15 +22,18 @@ from ..device import SMALL_PROBLEM_WORK
 from ..discrete import compare_trajectories, mirror_descent
 from ..ensemble import Member, resolve_kinks, simulate_ensemble
 from ..errors import ConfigError, InvalidParameterError
+from ..guards import check_explicit_work, check_separable
 from ..models import AbstractModel, get_model
 from ..potentials import AbstractPotential, get_potential
+from ..problem import prepare_problem
 from ..results import Trajectory
 from ..results.store import locked_folder, prepare_out_dir
-from ..simulation import simulate
+from ..simulation import save_grid_s, simulate
+from ..solvers.select import make_driver
 from .config import flow_arguments, is_sweep, run_options, sweep_groups, sweep_members
 from .workers import cpu_cores, progress_hook, run_parallel
 
-__all__ = ["ExperimentResult", "run_experiment", "summary_rows", "format_table", "SUMMARY_COLUMNS"]
+__all__ = ["ExperimentResult", "check_runs", "run_experiment", "summary_rows", "format_table", "SUMMARY_COLUMNS"]
 
 SUMMARY_COLUMNS = (
     "label",
@@ -158,6 +163,8 @@ def run_experiment(
         out: output directory: ``<label>/`` trajectories, ``summary.csv``, ``summary.txt``,
             ``config.json`` and PNG plots. None writes nothing. It is checked (a writable folder) and locked
             (:func:`flowsim.results.store.locked_folder`) before any work: a second experiment into it fails.
+            Then every run is checked (:func:`check_runs`); a configuration that cannot run leaves the folder as
+            it was (a folder created for it is removed again).
         progress: progress on log t: bars when one run runs at a time; with worker processes a line every
             :data:`flowsim.lab.workers.PROGRESS_EVERY` seconds with each running run's log t.
         log: a print-like function for progress lines.
@@ -178,13 +185,12 @@ def run_experiment(
     Returns:
         an :class:`ExperimentResult`. Runs that fail keep their partial trajectories and statuses. On Ctrl-C,
         one after another: the interrupted run is kept and the remaining potentials are skipped; in worker
-        processes: every running run is interrupted and kept (workers get the SIGINT too), the runs not yet
-        started are skipped (``skipped``; a worker still starting up when Ctrl-C comes runs to its end or is
-        listed there). A SIGINT to the parent alone skips the runs not started and waits for the running ones.
+        processes: every running run is interrupted and kept (the SIGINT is forwarded to the workers, so a
+        SIGINT to the parent alone does the same), the runs not yet started are skipped (``skipped``).
 
     Raises:
-        ConfigError: when the data, model or potential arguments in the configuration are invalid (before any
-            run starts).
+        ConfigError, InvalidParameterError, InvalidDataError, HorizonError: a run of the configuration would be
+            refused (:func:`check_runs`); raised before anything is written to ``out``, which is left as it was.
         InvalidParameterError: when ``workers`` is neither "auto" nor an int ≥ 1.
         RunFolderError: ``out`` is a file, not writable, or another run holds it (before any run starts).
         Exception: the first error (in configuration order) raised inside a worker process, or
@@ -195,17 +201,87 @@ def run_experiment(
         raise InvalidParameterError(
             f'workers must be "auto" or an integer ≥ 1 (flowsim run --workers N), got {workers!r}'
         )
+    if config["solver"]["method"] == "md" and run_options(config):  # (flowsim compare gives them to its flow runs)
+        keys = ", ".join(run_options(config))
+        raise ConfigError(f'{keys}: options of mirror-flow runs, which [solver] method = "md" (mirror descent) lacks')
     if out is None:
+        check_runs(config)
         return _run_experiment(config, None, progress=progress, log=log, resume=resume, workers=workers)
-    with locked_folder(out, what="experiment") as out_dir:
+    # the folder first (an unusable --out fails before any work), then the runs: one that cannot run leaves it as
+    # it was, so that the corrected configuration can use it
+    with _removed_if_left_empty(out), locked_folder(out, what="experiment") as out_dir:
+        check_runs(config)
+        if not resume:
+            log(f"[flowsim] writing to {out_dir}")
         return _run_experiment(config, out_dir, progress=progress, log=log, resume=resume, workers=workers)
+
+
+@contextlib.contextmanager
+def _removed_if_left_empty(out: str | Path) -> Iterator[None]:
+    """The folder ``out`` and those of its parents that do not exist yet are removed again where the block raises
+    and leaves them empty (a configuration refused by :func:`check_runs`, a Ctrl-C before the first file)."""
+    new = [p for p in (Path(out), *Path(out).parents) if not p.exists()]  # (deepest first)
+    try:
+        yield
+    except BaseException:
+        for folder in new:
+            with contextlib.suppress(OSError):  # (not empty: it keeps what was written)
+                folder.rmdir()
+        raise
+
+
+def check_runs(config: dict[str, Any]) -> None:
+    """Refuse a validated configuration any of whose runs would be refused as it starts, without running any.
+
+    Builds every ``[sweep]`` group's data set and model and every run's potential, loss and initial parameters
+    (:func:`flowsim.problem.prepare_problem`: names, parameters, the data's feature count against the model's
+    ``input_dim``, ``[init]``); for the flow, also its solver (kink handling for this model, solver options), its
+    save grid and the reach of an explicit method, and the data's linear separability for models linear in x
+    (:mod:`flowsim.guards`). :func:`run_experiment`, :func:`run_comparison` and :func:`flowsim.lab.sweep.plan`
+    call it before they write to an output folder.
+
+    Raises:
+        ConfigError: bad ``[data]``/``[model]`` arguments (:func:`flowsim.lab.config.validate_config` checks
+            the rest of the file).
+        InvalidParameterError, InvalidDataError, HorizonError: as :func:`flowsim.simulate` would raise them.
+    """
+    flow = config["solver"]["method"] != "md"
+    if flow:
+        _check_horizon(config)
+    for group, _ in sweep_groups(config):
+        dataset, model = _check_problems(group)
+        if flow:
+            _check_flow_solver(group, model, dataset)
+
+
+def _check_problems(config: dict[str, Any]) -> tuple[Dataset, AbstractModel]:
+    """The data set and model of a configuration without a ``[sweep]`` table, and each of its runs' potential,
+    loss and initial parameters, as a run builds them (:func:`flowsim.problem.prepare_problem`)."""
+    dataset, model = _build(config)
+    for member in sweep_members(config):
+        potential, scale, seed = member["potential"], member["init_scale"], member["seed"]
+        prepare_problem(model, dataset, potential, config["flow"]["loss"], init_scale=scale, seed=seed, device="cpu")
+    return dataset, model
+
+
+def _check_flow_solver(config: dict[str, Any], model: AbstractModel, dataset: Dataset) -> None:
+    """The flow's driver for this model (kink handling, solver options) and, for a model linear in x, whether
+    the data are linearly separable (unless ``[flow] allow_nonseparable``)."""
+    solver = config["solver"]
+    method, kinks, options = solver["method"], solver["kinks"], solver.get("options")
+    make_driver(model, kinks, method, solver["rtol"], solver["atol"], solver["max_steps"], options)
+    check_separable(model, dataset, bool(config["flow"].get("allow_nonseparable", False)))
+
+
+def _check_horizon(config: dict[str, Any]) -> None:
+    """The flow's save grid from ``[horizon]`` and whether an explicit method can reach it within ``max_steps``."""
+    horizon, solver, time = config["horizon"], config["solver"], config["flow"]["time"]
+    s_grid = save_grid_s(time, horizon["log_t_end"], None, horizon["n_save"], horizon["log_t_start"])
+    check_explicit_work(solver["method"], time, s_grid, solver["max_steps"])
 
 
 def _run_experiment(config, out_dir: Path | None, *, progress: bool, log, resume: bool, workers) -> ExperimentResult:
     """:func:`run_experiment` in its output folder (prepared and locked)."""
-    if config["solver"]["method"] == "md" and run_options(config):  # (flowsim compare gives them to its flow runs)
-        keys = ", ".join(run_options(config))
-        raise ConfigError(f'{keys}: options of mirror-flow runs, which [solver] method = "md" (mirror descent) lacks')
     dataset, model = _build(sweep_groups(config)[0][0])  # (the first group's, with a [sweep] table)
     if out_dir is not None:
         (out_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
@@ -269,7 +345,11 @@ def _build(config: dict[str, Any]) -> tuple[Dataset, AbstractModel]:
     except TypeError as e:
         raise ConfigError(f"[data]: {e}") from e
     model_cfg = dict(config["model"])
-    model_cfg.setdefault("input_dim", dataset.d)
+    if model_cfg.setdefault("input_dim", dataset.d) != dataset.d:
+        raise ConfigError(
+            f"[model] input_dim = {model_cfg['input_dim']!r}, but the data set {dataset.name} has d = {dataset.d} "
+            f"features; drop input_dim from [model] (it is taken from the data) or set it to {dataset.d}"
+        )
     try:
         model = get_model(model_cfg.pop("name"), **model_cfg)
     except TypeError as e:
@@ -548,6 +628,7 @@ def run_comparison(
         ConfigError: invalid data, model or potential arguments; InvalidParameterError: bad step size etc.;
         RunFolderError: ``out`` is a file or not writable.
     """
+    _check_problems(config)  # (md and the flow at its times: the flow's solver and horizon are the comparison's)
     out_dir = prepare_out_dir(out) if out is not None else None  # a file or unwritable: an error before any work
     dataset, model = _build(config)
     rows, labels, runs = [], [], []

@@ -46,7 +46,7 @@ from ..results import Trajectory
 from ..results.store import DEFAULT_CHECKPOINT_EVERY, atomic_write_text
 from ..simulation import resume, simulate
 from .config import flow_arguments, run_options, sweep_groups, sweep_members, validate_config
-from .experiment import SUMMARY_COLUMNS, ExperimentResult, _build, _finish, _potential, _slug, summary_rows
+from .experiment import SUMMARY_COLUMNS, ExperimentResult, _build, _finish, _slug, check_runs, summary_rows
 
 __all__ = [
     "RunSpec",
@@ -128,7 +128,8 @@ def plan(config: dict[str, Any], *, checkpoint_every: int | None = None) -> list
 
     One spec per ``[[potentials]]`` table, or per sweep member (:func:`flowsim.lab.config.sweep_members`,
     within each ``[sweep]`` group of :func:`flowsim.lab.config.sweep_groups`). The data sets, models and
-    potentials are built once here, so a bad configuration fails before any run starts.
+    potentials are built once here (:func:`flowsim.lab.experiment.check_runs`), so a bad configuration fails
+    before any run starts or anything is written.
 
     Args:
         config: an experiment configuration (validated again here).
@@ -141,6 +142,7 @@ def plan(config: dict[str, Any], *, checkpoint_every: int | None = None) -> list
     Raises:
         ConfigError: an invalid configuration, ``[solver] method = "md"`` (discrete mirror descent is run by
             the local executor only), or ``checkpoint_every`` < 1.
+        InvalidParameterError, InvalidDataError, HorizonError: a run would be refused (:func:`check_runs`).
     """
     config = validate_config(config, source="plan")
     every = checkpoint_every if checkpoint_every is not None else config["output"].get("checkpoint_every")
@@ -159,12 +161,11 @@ def plan(config: dict[str, Any], *, checkpoint_every: int | None = None) -> list
         "solver_options": solver.get("options"),
         **run_options(config),  # [flow] allow_nonseparable, [horizon] separation_log_t, [output] checkpoint_seconds
     }
+    check_runs(config)  # (data, models, potentials, solver and horizon: a run that would be refused fails here)
     specs: list[RunSpec] = []
     dirs: set[str] = set()
     for group, prefix in sweep_groups(config):
-        _build(group)  # (checks the data and model arguments)
         for m in sweep_members(group):
-            _potential(m["potential"])  # (checks the potential's arguments)
             label = f"{prefix} {m['label']}" if prefix else m["label"]
             folder = _slug(label)
             folder = folder if folder not in dirs else f"{folder}_{len(specs)}"

@@ -106,6 +106,7 @@ def run_with_executor(config: dict, out: Path, args: argparse.Namespace) -> int:
     from .sweep import run_plan, write_plan
 
     write_plan(config, out, checkpoint_every=args.checkpoint_every)
+    print(f"[flowsim] writing to {out}")
     return _report(run_plan(out, executor=args.executor, address=args.ray_address), out)
 
 
