@@ -44,6 +44,7 @@ from .solvers.rk import STABILITY_STEP
 from .timegrid import log_t_from_s, s_from_log_t
 
 __all__ = [
+    "ExplicitWorkMonitor",
     "LINEAR_IN_X",
     "STABILITY_STEP",
     "WARN_STEPS",
@@ -106,16 +107,31 @@ def check_finite_start(z0: Tensor, potential: AbstractPotential, field=None, the
         )
 
 
-def check_separable(model: AbstractModel, dataset: Dataset, allow_nonseparable: bool) -> None:
-    """For a model linear in x, refuse data that are not linearly separable through the origin (LP, HiGHS).
+def check_separable(
+    model: AbstractModel, dataset: Dataset, allow_nonseparable: bool, theta0: Tensor | None = None, potential=None
+) -> None:
+    """For a model linear in x, refuse data that are not linearly separable through the origin (LP, HiGHS), or
+    not by the predictors the flow from ``theta0`` under ``potential`` can reach (:func:`_sign_locked_bounds`).
 
     Raises:
-        InvalidDataError: the data are not separable and ``allow_nonseparable`` is False; the message says why
-            it matters and what to do.
+        InvalidDataError: the data are not separable (that way) and ``allow_nonseparable`` is False; the message
+            says why it matters and what to do.
     """
     if allow_nonseparable or not isinstance(model, LINEAR_IN_X):
         return
     if is_linearly_separable(dataset):
+        bounds = _sign_locked_bounds(model, theta0, potential)
+        if bounds is not None and not is_linearly_separable(dataset, bounds=bounds):
+            locked = [k for k, b in enumerate(bounds) if b != (None, None)]
+            raise InvalidDataError(
+                f"{type(model).__name__}'s initial factors are equal in {len(locked)} of {model.input_dim} "
+                f"coordinates (e.g. init_mode='constant'); mirror flow keeps them equal (its field is symmetric in "
+                "the factors), so those effective weights w_k = u_k^D keep their initial signs, and no such w "
+                f"separates the data {dataset.name!r} (LP by HiGHS): the flow's margin stays ≤ 0 and its loss "
+                "stalls. Fix: DiagonalLinear(d, init_mode='zero_last') (u = s·1, v = 0: every sign reachable; "
+                "CASES C6) or init_mode='gaussian', a theta0 with unequal factors, or allow_nonseparable=True to "
+                "run anyway."
+            )
         return
     n_pos = int((dataset.y > 0).sum())
     raise InvalidDataError(
@@ -129,6 +145,32 @@ def check_separable(model: AbstractModel, dataset: Dataset, allow_nonseparable: 
     )
 
 
+def _sign_locked_bounds(model: AbstractModel, theta0: Tensor | None, potential) -> list[tuple] | None:
+    """Sign restrictions on a diagonal linear network's effective weights that mirror flow from ``theta0`` keeps.
+
+    Where all D factors of coordinate k are equal at the start and every parameter has the same potential, the
+    field gives them equal velocities, so they stay equal: w_k = u_k^D keeps its sign, and stays 0 if it starts
+    there (all factors 0 is a fixed point). Returns one ``(lower, upper)`` per coordinate for
+    :func:`flowsim.data.is_linearly_separable`, or None where no coordinate is locked (or the model, θ₀ or the
+    potential does not allow the argument: a :class:`~flowsim.potentials.BlockPotential` may treat factors
+    differently).
+    """
+    from .potentials import BlockPotential
+
+    if not isinstance(model, DiagonalLinear) or theta0 is None or isinstance(potential, BlockPotential):
+        return None
+    factors = torch.as_tensor(theta0).detach().reshape(model.depth, model.input_dim).cpu()
+    equal = (factors == factors[0]).all(0)
+    if not bool(equal.any()):
+        return None
+    sign = torch.sign(factors.prod(0))
+    free, positive, negative, zero = (None, None), (0, None), (None, 0), (0, 0)
+    return [
+        free if not bool(eq) else (positive if s > 0 else negative if s < 0 else zero)
+        for eq, s in zip(equal.tolist(), sign.tolist(), strict=True)
+    ]
+
+
 def explicit_steps_lower_bound(method: str, s_start: float, s_end: float) -> float:
     """A lower bound on the accepted steps of explicit ``method`` from log-time ``s_start`` to ``s_end``.
 
@@ -137,6 +179,51 @@ def explicit_steps_lower_bound(method: str, s_start: float, s_end: float) -> flo
     """
     h = STABILITY_STEP[method]
     return max(0.0, float(s_end) - max(float(s_start), 1.0)) / h
+
+
+class ExplicitWorkMonitor:
+    """Per accepted step of an explicit method in log-time: warns once when the run's own steps project more than
+    :data:`WARN_STEPS` steps to the horizon (``check_explicit_work`` counts Δs ≤ 3.3 up front, a lower bound; the
+    data's directions other than the asymptotic relaxation can limit steps far below it: Δs ≈ 0.016 on 20 gaussian
+    points, 68,730 steps to log t = 1000 where the bound counts 286).
+
+    Called as ``monitor(τ, z)`` with each accepted step's start (the drivers' per-step monitor); the projection
+    uses the median of the last :attr:`WINDOW` step lengths, from s = 1 on.
+
+    Warns:
+        RuntimeWarning: naming the step length, the projected steps and ``method="radau"``.
+    """
+
+    WINDOW = 200
+
+    def __init__(self, method: str, s_end: float) -> None:
+        self.method, self.s_end = method, float(s_end)
+        self._last: float | None = None
+        self._dts: list[float] = []
+        self.warned = False
+
+    def __call__(self, tau: float, z: Tensor) -> None:
+        tau = float(tau)
+        last, self._last = self._last, tau
+        if self.warned or last is None or tau <= last or tau < 1.0:
+            return
+        self._dts.append(tau - last)
+        if len(self._dts) < self.WINDOW:
+            return
+        dt = float(np.median(self._dts))
+        self._dts.clear()
+        steps = (self.s_end - tau) / dt
+        if steps > WARN_STEPS:
+            self.warned = True
+            log_t_end = float(log_t_from_s(self.s_end))
+            warnings.warn(
+                f"the explicit method {self.method!r} steps Δs ≈ {dt:.3g} in log-time here; at that step, reaching "
+                f"log_t_end = {log_t_end:.4g} takes about {steps:.3g} more steps (≈ {6 * steps:.2g} field "
+                "evaluations). Explicit steps in log-time stop growing at their stability limit, which the data's "
+                "fast directions can set far below Δs = 3.3; method='radau' (implicit) is not limited this way.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
 
 def check_explicit_work(method: str, time: str, s_grid: np.ndarray, max_steps: int) -> None:

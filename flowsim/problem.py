@@ -6,6 +6,7 @@ build θ₀, and pick a thread count. Used by :func:`flowsim.simulate` and
 from __future__ import annotations
 
 import contextlib
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,22 +14,40 @@ import torch
 from torch import Tensor
 
 from .data import Dataset, make_dataset
-from .device import resolve_device
+from .device import resolve_device, resolve_threads
 from .errors import InvalidDataError, InvalidParameterError
 from .guards import check_all_finite
 from .losses import AbstractLoss, get_loss
 from .models import AbstractModel
 from .potentials import AbstractPotential, get_potential
 
-__all__ = ["Problem", "prepare_problem", "as_potential", "as_dataset", "num_threads"]
+__all__ = ["Problem", "prepare_problem", "as_potential", "as_dataset", "num_threads", "integer_argument"]
+
+
+def integer_argument(name: str, value: Any, example: str, *, minimum: int | None = None) -> int:
+    """``value`` as an int: a Python or numpy integer, or an integral float such as ``5.0`` or ``1e6``.
+
+    Args:
+        name: the argument's name, for the message; example: a valid setting, e.g. ``"n_save=200"``.
+        minimum: the smallest valid value (None: no lower bound checked here).
+
+    Raises:
+        InvalidParameterError: a bool, a string or other non-number, a fractional or non-finite float, or a
+            value below ``minimum``; the message names ``name`` and shows ``example``.
+    """
+    integral = isinstance(value, numbers.Integral) or (isinstance(value, numbers.Real) and float(value).is_integer())
+    if isinstance(value, bool) or not integral or (minimum is not None and int(value) < minimum):
+        bound = "" if minimum is None else f" ≥ {minimum}"
+        raise InvalidParameterError(f"{name} must be an integer{bound} (e.g. {example}), got {value!r}")
+    return int(value)
 
 
 def as_potential(potential: str | AbstractPotential | dict) -> AbstractPotential:
     """A potential object from an object, a name, or a dict ``{"name": ..., **params}``.
 
     Raises:
-        InvalidParameterError: unknown name or invalid parameters (from :func:`get_potential`), or a dict
-            without ``"name"``.
+        InvalidParameterError: unknown name or invalid parameters (from :func:`get_potential`), a dict
+            without ``"name"``, or a bare name of a potential that needs parameters (the message shows the dict).
     """
     if isinstance(potential, AbstractPotential):
         return potential
@@ -41,7 +60,22 @@ def as_potential(potential: str | AbstractPotential | dict) -> AbstractPotential
             )
         name = params.pop("name")
         return get_potential(name, **params)
-    return get_potential(str(potential))
+    return _named_potential(str(potential))
+
+
+def _named_potential(name: str) -> AbstractPotential:
+    """A built-in potential from its bare name; one that needs parameters gets a message showing how to pass them
+    with the name (a bare name cannot carry them)."""
+    try:
+        return get_potential(name)
+    except InvalidParameterError as err:
+        if " needs " not in str(err):  # (an unknown name: its message lists the valid ones)
+            raise
+        raise InvalidParameterError(
+            f"{err}. A name alone carries no parameters: pass the potential as a dict, "
+            f"{{'name': {name!r}, <parameter>: <value>}} (e.g. {{'name': 'hyperbolic_entropy', 'beta': 0.05}}), "
+            "or as an object (e.g. flowsim.potentials.HyperbolicEntropy(beta=0.05))"
+        ) from err
 
 
 def as_dataset(data: Dataset | tuple) -> Dataset:
@@ -62,7 +96,7 @@ def as_dataset(data: Dataset | tuple) -> Dataset:
 
 @contextlib.contextmanager
 def num_threads(n: int | None):
-    """Temporarily set torch's intra-op thread count (None: leave it)."""
+    """Temporarily set torch's intra-op thread count ``n`` ≥ 1 (None: leave it)."""
     if n is None:
         yield
         return
@@ -107,10 +141,12 @@ def prepare_problem(
         theta0: initial parameters `(p,)`; default ``model.init(scale=init_scale, seed=seed)``.
         device: torch device, or "auto" (CUDA when present and n·p is large, :mod:`flowsim.device`);
             default: the data's device.
-        threads: "auto" (1 thread when n·p ≤ 2e6: small problems are op-overhead bound), an int, or None.
+        threads: "auto" (1 thread on the CPU when n·p ≤ 2e6: small problems are op-overhead bound), an int ≥ 1,
+            or None (leave torch's setting); :func:`flowsim.device.resolve_threads`.
 
     Raises:
-        InvalidParameterError: not a flowsim model, wrong θ₀ shape, NaN/inf in θ₀, unknown potential/loss.
+        InvalidParameterError: not a flowsim model, wrong θ₀ shape, NaN/inf in θ₀, unknown potential/loss,
+            ``threads`` not "auto", None or an int ≥ 1.
         InvalidDataError: bad data, or a feature count different from ``model.input_dim``.
     """
     if not isinstance(model, AbstractModel):
@@ -143,6 +179,7 @@ def prepare_problem(
             f"theta0 must have shape ({model.num_params},) for {model!r}, got {tuple(theta.shape)}"
         )
     check_all_finite(theta, "theta0", "Pass a finite θ₀, or theta0=None for model.init(scale=init_scale, seed=seed).")
-    if threads == "auto":
-        threads = 1 if X.shape[0] * model.num_params <= 2_000_000 else None
-    return Problem(pot, loss_fn, dataset, X, y, theta, threads if isinstance(threads, int) else None, dev)
+    if threads is not None and not isinstance(threads, str):  # (numpy integers and 2.0 too; "auto" or a typo below)
+        threads = integer_argument("threads", threads, 'threads=1, "auto" or None', minimum=1)
+    n_threads = resolve_threads(threads, work=X.shape[0] * model.num_params, device=dev)
+    return Problem(pot, loss_fn, dataset, X, y, theta, n_threads, dev)

@@ -25,6 +25,7 @@ References:
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import time as _time
 from collections.abc import Callable
@@ -41,6 +42,8 @@ from .flow import TIME_MODES, MirrorFlowField
 from .guards import (
     DEFAULT_SEPARATION_LOG_T,
     LINEAR_IN_X,
+    STABILITY_STEP,
+    ExplicitWorkMonitor,
     SeparationMonitor,
     check_explicit_work,
     check_finite_start,
@@ -49,7 +52,7 @@ from .guards import (
 from .losses import AbstractLoss
 from .models import AbstractModel, get_model
 from .potentials import AbstractPotential, get_potential
-from .problem import Problem, num_threads, prepare_problem
+from .problem import Problem, integer_argument, num_threads, prepare_problem
 from .results import Status, Trajectory, environment_metadata
 from .results.recorder import Recorder, SaveProgress, diagnostics_function
 from .results.store import DEFAULT_CHECKPOINT_EVERY, STREAM_DIR, RowStore, RunDirectory, locked_folder
@@ -70,8 +73,11 @@ def save_grid_s(time: str, log_t_end, save_log_t, n_save, log_t_start) -> np.nda
     points up to ``log_t_end`` (:func:`flowsim.timegrid.save_grid`).
 
     Raises:
-        HorizonError: no horizon, a grid not finite or not increasing, or plain time beyond t = 1e15.
+        HorizonError: no horizon, a horizon that is not a number, a grid not finite or not increasing, or plain time
+            beyond t = 1e15.
+        InvalidParameterError: ``n_save`` not an integer (5.0 is accepted, 5.5 is not).
     """
+    n_save = integer_argument("n_save", n_save, "n_save=200")
     if save_log_t is not None:
         lt = np.asarray(save_log_t, dtype=np.float64)
         s = s_from_log_t(lt)
@@ -83,13 +89,28 @@ def save_grid_s(time: str, log_t_end, save_log_t, n_save, log_t_start) -> np.nda
     else:
         if log_t_end is None:
             raise HorizonError("give a horizon: log_t_end (natural log of the final time t), e.g. 20.0")
-        s = save_grid(float(log_t_end), n_save, log_t_start)
+        log_t_end = _log_t_number("log_t_end", log_t_end, "log_t_end=20.0")
+        if log_t_start is not None:
+            log_t_start = _log_t_number("log_t_start", log_t_start, "log_t_start=-3.0")
+        s = save_grid(log_t_end, n_save, log_t_start)
     if time == "linear" and s[-1] > np.log(1e15):
         raise HorizonError(
             f"plain time cannot reach log t = {float(np.log(np.expm1(s[-1]))):.4g}: float64 spacing near t would "
             "exceed the step size. Use time='log' (log-time s = log(1+t)), which reaches any horizon."
         )
     return s
+
+
+def _log_t_number(name: str, value, example: str) -> float:
+    """``value`` as a float log t.
+
+    Raises:
+        HorizonError: a bool, a string or another non-number (finiteness is checked by
+            :func:`flowsim.timegrid.save_grid`).
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise HorizonError(f"{name} must be a number, the natural log of time t (e.g. {example}), got {value!r}")
+    return float(value)
 
 
 def _run_driver(driver, field, z0: torch.Tensor, tau: torch.Tensor, save) -> tuple[Status, str]:
@@ -106,7 +127,7 @@ def _run_driver(driver, field, z0: torch.Tensor, tau: torch.Tensor, save) -> tup
     except NonFiniteField as e:
         status, message = Status.NONFINITE, f"{Status.NONFINITE.hint} ({e})"
     except StepFailed as e:  # scipy's implicit solvers: step size below float spacing
-        status, message = Status.STEP_UNDERFLOW, f"{Status.STEP_UNDERFLOW.hint} ({e})"
+        status, message = Status.STEP_UNDERFLOW, f"{_underflow_hint(driver, field)} ({e})"
     except AssertionError as e:  # torchdiffeq's failures are bare asserts
         text = str(e)
         if "underflow in dt" in text:
@@ -117,7 +138,8 @@ def _run_driver(driver, field, z0: torch.Tensor, tau: torch.Tensor, save) -> tup
             status = Status.MAX_STEPS
         else:
             status = Status.FAILED
-        message = f"{status.hint} (torchdiffeq: {text[:300]})"
+        hint = _underflow_hint(driver, field) if status == Status.STEP_UNDERFLOW else status.hint
+        message = f"{hint} (torchdiffeq: {text[:300]})"
     except (RuntimeError, FloatingPointError, OverflowError) as e:
         status, message = Status.FAILED, f"{Status.FAILED.hint} ({type(e).__name__}: {str(e)[:300]})"
     except ValueError as e:
@@ -126,6 +148,20 @@ def _run_driver(driver, field, z0: torch.Tensor, tau: torch.Tensor, save) -> tup
         # scipy's numerical failures (brentq on a NaN, ...): the run keeps what it computed and says why it stopped
         status, message = Status.FAILED, f"{Status.FAILED.hint} ({type(e).__name__}: {str(e)[:300]})"
     return status, message
+
+
+def _underflow_hint(driver, field) -> str:
+    """:attr:`Status.STEP_UNDERFLOW`'s hint without the advice the run already follows (log-time, exact kinks)."""
+    fixes = ["loosen rtol/atol"]
+    if not getattr(field, "log_time", True):
+        fixes.append("use log-time (time='log')")
+    if getattr(driver, "kinks", None) == "naive" and getattr(getattr(field, "model", None), "has_kinks", False):
+        fixes.append("use kinks='filippov' (ReLU kinks are integrated through here)")
+    return (
+        "The solver's step size underflowed (dt too small for the time variable). "
+        + (", ".join(fixes[:-1]) + " or " + fixes[-1] if len(fixes) > 1 else fixes[0]).capitalize()
+        + "."
+    )
 
 
 @dataclass(frozen=True)
@@ -139,11 +175,24 @@ class _DriverFactory:
     rtol: float
     atol: float
     monitor: SeparationMonitor | None = None
+    work: ExplicitWorkMonitor | None = None  # per accepted step only (not at saves)
 
     def __call__(self, options: dict | None, max_steps: int):
         driver = make_driver(self.model, self.kinks, self.method, self.rtol, self.atol, max_steps, options)
         driver.monitor = self.monitor  # per accepted step (smooth, stiff and Filippov drivers)
+        if self.work is not None:
+            driver.monitor = self.work if self.monitor is None else _both(self.monitor, self.work)
         return driver
+
+
+def _both(first, second):
+    """A per-step monitor calling ``first`` then ``second``."""
+
+    def monitor(tau: float, z: torch.Tensor) -> None:
+        first(tau, z)
+        second(tau, z)
+
+    return monitor
 
 
 def _max_steps_message(n_accepted, max_steps: int, method: str | None = None) -> str:
@@ -267,9 +316,11 @@ def simulate(
 
     Raises:
         InvalidParameterError: unknown method/potential/loss/solver option, bad tolerances, wrong ``theta0``
-            shape, NaN/inf in ``theta0`` or in ∇Φ(θ₀).
-        HorizonError: horizon or save grid not finite / not increasing, too long for plain time, or out of reach
-            of an explicit method in log-time (it would need more than ``max_steps`` steps: use "radau").
+            shape, NaN/inf in ``theta0`` or in ∇Φ(θ₀); a count (``n_save``, ``max_steps``, ``threads``,
+            ``checkpoint_every``) that is not an integer (5.0 is accepted, 5.5 and "5" are not), or a tolerance or
+            ``active_threshold`` that is not a number.
+        HorizonError: horizon or save grid not a number, not finite / not increasing, too long for plain time, or
+            out of reach of an explicit method in log-time (it would need more than ``max_steps`` steps: use "radau").
         InvalidDataError: bad data (labels with more than two values, NaN/inf, shape mismatch, the same point with
             both labels), or data not linearly separable for a model linear in x (unless ``allow_nonseparable``).
 
@@ -279,17 +330,23 @@ def simulate(
     References:
         Jacobs & Montúfar, arXiv 2605.19458 (2026); Pesme, Dragomir & Flammarion, NeurIPS 2024 (mirror flow).
     """
-    _check_solver_arguments(time, method, rtol, atol, max_steps)
+    rtol, atol, max_steps = _check_solver_arguments(time, method, rtol, atol, max_steps)
+    _check_active_threshold(active_threshold)
+    if checkpoint_every is not None:
+        checkpoint_every = integer_argument(
+            "checkpoint_every", checkpoint_every, "checkpoint_every=50, 0: none", minimum=0
+        )
     prob = prepare_problem(
         model, data, potential, loss, theta0=theta0, init_scale=init_scale, seed=seed, device=device, threads=threads
     )
     s_grid = save_grid_s(time, log_t_end, save_log_t, n_save, log_t_start)
-    check_explicit_work(method, time, s_grid, int(max_steps))
+    check_explicit_work(method, time, s_grid, max_steps)
     field = MirrorFlowField(model, prob.potential, prob.loss, prob.X, prob.y, time=time)
     monitor = _separation_monitor(model, field, prob, time, allow_nonseparable, separation_log_t)
-    new_driver = _DriverFactory(model, kinks, method, rtol, atol, monitor)
+    work = ExplicitWorkMonitor(method, float(s_grid[-1])) if time == "log" and method in STABILITY_STEP else None
+    new_driver = _DriverFactory(model, kinks, method, rtol, atol, monitor, work)
     driver = new_driver(solver_options, max_steps)
-    check_separable(model, prob.dataset, allow_nonseparable)
+    check_separable(model, prob.dataset, allow_nonseparable, prob.theta0, prob.potential)
     config = _run_config(
         model, prob, driver.kinks, method, rtol, atol, max_steps, time, solver_options, s_grid, init_scale, seed, theta0
     )
@@ -304,7 +361,7 @@ def simulate(
     if out is None:
         with num_threads(prob.threads):
             return _record_in_memory(
-                driver, field, z0, tau_grid, time, diagnose, progress, prob.potential, config, monitor, int(max_steps)
+                driver, field, z0, tau_grid, time, diagnose, progress, prob.potential, config, monitor, max_steps
             )
 
     spec = {
@@ -315,7 +372,7 @@ def simulate(
         "kwargs": {
             "loss": prob.loss.name,
             "log_t_end": log_t_end,
-            "n_save": n_save,
+            "n_save": int(n_save),
             "log_t_start": log_t_start,
             "save_log_t": None if save_log_t is None else np.asarray(save_log_t, dtype=np.float64).tolist(),
             "init_scale": init_scale,
@@ -324,7 +381,7 @@ def simulate(
             "method": method,
             "rtol": rtol,
             "atol": atol,
-            "max_steps": int(max_steps),
+            "max_steps": max_steps,
             "solver_options": dict(solver_options or {}),
             "diagnostics": diagnostics,
             "active_threshold": active_threshold,
@@ -341,7 +398,7 @@ def simulate(
     with num_threads(prob.threads), locked_folder(out):  # a file, unwritable or held by another run: an error
         run = _StreamedRun(out, checkpoint_every, resume, config, spec, data_arrays, field, z0, tau_grid, time)
         run.wall_every = _checkpoint_seconds(checkpoint_seconds)
-        return run.record(new_driver, solver_options, int(max_steps), prob.potential, diagnose, progress)
+        return run.record(new_driver, solver_options, max_steps, prob.potential, diagnose, progress)
 
 
 def _separation_monitor(model, field, prob: Problem, time: str, allow_nonseparable: bool, separation_log_t):
@@ -365,9 +422,14 @@ def _checkpoint_seconds(value) -> float | None:
     return float(value) or None
 
 
-def _check_solver_arguments(time: str, method: str, rtol: float, atol: float, max_steps: int) -> None:
-    """Raises:
-    InvalidParameterError: an unknown time mode or method, bad tolerances or ``max_steps``."""
+def _check_solver_arguments(
+    time: str, method: str, rtol: float, atol: float, max_steps: int
+) -> tuple[float, float, int]:
+    """``rtol``, ``atol`` as floats and ``max_steps`` as an int.
+
+    Raises:
+        InvalidParameterError: an unknown time mode or method, bad tolerances or ``max_steps``.
+    """
     if time not in TIME_MODES:
         raise InvalidParameterError(f"time must be one of {TIME_MODES}, got {time!r}")
     if method not in ADAPTIVE_METHODS + STIFF_METHODS + (AUTO_METHOD,):
@@ -376,9 +438,18 @@ def _check_solver_arguments(time: str, method: str, rtol: float, atol: float, ma
             f"{ADAPTIVE_METHODS}, an implicit (stiff) scipy method {STIFF_METHODS} for long log-time horizons, or "
             f"{AUTO_METHOD!r} (dopri5, then radau once its steps stop growing)"
         )
-    check_tolerances(rtol, atol)
-    if int(max_steps) < 1:
-        raise InvalidParameterError(f"max_steps must be ≥ 1, got {max_steps}")
+    rtol, atol = check_tolerances(rtol, atol)
+    return rtol, atol, integer_argument("max_steps", max_steps, "max_steps=1_000_000", minimum=1)
+
+
+def _check_active_threshold(value) -> None:
+    """Raises:
+    InvalidParameterError: ``active_threshold`` not a number in [0, 1] (a fraction of the largest neuron mass)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) <= 1.0:
+        raise InvalidParameterError(
+            f"active_threshold must be a number in [0, 1], the fraction of the largest neuron mass above which a "
+            f"neuron counts as active (e.g. active_threshold=1e-2), got {value!r}"
+        )
 
 
 def _run_config(
@@ -447,17 +518,14 @@ class _StreamedRun:
     state just saved with the step size it would have taken next, and resumption from the last checkpoint.
 
     Raises:
-        InvalidParameterError: a negative ``checkpoint_every``, or resuming a run whose stored configuration
+        InvalidParameterError: resuming a run whose stored configuration
             differs from this call's.
     """
 
     def __init__(self, out, checkpoint_every, resume, config, spec, data_arrays, field, z0, tau_grid, time) -> None:
+        self.every = DEFAULT_CHECKPOINT_EVERY if checkpoint_every is None else checkpoint_every
         self.dir = RunDirectory(out)
         self.dir.path.mkdir(parents=True, exist_ok=True)
-        every = DEFAULT_CHECKPOINT_EVERY if checkpoint_every is None else int(checkpoint_every)
-        if every < 0:
-            raise InvalidParameterError(f"checkpoint_every must be ≥ 0 save points (0: no checkpoints), got {every}")
-        self.every = every
         self.config, self.field, self.z0, self.time = config, field, z0, time
         self.tau_grid = np.asarray(tau_grid, dtype=np.float64)
         self.s_grid = self.tau_grid if time == "log" else np.log1p(self.tau_grid)

@@ -199,6 +199,10 @@ def test_make_dataset_maps_zero_one_labels():
         (np.ones((2, 2)), [[1], [-1]], ["1-D", "ravel"]),
         (np.ones((0, 2)), [], ["empty"]),
         (np.ones((2, 2)), [1.0, np.nan], ["NaN label", "index 1"]),
+        # complex features or labels: casting would drop the imaginary parts (numpy only warns)
+        (np.array([[1.0 + 2j, 0.0], [0.0, 1.0]]), [1, -1], ["X is complex", "real data", "X.real", "np.hstack"]),
+        (torch.eye(2, dtype=torch.complex128), [1, -1], ["X is complex", "X.real"]),
+        (np.eye(2), np.array([1 + 0j, -1 + 0j]), ["y is complex", "y.real"]),
     ],
 )
 def test_make_dataset_errors_are_informative(X, y, fragments):

@@ -556,3 +556,81 @@ def test_loading_a_folder_without_a_trajectory_names_both_layouts(tmp_path):
 
     with pytest.raises(TrajectoryFileError, match=r"trajectory\.json with stream/.*trajectory\.npz"):
         Trajectory.load(tmp_path)
+
+
+# ---------------------------------------------------------------- arguments of the wrong type
+SMALL = make_dataset([[1.0, 0.5], [-0.5, -1.0], [0.8, -0.2]], [1, -1, 1], name="small")
+
+
+@pytest.mark.parametrize(
+    "kw, error, match",
+    [
+        ({"rtol": "1e-6"}, InvalidParameterError, r"rtol must be a positive finite number \(e\.g\. rtol=1e-8\)"),
+        ({"rtol": None}, InvalidParameterError, "rtol must be a positive finite number"),
+        ({"atol": "1e-9"}, InvalidParameterError, "atol must be a positive finite number"),
+        ({"atol": True}, InvalidParameterError, "atol must be a positive finite number"),
+        ({"max_steps": "100"}, InvalidParameterError, r"max_steps must be an integer ≥ 1 \(e\.g\."),
+        ({"max_steps": 1.5}, InvalidParameterError, "max_steps must be an integer ≥ 1"),
+        ({"max_steps": None}, InvalidParameterError, "max_steps must be an integer ≥ 1"),
+        ({"n_save": 5.5}, InvalidParameterError, r"n_save must be an integer \(e\.g\. n_save=200\), got 5\.5"),
+        ({"n_save": "5"}, InvalidParameterError, "n_save must be an integer"),
+        ({"n_save": True}, InvalidParameterError, "n_save must be an integer"),
+        ({"log_t_end": "2"}, HorizonError, "log_t_end must be a number, the natural log of time t"),
+        ({"log_t_start": "-3"}, HorizonError, "log_t_start must be a number"),
+        ({"threads": 0}, InvalidParameterError, r"threads must be an integer ≥ 1 \(e\.g\. threads=1, \"auto\""),
+        ({"threads": -1}, InvalidParameterError, "threads must be an integer ≥ 1"),
+        ({"threads": True}, InvalidParameterError, "threads must be an integer ≥ 1"),
+        ({"threads": "2"}, InvalidParameterError, "threads must be 'auto', None or a positive int"),
+        ({"active_threshold": "0.1"}, InvalidParameterError, r"active_threshold must be a number in \[0, 1\]"),
+        ({"seed": "0"}, InvalidParameterError, "seed"),
+        ({"init_scale": "1"}, InvalidParameterError, "scale"),
+    ],
+)
+def test_arguments_of_the_wrong_type_are_refused(kw, error, match):
+    """Strings, bools, None and fractional counts are refused with a FlowSimError naming the argument and a valid
+    value (not numpy's TypeError from isfinite, torch's RuntimeError from set_num_threads, nor a silent int())."""
+    args = {"log_t_end": 1.0, "n_save": 3, "diagnostics": False, **kw}
+    with pytest.raises(error, match=match) as info:
+        simulate(Linear(2), SMALL, **args)
+    _message(info)
+
+
+def test_bad_checkpoint_every_is_refused_before_the_folder_is_made(tmp_path):
+    for bad in (2.5, "5", -1):
+        with pytest.raises(InvalidParameterError, match="checkpoint_every must be an integer ≥ 0"):
+            simulate(Linear(2), SMALL, log_t_end=1.0, n_save=3, out=tmp_path / "r", checkpoint_every=bad)
+    assert not (tmp_path / "r").exists()
+
+
+def test_integral_floats_and_numpy_scalars_are_accepted_as_counts_and_tolerances():
+    tr = simulate(
+        Linear(2),
+        SMALL,
+        log_t_end=np.float64(1.0),
+        n_save=4.0,
+        max_steps=1e5,
+        rtol=np.float64(1e-8),
+        atol=np.float32(1e-10),
+        threads=np.int64(1),
+        seed=np.int64(3),
+        diagnostics=False,
+    )
+    assert tr.success and len(tr.log_t) == 4
+    assert tr.config["solver"]["max_steps"] == 100_000 and type(tr.config["solver"]["rtol"]) is float
+
+
+def test_mirror_descent_refuses_zero_threads():
+    with pytest.raises(InvalidParameterError, match="threads must be an integer ≥ 1"):
+        mirror_descent(Linear(2), SMALL, "euclidean", step_size=0.1, n_steps=3, threads=0)
+
+
+def test_bare_potential_name_that_needs_parameters_shows_the_dict_form():
+    for run in (
+        lambda: simulate(Linear(2), SMALL, "hyperbolic_entropy", log_t_end=1.0, n_save=3),
+        lambda: mirror_descent(Linear(2), SMALL, "hyperbolic_entropy", step_size=0.1, n_steps=3),
+    ):
+        with pytest.raises(InvalidParameterError) as info:
+            run()
+        msg = _message(info)
+        assert "needs beta" in msg and "{'name': 'hyperbolic_entropy', 'beta': 0.05}" in msg, msg
+        assert "HyperbolicEntropy(beta=0.05)" in msg

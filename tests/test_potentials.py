@@ -603,6 +603,12 @@ def test_separable_potential_validation():
         SeparablePotential(lambda x: (x**2).sum())
     with pytest.raises(InvalidParameterError, match="strictly convex"):
         SeparablePotential(lambda x: -(x**2))
+    # φ″ ≡ 0 by autograd is an unallocated zero tensor: the convexity message itself must not fail on it
+    with pytest.raises(InvalidParameterError, match=r"strictly convex, but phi'' at .* is \[0\.0, 0\.0"):
+        SeparablePotential(torch.abs)
+    for not_autograd in (torch.zeros_like, lambda x: x.detach() ** 2):
+        with pytest.raises(InvalidParameterError, match="differentiable by torch autograd.*torch operations"):
+            SeparablePotential(not_autograd)
     with pytest.raises(InvalidParameterError, match="Horizon"):
         SeparablePotential(_quartic, horizon=(4, 4))
     pot = SeparablePotential(_quartic, horizon=Horizon("lp", 4.0, 4.0, 0.75))

@@ -256,7 +256,8 @@ def make_dataset(
 
     Raises:
         InvalidDataError: if ``X`` is not 2-D, ``y`` is not 1-D, their lengths differ, ``n == 0`` or
-            ``d == 0``, ``X`` has NaN/inf entries (the message counts them and gives the first bad row),
+            ``d == 0``, ``X`` or ``y`` is complex, ``X`` has NaN/inf entries (the message counts them and gives
+            the first bad row),
             ``y`` has NaN, the labels have more than two classes or a single class other than ±1,
             the same point appears with both labels,
             ``positive_class`` is not a label,
@@ -301,6 +302,7 @@ def _check_shapes(Xa: np.ndarray, ya: np.ndarray) -> None:
 
 def _float64_features(Xa: np.ndarray) -> np.ndarray:
     """A float64 copy of the numeric, finite features X (raises :class:`InvalidDataError` otherwise)."""
+    _check_real(Xa, "X")
     if Xa.dtype.kind not in "biuf":
         try:
             Xa = Xa.astype(np.float64)
@@ -325,8 +327,19 @@ def _float64_features(Xa: np.ndarray) -> np.ndarray:
     return Xa
 
 
+def _check_real(a: np.ndarray, what: str) -> None:
+    """Raise :class:`InvalidDataError` if ``a`` is complex: casting to float64 would drop the imaginary parts."""
+    if a.dtype.kind != "c":
+        return
+    fix = f"{what}.real if the imaginary parts are zero or meaningless"
+    if what == "X":
+        fix += ", or both parts as separate features, np.hstack([X.real, X.imag])"
+    raise InvalidDataError(f"{what} is complex ({a.dtype}); flowsim needs real data. Pass {fix}.")
+
+
 def _labels_to_pm1(ya: np.ndarray, positive_class: Any, info: dict | None) -> tuple[np.ndarray, dict]:
     """Labels mapped to ±1 (float64) and a copy of ``info`` that records a non-trivial map (label_map, label_note)."""
+    _check_real(ya, "y")
     if ya.dtype.kind == "f" and np.isnan(ya).any():
         r = int(np.flatnonzero(np.isnan(ya))[0])
         raise InvalidDataError(

@@ -10,7 +10,7 @@ from ..errors import InvalidDataError, ReferenceSolverError
 from ._dataset import Dataset, _to_numpy
 
 
-def is_linearly_separable(dataset: Dataset | np.ndarray | Tensor) -> bool:
+def is_linearly_separable(dataset: Dataset | np.ndarray | Tensor, bounds: list[tuple] | None = None) -> bool:
     """Whether the data are linearly separable through the origin.
 
     Solves the LP feasibility problem: find w with Z w ≥ 1 (z_i = y_i x_i), which is feasible iff some w
@@ -18,6 +18,9 @@ def is_linearly_separable(dataset: Dataset | np.ndarray | Tensor) -> bool:
 
     Args:
         dataset: a :class:`Dataset`, or the label-signed matrix Z of shape `(n, d)`.
+        bounds: optional sign restrictions on w, one ``(lower, upper)`` per feature with entries 0 or None
+            (e.g. ``(0, None)``: w_k ≥ 0; ``(0, 0)``: w_k = 0), as a model that cannot change a weight's sign
+            imposes them; None: w is free.
 
     Returns:
         True if separable through the origin, False if the LP is infeasible.
@@ -37,7 +40,7 @@ def is_linearly_separable(dataset: Dataset | np.ndarray | Tensor) -> bool:
         np.zeros(Z.shape[1]),
         A_ub=-Zs,
         b_ub=-np.ones(Z.shape[0]),
-        bounds=[(None, None)] * Z.shape[1],
+        bounds=[(None, None)] * Z.shape[1] if bounds is None else list(bounds),
         method="highs",
         options={"primal_feasibility_tolerance": 1e-10, "dual_feasibility_tolerance": 1e-10},
     )

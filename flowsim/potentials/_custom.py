@@ -39,7 +39,8 @@ class SeparablePotential(AbstractPotential):
         horizon: the :class:`Horizon` of Q, or None to estimate it numerically.
 
     Raises:
-        InvalidParameterError: if `phi` is not callable, not elementwise, not convex at test points,
+        InvalidParameterError: if `phi` is not callable, not differentiable by autograd, not elementwise, not
+            strictly convex at test points (φ″ > 0),
             `horizon` is not a :class:`Horizon`, or the horizon cannot be estimated.
 
     Example:
@@ -88,6 +89,14 @@ class SeparablePotential(AbstractPotential):
                 f"tensor of the same shape (elementwise), got {type(y).__name__} "
                 f"{tuple(getattr(y, 'shape', ()))}; use torch operations, not math/numpy"
             )
+        with torch.enable_grad():
+            differentiable = self._phi(x.clone().requires_grad_(True)).requires_grad
+        if not differentiable:
+            raise InvalidParameterError(
+                "SeparablePotential: phi must be differentiable by torch autograd, but phi(x) does not depend on x "
+                "through torch operations (a constant, a detached tensor or a numpy round trip); write phi with "
+                "torch operations on x, e.g. phi=lambda x: x**4 / 4 + x**2 / 2"
+            )
         single = self._phi(x[2:3])
         if not torch.allclose(single, y[2:3], rtol=1e-12, atol=0.0):
             raise InvalidParameterError(
@@ -122,7 +131,8 @@ class SeparablePotential(AbstractPotential):
             if second:
                 if first.requires_grad:
                     (curvature,) = torch.autograd.grad(first.sum(), xg, create_graph=keep_graph, allow_unused=True)
-                curvature = torch.zeros_like(x) if curvature is None else curvature
+                # (where φ″ ≡ 0, e.g. φ = |x|, autograd returns an unallocated zero tensor: .tolist() fails on it)
+                curvature = torch.zeros_like(x) if curvature is None else curvature.clone()
         if not keep_graph:
             first = first.detach()
             curvature = None if curvature is None else curvature.detach()

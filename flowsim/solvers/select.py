@@ -7,9 +7,7 @@ accept and reject the same combinations with the same messages.
 
 from __future__ import annotations
 
-import numpy as np
-
-from ..errors import InvalidParameterError
+from ..errors import InvalidParameterError, positive_real
 from ..models import AbstractModel
 from . import (
     ADAPTIVE_METHODS,
@@ -37,17 +35,20 @@ def check_kinks_mode(kinks: str) -> None:
         raise InvalidParameterError(f"kinks must be one of {KINKS_MODES}, got {kinks!r}")
 
 
-def check_tolerances(rtol: float, atol: float) -> None:
-    """Raises:
-    InvalidParameterError: if ``rtol`` or ``atol`` is not a positive finite number, or ``rtol`` ≥ 1 (a relative
-        error as large as the state itself: no accuracy is asked for)."""
-    for name, tol in (("rtol", rtol), ("atol", atol)):
-        if not (np.isfinite(tol) and tol > 0):
-            raise InvalidParameterError(f"{name} must be a positive finite number, got {tol}")
+def check_tolerances(rtol: float, atol: float) -> tuple[float, float]:
+    """``rtol`` and ``atol`` as floats.
+
+    Raises:
+        InvalidParameterError: if ``rtol`` or ``atol`` is not a positive finite number (a string, a bool, None,
+            NaN, ≤ 0), or ``rtol`` ≥ 1 (a relative error as large as the state itself: no accuracy is asked for).
+    """
+    rtol = positive_real("rtol", rtol, "rtol=1e-8")
+    atol = positive_real("atol", atol, "atol=1e-10")
     if rtol >= 1:
         raise InvalidParameterError(
             f"rtol = {rtol} allows errors as large as the state itself; use rtol < 1 (typically 1e-8 to 1e-5)"
         )
+    return rtol, atol
 
 
 def resolve_kinks(model: AbstractModel, kinks: str) -> str:

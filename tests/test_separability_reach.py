@@ -1,0 +1,50 @@
+"""Separability by the predictors a flow can reach: a diagonal linear network whose factors start equal keeps its
+effective weights' signs (the field is symmetric in the factors), so data needing another sign are refused before
+the run instead of a run that stalls with margin ≤ 0 and reports success."""
+
+import numpy as np
+import pytest
+import torch
+
+import flowsim
+from flowsim.data import is_linearly_separable, load_dataset, make_dataset
+from flowsim.errors import InvalidDataError
+from flowsim.guards import _sign_locked_bounds
+from flowsim.models import DiagonalLinear
+from flowsim.potentials import BlockPotential, Euclidean, HyperbolicEntropy
+
+
+def test_sign_bounds_restrict_the_separability_lp():
+    # z = (1, −1), (1, 1): separable by w = (1, 0) ≥ 0; z = (−1, 0.5), (−1, −0.5): only with w_1 < 0 (w = (−2, 0))
+    Z = np.array([[1.0, -1.0], [1.0, 1.0]])
+    assert is_linearly_separable(Z) and is_linearly_separable(Z, bounds=[(0, None), (0, None)])
+    Z = np.array([[-1.0, 0.5], [-1.0, -0.5]])
+    assert is_linearly_separable(Z) and not is_linearly_separable(Z, bounds=[(0, None), (0, None)])
+    assert is_linearly_separable(Z, bounds=[(None, 0), (None, None)])
+
+
+def test_equal_factors_lock_the_signs_of_their_coordinates():
+    model = DiagonalLinear(3, depth=3)
+    theta0 = torch.tensor([1.0, -2.0, 0.5, 1.0, -2.0, 0.7, 1.0, -2.0, 0.5], dtype=torch.float64)
+    bounds = _sign_locked_bounds(model, theta0, Euclidean())
+    assert bounds == [(0, None), (None, 0), (None, None)]  # w = u³: +, −, and coordinate 3's factors differ
+    assert _sign_locked_bounds(model, torch.zeros(9, dtype=torch.float64), Euclidean()) == [(0, 0)] * 3
+    block = BlockPotential([(3, Euclidean()), (3, HyperbolicEntropy(0.1)), (3, Euclidean())])
+    assert _sign_locked_bounds(model, theta0, block) is None  # factors under different potentials: not locked
+
+
+def test_default_diagonal_init_on_data_needing_a_negative_weight_is_refused():
+    """Iris 0 vs 1: separable, but not by w ≥ 0. From u = v = s·1 the flow stalled at margin −0.186 (loss ≈ n) and
+    reported success (log t 10: 921,639 RHS, 274 s). Refused now; init_mode='zero_last' separates it."""
+    data = load_dataset("iris")
+    with pytest.raises(InvalidDataError, match="init_mode='zero_last'"):
+        flowsim.simulate(DiagonalLinear(4), data, log_t_end=4.0, n_save=3)
+    tr = flowsim.simulate(DiagonalLinear(4, init_mode="zero_last"), data, log_t_end=4.0, n_save=3, threads=1)
+    assert tr.status.value == "success" and tr.diagnostics["normalized_margin"][-1] > 0
+    # data a nonnegative w separates still run from the default init
+    rng = np.random.default_rng(0)
+    X = np.abs(rng.normal(size=(12, 3)))
+    y = np.sign(X @ np.array([1.0, 0.5, 0.0]) - 0.1 * X.sum(1) + 1e-3)
+    X[y < 0] *= -1  # z_i = y_i x_i ≥ 0 componentwise: w = (1, 1, 1) separates
+    tr = flowsim.simulate(DiagonalLinear(3), make_dataset(X, y), log_t_end=2.0, n_save=3, threads=1)
+    assert tr.status.value == "success" and tr.diagnostics["normalized_margin"][-1] > 0
