@@ -62,11 +62,11 @@ from .problem import as_dataset, as_potential, num_threads
 from .results import Status, Trajectory
 from .results.recorder import Recorder, diagnostics_function
 from .results.trajectory import interrupted_message
-from .simulation import save_grid_s, simulate
+from .simulation import simulate
 from .solvers import ADAPTIVE_METHODS, AUTO_METHOD, STIFF_METHODS
 from .solvers.batched import STEP_MODES, BatchedDopri5
 from .solvers.select import check_kinks_mode, check_tolerances, make_driver, resolve_kinks
-from .timegrid import log_t_from_s, t_from_s
+from .timegrid import log_t_from_s, save_grid_s, t_from_s
 
 #: methods an ensemble runs: dopri5 batched (naive kinks), the others member by member through simulate
 ENSEMBLE_METHODS = frozenset(ADAPTIVE_METHODS) | frozenset(STIFF_METHODS) | {AUTO_METHOD}

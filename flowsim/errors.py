@@ -75,3 +75,21 @@ def positive_real(name: str, value, example: str) -> float:
     if not (math.isfinite(v) and v > 0):
         raise InvalidParameterError(f"{name} must be a positive finite number (e.g. {example}), got {value!r}")
     return v
+
+
+def integer_argument(name: str, value: object, example: str, *, minimum: int | None = None) -> int:
+    """``value`` as an int: a Python or numpy integer, or an integral float such as ``5.0`` or ``1e6``.
+
+    Args:
+        name: the argument's name, for the message; example: a valid setting, e.g. ``"n_save=200"``.
+        minimum: the smallest valid value (None: no lower bound checked here).
+
+    Raises:
+        InvalidParameterError: a bool, a string or other non-number, a fractional or non-finite float, or a
+            value below ``minimum``; the message names ``name`` and shows ``example``.
+    """
+    integral = isinstance(value, numbers.Integral) or (isinstance(value, numbers.Real) and float(value).is_integer())
+    if isinstance(value, bool) or not integral or (minimum is not None and int(value) < minimum):
+        bound = "" if minimum is None else f" ≥ {minimum}"
+        raise InvalidParameterError(f"{name} must be an integer{bound} (e.g. {example}), got {value!r}")
+    return int(value)

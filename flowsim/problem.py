@@ -6,7 +6,6 @@ build θ₀, and pick a thread count. Used by :func:`flowsim.simulate` and
 from __future__ import annotations
 
 import contextlib
-import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,31 +14,13 @@ from torch import Tensor
 
 from .data import Dataset, make_dataset
 from .device import resolve_device, resolve_threads
-from .errors import InvalidDataError, InvalidParameterError
+from .errors import InvalidDataError, InvalidParameterError, integer_argument
 from .guards import check_all_finite
 from .losses import AbstractLoss, get_loss
 from .models import AbstractModel
 from .potentials import AbstractPotential, get_potential
 
 __all__ = ["Problem", "prepare_problem", "as_potential", "as_dataset", "num_threads", "integer_argument"]
-
-
-def integer_argument(name: str, value: Any, example: str, *, minimum: int | None = None) -> int:
-    """``value`` as an int: a Python or numpy integer, or an integral float such as ``5.0`` or ``1e6``.
-
-    Args:
-        name: the argument's name, for the message; example: a valid setting, e.g. ``"n_save=200"``.
-        minimum: the smallest valid value (None: no lower bound checked here).
-
-    Raises:
-        InvalidParameterError: a bool, a string or other non-number, a fractional or non-finite float, or a
-            value below ``minimum``; the message names ``name`` and shows ``example``.
-    """
-    integral = isinstance(value, numbers.Integral) or (isinstance(value, numbers.Real) and float(value).is_integer())
-    if isinstance(value, bool) or not integral or (minimum is not None and int(value) < minimum):
-        bound = "" if minimum is None else f" ≥ {minimum}"
-        raise InvalidParameterError(f"{name} must be an integer{bound} (e.g. {example}), got {value!r}")
-    return int(value)
 
 
 def as_potential(potential: str | AbstractPotential | dict) -> AbstractPotential:

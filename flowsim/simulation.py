@@ -37,7 +37,7 @@ import torch
 
 from ._json import jsonable
 from .data import Dataset, make_dataset
-from .errors import FlowSimError, HorizonError, InvalidParameterError
+from .errors import FlowSimError, InvalidParameterError, integer_argument
 from .flow import TIME_MODES, MirrorFlowField
 from .guards import (
     DEFAULT_SEPARATION_LOG_T,
@@ -52,7 +52,7 @@ from .guards import (
 from .losses import AbstractLoss
 from .models import AbstractModel, get_model
 from .potentials import AbstractPotential, get_potential
-from .problem import Problem, integer_argument, num_threads, prepare_problem
+from .problem import Problem, num_threads, prepare_problem
 from .results import Status, Trajectory, environment_metadata
 from .results.recorder import Recorder, SaveProgress, diagnostics_function
 from .results.store import DEFAULT_CHECKPOINT_EVERY, STREAM_DIR, RowStore, RunDirectory, locked_folder
@@ -60,57 +60,12 @@ from .results.trajectory import interrupted_message
 from .solvers import ADAPTIVE_METHODS, AUTO_METHOD, STIFF_METHODS, MaxStepsReached, NonFiniteField, StepFailed
 from .solvers.base import NotSeparated
 from .solvers.select import check_tolerances, make_driver
-from .timegrid import check_grid, log_t_from_s, s_from_log_t, save_grid, t_from_s
+from .timegrid import log_t_from_s, save_grid_s, t_from_s
 
 __all__ = ["simulate", "resume", "save_grid_s", "ADAPTIVE_METHODS", "STIFF_METHODS"]
 
 DEFAULT_CHECKPOINT_SECONDS = 300.0
 """Wall time (s) after which a streamed run also checkpoints at its next save point (see ``checkpoint_seconds``)."""
-
-
-def save_grid_s(time: str, log_t_end, save_log_t, n_save, log_t_start) -> np.ndarray:
-    """The save grid in log-time s: ``save_log_t`` (t = 0 prepended unless it starts at −inf) or ``n_save``
-    points up to ``log_t_end`` (:func:`flowsim.timegrid.save_grid`).
-
-    Raises:
-        HorizonError: no horizon, a horizon that is not a number, a grid not finite or not increasing, or plain time
-            beyond t = 1e15.
-        InvalidParameterError: ``n_save`` not an integer (5.0 is accepted, 5.5 is not).
-    """
-    n_save = integer_argument("n_save", n_save, "n_save=200")
-    if save_log_t is not None:
-        lt = np.asarray(save_log_t, dtype=np.float64)
-        s = s_from_log_t(lt)
-        if lt.ndim == 1 and lt.size and lt[0] == -np.inf:
-            s[0] = 0.0
-        elif lt.ndim == 1 and lt.size:
-            s = np.concatenate([[0.0], s])  # the run always starts at t = 0
-        s = check_grid(s)
-    else:
-        if log_t_end is None:
-            raise HorizonError("give a horizon: log_t_end (natural log of the final time t), e.g. 20.0")
-        log_t_end = _log_t_number("log_t_end", log_t_end, "log_t_end=20.0")
-        if log_t_start is not None:
-            log_t_start = _log_t_number("log_t_start", log_t_start, "log_t_start=-3.0")
-        s = save_grid(log_t_end, n_save, log_t_start)
-    if time == "linear" and s[-1] > np.log(1e15):
-        raise HorizonError(
-            f"plain time cannot reach log t = {float(np.log(np.expm1(s[-1]))):.4g}: float64 spacing near t would "
-            "exceed the step size. Use time='log' (log-time s = log(1+t)), which reaches any horizon."
-        )
-    return s
-
-
-def _log_t_number(name: str, value, example: str) -> float:
-    """``value`` as a float log t.
-
-    Raises:
-        HorizonError: a bool, a string or another non-number (finiteness is checked by
-            :func:`flowsim.timegrid.save_grid`).
-    """
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise HorizonError(f"{name} must be a number, the natural log of time t (e.g. {example}), got {value!r}")
-    return float(value)
 
 
 def _run_driver(driver, field, z0: torch.Tensor, tau: torch.Tensor, save) -> tuple[Status, str]:

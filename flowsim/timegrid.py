@@ -6,11 +6,13 @@ while log t = s + log(1 − e^{−s}) stays exact for any finite s (e.g. s = 1e6
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
-from .errors import HorizonError
+from .errors import HorizonError, integer_argument
 
-__all__ = ["s_from_log_t", "log_t_from_s", "t_from_s", "s_from_t", "save_grid"]
+__all__ = ["s_from_log_t", "log_t_from_s", "t_from_s", "s_from_t", "save_grid", "save_grid_s"]
 
 
 def s_from_log_t(log_t):
@@ -88,3 +90,48 @@ def check_grid(s) -> np.ndarray:
             f"entry {i} ({s[i]}); sort the times or drop duplicates"
         )
     return s
+
+
+def save_grid_s(time: str, log_t_end, save_log_t, n_save, log_t_start) -> np.ndarray:
+    """The save grid in log-time s: ``save_log_t`` (t = 0 prepended unless it starts at −inf) or ``n_save``
+    points up to ``log_t_end`` (:func:`flowsim.timegrid.save_grid`).
+
+    Raises:
+        HorizonError: no horizon, a horizon that is not a number, a grid not finite or not increasing, or plain time
+            beyond t = 1e15.
+        InvalidParameterError: ``n_save`` not an integer (5.0 is accepted, 5.5 is not).
+    """
+    n_save = integer_argument("n_save", n_save, "n_save=200")
+    if save_log_t is not None:
+        lt = np.asarray(save_log_t, dtype=np.float64)
+        s = s_from_log_t(lt)
+        if lt.ndim == 1 and lt.size and lt[0] == -np.inf:
+            s[0] = 0.0
+        elif lt.ndim == 1 and lt.size:
+            s = np.concatenate([[0.0], s])  # the run always starts at t = 0
+        s = check_grid(s)
+    else:
+        if log_t_end is None:
+            raise HorizonError("give a horizon: log_t_end (natural log of the final time t), e.g. 20.0")
+        log_t_end = _log_t_number("log_t_end", log_t_end, "log_t_end=20.0")
+        if log_t_start is not None:
+            log_t_start = _log_t_number("log_t_start", log_t_start, "log_t_start=-3.0")
+        s = save_grid(log_t_end, n_save, log_t_start)
+    if time == "linear" and s[-1] > np.log(1e15):
+        raise HorizonError(
+            f"plain time cannot reach log t = {float(np.log(np.expm1(s[-1]))):.4g}: float64 spacing near t would "
+            "exceed the step size. Use time='log' (log-time s = log(1+t)), which reaches any horizon."
+        )
+    return s
+
+
+def _log_t_number(name: str, value, example: str) -> float:
+    """``value`` as a float log t.
+
+    Raises:
+        HorizonError: a bool, a string or another non-number (finiteness is checked by
+            :func:`flowsim.timegrid.save_grid`).
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise HorizonError(f"{name} must be a number, the natural log of time t (e.g. {example}), got {value!r}")
+    return float(value)

@@ -117,12 +117,14 @@ def test_api_simulate_out_is_a_file(tmp_path):
 
 
 def test_api_run_experiment_checks_out_before_any_work(tiny, tmp_path, monkeypatch):
+    import flowsim.lab.checks as checks
     import flowsim.lab.experiment as experiment
 
     def no_work(*a, **k):
         raise AssertionError("work started before the output folder was checked")
 
-    monkeypatch.setattr(experiment, "_build", no_work)
+    monkeypatch.setattr(checks, "build", no_work)
+    monkeypatch.setattr(experiment, "build", no_work)
     (tmp_path / "f").write_text("")
     with pytest.raises(RunFolderError, match="is a file"):
         run_experiment(load_config(tiny), tmp_path / "f", workers=1)

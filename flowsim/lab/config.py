@@ -136,7 +136,7 @@ def validate_config(raw: dict[str, Any], *, source: str = "config") -> dict[str,
         ConfigError: unknown table or key (the message lists the valid ones), missing ``[data]``/``[model]``
             name or ``[[potentials]]``, a value of the wrong type, an unknown loss, time mode, method or kinks
             mode, a negative ``[init] scale``, or a potential that cannot be built (unknown name, missing or
-            bad parameter). Data and model are checked by :func:`flowsim.lab.experiment.check_runs`.
+            bad parameter). Data and model are checked by :func:`flowsim.lab.checks.check_runs`.
     """
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: a configuration must be a table of tables, got {type(raw).__name__}")

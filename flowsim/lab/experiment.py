@@ -6,34 +6,29 @@ concurrently are :mod:`flowsim.lab.workers`.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..data import Dataset, load_dataset
+from ..data import Dataset
 from ..device import SMALL_PROBLEM_WORK
 from ..discrete import compare_trajectories, mirror_descent
 from ..ensemble import Member, resolve_kinks, simulate_ensemble
 from ..errors import ConfigError, InvalidParameterError
-from ..guards import check_explicit_work, check_separable
-from ..models import AbstractModel, get_model
 from ..potentials import AbstractPotential, get_potential
-from ..problem import prepare_problem
 from ..results import Trajectory
 from ..results.store import locked_folder, prepare_out_dir
-from ..simulation import save_grid_s, simulate
-from ..solvers.select import make_driver
+from ..simulation import simulate
+from .checks import build, check_problems, check_runs, removed_if_left_empty
 from .config import flow_arguments, is_sweep, run_options, sweep_groups, sweep_members
 from .workers import cpu_cores, progress_hook, run_parallel
 
-__all__ = ["ExperimentResult", "check_runs", "run_experiment", "summary_rows", "format_table", "SUMMARY_COLUMNS"]
+__all__ = ["ExperimentResult", "run_experiment", "summary_rows", "format_table", "SUMMARY_COLUMNS"]
 
 SUMMARY_COLUMNS = (
     "label",
@@ -209,80 +204,16 @@ def run_experiment(
         return _run_experiment(config, None, progress=progress, log=log, resume=resume, workers=workers)
     # the folder first (an unusable --out fails before any work), then the runs: one that cannot run leaves it as
     # it was, so that the corrected configuration can use it
-    with _removed_if_left_empty(out), locked_folder(out, what="experiment") as out_dir:
+    with removed_if_left_empty(out), locked_folder(out, what="experiment") as out_dir:
         check_runs(config)
         if not resume:
             log(f"[flowsim] writing to {out_dir}")
         return _run_experiment(config, out_dir, progress=progress, log=log, resume=resume, workers=workers)
 
 
-@contextlib.contextmanager
-def _removed_if_left_empty(out: str | Path) -> Iterator[None]:
-    """The folder ``out`` and those of its parents that do not exist yet are removed again where the block raises
-    and leaves them empty (a configuration refused by :func:`check_runs`, a Ctrl-C before the first file)."""
-    new = [p for p in (Path(out), *Path(out).parents) if not p.exists()]  # (deepest first)
-    try:
-        yield
-    except BaseException:
-        for folder in new:
-            with contextlib.suppress(OSError):  # (not empty: it keeps what was written)
-                folder.rmdir()
-        raise
-
-
-def check_runs(config: dict[str, Any]) -> None:
-    """Refuse a validated configuration any of whose runs would be refused as it starts, without running any.
-
-    Builds every ``[sweep]`` group's data set and model and every run's potential, loss and initial parameters
-    (:func:`flowsim.problem.prepare_problem`: names, parameters, the data's feature count against the model's
-    ``input_dim``, ``[init]``); for the flow, also its solver (kink handling for this model, solver options), its
-    save grid and the reach of an explicit method, and the data's linear separability for models linear in x
-    (:mod:`flowsim.guards`). :func:`run_experiment`, :func:`run_comparison` and :func:`flowsim.lab.sweep.plan`
-    call it before they write to an output folder.
-
-    Raises:
-        ConfigError: bad ``[data]``/``[model]`` arguments (:func:`flowsim.lab.config.validate_config` checks
-            the rest of the file).
-        InvalidParameterError, InvalidDataError, HorizonError: as :func:`flowsim.simulate` would raise them.
-    """
-    flow = config["solver"]["method"] != "md"
-    if flow:
-        _check_horizon(config)
-    for group, _ in sweep_groups(config):
-        dataset, model = _check_problems(group)
-        if flow:
-            _check_flow_solver(group, model, dataset)
-
-
-def _check_problems(config: dict[str, Any]) -> tuple[Dataset, AbstractModel]:
-    """The data set and model of a configuration without a ``[sweep]`` table, and each of its runs' potential,
-    loss and initial parameters, as a run builds them (:func:`flowsim.problem.prepare_problem`)."""
-    dataset, model = _build(config)
-    for member in sweep_members(config):
-        potential, scale, seed = member["potential"], member["init_scale"], member["seed"]
-        prepare_problem(model, dataset, potential, config["flow"]["loss"], init_scale=scale, seed=seed, device="cpu")
-    return dataset, model
-
-
-def _check_flow_solver(config: dict[str, Any], model: AbstractModel, dataset: Dataset) -> None:
-    """The flow's driver for this model (kink handling, solver options) and, for a model linear in x, whether
-    the data are linearly separable (unless ``[flow] allow_nonseparable``)."""
-    solver = config["solver"]
-    method, kinks, options = solver["method"], solver["kinks"], solver.get("options")
-    make_driver(model, kinks, method, solver["rtol"], solver["atol"], solver["max_steps"], options)
-    check_separable(model, dataset, bool(config["flow"].get("allow_nonseparable", False)))
-
-
-def _check_horizon(config: dict[str, Any]) -> None:
-    """The flow's save grid from ``[horizon]`` and whether an explicit method can reach it within ``max_steps``."""
-    horizon, solver, time = config["horizon"], config["solver"], config["flow"]["time"]
-    s_grid = save_grid_s(time, horizon["log_t_end"], None, horizon["n_save"], horizon["log_t_start"])
-    check_explicit_work(solver["method"], time, s_grid, solver["max_steps"])
-
-
 def _run_experiment(config, out_dir: Path | None, *, progress: bool, log, resume: bool, workers) -> ExperimentResult:
     """:func:`run_experiment` in its output folder (prepared and locked)."""
-    dataset, model = _build(sweep_groups(config)[0][0])  # (the first group's, with a [sweep] table)
+    dataset, model = build(sweep_groups(config)[0][0])  # (the first group's, with a [sweep] table)
     if out_dir is not None:
         (out_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
     if is_sweep(config):  # lists of values: one batched ensemble (flowsim.ensemble)
@@ -337,26 +268,6 @@ def _run_one_after_another(
     return result
 
 
-def _build(config: dict[str, Any]) -> tuple[Dataset, AbstractModel]:
-    """The data set and model of a configuration (``[data]``, ``[model]``; input_dim from the data)."""
-    data_cfg = dict(config["data"])
-    try:
-        dataset = load_dataset(data_cfg.pop("name"), **data_cfg)
-    except TypeError as e:
-        raise ConfigError(f"[data]: {e}") from e
-    model_cfg = dict(config["model"])
-    if model_cfg.setdefault("input_dim", dataset.d) != dataset.d:
-        raise ConfigError(
-            f"[model] input_dim = {model_cfg['input_dim']!r}, but the data set {dataset.name} has d = {dataset.d} "
-            f"features; drop input_dim from [model] (it is taken from the data) or set it to {dataset.d}"
-        )
-    try:
-        model = get_model(model_cfg.pop("name"), **model_cfg)
-    except TypeError as e:
-        raise ConfigError(f"[model]: {e}") from e
-    return dataset, model
-
-
 def _potential(pot_cfg: dict[str, Any]) -> AbstractPotential:
     """The potential of one ``[[potentials]]`` table."""
     params = {k: v for k, v in pot_cfg.items() if k not in ("name", "label")}
@@ -396,7 +307,7 @@ def _run_one(
 
 def _run_in_worker(config: dict[str, Any], pot_cfg: dict[str, Any], out, resume: bool, threads: int) -> Trajectory:
     """A worker process's run: rebuild data, model and potential from the configuration, run, return it."""
-    dataset, model = _build(config)
+    dataset, model = build(config)
     potential = _potential(pot_cfg)
     hook = progress_hook() if config["solver"]["method"] != "md" else False
     return _run_one(config, model, dataset, potential, progress=hook, out=out, resume=resume, threads=threads)
@@ -464,7 +375,7 @@ def _run_sweep(config: dict[str, Any], model, dataset, out_dir, *, progress: boo
     labels, trajs = [], []
     for group, prefix in sweep_groups(config):
         if prefix:
-            dataset, model = _build(group)
+            dataset, model = build(group)
             log(f"[flowsim] sweep group {prefix}: {model!r} on {dataset.name} (n={dataset.n}, d={dataset.d})")
         group_labels, group_trajs = _run_sweep_group(group, model, dataset, progress=progress, log=log)
         labels += [f"{prefix} {label}" if prefix else label for label in group_labels]
@@ -628,9 +539,9 @@ def run_comparison(
         ConfigError: invalid data, model or potential arguments; InvalidParameterError: bad step size etc.;
         RunFolderError: ``out`` is a file or not writable.
     """
-    _check_problems(config)  # (md and the flow at its times: the flow's solver and horizon are the comparison's)
+    check_problems(config)  # (md and the flow at its times: the flow's solver and horizon are the comparison's)
     out_dir = prepare_out_dir(out) if out is not None else None  # a file or unwritable: an error before any work
-    dataset, model = _build(config)
+    dataset, model = build(config)
     rows, labels, runs = [], [], []
     method = config["solver"]["method"] if config["solver"]["method"] != "md" else "dopri5"
     for pot_cfg in config["potentials"]:

@@ -45,8 +45,9 @@ from ..errors import ConfigError, FlowSimError, InvalidParameterError
 from ..results import Trajectory
 from ..results.store import DEFAULT_CHECKPOINT_EVERY, atomic_write_text
 from ..simulation import resume, simulate
+from .checks import build, check_runs
 from .config import flow_arguments, run_options, sweep_groups, sweep_members, validate_config
-from .experiment import SUMMARY_COLUMNS, ExperimentResult, _build, _finish, _slug, check_runs, summary_rows
+from .experiment import SUMMARY_COLUMNS, ExperimentResult, _finish, _slug, summary_rows
 
 __all__ = [
     "RunSpec",
@@ -128,7 +129,7 @@ def plan(config: dict[str, Any], *, checkpoint_every: int | None = None) -> list
 
     One spec per ``[[potentials]]`` table, or per sweep member (:func:`flowsim.lab.config.sweep_members`,
     within each ``[sweep]`` group of :func:`flowsim.lab.config.sweep_groups`). The data sets, models and
-    potentials are built once here (:func:`flowsim.lab.experiment.check_runs`), so a bad configuration fails
+    potentials are built once here (:func:`flowsim.lab.checks.check_runs`), so a bad configuration fails
     before any run starts or anything is written.
 
     Args:
@@ -270,7 +271,7 @@ def run_spec(spec: RunSpec | dict[str, Any], root: str | os.PathLike, *, progres
         _log_attempt(run_dir)
         if (run_dir / "run.json").exists():
             return resume(run_dir, progress=progress)
-        dataset, model = _build({"data": spec.data, "model": spec.model})
+        dataset, model = build({"data": spec.data, "model": spec.model})
         kwargs = {**spec.simulate, "checkpoint_every": spec.checkpoint_every}
         return simulate(model, dataset, spec.potential, out=run_dir, progress=progress, **kwargs)
     except Exception as e:
@@ -369,7 +370,7 @@ def gather(root: str | os.PathLike, *, log=None) -> ExperimentResult:
         rows.append(row)
     footer = "".join(f"\nmissing (not run yet): {label}" for label in missing)
     footer += "".join(f"\ntask failed: {e}" for e in errors)
-    dataset, model = _build(sweep_groups(config)[0][0])
+    dataset, model = build(sweep_groups(config)[0][0])
     result = _finish(config, model, dataset, labels, trajs, root, rows=rows, footer=footer.lstrip("\n") + "\n")
     result.missing = missing
     if log is not None and (missing or errors):
