@@ -203,6 +203,7 @@ class _Pool:
         # the runs' log t (progress lines; when runs outnumber cores, the ones ahead in log t yield)
         self.shared = self.ctx.Array("d", [math.nan] * len(labels), lock=False)
         self.stop = self.ctx.Value("b", 0, lock=False)  # set on an interrupt: workers still starting skip their task
+        self.shut: list[ProcessPoolExecutor] = []  # executors shut down without waiting (joined by join_shut)
 
     def start_ready(self) -> None:
         """Start tasks until ``workers`` run, each in a new one-process executor."""
@@ -249,6 +250,14 @@ class _Pool:
         """log t of each running run (−inf: no save yet, NaN: not started)."""
         return {i: float(self.shared[i]) for i, _ in self.running.values()}
 
+    def join_shut(self) -> None:
+        """Wait for the shut-down executors' manager threads (their tasks are all collected). At interpreter exit
+        concurrent.futures wakes every manager thread it still lists; one closing its wakeup pipe meanwhile made
+        CPython 3.11 print an ``OSError: [Errno 9] Bad file descriptor`` traceback after an interrupted run."""
+        for pool in self.shut:
+            pool.shutdown(wait=True)
+        self.shut.clear()
+
     def collect(self, done) -> None:
         """Take the results (or errors) of finished futures and shut their executors down."""
         for fut in done:
@@ -256,6 +265,7 @@ class _Pool:
             if self.shared is not None:
                 self.shared[i] = math.nan  # not running (also when its process died before saying so)
             pool.shutdown(wait=False)  # wait() is the only blocking call, where Ctrl-C is handled
+            self.shut.append(pool)
             try:
                 result = fut.result()
             except BaseException as e:  # raised in the worker (any exception), or BrokenProcessPool: it died
@@ -338,5 +348,6 @@ def run_parallel(
         pool.collect(done)
     if idle is not None:
         idle.join()
+    pool.join_shut()
     pool.outcome.not_run = sorted(pool.skipped + pool.todo)
     return pool.outcome
