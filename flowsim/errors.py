@@ -20,6 +20,7 @@ __all__ = [
     "ReferenceSolverError",
     "TrajectoryFileError",
     "RunFolderError",
+    "PotentialOverflowError",
 ]
 
 
@@ -61,6 +62,13 @@ class TrajectoryFileError(FlowSimError, OSError):
 class RunFolderError(FlowSimError, OSError):
     """An output folder cannot be used: a file is in the way, it is not writable, another run holds it, or a
     file in it is damaged (the message names the file and what to do)."""
+
+
+class PotentialOverflowError(FlowSimError, OverflowError):
+    """A user potential's φ′ stops being finite (inf or NaN: an overflow in φ or in its autograd derivative) before it
+    reaches a dual value z, so the inverse mirror map ∇Φ*(z) cannot be computed there; the message names the
+    potential, the coordinate and where φ′ stops. A run that meets it ends with status ``failed`` (it is an
+    ``OverflowError``) and keeps what it computed."""
 
 
 def positive_real(name: str, value, example: str) -> float:

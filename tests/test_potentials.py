@@ -13,7 +13,7 @@ import warnings
 import pytest
 import torch
 
-from flowsim.errors import InvalidParameterError
+from flowsim.errors import FlowSimError, InvalidParameterError, PotentialOverflowError
 from flowsim.potentials import (
     POTENTIALS,
     AbstractPotential,
@@ -267,6 +267,57 @@ def test_custom_inverse_mirror_map_keeps_the_sign_beyond_the_float_range_in_a_mi
     assert math.isclose(float(x[0]), float(pot.inverse_mirror_map(torch.tensor([1e6], dtype=DTYPE))[0]), rel_tol=0)
     assert math.isclose(float(pot.mirror_map(x[:1])[0]), 1e6, rel_tol=1e-12)
     assert x[1] == math.inf and x[2] == -math.inf
+
+
+def _he_over_beta(x, beta=0.1):
+    """A user's hyperbolic entropy written with x / β: φ′ = asinh(x/β) ≤ 712.8 on floats, but x / β overflows, so
+    the computed φ′ is inf from x ≈ 1.8e307 on, where its true value is ≈ 710.5."""
+    return x * torch.asinh(x / beta) - torch.sqrt(x * x + beta**2)
+
+
+def test_custom_inverse_mirror_map_where_phi_prime_overflows_is_an_error():
+    """z = 1e6 came back as 1.8e307 (the edge of the overflow, where φ′ = 710.5 ≠ z) with no sign of trouble; now a
+    PotentialOverflowError names the potential, the coordinate and where φ′ stops being finite."""
+    pot = SeparablePotential(_he_over_beta, name="he_x_over_beta", horizon=Horizon("l1", 1.0, 1.0, 1.0))
+    z = torch.tensor([[1.0, 700.0], [-700.0, 1e6]], dtype=DTYPE)
+    with pytest.raises(PotentialOverflowError) as info:
+        pot.inverse_mirror_map(z)
+    message = str(info.value)
+    assert isinstance(info.value, FlowSimError) and isinstance(info.value, OverflowError)
+    assert "SeparablePotential 'he_x_over_beta'" in message and "coordinate (1, 1) (z = 1000000;" in message
+    assert "φ′ reaches only 710.47" in message and "from x = 1.797693134862316e+307 on" in message
+    x = pot.inverse_mirror_map(z[:, :1].reshape(-1))  # roots below the overflow stay exact: β sinh z
+    assert torch.allclose(x, 0.1 * torch.sinh(z[:, :1].reshape(-1)), rtol=1e-13, atol=0)
+    assert pot.inverse_mirror_map(z[0, 1:]) == pytest.approx(0.1 * math.sinh(700.0), rel=1e-13)
+
+
+def test_custom_inverse_mirror_map_finds_roots_below_a_region_where_phi_prime_is_nan():
+    """With x**2 for x * x the derivative 2x·(…) is inf·0 = nan from x ≈ 9e307 on: the bracket search probed there,
+    never bracketed z = ±700 (root ±5.1e302) and returned nan. It bisects back below the nan region now."""
+    beta = 0.1
+    pot = SeparablePotential(
+        lambda x: x * torch.asinh(x / beta) - torch.sqrt(x**2 + beta**2), horizon=Horizon("l1", 1.0, 1.0, 1.0)
+    )
+    z = torch.tensor([700.0, -700.0, 3.0], dtype=DTYPE)
+    assert torch.allclose(pot.inverse_mirror_map(z), beta * torch.sinh(z), rtol=1e-13, atol=0)
+
+
+def test_run_meeting_an_overflowing_phi_prime_fails_with_the_message():
+    """φ′(x) = x up to |x| ≈ 8.42, nan beyond (0·exp(10x²) overflows): the flow stops with status failed, the message
+    naming the potential, and keeps its trajectory; so does mirror descent."""
+    import flowsim
+    from flowsim.discrete import mirror_descent
+    from flowsim.models import Linear
+
+    pot = SeparablePotential(
+        lambda x: x * x / 2 + 0.0 * torch.exp(10.0 * x * x), "walled", Horizon("l2", 2.0, 2.0, 0.5)
+    )
+    data = ([[1.0, 0.5], [-0.5, -1.0], [0.8, -0.2]], [1, -1, 1])
+    tr = flowsim.simulate(Linear(2), data, pot, log_t_end=30.0, n_save=20, theta0=[0.0, 0.0], threads=1)
+    assert tr.status.value == "failed" and "PotentialOverflowError: SeparablePotential 'walled'" in tr.message
+    assert len(tr) > 2 and float(abs(tr.theta[-1]).max()) < 8.43
+    md = mirror_descent(Linear(2), data, pot, step_size=1.0, n_steps=1000, theta0=[0.0, 0.0], threads=1)
+    assert md.status.value == "failed" and "SeparablePotential 'walled'" in md.message
 
 
 def test_smoothed_p3_closed_form_inverse_matches_newton_solver():

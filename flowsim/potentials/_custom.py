@@ -27,7 +27,11 @@ class SeparablePotential(AbstractPotential):
     (φ′)⁻¹ by a vectorized safeguarded Newton iteration with bracket expansion and bisection fallback
     (relative tolerances only); Q = xφ′ − φ; the horizon, if not given, by :func:`estimate_horizon`.
     φ must be strictly convex with φ′ onto R (e.g. superlinear); where the solution of φ′(x) = z lies
-    beyond the float range (or φ′ never reaches z) :meth:`inverse_mirror_map` returns ±inf.
+    beyond the float range (φ′ finite and still short of z at the largest float) :meth:`inverse_mirror_map`
+    returns ±inf. Where φ′ computed by torch stops being finite first (inf or nan: an overflow in φ or its
+    derivative, e.g. ``x / beta`` or ``x**2`` near the float range) the root is hidden, and
+    :meth:`inverse_mirror_map` raises :class:`~flowsim.errors.PotentialOverflowError` naming the coordinate,
+    unless a point past z where φ′ is finite brackets the root (then it is found as usual).
 
     This is much slower than the built-ins (autograd in every Newton iteration); prefer a built-in
     when one fits.
@@ -147,7 +151,13 @@ class SeparablePotential(AbstractPotential):
         return curvature
 
     def inverse_mirror_map(self, z: Tensor) -> Tensor:
-        """Solve φ′(x) = z by safeguarded Newton (±inf where the root is beyond the float range)."""
+        """Solve φ′(x) = z by safeguarded Newton (±inf where the root is beyond the float range).
+
+        Raises:
+            PotentialOverflowError: where φ′ stops being finite (inf or nan) before it reaches z (see the class
+                docstring); the message names this potential, the coordinate, z and where φ′ stops. In a run this
+                ends it with status ``failed``, its trajectory so far kept.
+        """
         z = _as_tensor(z)
 
         def first(x: Tensor) -> Tensor:
@@ -167,7 +177,7 @@ class SeparablePotential(AbstractPotential):
             scale = (alpha - 1.0) / (alpha * coefficient)
             guesses = (torch.sign(z) * (z.abs() * scale).pow(1.0 / (alpha - 1.0)),)
         with torch.no_grad():
-            return _solve_increasing(first, both, z, guesses)
+            return _solve_increasing(first, both, z, guesses, what=f"SeparablePotential {self.name!r}")
 
     def params(self) -> dict[str, Any]:
         """``{"name": name}`` (the callable phi itself cannot be serialized)."""

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
+from ..errors import PotentialOverflowError
 from ._base import _const
 
 _LOG2 = math.log(2.0)
@@ -112,6 +114,7 @@ def _solve_increasing(
     both: Callable[[Tensor], tuple[Tensor, Tensor]],
     target: Tensor,
     guesses: tuple[Tensor, ...] = (),
+    what: str = "the potential",
 ) -> Tensor:
     """Solve f(x) = target elementwise for a strictly increasing f (vectorized safeguarded Newton).
 
@@ -122,24 +125,38 @@ def _solve_increasing(
     bracket and shrink at least by half every step (as in Numerical Recipes' ``rtsafe``), bisection
     otherwise (in log|x| for brackets spanning decades). All tolerances are relative.
 
+    Where f is not finite at an end of the bracket, or no bracket was found, f overflowed on the way (inf or nan
+    where its true value is finite): :func:`_past_overflow` checks those entries (only those) and skips the region
+    where f is not finite if a finite point past the target exists, rather than returning the edge of that region.
+
     Args:
         first: x ↦ f(x); both: x ↦ (f(x), f′(x)).
         target: values, any shape, floating.
         guesses: optional starting points, same shape as `target` (non-finite entries are ignored).
+        what: how error messages name f, e.g. "SeparablePotential 'quartic'".
 
     Returns:
-        x with f(x) = target, same shape/dtype/device; ±inf where the root lies beyond the largest float
-        (or f never reaches the target), nan where f is nan along the way.
+        x with f(x) = target, same shape/dtype/device; ±inf where the root lies beyond the largest float (f is
+        finite there and still short of the target), nan where the target is nan.
+
+    Raises:
+        PotentialOverflowError: where f stops being finite before it reaches the target, so that its root is hidden
+            (the message names the first such entry, its target and where f stops).
     """
     finite = torch.isfinite(target)
     t = torch.where(finite, target, torch.zeros_like(target))
     lo, hi, r_lo, r_hi, step = _starting_bracket(first, both, t, guesses)
     lo, hi, r_lo, r_hi, beyond = _expand_bracket(first, t, finite, lo, hi, r_lo, r_hi, step)
     bracketed = torch.isfinite(lo) & torch.isfinite(hi)
-    x, lo = _newton_in_bracket(both, t, finite, bracketed, lo, hi, r_lo, r_hi)
+    x, lo_end = _newton_in_bracket(both, t, finite, bracketed, lo, hi, r_lo, r_hi)
+    if not bool(torch.isfinite(r_lo + r_hi).all()):  # a bracket end missing or not finite (r_lo ≤ 0 ≤ r_hi)
+        suspect = finite & ~beyond & ~(bracketed & torch.isfinite(r_lo + r_hi))
+        if bool(suspect.any()):
+            x = _past_overflow(first, both, t, suspect, bracketed, x, (lo, hi, r_lo, r_hi), what)
+            bracketed = bracketed | suspect
     inf = torch.full_like(t, math.inf)
     x = torch.where(bracketed, x, torch.full_like(x, math.nan))
-    x = torch.where(beyond, torch.where(lo > 0, inf, -inf), x)
+    x = torch.where(beyond, torch.where(lo_end > 0, inf, -inf), x)
     return torch.where(finite, x, target)
 
 
@@ -264,3 +281,98 @@ def _newton_in_bracket(
         x = torch.where(done, x, x_next)
         done = done | converged
     return x, lo
+
+
+def _past_overflow(
+    first: Callable[[Tensor], Tensor],
+    both: Callable[[Tensor], tuple[Tensor, Tensor]],
+    t: Tensor,
+    suspect: Tensor,
+    bracketed: Tensor,
+    x: Tensor,
+    bracket: tuple[Tensor, Tensor, Tensor, Tensor],
+    what: str,
+) -> Tensor:
+    """``x`` with the roots of the ``suspect`` entries: their bracket had an end where f is not finite (inf or nan),
+    or none was found.
+
+    Newton's answer is kept where the residual there confirms a root (its linearized correction within 1e-6·|x|:
+    the non-finite end was an overshoot past the root). Elsewhere :func:`_bisect_past_overflow` looks for a point
+    past the target where f is finite, and Newton solves in the bracket it gives.
+
+    Raises:
+        PotentialOverflowError: for entries where f is not finite anywhere past the last point short of the target.
+    """
+    lo, hi, r_lo, r_hi = (v[suspect] for v in bracket)
+    ts, xs = t[suspect], x[suspect]
+    f, df = both(xs)
+    r = f - ts
+    kept = bracketed[suspect] & torch.isfinite(r) & ((r == 0) | (r.abs() <= 1e-6 * xs.abs() * df.abs()))
+    upward = ~(torch.isfinite(hi) & torch.isfinite(r_hi))  # the missing or non-finite end is the upper one
+    near = torch.where(upward, lo, hi)
+    r_near = torch.where(upward, r_lo, r_hi)
+    s = _bisect_past_overflow(first, ts, upward, near, r_near, ~kept)
+    roots, _ = _newton_in_bracket(both, ts, torch.ones_like(s.found), s.found, s.lo, s.hi, s.r_lo, s.r_hi)
+    failed = ~kept & ~s.found
+    if bool(failed.any()):
+        k = int(torch.nonzero(failed)[0, 0])
+        where = tuple(int(i[k]) for i in suspect.nonzero(as_tuple=True))
+        near, f_near, far = float(s.near[k]), float(s.f_near[k]), float(s.far[k])
+        raise PotentialOverflowError(
+            f"{what}: the inverse mirror map cannot be computed at coordinate {where[0] if len(where) == 1 else where}"
+            f" (z = {float(ts[k]):.17g}; {int(failed.sum())} of {t.numel()} coordinates): φ′ reaches only "
+            f"{f_near:.17g} at x = {near:.17g} and is not finite (inf or nan) from x = {far:.17g} on, an overflow in "
+            "φ or in its autograd derivative, so the root of φ′(x) = z is hidden (it may lie beyond the float range). "
+            "Write φ so that φ′ and φ″ stay finite up to |x| ≈ 1.8e308 (e.g. torch.hypot(x, b) instead of "
+            "sqrt(x**2 + b**2)), use a built-in potential, or keep |z| within the values φ′ reaches."
+        )
+    out = x.clone()
+    out[suspect] = torch.where(kept, xs, roots)
+    return out
+
+
+class _Search(NamedTuple):
+    """What :func:`_bisect_past_overflow` found: brackets [lo, hi] with finite residuals r_lo ≤ 0 ≤ r_hi where
+    ``found``; elsewhere the last point ``near`` short of the target, f there, and the nearest point ``far`` beyond
+    it where f is not finite (the end of the floats if none was met)."""
+
+    lo: Tensor
+    hi: Tensor
+    r_lo: Tensor
+    r_hi: Tensor
+    found: Tensor
+    near: Tensor
+    f_near: Tensor
+    far: Tensor
+
+
+def _bisect_past_overflow(
+    first: Callable[[Tensor], Tensor], t: Tensor, upward: Tensor, near: Tensor, r_near: Tensor, active: Tensor
+) -> _Search:
+    """Bisection (in log|x|) between ``near`` (f finite and short of t) and the end of the floats in the direction
+    ``upward``, for a point past t where f is finite; points where f is not finite move the far end in. Entries
+    not ``active`` are left as they are."""
+    big = torch.full_like(t, torch.finfo(t.dtype).max)
+    far = torch.where(upward, big, -big)
+    lo, hi, r_lo, r_hi = near.clone(), far.clone(), r_near.clone(), torch.zeros_like(t)
+    found = torch.zeros_like(active)
+    searching = active & torch.isfinite(near) & torch.isfinite(r_near)
+    for _ in range(_CUSTOM_MAX_ITER):
+        if not bool(searching.any()):
+            break
+        a, b = torch.minimum(near, far), torch.maximum(near, far)
+        mid = _bracket_midpoint(a, b)
+        searching = searching & (mid > a) & (mid < b)  # (else near and far are neighbouring floats)
+        r = first(mid) - t
+        ok = torch.isfinite(r)
+        past = ok & torch.where(upward, r >= 0, r <= 0)
+        hit, short, wall = searching & past, searching & ok & ~past, searching & ~ok
+        lo = torch.where(hit, torch.where(upward, near, mid), lo)
+        hi = torch.where(hit, torch.where(upward, mid, near), hi)
+        r_lo = torch.where(hit, torch.where(upward, r_near, r), r_lo)
+        r_hi = torch.where(hit, torch.where(upward, r, r_near), r_hi)
+        near, r_near = torch.where(short, mid, near), torch.where(short, r, r_near)
+        far = torch.where(wall, mid, far)
+        found = found | hit
+        searching = searching & ~hit
+    return _Search(lo, hi, r_lo, r_hi, found, near, r_near + t, far)
