@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from .errors import InvalidParameterError
+from .errors import InvalidParameterError, integer_argument
 
-__all__ = ["AUTO_CUDA_MIN_WORK", "SMALL_PROBLEM_WORK", "resolve_device", "resolve_threads"]
+__all__ = ["AUTO_CUDA_MIN_WORK", "SMALL_PROBLEM_WORK", "check_threads", "resolve_device", "resolve_threads"]
 
 # n·p·K above which device="auto" picks CUDA when present (a medium problem, n = 1000, p = 16,640, is 1.7e7).
 # An estimate, not a GPU measurement: one batched matrix product then costs well above the ~0.3 ms of kernel
@@ -53,11 +53,29 @@ def resolve_device(
 
 
 def resolve_threads(threads: int | str | None, *, work: int, device: torch.device) -> int | None:
-    """Torch CPU threads for a run: "auto" is 1 for small CPU problems, else unchanged (None)."""
-    if threads == "auto":
+    """Torch CPU threads for a run: "auto" is 1 for small CPU problems, else unchanged (None).
+
+    Args:
+        threads: "auto", None (leave torch's setting) or an integer ≥ 1 (a Python or numpy integer, or an integral
+            float such as ``2.0``: :func:`flowsim.errors.integer_argument`).
+        work: n·p·K, the size of one batched evaluation; device: the run's device.
+
+    Raises:
+        InvalidParameterError: any other string, a bool, a fractional number or one below 1.
+    """
+    if isinstance(threads, str) and threads == "auto":
         return 1 if device.type == "cpu" and work <= SMALL_PROBLEM_WORK else None
-    if threads is None:
-        return None
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+    return check_threads(threads)
+
+
+def check_threads(threads: object) -> int | str | None:
+    """``threads`` checked as :func:`resolve_threads` takes it: "auto", None or an int ≥ 1 (returned as an int).
+
+    Raises:
+        InvalidParameterError: any other string, a bool, a fractional number or one below 1.
+    """
+    if threads is None or (isinstance(threads, str) and threads == "auto"):
+        return threads
+    if isinstance(threads, str):
         raise InvalidParameterError(f"threads must be 'auto', None or a positive int, got {threads!r}")
-    return threads
+    return integer_argument("threads", threads, 'threads=1, "auto" or None', minimum=1)

@@ -58,6 +58,7 @@ References:
 from __future__ import annotations
 
 import math
+import numbers
 import time as _time
 from typing import Any
 
@@ -66,11 +67,11 @@ import torch
 from torch import Tensor
 
 from .data import Dataset
-from .errors import InvalidParameterError, positive_real
+from .errors import InvalidParameterError, integer_argument, positive_real
 from .losses import AbstractLoss
 from .models import AbstractModel
 from .potentials import AbstractPotential, HyperbolicEntropy
-from .problem import num_threads, prepare_problem
+from .problem import check_active_threshold, num_threads, prepare_problem
 from .results import Status, Trajectory
 from .results.recorder import Recorder, SaveProgress, diagnostics_function
 
@@ -112,7 +113,12 @@ class DualGradient:
         return float(log_L), float(m), g
 
 
-def _check_args(step_size, schedule, variant, n_steps, log_t_end, n_save, max_steps, pot, step_growth, diverge):
+def _check_args(step_size, schedule, variant, pot, step_growth, diverge) -> tuple[float, float, float]:
+    """η, the step growth factor and the divergence factor as floats, after checking the step rule.
+
+    Raises:
+        InvalidParameterError: see :func:`mirror_descent`.
+    """
     eta = positive_real("step_size", step_size, "step_size=0.1")
     if schedule not in SCHEDULES:
         raise InvalidParameterError(
@@ -129,24 +135,6 @@ def _check_args(step_size, schedule, variant, n_steps, log_t_end, n_save, max_st
             f"variant='eg' (sign-preserving exponentiated gradient) is defined for the hyperbolic entropy "
             f"potential only, got {pot!r}; use variant='mirror' or potential=HyperbolicEntropy(beta)"
         )
-    if n_steps is None and log_t_end is None:
-        raise InvalidParameterError(
-            "give a stopping rule: n_steps (number of steps) and/or log_t_end (log of the flow clock "
-            "t = Σ η_k at which to stop), e.g. log_t_end=10.0"
-        )
-    if n_steps is not None and (isinstance(n_steps, bool) or not isinstance(n_steps, int | np.integer) or n_steps < 1):
-        raise InvalidParameterError(f"n_steps must be a positive integer, got {n_steps!r}")
-    if log_t_end is not None:
-        if isinstance(log_t_end, bool) or not isinstance(log_t_end, int | float | np.floating | np.integer):
-            raise InvalidParameterError(f"log_t_end must be a finite number (log of the flow clock), got {log_t_end!r}")
-        if not math.isfinite(float(log_t_end)):
-            raise InvalidParameterError(
-                f"log_t_end must be finite, got {log_t_end}; give the horizon as log t, e.g. log_t_end=30.0"
-            )
-    if isinstance(n_save, bool) or not isinstance(n_save, int | np.integer) or n_save < 2:
-        raise InvalidParameterError(f"n_save must be an integer ≥ 2 (t = 0 and the end), got {n_save!r}")
-    if isinstance(max_steps, bool) or not isinstance(max_steps, int | np.integer) or max_steps < 1:
-        raise InvalidParameterError(f"max_steps must be a positive integer, got {max_steps!r}")
     growth = positive_real("step_growth", step_growth, "step_growth=1.1")
     if growth < 1.0:
         raise InvalidParameterError(
@@ -154,6 +142,33 @@ def _check_args(step_size, schedule, variant, n_steps, log_t_end, n_save, max_st
         )
     div = positive_real("divergence_log_factor", diverge, "divergence_log_factor=50.0")
     return eta, growth, div
+
+
+def _check_stopping(n_steps, log_t_end, log_t_start, n_save, max_steps) -> tuple[int | None, int, int]:
+    """``n_steps``, ``n_save`` and ``max_steps`` as ints (counts as :func:`flowsim.simulate` takes them: ``5.0`` is
+    accepted, ``5.5`` and ``"5"`` are not), after checking the stopping rule and the clock horizon.
+
+    Raises:
+        InvalidParameterError: see :func:`mirror_descent`.
+    """
+    if n_steps is None and log_t_end is None:
+        raise InvalidParameterError(
+            "give a stopping rule: n_steps (number of steps) and/or log_t_end (log of the flow clock "
+            "t = Σ η_k at which to stop), e.g. log_t_end=10.0"
+        )
+    if n_steps is not None:
+        n_steps = integer_argument("n_steps", n_steps, "n_steps=1000", minimum=1)
+    for name, value, example in (("log_t_end", log_t_end, "30.0"), ("log_t_start", log_t_start, "-3.0")):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise InvalidParameterError(f"{name} must be a finite number (log of the flow clock), got {value!r}")
+        if not math.isfinite(float(value)):
+            raise InvalidParameterError(
+                f"{name} must be finite, got {value}; give the time as log t, e.g. {name}={example}"
+            )
+    n_save = integer_argument("n_save", n_save, "n_save=200: t = 0 and the end at least", minimum=2)
+    return n_steps, n_save, integer_argument("max_steps", max_steps, "max_steps=1_000_000", minimum=1)
 
 
 def mirror_descent(
@@ -213,8 +228,9 @@ def mirror_descent(
             with status ``max_steps``.
         divergence_log_factor: stop with status ``diverged`` when log L exceeds log L(θ₀) by this much.
         diagnostics: compute margins, norms, balance etc. at the saved states (:mod:`flowsim.analysis.diagnostics`).
-        active_threshold: neuron activity threshold of :func:`~flowsim.analysis.diagnostics.compute_diagnostics`.
-        threads: torch threads during the run; "auto" uses 1 for small problems.
+        active_threshold: neuron activity threshold of :func:`~flowsim.analysis.diagnostics.compute_diagnostics`,
+            a fraction in [0, 1] of the largest neuron mass.
+        threads: torch threads during the run: "auto" (1 for small problems), None or an int ≥ 1.
         device: torch device (default: the data's device).
         progress: tqdm progress bar (one tick per saved state).
         out: directory to save the trajectory to (also on failure or interruption).
@@ -229,8 +245,11 @@ def mirror_descent(
         iterate.
 
     Raises:
-        InvalidParameterError: bad step size, schedule, variant, stopping rule, n_save, max_steps,
-            ``theta0`` shape, or ``variant="eg"`` with a potential other than hyperbolic entropy.
+        InvalidParameterError: bad step size, schedule, variant, stopping rule or clock horizon (``log_t_end``,
+            ``log_t_start`` not finite numbers), ``theta0`` shape, ``variant="eg"`` with a potential other than
+            hyperbolic entropy; a count (``n_steps``, ``n_save``, ``max_steps``, ``threads``) that is not an integer
+            (as :func:`flowsim.simulate`: 5.0 is accepted, 5.5 and "5" are not) or is below its minimum, or an
+            ``active_threshold`` that is not a number in [0, 1].
         InvalidDataError: the data's dimension does not match the model.
 
     References:
@@ -245,9 +264,9 @@ def mirror_descent(
         model, data, potential, loss, theta0=theta0, init_scale=init_scale, seed=seed, device=device, threads=threads
     )
     pot = prob.potential
-    eta, growth, diverge = _check_args(
-        step_size, schedule, variant, n_steps, log_t_end, n_save, max_steps, pot, step_growth, divergence_log_factor
-    )
+    eta, growth, diverge = _check_args(step_size, schedule, variant, pot, step_growth, divergence_log_factor)
+    n_steps, n_save, max_steps = _check_stopping(n_steps, log_t_end, log_t_start, n_save, max_steps)
+    check_active_threshold(active_threshold)
     lt_end = float(log_t_end) if log_t_end is not None else None
     saves = _SaveSchedule(log_t_end, log_t_start, n_save, n_steps)
     config = {

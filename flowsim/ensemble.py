@@ -43,9 +43,9 @@ import torch
 from torch import Tensor
 
 from .data import Dataset
-from .device import resolve_device, resolve_threads
+from .device import check_threads, resolve_device, resolve_threads
 from .errors import InvalidDataError, InvalidParameterError
-from .flow import TIME_MODES, MirrorFlowField
+from .flow import MirrorFlowField
 from .guards import (
     DEFAULT_SEPARATION_LOG_T,
     LINEAR_IN_X,
@@ -53,19 +53,19 @@ from .guards import (
     check_all_finite,
     check_explicit_work,
     check_finite_start,
-    check_separable,
+    check_separable_starts,
 )
 from .losses import AbstractLoss, get_loss
 from .models import AbstractModel
 from .potentials import AbstractPotential, Euclidean, HyperbolicEntropy, PPower
-from .problem import as_dataset, as_potential, num_threads
+from .problem import as_dataset, as_potential, check_active_threshold, check_solver_arguments, num_threads
 from .results import Status, Trajectory
 from .results.recorder import Recorder, diagnostics_function
 from .results.trajectory import interrupted_message
 from .simulation import simulate
 from .solvers import ADAPTIVE_METHODS, AUTO_METHOD, STIFF_METHODS
 from .solvers.batched import STEP_MODES, BatchedDopri5
-from .solvers.select import check_kinks_mode, check_tolerances, make_driver, resolve_kinks
+from .solvers.select import check_kinks_mode, make_driver, resolve_kinks
 from .timegrid import log_t_from_s, save_grid_s, t_from_s
 
 #: methods an ensemble runs: dopri5 batched (naive kinks), the others member by member through simulate
@@ -250,6 +250,11 @@ def _member_label(member: Member, potential: AbstractPotential) -> str:
     return f"{potential.name}({params}) {init}" if params else f"{potential.name} {init}"
 
 
+def _member_name(i: int, member: Member, potential: AbstractPotential) -> str:
+    """How error messages name member ``i``: "member 2 (euclidean scale=1, seed=0)"."""
+    return f"member {i} ({_member_label(member, potential)})"
+
+
 def _member_config(
     model, pot, loss_fn, dataset, solver: dict, s_grid, member: Member, K: int, i: int, dev, path: str
 ) -> dict:
@@ -325,7 +330,9 @@ def simulate_ensemble(
         kinks: "auto" (default), "filippov" or "naive", as in :func:`flowsim.simulate` (see
             :func:`resolve_kinks`).
         allow_nonseparable: as in :func:`flowsim.simulate`: by default a model linear in x refuses data that an
-            LP finds not linearly separable through the origin (checked once, before any member runs).
+            LP finds not linearly separable through the origin, or not by the weights a member's flow can reach
+            (a :class:`~flowsim.models.DiagonalLinear` member whose factors start equal keeps its weights' signs:
+            :func:`flowsim.guards.check_separable_starts`); checked for every member before any member runs.
         separation_log_t: as in :func:`flowsim.simulate`, for members under Filippov handling (each a
             ``simulate`` run) and batched members alike: past it, a member whose data are not separated
             stops with status ``not_separable``.
@@ -343,11 +350,17 @@ def simulate_ensemble(
     Raises:
         InvalidParameterError: empty ``members``, unknown fields, an unknown method, an unknown
             ``kinks`` mode or ``kinks="filippov"`` for a smooth or unsupported model, bad tolerances or step
-            mode, a wrong ``theta0`` shape, NaN/inf in a member's θ₀ or ∇Φ(θ₀) (the member named).
+            mode, a wrong ``theta0`` shape, NaN/inf in a member's θ₀ or ∇Φ(θ₀) (the member named); as
+            :func:`flowsim.simulate`, before any work: a count (``n_save``, ``max_steps``, ``threads``) that is not
+            an integer (5.0 is accepted, 5.5 and "5" are not) or is below its minimum, or an ``active_threshold``
+            that is not a number in [0, 1].
         HorizonError, InvalidDataError: as :func:`flowsim.simulate` (the same up-front checks, :mod:`flowsim.guards`:
-            a horizon out of reach of dopri5's stability-limited steps, data a model linear in x cannot separate).
+            a horizon out of reach of dopri5's stability-limited steps, data a model linear in x cannot separate, or
+            cannot separate from a member's θ₀: the message names the member).
     """
-    members = _check_ensemble(model, members, kinks, method, step, time, rtol, atol, solver_options)
+    members, rtol, atol, max_steps = _check_ensemble(
+        model, members, kinks, method, step, time, rtol, atol, max_steps, active_threshold, threads, solver_options
+    )
     opts = dict(solver_options or {})
     path_kinks = resolve_kinks(model, kinks)
     K = len(members)
@@ -360,7 +373,6 @@ def simulate_ensemble(
         )
     s_grid = save_grid_s(time, log_t_end, save_log_t, n_save, log_t_start)
     check_explicit_work(method, time, s_grid, int(max_steps))
-    check_separable(model, dataset, allow_nonseparable)
     if method != "dopri5":  # the kink handling simulate gives this method (radau keeps kinks exact, bdf does not)
         path_kinks = make_driver(model, kinks, method, rtol, atol, int(max_steps), None).kinks
     sequential = path_kinks == "filippov" or method != "dopri5"  # (the batched integrator is dopri5)
@@ -368,6 +380,8 @@ def simulate_ensemble(
     dev = resolve_device(device, work=work, default=dataset.X.device)
     theta0 = _initial_thetas(model, members, dev)
     _check_starts(model, members, potentials, theta0, loss_fn, dataset, time)
+    names = [_member_name(i, m, pot) for i, (m, pot) in enumerate(zip(members, potentials, strict=True))]
+    check_separable_starts(model, dataset, allow_nonseparable, list(zip(theta0, potentials, strict=True)), names)
     if sequential:
         simulate_kwargs = dict(
             log_t_end=log_t_end,
@@ -429,8 +443,13 @@ def simulate_ensemble(
         return trajectories
 
 
-def _check_ensemble(model, members, kinks, method, step, time, rtol, atol, solver_options) -> list[Member]:
-    """The members as :class:`Member` objects, after checking the ensemble's arguments.
+def _check_ensemble(
+    model, members, kinks, method, step, time, rtol, atol, max_steps, active_threshold, threads, solver_options
+) -> tuple[list[Member], float, float, int]:
+    """The members as :class:`Member` objects, ``rtol``, ``atol`` as floats and ``max_steps`` as an int, after
+    checking the ensemble's arguments as :func:`flowsim.simulate` checks its own
+    (:func:`flowsim.problem.check_solver_arguments`, :func:`~flowsim.problem.check_active_threshold`,
+    :func:`flowsim.device.check_threads`).
 
     Raises:
         InvalidParameterError: see :func:`simulate_ensemble`.
@@ -443,9 +462,9 @@ def _check_ensemble(model, members, kinks, method, step, time, rtol, atol, solve
         )
     if step not in STEP_MODES:
         raise InvalidParameterError(f"step must be one of {STEP_MODES}, got {step!r}")
-    if time not in TIME_MODES:
-        raise InvalidParameterError(f"time must be one of {TIME_MODES}, got {time!r}")
-    check_tolerances(rtol, atol)
+    rtol, atol, max_steps = check_solver_arguments(time, method, rtol, atol, max_steps)
+    check_active_threshold(active_threshold)
+    check_threads(threads)
     unknown = sorted(set(dict(solver_options or {})) - {"first_step"})
     if unknown:
         raise InvalidParameterError(f"unknown solver option(s) {unknown} for ensembles; valid: ['first_step']")
@@ -454,7 +473,7 @@ def _check_ensemble(model, members, kinks, method, step, time, rtol, atol, solve
     members = [m if isinstance(m, Member) else _member_from_dict(m) for m in members]
     if not members:
         raise InvalidParameterError("an ensemble needs at least one member")
-    return members
+    return members, rtol, atol, max_steps
 
 
 def _initial_thetas(model: AbstractModel, members: list[Member], dev: torch.device) -> list[Tensor]:
@@ -483,7 +502,7 @@ def _check_starts(model, members, potentials, theta0, loss_fn, dataset: Dataset,
     X = dataset.X.to(device=theta0[0].device, dtype=torch.float64)
     y = dataset.y.to(device=theta0[0].device, dtype=torch.float64)
     for i, (m, pot, th) in enumerate(zip(members, potentials, theta0, strict=True)):
-        where = f"member {i} ({_member_label(m, pot)})"
+        where = _member_name(i, m, pot)
         check_all_finite(th, f"{where}: theta0", "Pass a finite θ₀, or theta0=None for model.init(scale, seed).")
         try:
             check_finite_start(pot.mirror_map(th), pot, MirrorFlowField(model, pot, loss_fn, X, y, time=time), th)

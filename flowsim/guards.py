@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,6 +53,7 @@ __all__ = [
     "DEFAULT_SEPARATION_LOG_T",
     "check_finite_start",
     "check_separable",
+    "check_separable_starts",
     "explicit_steps_lower_bound",
     "check_explicit_work",
     "SeparationMonitor",
@@ -117,14 +120,49 @@ def check_separable(
         InvalidDataError: the data are not separable (that way) and ``allow_nonseparable`` is False; the message
             says why it matters and what to do.
     """
+    check_separable_starts(model, dataset, allow_nonseparable, [(theta0, potential)])
+
+
+def check_separable_starts(
+    model: AbstractModel,
+    dataset: Dataset,
+    allow_nonseparable: bool,
+    starts: Sequence[tuple[Tensor | None, Any]],
+    names: Sequence[str] | None = None,
+) -> None:
+    """:func:`check_separable` for several runs on the same model and data (ensemble members, the runs of a
+    configuration), each given as ``(theta0, potential)``: one LP for the data, then one per distinct set of sign
+    restrictions the starts lock.
+
+    Raises:
+        InvalidDataError: as :func:`check_separable`, for the first start refused; its message begins with its name
+            from ``names`` (e.g. "member 2 (euclidean scale=1, seed=0): ").
+    """
     if allow_nonseparable or not isinstance(model, LINEAR_IN_X):
         return
-    if is_linearly_separable(dataset):
+    if not is_linearly_separable(dataset):
+        n_pos = int((dataset.y > 0).sum())
+        raise InvalidDataError(
+            f"the data {dataset.name!r} (n = {dataset.n}, {n_pos} positive, {dataset.n - n_pos} negative) are not "
+            f"linearly separable through the origin (LP by HiGHS: no w with y_i⟨x_i, w⟩ > 0 for all i), so the "
+            f"{type(model).__name__} model's margin flow has no limit direction: its minimum margin stays ≤ 0 and "
+            "an explicit solver's cost grows like t. Fix: use separable data (flowsim.data.is_linearly_separable(data) "
+            "checks; no bias is fitted, so classes must be split by a hyperplane through 0), a nonlinear model "
+            "(e.g. flowsim.models.TwoLayerReLU), or pass allow_nonseparable=True to run anyway (then prefer "
+            "method='radau')."
+        )
+    reachable: dict[tuple, bool] = {}
+    for i, (theta0, potential) in enumerate(starts):
         bounds = _sign_locked_bounds(model, theta0, potential)
-        if bounds is not None and not is_linearly_separable(dataset, bounds=bounds):
-            locked = [k for k, b in enumerate(bounds) if b != (None, None)]
+        if bounds is None:
+            continue
+        if tuple(bounds) not in reachable:
+            reachable[tuple(bounds)] = is_linearly_separable(dataset, bounds=bounds)
+        if not reachable[tuple(bounds)]:
+            locked = sum(b != (None, None) for b in bounds)
+            where = "" if names is None else f"{names[i]}: "
             raise InvalidDataError(
-                f"{type(model).__name__}'s initial factors are equal in {len(locked)} of {model.input_dim} "
+                f"{where}{type(model).__name__}'s initial factors are equal in {locked} of {model.input_dim} "
                 f"coordinates (e.g. init_mode='constant'); mirror flow keeps them equal (its field is symmetric in "
                 "the factors), so those effective weights w_k = u_k^D keep their initial signs, and no such w "
                 f"separates the data {dataset.name!r} (LP by HiGHS): the flow's margin stays ≤ 0 and its loss "
@@ -132,17 +170,6 @@ def check_separable(
                 "CASES C6) or init_mode='gaussian', a theta0 with unequal factors, or allow_nonseparable=True to "
                 "run anyway."
             )
-        return
-    n_pos = int((dataset.y > 0).sum())
-    raise InvalidDataError(
-        f"the data {dataset.name!r} (n = {dataset.n}, {n_pos} positive, {dataset.n - n_pos} negative) are not "
-        f"linearly separable through the origin (LP by HiGHS: no w with y_i⟨x_i, w⟩ > 0 for all i), so the "
-        f"{type(model).__name__} model's margin flow has no limit direction: its minimum margin stays ≤ 0 and an "
-        "explicit solver's cost grows like t. Fix: use separable data (flowsim.data.is_linearly_separable(data) "
-        "checks; no bias is fitted, so classes must be split by a hyperplane through 0), a nonlinear model "
-        "(e.g. flowsim.models.TwoLayerReLU), or pass allow_nonseparable=True to run anyway (then prefer "
-        "method='radau')."
-    )
 
 
 def _sign_locked_bounds(model: AbstractModel, theta0: Tensor | None, potential) -> list[tuple] | None:

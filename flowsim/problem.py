@@ -1,11 +1,13 @@
 """Shared set-up of a run (flow or discrete): resolve the potential, loss and data, place them on a device,
-build θ₀, and pick a thread count. Used by :func:`flowsim.simulate` and
-:func:`flowsim.discrete.mirror_descent` so both validate their inputs the same way.
+build θ₀, and pick a thread count; and the checks of the arguments the entry points share (solver settings,
+``active_threshold``). Used by :func:`flowsim.simulate`, :func:`flowsim.discrete.mirror_descent` and
+:func:`flowsim.ensemble.simulate_ensemble` so that they validate their inputs the same way.
 """
 
 from __future__ import annotations
 
 import contextlib
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,12 +17,24 @@ from torch import Tensor
 from .data import Dataset, make_dataset
 from .device import resolve_device, resolve_threads
 from .errors import InvalidDataError, InvalidParameterError, integer_argument
+from .flow import TIME_MODES
 from .guards import check_all_finite
 from .losses import AbstractLoss, get_loss
 from .models import AbstractModel
 from .potentials import AbstractPotential, get_potential
+from .solvers import ADAPTIVE_METHODS, AUTO_METHOD, STIFF_METHODS
+from .solvers.select import check_tolerances
 
-__all__ = ["Problem", "prepare_problem", "as_potential", "as_dataset", "num_threads", "integer_argument"]
+__all__ = [
+    "Problem",
+    "prepare_problem",
+    "as_potential",
+    "as_dataset",
+    "num_threads",
+    "integer_argument",
+    "check_solver_arguments",
+    "check_active_threshold",
+]
 
 
 def as_potential(potential: str | AbstractPotential | dict) -> AbstractPotential:
@@ -75,6 +89,38 @@ def as_dataset(data: Dataset | tuple) -> Dataset:
     )
 
 
+def check_solver_arguments(
+    time: str, method: str, rtol: float, atol: float, max_steps: int
+) -> tuple[float, float, int]:
+    """``rtol``, ``atol`` as floats and ``max_steps`` as an int, as every flow run takes them.
+
+    Raises:
+        InvalidParameterError: an unknown time mode or method, bad tolerances
+            (:func:`flowsim.solvers.select.check_tolerances`), or ``max_steps`` not an integer ≥ 1 (``1e6`` is
+            accepted, ``"10"`` and ``10.5`` are not: :func:`flowsim.errors.integer_argument`).
+    """
+    if time not in TIME_MODES:
+        raise InvalidParameterError(f"time must be one of {TIME_MODES}, got {time!r}")
+    if method not in ADAPTIVE_METHODS + STIFF_METHODS + (AUTO_METHOD,):
+        raise InvalidParameterError(
+            f"method {method!r} is not an adaptive solver; choose an explicit torchdiffeq method "
+            f"{ADAPTIVE_METHODS}, an implicit (stiff) scipy method {STIFF_METHODS} for long log-time horizons, or "
+            f"{AUTO_METHOD!r} (dopri5, then radau once its steps stop growing)"
+        )
+    rtol, atol = check_tolerances(rtol, atol)
+    return rtol, atol, integer_argument("max_steps", max_steps, "max_steps=1_000_000", minimum=1)
+
+
+def check_active_threshold(value: object) -> None:
+    """Raises:
+    InvalidParameterError: ``active_threshold`` not a number in [0, 1] (a fraction of the largest neuron mass)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) <= 1.0:
+        raise InvalidParameterError(
+            f"active_threshold must be a number in [0, 1], the fraction of the largest neuron mass above which a "
+            f"neuron counts as active (e.g. active_threshold=1e-2), got {value!r}"
+        )
+
+
 @contextlib.contextmanager
 def num_threads(n: int | None):
     """Temporarily set torch's intra-op thread count ``n`` ≥ 1 (None: leave it)."""
@@ -122,8 +168,8 @@ def prepare_problem(
         theta0: initial parameters `(p,)`; default ``model.init(scale=init_scale, seed=seed)``.
         device: torch device, or "auto" (CUDA when present and n·p is large, :mod:`flowsim.device`);
             default: the data's device.
-        threads: "auto" (1 thread on the CPU when n·p ≤ 2e6: small problems are op-overhead bound), an int ≥ 1,
-            or None (leave torch's setting); :func:`flowsim.device.resolve_threads`.
+        threads: "auto" (1 thread on the CPU when n·p ≤ 2e6: small problems are op-overhead bound), an int ≥ 1
+            (``2.0`` too), or None (leave torch's setting); :func:`flowsim.device.resolve_threads`.
 
     Raises:
         InvalidParameterError: not a flowsim model, wrong θ₀ shape, NaN/inf in θ₀, unknown potential/loss,
@@ -160,7 +206,5 @@ def prepare_problem(
             f"theta0 must have shape ({model.num_params},) for {model!r}, got {tuple(theta.shape)}"
         )
     check_all_finite(theta, "theta0", "Pass a finite θ₀, or theta0=None for model.init(scale=init_scale, seed=seed).")
-    if threads is not None and not isinstance(threads, str):  # (numpy integers and 2.0 too; "auto" or a typo below)
-        threads = integer_argument("threads", threads, 'threads=1, "auto" or None', minimum=1)
     n_threads = resolve_threads(threads, work=X.shape[0] * model.num_params, device=dev)
     return Problem(pot, loss_fn, dataset, X, y, theta, n_threads, dev)

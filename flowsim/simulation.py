@@ -25,7 +25,6 @@ References:
 from __future__ import annotations
 
 import json
-import numbers
 import os
 import time as _time
 from collections.abc import Callable
@@ -38,7 +37,7 @@ import torch
 from ._json import jsonable
 from .data import Dataset, make_dataset
 from .errors import FlowSimError, InvalidParameterError, integer_argument
-from .flow import TIME_MODES, MirrorFlowField
+from .flow import MirrorFlowField
 from .guards import (
     DEFAULT_SEPARATION_LOG_T,
     LINEAR_IN_X,
@@ -52,14 +51,14 @@ from .guards import (
 from .losses import AbstractLoss
 from .models import AbstractModel, get_model
 from .potentials import AbstractPotential, get_potential
-from .problem import Problem, num_threads, prepare_problem
+from .problem import Problem, check_active_threshold, check_solver_arguments, num_threads, prepare_problem
 from .results import Status, Trajectory, environment_metadata
 from .results.recorder import Recorder, SaveProgress, diagnostics_function
 from .results.store import DEFAULT_CHECKPOINT_EVERY, STREAM_DIR, RowStore, RunDirectory, locked_folder
 from .results.trajectory import interrupted_message
-from .solvers import ADAPTIVE_METHODS, AUTO_METHOD, STIFF_METHODS, MaxStepsReached, NonFiniteField, StepFailed
+from .solvers import ADAPTIVE_METHODS, STIFF_METHODS, MaxStepsReached, NonFiniteField, StepFailed
 from .solvers.base import NotSeparated
-from .solvers.select import check_tolerances, make_driver
+from .solvers.select import make_driver
 from .timegrid import log_t_from_s, save_grid_s, t_from_s
 
 __all__ = ["simulate", "resume", "save_grid_s", "ADAPTIVE_METHODS", "STIFF_METHODS"]
@@ -285,8 +284,8 @@ def simulate(
     References:
         Jacobs & Montúfar, arXiv 2605.19458 (2026); Pesme, Dragomir & Flammarion, NeurIPS 2024 (mirror flow).
     """
-    rtol, atol, max_steps = _check_solver_arguments(time, method, rtol, atol, max_steps)
-    _check_active_threshold(active_threshold)
+    rtol, atol, max_steps = check_solver_arguments(time, method, rtol, atol, max_steps)
+    check_active_threshold(active_threshold)
     if checkpoint_every is not None:
         checkpoint_every = integer_argument(
             "checkpoint_every", checkpoint_every, "checkpoint_every=50, 0: none", minimum=0
@@ -375,36 +374,6 @@ def _checkpoint_seconds(value) -> float | None:
             f"checkpoint_seconds must be a number of seconds ≥ 0 (0 or None: no wall-time checkpoints), got {value!r}"
         )
     return float(value) or None
-
-
-def _check_solver_arguments(
-    time: str, method: str, rtol: float, atol: float, max_steps: int
-) -> tuple[float, float, int]:
-    """``rtol``, ``atol`` as floats and ``max_steps`` as an int.
-
-    Raises:
-        InvalidParameterError: an unknown time mode or method, bad tolerances or ``max_steps``.
-    """
-    if time not in TIME_MODES:
-        raise InvalidParameterError(f"time must be one of {TIME_MODES}, got {time!r}")
-    if method not in ADAPTIVE_METHODS + STIFF_METHODS + (AUTO_METHOD,):
-        raise InvalidParameterError(
-            f"method {method!r} is not an adaptive solver; choose an explicit torchdiffeq method "
-            f"{ADAPTIVE_METHODS}, an implicit (stiff) scipy method {STIFF_METHODS} for long log-time horizons, or "
-            f"{AUTO_METHOD!r} (dopri5, then radau once its steps stop growing)"
-        )
-    rtol, atol = check_tolerances(rtol, atol)
-    return rtol, atol, integer_argument("max_steps", max_steps, "max_steps=1_000_000", minimum=1)
-
-
-def _check_active_threshold(value) -> None:
-    """Raises:
-    InvalidParameterError: ``active_threshold`` not a number in [0, 1] (a fraction of the largest neuron mass)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) <= 1.0:
-        raise InvalidParameterError(
-            f"active_threshold must be a number in [0, 1], the fraction of the largest neuron mass above which a "
-            f"neuron counts as active (e.g. active_threshold=1e-2), got {value!r}"
-        )
 
 
 def _run_config(

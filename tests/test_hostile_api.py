@@ -619,6 +619,55 @@ def test_integral_floats_and_numpy_scalars_are_accepted_as_counts_and_tolerances
     assert tr.config["solver"]["max_steps"] == 100_000 and type(tr.config["solver"]["rtol"]) is float
 
 
+_ENTRY_POINTS = {  # the three runners on the same small problem; each test passes the argument under test
+    "simulate": lambda **kw: simulate(Linear(2), SMALL, **{"log_t_end": 1.0, "n_save": 3, **kw}),
+    "mirror_descent": lambda **kw: mirror_descent(Linear(2), SMALL, step_size=0.1, **{"n_steps": 3, "n_save": 3, **kw}),
+    "simulate_ensemble": lambda **kw: simulate_ensemble(
+        Linear(2), SMALL, [{"potential": "euclidean"}], **{"log_t_end": 1.0, "n_save": 3, **kw}
+    ),
+}
+
+
+@pytest.mark.parametrize("entry", list(_ENTRY_POINTS))
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        pytest.param(*case, id=" ".join(f"{k}={v!r}" for k, v in case[0].items()))
+        for case in [
+            ({"n_save": 5.5}, "n_save must be an integer"),
+            ({"n_save": "5"}, "n_save must be an integer"),
+            ({"max_steps": "10"}, r"max_steps must be an integer ≥ 1 \(e\.g\. max_steps=1_000_000\), got '10'"),
+            ({"max_steps": 10.5}, "max_steps must be an integer ≥ 1"),
+            ({"max_steps": 0}, "max_steps must be an integer ≥ 1"),
+            ({"threads": 0}, r"threads must be an integer ≥ 1 \(e\.g\. threads=1"),
+            ({"threads": 1.5}, "threads must be an integer ≥ 1"),
+            ({"threads": "2"}, "threads must be 'auto', None or a positive int"),
+            ({"active_threshold": "0.1"}, r"active_threshold must be a number in \[0, 1\]"),
+            ({"active_threshold": 2.0}, r"active_threshold must be a number in \[0, 1\]"),
+        ]
+    ],
+)
+def test_every_runner_refuses_bad_counts_and_thresholds_as_simulate_does(entry, kw, match):
+    """mirror_descent ignored active_threshold; simulate_ensemble ignored it too, took max_steps="10" or 10.5 through
+    int() and refused threads=1.0 that simulate takes: all three refuse the same values with the same message now."""
+    with pytest.raises(InvalidParameterError, match=match) as info:
+        _ENTRY_POINTS[entry](diagnostics=False, **kw)
+    _message(info)
+
+
+def test_integral_floats_are_counts_for_every_runner():
+    """As simulate: integral floats are counts (mirror_descent refused n_save=3.0 and max_steps=1e3, the ensemble
+    threads=1.0), with the same results as the ints."""
+    runs = {"n_save": (3, 3.0), "max_steps": (1000, 1e3), "threads": (1, 1.0)}
+    ints, floats = ({k: v[i] for k, v in runs.items()} for i in (0, 1))
+    for entry, run in _ENTRY_POINTS.items():
+        a, b = run(**ints), run(**floats)
+        a, b = (a[0], b[0]) if entry == "simulate_ensemble" else (a, b)
+        assert b.success and np.array_equal(a.z, b.z) and b.config["solver"]["max_steps"] == 1000, entry
+    md = mirror_descent(Linear(2), SMALL, step_size=0.1, n_steps=4.0, n_save=3, diagnostics=False)
+    assert md.stats["n_steps"] == 4 and md.config["solver"]["n_steps"] == 4
+
+
 def test_mirror_descent_refuses_zero_threads():
     with pytest.raises(InvalidParameterError, match="threads must be an integer ≥ 1"):
         mirror_descent(Linear(2), SMALL, "euclidean", step_size=0.1, n_steps=3, threads=0)

@@ -1,6 +1,7 @@
 """Separability by the predictors a flow can reach: a diagonal linear network whose factors start equal keeps its
 effective weights' signs (the field is symmetric in the factors), so data needing another sign are refused before
-the run instead of a run that stalls with margin ≤ 0 and reports success."""
+the run instead of a run that stalls with margin ≤ 0 and reports success: by simulate, simulate_ensemble and the
+lab's checks of a configuration."""
 
 import numpy as np
 import pytest
@@ -8,8 +9,12 @@ import torch
 
 import flowsim
 from flowsim.data import is_linearly_separable, load_dataset, make_dataset
+from flowsim.ensemble import Member, simulate_ensemble
 from flowsim.errors import InvalidDataError
 from flowsim.guards import _sign_locked_bounds
+from flowsim.lab.checks import check_runs
+from flowsim.lab.config import validate_config
+from flowsim.lab.experiment import run_experiment
 from flowsim.models import DiagonalLinear
 from flowsim.potentials import BlockPotential, Euclidean, HyperbolicEntropy
 
@@ -48,3 +53,37 @@ def test_default_diagonal_init_on_data_needing_a_negative_weight_is_refused():
     X[y < 0] *= -1  # z_i = y_i x_i ≥ 0 componentwise: w = (1, 1, 1) separates
     tr = flowsim.simulate(DiagonalLinear(3), make_dataset(X, y), log_t_end=2.0, n_save=3, threads=1)
     assert tr.status.value == "success" and tr.diagnostics["normalized_margin"][-1] > 0
+
+
+def test_ensemble_refuses_a_member_whose_flow_cannot_reach_a_separator():
+    """simulate_ensemble checked the plain LP only and ran such members to a stall (margin ≤ 0, status success);
+    it refuses them as simulate does before any member runs, naming the first one (member 0 starts with unequal
+    factors, so every sign is reachable from it)."""
+    data = load_dataset("iris")
+    free = [0.5] * 4 + [0.0] * 4  # u = 0.5·1, v = 0: the zero_last init
+    members = [Member("euclidean", theta0=free), Member("euclidean", 0.5, 0)]
+    message = r"^member 1 \(euclidean scale=0\.5, seed=0\): DiagonalLinear's initial factors are equal in 4 of 4"
+    for method in ("dopri5", "radau"):  # batched, and member by member through simulate
+        with pytest.raises(InvalidDataError, match=message):
+            simulate_ensemble(DiagonalLinear(4), data, members, log_t_end=2.0, n_save=3, method=method)
+    tr = simulate_ensemble(DiagonalLinear(4), data, members[:1], log_t_end=2.0, n_save=3, threads=1)
+    assert tr[0].success
+
+
+@pytest.mark.parametrize("init", [{}, {"seed": [0, 1]}], ids=["runs", "sweep"])
+def test_lab_refuses_such_a_configuration_before_its_folder_is_made(tmp_path, init):
+    """The lab's pre-run checks called check_separable without θ₀: `flowsim run` on DiagonalLinear (default init) and
+    iris 0 vs 1 made its folder, wrote config.json, then the run was refused. Refused before anything is written now,
+    for plain runs and for a sweep (one ensemble); init_mode="zero_last" passes."""
+    cfg = {
+        "data": {"name": "iris"},
+        "model": {"name": "diagonal_linear"},
+        "potentials": [{"name": "euclidean"}],
+        "horizon": {"log_t_end": 1.0, "n_save": 5},
+        "init": init,
+        "output": {"plots": False},
+    }
+    with pytest.raises(InvalidDataError, match="init_mode='zero_last'"):
+        run_experiment(validate_config(cfg), tmp_path / "new" / "exp", workers=1)
+    assert not (tmp_path / "new").exists()
+    check_runs(validate_config({**cfg, "model": {"name": "diagonal_linear", "init_mode": "zero_last"}}))

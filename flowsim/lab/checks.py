@@ -10,9 +10,9 @@ from typing import Any
 
 from ..data import Dataset, load_dataset
 from ..errors import ConfigError
-from ..guards import check_explicit_work, check_separable
+from ..guards import check_explicit_work, check_separable_starts
 from ..models import AbstractModel, get_model
-from ..problem import prepare_problem
+from ..problem import Problem, prepare_problem
 from ..solvers.select import make_driver
 from ..timegrid import save_grid_s
 from .config import sweep_groups, sweep_members
@@ -40,9 +40,10 @@ def check_runs(config: dict[str, Any]) -> None:
     Builds every ``[sweep]`` group's data set and model and every run's potential, loss and initial parameters
     (:func:`flowsim.problem.prepare_problem`: names, parameters, the data's feature count against the model's
     ``input_dim``, ``[init]``); for the flow, also its solver (kink handling for this model, solver options), its
-    save grid and the reach of an explicit method, and the data's linear separability for models linear in x
-    (:mod:`flowsim.guards`). :func:`run_experiment`, :func:`run_comparison` and :func:`flowsim.lab.sweep.plan`
-    call it before they write to an output folder.
+    save grid and the reach of an explicit method, and, for models linear in x, the data's linear separability by
+    the weights each run's flow can reach from its θ₀ (:mod:`flowsim.guards`; a ``DiagonalLinear`` whose factors
+    start equal keeps its weights' signs). :func:`run_experiment`, :func:`run_comparison` and
+    :func:`flowsim.lab.sweep.plan` call it before they write to an output folder.
 
     Raises:
         ConfigError: bad ``[data]``/``[model]`` arguments (:func:`flowsim.lab.config.validate_config` checks
@@ -53,28 +54,44 @@ def check_runs(config: dict[str, Any]) -> None:
     if flow:
         _check_horizon(config)
     for group, _ in sweep_groups(config):
-        dataset, model = check_problems(group)
+        dataset, model, problems = _problems(group)
         if flow:
-            _check_flow_solver(group, model, dataset)
+            _check_flow_solver(group, model, dataset, problems)
 
 
 def check_problems(config: dict[str, Any]) -> tuple[Dataset, AbstractModel]:
     """The data set and model of a configuration without a ``[sweep]`` table, and each of its runs' potential,
     loss and initial parameters, as a run builds them (:func:`flowsim.problem.prepare_problem`)."""
-    dataset, model = build(config)
-    for member in sweep_members(config):
-        potential, scale, seed = member["potential"], member["init_scale"], member["seed"]
-        prepare_problem(model, dataset, potential, config["flow"]["loss"], init_scale=scale, seed=seed, device="cpu")
+    dataset, model, _ = _problems(config)
     return dataset, model
 
 
-def _check_flow_solver(config: dict[str, Any], model: AbstractModel, dataset: Dataset) -> None:
+def _problems(config: dict[str, Any]) -> tuple[Dataset, AbstractModel, list[Problem]]:
+    """:func:`check_problems` with each run's :class:`~flowsim.problem.Problem` (θ₀, potential, ...)."""
+    dataset, model = build(config)
+    problems = [
+        prepare_problem(
+            model,
+            dataset,
+            member["potential"],
+            config["flow"]["loss"],
+            init_scale=member["init_scale"],
+            seed=member["seed"],
+            device="cpu",
+        )
+        for member in sweep_members(config)
+    ]
+    return dataset, model, problems
+
+
+def _check_flow_solver(config: dict[str, Any], model: AbstractModel, dataset: Dataset, problems: list[Problem]) -> None:
     """The flow's driver for this model (kink handling, solver options) and, for a model linear in x, whether
-    the data are linearly separable (unless ``[flow] allow_nonseparable``)."""
+    the data are linearly separable by the weights each run can reach (unless ``[flow] allow_nonseparable``)."""
     solver = config["solver"]
     method, kinks, options = solver["method"], solver["kinks"], solver.get("options")
     make_driver(model, kinks, method, solver["rtol"], solver["atol"], solver["max_steps"], options)
-    check_separable(model, dataset, bool(config["flow"].get("allow_nonseparable", False)))
+    allow = bool(config["flow"].get("allow_nonseparable", False))
+    check_separable_starts(model, dataset, allow, [(p.theta0, p.potential) for p in problems])
 
 
 def _check_horizon(config: dict[str, Any]) -> None:
