@@ -67,7 +67,7 @@ import torch
 from torch import Tensor
 
 from .data import Dataset
-from .errors import InvalidParameterError, integer_argument, positive_real
+from .errors import InvalidParameterError, exception_text, integer_argument, positive_real
 from .losses import AbstractLoss
 from .models import AbstractModel
 from .potentials import AbstractPotential, HyperbolicEntropy
@@ -481,7 +481,7 @@ def _iterate(it: _Descent, recorder: Recorder, saves: _SaveSchedule, n_steps: in
     except _Stop as e:
         return e.status, f"{e.status.hint} ({e.detail})"
     except (RuntimeError, FloatingPointError, OverflowError) as e:
-        return Status.FAILED, f"{Status.FAILED.hint} ({type(e).__name__}: {str(e)[:300]})"
+        return Status.FAILED, f"{Status.FAILED.hint} ({exception_text(e)})"
     return Status.SUCCESS, Status.SUCCESS.hint
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "TrajectoryFileError",
     "RunFolderError",
     "PotentialOverflowError",
+    "exception_text",
 ]
 
 
@@ -69,6 +70,16 @@ class PotentialOverflowError(FlowSimError, OverflowError):
     reaches a dual value z, so the inverse mirror map ∇Φ*(z) cannot be computed there; the message names the
     potential, the coordinate and where φ′ stops. A run that meets it ends with status ``failed`` (it is an
     ``OverflowError``) and keeps what it computed."""
+
+
+def exception_text(e: BaseException, limit: int = 300) -> str:
+    """``"<type>: <message>"`` of an exception that ends a run, for its status message: a :class:`FlowSimError`'s
+    message whole (flowsim wrote it, with what to do), another's cut to ``limit`` characters (a foreign library's
+    message can run to pages)."""
+    text = str(e)
+    if not isinstance(e, FlowSimError) and len(text) > limit:
+        text = text[:limit] + " …"
+    return f"{type(e).__name__}: {text}"
 
 
 def positive_real(name: str, value, example: str) -> float:

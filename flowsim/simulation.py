@@ -36,7 +36,7 @@ import torch
 
 from ._json import jsonable
 from .data import Dataset, make_dataset
-from .errors import FlowSimError, InvalidParameterError, integer_argument
+from .errors import FlowSimError, InvalidParameterError, exception_text, integer_argument
 from .flow import MirrorFlowField
 from .guards import (
     DEFAULT_SEPARATION_LOG_T,
@@ -95,12 +95,12 @@ def _run_driver(driver, field, z0: torch.Tensor, tau: torch.Tensor, save) -> tup
         hint = _underflow_hint(driver, field) if status == Status.STEP_UNDERFLOW else status.hint
         message = f"{hint} (torchdiffeq: {text[:300]})"
     except (RuntimeError, FloatingPointError, OverflowError) as e:
-        status, message = Status.FAILED, f"{Status.FAILED.hint} ({type(e).__name__}: {str(e)[:300]})"
+        status, message = Status.FAILED, f"{Status.FAILED.hint} ({exception_text(e)})"
     except ValueError as e:
         if isinstance(e, FlowSimError):  # bad input, said as such by flowsim
             raise
         # scipy's numerical failures (brentq on a NaN, ...): the run keeps what it computed and says why it stopped
-        status, message = Status.FAILED, f"{Status.FAILED.hint} ({type(e).__name__}: {str(e)[:300]})"
+        status, message = Status.FAILED, f"{Status.FAILED.hint} ({exception_text(e)})"
     return status, message
 
 

@@ -683,3 +683,15 @@ def test_bare_potential_name_that_needs_parameters_shows_the_dict_form():
         msg = _message(info)
         assert "needs beta" in msg and "{'name': 'hyperbolic_entropy', 'beta': 0.05}" in msg, msg
         assert "HyperbolicEntropy(beta=0.05)" in msg
+
+
+def test_status_messages_keep_flowsim_errors_whole_and_cut_foreign_ones():
+    """A run's failure message carries the exception's text: flowsim's own (with its advice) whole, a foreign
+    library's cut to 300 characters."""
+    from flowsim.errors import PotentialOverflowError, exception_text
+
+    advice = "x" * 400 + " use a built-in potential"
+    assert exception_text(PotentialOverflowError(advice)) == f"PotentialOverflowError: {advice}"
+    cut = exception_text(RuntimeError("y" * 1000))
+    assert cut == "RuntimeError: " + "y" * 300 + " …"
+    assert exception_text(ValueError("short")) == "ValueError: short"

@@ -315,9 +315,11 @@ def test_run_meeting_an_overflowing_phi_prime_fails_with_the_message():
     data = ([[1.0, 0.5], [-0.5, -1.0], [0.8, -0.2]], [1, -1, 1])
     tr = flowsim.simulate(Linear(2), data, pot, log_t_end=30.0, n_save=20, theta0=[0.0, 0.0], threads=1)
     assert tr.status.value == "failed" and "PotentialOverflowError: SeparablePotential 'walled'" in tr.message
+    assert "use a built-in potential" in tr.message  # flowsim's own message is kept whole, advice included
     assert len(tr) > 2 and float(abs(tr.theta[-1]).max()) < 8.43
     md = mirror_descent(Linear(2), data, pot, step_size=1.0, n_steps=1000, theta0=[0.0, 0.0], threads=1)
     assert md.status.value == "failed" and "SeparablePotential 'walled'" in md.message
+    assert "use a built-in potential" in md.message
 
 
 def test_smoothed_p3_closed_form_inverse_matches_newton_solver():
