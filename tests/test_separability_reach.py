@@ -14,7 +14,7 @@ from flowsim.errors import InvalidDataError
 from flowsim.guards import _sign_locked_bounds
 from flowsim.lab.checks import check_runs
 from flowsim.lab.config import validate_config
-from flowsim.lab.experiment import run_experiment
+from flowsim.lab.experiment import run_comparison, run_experiment
 from flowsim.models import DiagonalLinear
 from flowsim.potentials import BlockPotential, Euclidean, HyperbolicEntropy
 
@@ -87,3 +87,27 @@ def test_lab_refuses_such_a_configuration_before_its_folder_is_made(tmp_path, in
         run_experiment(validate_config(cfg), tmp_path / "new" / "exp", workers=1)
     assert not (tmp_path / "new").exists()
     check_runs(validate_config({**cfg, "model": {"name": "diagonal_linear", "init_mode": "zero_last"}}))
+
+
+def test_compare_refuses_data_the_flow_would_refuse_before_mirror_descent_runs(tmp_path):
+    """`flowsim compare` checked the runs' problems but not the flow's reach: on a sign-locked DiagonalLinear start
+    (iris 0 vs 1, default init) it ran mirror descent and wrote its output, then the flow refused the data. Refused
+    before any work and before the folder is made now; init_mode="zero_last" passes."""
+    cfg = {
+        "data": {"name": "iris"},
+        "model": {"name": "diagonal_linear"},
+        "potentials": [{"name": "euclidean"}],
+        "horizon": {"log_t_end": 1.0, "n_save": 5},
+        "output": {"plots": False},
+    }
+    with pytest.raises(InvalidDataError, match="init_mode='zero_last'"):
+        run_comparison(validate_config(cfg), tmp_path / "new" / "cmp", step_size=0.1, log=lambda *a: None)
+    assert not (tmp_path / "new").exists()
+    rows, _, runs = run_comparison(
+        validate_config({**cfg, "model": {"name": "diagonal_linear", "init_mode": "zero_last"}}),
+        None,
+        step_size=0.5,
+        schedule="sup_normalized",
+        log=lambda *a: None,
+    )
+    assert rows and runs[0][0].success

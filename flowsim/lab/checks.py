@@ -17,7 +17,7 @@ from ..solvers.select import make_driver
 from ..timegrid import save_grid_s
 from .config import sweep_groups, sweep_members
 
-__all__ = ["build", "check_problems", "check_runs", "removed_if_left_empty"]
+__all__ = ["build", "check_comparison", "check_runs", "removed_if_left_empty"]
 
 
 @contextlib.contextmanager
@@ -59,15 +59,26 @@ def check_runs(config: dict[str, Any]) -> None:
             _check_flow_solver(group, model, dataset, problems)
 
 
-def check_problems(config: dict[str, Any]) -> tuple[Dataset, AbstractModel]:
-    """The data set and model of a configuration without a ``[sweep]`` table, and each of its runs' potential,
-    loss and initial parameters, as a run builds them (:func:`flowsim.problem.prepare_problem`)."""
-    dataset, model, _ = _problems(config)
+def check_comparison(config: dict[str, Any]) -> tuple[Dataset, AbstractModel]:
+    """The data set and model of a configuration without a ``[sweep]`` table, for ``flowsim compare``: each run's
+    potential, loss and initial parameters built as a run builds them (:func:`flowsim.problem.prepare_problem`),
+    and, for a model linear in x, the data's linear separability by the weights each run's flow can reach (as
+    :func:`check_runs`; the flow runs at the discrete run's times, so its horizon is not checked). Called before
+    mirror descent runs and before anything is written.
+
+    Raises:
+        ConfigError, InvalidParameterError: as :func:`check_runs`; InvalidDataError: the flow would refuse the
+            data (unless ``[flow] allow_nonseparable``).
+    """
+    dataset, model, problems = _problems(config)
+    allow = bool(config["flow"].get("allow_nonseparable", False))
+    check_separable_starts(model, dataset, allow, [(p.theta0, p.potential) for p in problems])
     return dataset, model
 
 
 def _problems(config: dict[str, Any]) -> tuple[Dataset, AbstractModel, list[Problem]]:
-    """:func:`check_problems` with each run's :class:`~flowsim.problem.Problem` (θ₀, potential, ...)."""
+    """The data set and model of a configuration without a ``[sweep]`` table, and each of its runs'
+    :class:`~flowsim.problem.Problem` (potential, loss, θ₀) as a run builds it."""
     dataset, model = build(config)
     problems = [
         prepare_problem(

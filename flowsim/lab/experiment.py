@@ -24,7 +24,7 @@ from ..potentials import AbstractPotential, get_potential
 from ..results import Trajectory
 from ..results.store import locked_folder, prepare_out_dir
 from ..simulation import simulate
-from .checks import build, check_problems, check_runs, removed_if_left_empty
+from .checks import build, check_comparison, check_runs, removed_if_left_empty
 from .config import flow_arguments, is_sweep, run_options, sweep_groups, sweep_members
 from .workers import cpu_cores, progress_hook, run_parallel
 
@@ -539,7 +539,7 @@ def run_comparison(
         ConfigError: invalid data, model or potential arguments; InvalidParameterError: bad step size etc.;
         RunFolderError: ``out`` is a file or not writable.
     """
-    check_problems(config)  # (md and the flow at its times: the flow's solver and horizon are the comparison's)
+    check_comparison(config)  # (md and the flow at its times: the flow's horizon is the discrete run's)
     out_dir = prepare_out_dir(out) if out is not None else None  # a file or unwritable: an error before any work
     dataset, model = build(config)
     rows, labels, runs = [], [], []
