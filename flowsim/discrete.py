@@ -158,6 +158,12 @@ def _check_stopping(n_steps, log_t_end, log_t_start, n_save, max_steps) -> tuple
         )
     if n_steps is not None:
         n_steps = integer_argument("n_steps", n_steps, "n_steps=1000", minimum=1)
+    if log_t_end is None and log_t_start is not None:
+        raise InvalidParameterError(
+            f"log_t_start={log_t_start!r} starts the save grid in log t of the clock, which needs log_t_end; with "
+            "n_steps only the iterates are saved at log-spaced step indices. Give log_t_end (e.g. log_t_end=10.0) "
+            "or drop log_t_start"
+        )
     for name, value, example in (("log_t_end", log_t_end, "30.0"), ("log_t_start", log_t_start, "-3.0")):
         if value is None:
             continue
@@ -217,7 +223,7 @@ def mirror_descent(
             comes first.
         n_save: number of saved states including t = 0 (and always the final one): on a grid uniform in
             log t from ``log_t_start`` to ``log_t_end``, or, with ``n_steps`` only, log-spaced step indices.
-        log_t_start: first nonzero save time in log t (default min(−3, log_t_end − 1)).
+        log_t_start: first nonzero save time in log t (default min(−3, log_t_end − 1)); needs ``log_t_end``.
         theta0: initial parameters, shape `(p,)`; default ``model.init(scale=init_scale, seed=seed)``.
         init_scale, seed: initialization (explicit generator; global RNG untouched).
         rollback: undo a step that increases the loss (or makes it non-finite) and halve η (Lyu & Li);

@@ -294,6 +294,7 @@ def test_flow_clock_is_log_space_and_config_records_method():
         (dict(step_size=0.1, n_steps=5, theta0=np.zeros(4)), r"theta0 must have shape \(3,\)"),
         (dict(step_size=0.1, n_steps=5, rollback=True, step_growth=0.5), "step_growth must be ≥ 1"),
         (dict(step_size=0.1, log_t_end=1.0, log_t_start=2.0), "must be below log_t_end"),
+        (dict(step_size=0.1, n_steps=5, log_t_start=-2.0), "needs log_t_end"),  # (was silently ignored)
     ],
 )
 def test_bad_inputs_raise_with_fix_in_message(kwargs, match):
