@@ -17,8 +17,15 @@ growth no faster than n^0.5; when the exact run's *steps* alone grow that fast w
 and the error estimate sits on sliding neurons, the growth is the sliding dynamics the Filippov solution has to
 resolve, not the overhead of the event handling.
 
+``--transients S`` (one n, gradient flow, to log t = 2.5): what sets the steps after s = S. The exact run's
+steps over [S, end] against the same run continued from its state at S with the activation pattern frozen (no
+events, no sliding projection); the first tries after a switch that Radau rejects, each with its sequence of
+(step, error norm) until accepted; and the share of all the run's steps spent from a rejected first try that cut
+the step below half of its proposal until a step is back at half of it (the transient's decay).
+
 Usage:
     python benchmarks/kinks_radau_steps.py [--ns 30 100 300 1000] [--potentials gf he0.1]
+    python benchmarks/kinks_radau_steps.py --transients 2.0 --ns 1000      # about 1 minute
 
 The script reaches into the driver (hooks on its step, event search and error estimate): it measures, it does
 not change a run (the hooks return what they wrap).
@@ -129,6 +136,89 @@ def frozen_run(n: int, pot: str) -> dict:
     return {"steps": tr.stats["n_accepted"], "nfe": tr.stats["nfe"]}
 
 
+def _recorded_run(n: int, s_freeze: float, freeze: bool):
+    """The gradient-flow run with every accepted Radau step recorded as (s₀, step, proposal, [(h, error norm) of its
+    tries]); with ``freeze``, no event and no sliding drift is acted on after s = ``s_freeze`` (the pattern stays)."""
+    steps, tries = [], []
+
+    def step_impl(orig):
+        def wrapped(self):
+            t0, proposal, start = self.t, self.h_abs, len(tries)
+            out = orig(self)
+            steps.append((t0, self.t - t0, proposal, tries[start:]))
+            return out
+
+        return wrapped
+
+    def error_norm(orig):
+        def wrapped(self, t, y, y_new, f, Z, h, LU_real, cut):
+            norm = orig(self, t, y, y_new, f, Z, h, LU_real, cut)
+            tries.append((h, norm))
+            return norm
+
+        return wrapped
+
+    def frozen(orig):
+        event = orig.__name__ == "_find_event"  # (else _track_sliding(t0, t1, z))
+
+        def wrapped(self, *args, **kwargs):
+            t_end = float(args[0].t1) if event else float(args[1])
+            if freeze and t_end > s_freeze:
+                return None if event else 0.0
+            return orig(self, *args, **kwargs)
+
+        return wrapped
+
+    with (
+        _patched(radau_newton.NewtonRadau, "_step_impl", step_impl),
+        _patched(radau_newton.NewtonRadau, "_error_norm", error_norm),
+        _patched(ImplicitFilippovDriver, "_find_event", frozen),
+        _patched(ImplicitFilippovDriver, "_track_sliding", frozen),
+    ):
+        tr = _simulate(n, "gf")
+    return tr, steps
+
+
+def _recovery_steps(steps) -> int:
+    """Steps from a rejected first try that cut the step below half its proposal until a step is back at half."""
+    window, k = 0, 0
+    while k < len(steps):
+        _, taken, proposal, seq = steps[k]
+        k += 1
+        if len(seq) > 1 and taken < 0.5 * proposal:
+            window += 1
+            while k < len(steps) and steps[k][1] < 0.5 * proposal:
+                window, k = window + 1, k + 1
+    return window
+
+
+def transients(n: int, s_freeze: float) -> None:
+    """Print the ``--transients`` report (module docstring) for data size ``n``, to log t = 2.5."""
+    global LOG_T
+    LOG_T, saved = 2.5, LOG_T
+    try:
+        for freeze in (False, True):
+            tr, steps = _recorded_run(n, s_freeze, freeze)
+            after = [st for st in steps if st[0] >= s_freeze]
+            label = f"frozen pattern from s = {s_freeze:g}" if freeze else "exact"
+            print(
+                f"n = {n}, {label}: {tr.status.value}, {len(after)} steps over s in [{s_freeze}, end] "
+                f"(median {np.median([st[1] for st in after]):.4g}), {len(steps)} in all, RHS {tr.stats['nfe']}"
+            )
+            if freeze:
+                continue
+            for t0, _, _, seq in after:
+                if len(seq) > 1:
+                    print(f"  rejected first try at s = {t0:.4f}: (h, error norm) " + ", ".join(
+                        f"({h:.3g}, {e:.3g})" for h, e in seq))  # fmt: skip
+            print(
+                f"  steps from a cut first try until back at half its proposal: {_recovery_steps(steps)} "
+                f"of {len(steps)}"
+            )
+    finally:
+        LOG_T = saved
+
+
 def _slope(ns, values) -> float:
     return float(np.polyfit(np.log(ns), np.log(values), 1)[0])
 
@@ -137,8 +227,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ns", type=int, nargs="+", default=[30, 100, 300, 1000])
     parser.add_argument("--potentials", nargs="+", default=["gf"], choices=sorted(POTENTIALS))
+    parser.add_argument("--transients", type=float, default=None, metavar="S", help="what sets the steps after s = S")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.transients is not None:
+        for n in args.ns:
+            transients(n, args.transients)
+        return
     print(
         f"{'pot':6} {'n':>5} | {'status':8} {'steps':>6} {'RHS':>7} {'RHS/step':>8} {'soft':>5} {'lost':>6} "
         f"{'err on sliding':>14} {'sliding':>7} {'CPU s':>6} | {'frozen steps':>12} {'RHS':>6}"
