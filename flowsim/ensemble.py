@@ -413,22 +413,42 @@ def simulate_ensemble(
             active_threshold,
             simulate_kwargs,
         )
+    batched = dict(step=step, time=time, rtol=rtol, atol=atol, max_steps=int(max_steps), options=opts)
+    guard = not (allow_nonseparable or separation_log_t is None or isinstance(model, LINEAR_IN_X))
+    n_threads = resolve_threads(threads, work=work, device=dev)
+    return _batched_members(
+        model, dataset, members, potentials, theta0, loss_fn, s_grid, dev, n_threads, diagnostics, active_threshold,
+        batched, separation_log_t if guard else None,
+    )  # fmt: skip
+
+
+def _batched_members(
+    model, dataset, members, potentials, theta0, loss_fn, s_grid, dev, n_threads, diagnostics, active_threshold,
+    batched: dict, separation_log_t: float | None,
+) -> list[Trajectory]:  # fmt: skip
+    """The members integrated together by :class:`BatchedDopri5` (naive kinks), one trajectory each.
+
+    ``batched``: the ensemble's ``step``, ``time``, ``rtol``, ``atol``, ``max_steps`` and solver ``options``;
+    ``separation_log_t``: where the batched separation monitor stops members whose data are not separated (None:
+    no monitor)."""
+    K, time, opts = len(members), batched["time"], batched["options"]
     solver = {
         "kinks": "naive",
         "method": "dopri5",
-        "rtol": rtol,
-        "atol": atol,
-        "max_steps": int(max_steps),
+        "rtol": batched["rtol"],
+        "atol": batched["atol"],
+        "max_steps": batched["max_steps"],
         "time": time,
         "options": opts,
-        "ensemble_step": step,
+        "ensemble_step": batched["step"],
     }
-    n_threads = resolve_threads(threads, work=work, device=dev)
     X = dataset.X.to(device=dev, dtype=torch.float64)
     y = dataset.y.to(device=dev, dtype=torch.float64)
     field = BatchedMirrorFlowField(model, potentials, loss_fn, X, y, time=time)
-    stepper = BatchedDopri5(field, rtol, atol, max_steps, step, opts.get("first_step"))
-    if not (allow_nonseparable or separation_log_t is None or isinstance(model, LINEAR_IN_X)):
+    stepper = BatchedDopri5(
+        field, batched["rtol"], batched["atol"], batched["max_steps"], batched["step"], opts.get("first_step")
+    )
+    if separation_log_t is not None:
         stepper.monitor = BatchedSeparationMonitor(field, loss_fn, time, separation_log_t, K)
     z0 = torch.stack([pot.mirror_map(th) for pot, th in zip(potentials, theta0, strict=True)])
     tau_grid = s_grid if time == "log" else t_from_s(s_grid)
