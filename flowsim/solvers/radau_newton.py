@@ -122,18 +122,8 @@ class NewtonRadau(Radau):
                 LU_real = LU_complex = None  # (factorised for the longer step)
             h = t_new - t
             h_abs = np.abs(h)
-            Z0 = np.zeros((3, y.shape[0])) if self.sol is None else self.sol(t + h * _sp.C).T - y
-            scale = self.atol + np.abs(y) * self.rtol
-            while True:
-                if LU_real is None or LU_complex is None:
-                    LU_real = self.lu(_sp.MU_REAL / h * self.I - J)
-                    LU_complex = self.lu(_sp.MU_COMPLEX / h * self.I - J)
-                converged, n_iter, Z, rate = self._newton(t, y, h, Z0, scale, LU_real, LU_complex)
-                if converged or current_jac:
-                    break
-                J = self.jac(t, y, f)
-                current_jac = True
-                LU_real = LU_complex = None
+            stages = self._solve_stages(t, y, f, h, J, current_jac, LU_real, LU_complex)
+            converged, n_iter, Z, rate, J, current_jac, LU_real, LU_complex = stages
             if not converged:
                 self.n_newton_failures += 1
                 h_abs *= 0.5
@@ -179,6 +169,25 @@ class NewtonRadau(Radau):
         return True, None
 
     # ---- the step's parts ----
+    def _solve_stages(self, t, y, f, h, J, current_jac: bool, LU_real, LU_complex):
+        """Newton's iteration for the stages of a step of length h, from the predictor (the last collocation
+        polynomial, or zero increments); where it fails with a stale Jacobian, once more with a fresh one.
+
+        Returns (converged, iterations, Z `(3, n)`, last contraction θ or None, J, current_jac, LU_real, LU_complex),
+        the factorisations None where they were invalidated."""
+        Z0 = np.zeros((3, y.shape[0])) if self.sol is None else self.sol(t + h * _sp.C).T - y
+        scale = self.atol + np.abs(y) * self.rtol
+        while True:
+            if LU_real is None or LU_complex is None:
+                LU_real = self.lu(_sp.MU_REAL / h * self.I - J)
+                LU_complex = self.lu(_sp.MU_COMPLEX / h * self.I - J)
+            converged, n_iter, Z, rate = self._newton(t, y, h, Z0, scale, LU_real, LU_complex)
+            if converged or current_jac:
+                return converged, n_iter, Z, rate, J, current_jac, LU_real, LU_complex
+            J = self.jac(t, y, f)
+            current_jac = True
+            LU_real = LU_complex = None
+
     def _next_stop(self, t: float) -> float | None:
         """The first stop after t (in the direction of integration), None if there is none."""
         if not self.stops.size:
