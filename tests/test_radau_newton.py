@@ -261,3 +261,46 @@ def test_stall_cause_names_a_coordinate_at_a_singular_point_of_the_inverse_mirro
     assert "method='radau'" in _stall_cause(_Field(PPower(3)), z, "bdf")
     assert "ReLU kinks" in _stall_cause(_Field(PPower(3)), np.abs(z) + 1.0)
     assert "ReLU kinks" in _stall_cause(_Field(PPower(1.5)), z)
+
+
+def test_newton_converges_where_a_weight_is_below_the_rounding_of_the_largest_coordinate():
+    """A linear model under SmoothedHomogeneous(3, 1) at rtol 1e-9, atol 1e-12: by log t ≈ 300 the dual coordinates
+    are ~1e7 while one crosses 0, its weight atol + rtol·|z_k| (~1e-12) below the rounding the LU solves put into
+    every component (ε × the largest increment). Newton's test never passed there: 4,390 failures and log t 310
+    after 40 s, steps of 1e-5. With its weights floored at 100 ε·max|z| it converges (the error estimate keeps the
+    user's weights). Reference: scipy's Radau at rtol 1e-11 with atol 1e-5 on the dual ODE written here in numpy
+    (it agrees with DOP853 at rtol 1e-12 to 3e-12 of max|z|; DOP853 takes 9 million evaluations)."""
+    import torch
+
+    import flowsim
+    from flowsim.models import Linear
+    from flowsim.potentials import SmoothedHomogeneous
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(3)
+    w0 = rng.standard_normal(5)
+    X = rng.standard_normal((20, 5))
+    X = X[np.abs(X @ w0) > 0.2]
+    y = np.sign(X @ w0)
+    X = X / np.linalg.norm(X, axis=1).max()
+    Zy = y[:, None] * X
+
+    def theta(z):  # (φ′)⁻¹ for φ = (x² + 1)^{3/2}: x = u √(2 / (1 + √(1 + 4u²))), u = z/3
+        u = z / 3.0
+        return u * np.sqrt(2.0 / (1.0 + np.sqrt(1.0 + 4.0 * u * u)))
+
+    S = np.array([100.0, 250.0, 320.0, 400.0])
+    ref = solve_ivp(
+        lambda s, z: Zy.T @ np.exp(s - Zy @ theta(z)), (0.0, S[-1]), np.zeros(5), method="Radau", rtol=1e-11,
+        atol=1e-5, t_eval=S,
+    ).y.T  # fmt: skip
+    assert np.abs(ref[2, 4]) < 1e-8 * np.abs(ref).max()  # coordinate 4 crosses 0 far below the others' scale
+    rtol = 1e-9
+    tr = flowsim.simulate(
+        Linear(5), (X, y), SmoothedHomogeneous(3.0, 1.0), theta0=np.zeros(5), save_log_t=S, log_t_end=S[-1],
+        method="radau", rtol=rtol, atol=rtol * 1e-3, max_steps=3_000, diagnostics=False,
+    )  # fmt: skip
+    assert tr.status.value == "success", tr.message  # (was: max_steps near log t 300)
+    err = np.abs(tr.z[1:] - ref).max(1) / np.abs(ref).max(1)
+    assert (err <= 10 * rtol).all(), err / rtol
+    assert tr.stats["n_newton_failures"] < 100

@@ -15,6 +15,12 @@ simplified Newton iteration for the stage values is judged and what a failed one
 * **steps can land on given times** (``stops``, e.g. save times): a step that would pass the next stop ends on
   it, as at ``t_bound``, and the proposal from before the cut is kept for the step after it. A stop closer to
   the step's start than 1e-9 of the step (or of |t|) is passed instead.
+* **Newton's convergence test has a rounding floor.** Its weights are atol + rtol·|y_k| as in scipy, but at least
+  100 ε·max_k |y_k|: the LU solves put rounding of about ε times the largest increment into every component, so
+  a component whose weight is below that (a dual coordinate crossing 0 while others are 10⁷, with atol = 1e-12)
+  never passed the test. Measured (a linear model, ``SmoothedHomogeneous(3, 1)``, rtol 1e-9, atol 1e-12, to log
+  t = 1000): the run had 4,390 Newton failures and was at log t 310 after 40 s (steps of 1e-5); with the floor,
+  8 failures and 1.9 s. The error estimate keeps the user's weights.
 * **Newton-limited steps are remembered.** Without a limit the error controller proposes 5-10 × the step
   Newton can take on late-training fields, and each step pays for the failed tries. The next step is capped
   where Newton's contraction is predicted to reach 0.3, from the last measured θ and θ ∝ h⁴ (measured there:
@@ -45,6 +51,7 @@ _RATE_TARGET = 0.3  # the contraction a capped step is aimed at
 _RATE_EXPONENT = 0.25  # 1/k for θ ∝ h^k
 _EPS = np.finfo(float).eps
 _STOP_MIN = 1e-9  # stops closer to t than this × max(step, |t|) are passed, not landed on
+_NEWTON_FLOOR = 100 * _EPS  # × max |y|: the smallest weight of Newton's convergence test (module docstring)
 
 
 class NewtonRadau(Radau):
@@ -176,7 +183,7 @@ class NewtonRadau(Radau):
         Returns (converged, iterations, Z `(3, n)`, last contraction θ or None, J, current_jac, LU_real, LU_complex),
         the factorisations None where they were invalidated."""
         Z0 = np.zeros((3, y.shape[0])) if self.sol is None else self.sol(t + h * _sp.C).T - y
-        scale = self.atol + np.abs(y) * self.rtol
+        scale = np.maximum(self.atol + np.abs(y) * self.rtol, _NEWTON_FLOOR * np.abs(y).max())
         while True:
             if LU_real is None or LU_complex is None:
                 LU_real = self.lu(_sp.MU_REAL / h * self.I - J)
