@@ -1504,6 +1504,22 @@ def test_sliding_projection_puts_surfaces_back_with_second_order_balance_change(
     assert sw.project_sliding(zp, thp, band) is None  # nothing left to project
 
 
+def test_projection_keeps_the_band_of_the_state_it_corrects():
+    """PPower(4), init 0.1: a sliding neuron (two surfaces) with a weight at 3.7e-4, where D = (∇²Φ)⁻¹ is 2e6 times
+    its neighbours', drifted 0.022 off h = 0 within its band of 10 error scales (0.014-0.020: z's tolerance is that
+    coarse in θ there). Projected back, w_j moved by 0.027 (the weight through 0) and another of its points went
+    from h = 0.0031 to −0.017: within the old band, but 2.1e4 error scales off in the band recomputed at the
+    projected state (D small again), and the run stopped with "a switching event was missed" at log t −10.0. The
+    band after a projection is now never narrower than before it, so that surface is classified."""
+    tr = simulate(
+        TwoLayerReLU(4, 20), student_teacher_relu(200, 4, seed=2), {"name": "p_power", "p": 4.0}, log_t_end=-8.0,
+        n_save=3, init_scale=0.1, rtol=1e-6, atol=1e-9, kinks="filippov", method="dopri5", threads=1,
+        diagnostics=False,
+    )  # fmt: skip
+    assert tr.status.value == "success", tr.message
+    assert tr.stats["n_sliding_projections"] >= 1
+
+
 @pytest.mark.parametrize("make_model", [lambda: TwoLayerReLU(5, 20), lambda: DeepReLU(5, [20])], ids=["two", "deep"])
 def test_sliding_through_singular_metric_is_projected_not_failed(make_model):
     """PPower(3) (φ″(0) = 0) on student–teacher data: a sliding neuron's weight passes through 0, where the

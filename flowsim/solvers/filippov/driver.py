@@ -428,7 +428,9 @@ class FilippovDriver(_EventLocation, _SoftCrossings, _Bridges, AbstractDriver):
                 st.n_sliding_projections += 1
                 run.z = zp
                 theta = pot.inverse_mirror_map(run.z)
-                zero = _ZERO_FACTOR * sw.error_scale(theta, run.z, self.rtol, self.atol)
+                # (the band at the projected state, but not narrower than before: projecting does not make the
+                # state more accurate than the integration left it)
+                zero = torch.maximum(zero, _ZERO_FACTOR * sw.error_scale(theta, run.z, self.rtol, self.atol))
                 self._last = (float(run.tau), run.z)
         return theta, zero
 
