@@ -71,8 +71,7 @@ def check_comparison(config: dict[str, Any]) -> tuple[Dataset, AbstractModel]:
             data (unless ``[flow] allow_nonseparable``).
     """
     dataset, model, problems = _problems(config)
-    allow = bool(config["flow"].get("allow_nonseparable", False))
-    check_separable_starts(model, dataset, allow, [(p.theta0, p.potential) for p in problems])
+    _check_reach(config, model, dataset, problems)
     return dataset, model
 
 
@@ -101,6 +100,12 @@ def _check_flow_solver(config: dict[str, Any], model: AbstractModel, dataset: Da
     solver = config["solver"]
     method, kinks, options = solver["method"], solver["kinks"], solver.get("options")
     make_driver(model, kinks, method, solver["rtol"], solver["atol"], solver["max_steps"], options)
+    _check_reach(config, model, dataset, problems)
+
+
+def _check_reach(config: dict[str, Any], model: AbstractModel, dataset: Dataset, problems: list[Problem]) -> None:
+    """For a model linear in x: the data's linear separability by the weights each run's flow can reach from its θ₀
+    (unless ``[flow] allow_nonseparable``; :func:`flowsim.guards.check_separable_starts`)."""
     allow = bool(config["flow"].get("allow_nonseparable", False))
     check_separable_starts(model, dataset, allow, [(p.theta0, p.potential) for p in problems])
 
