@@ -95,3 +95,31 @@ def test_c14_lyu_li_rates_two_layer_relu():
     assert abs(d["normalized_margin"][-1] - d["smoothed_margin"][-1]) < 1e-4
     m = fit_margin_gap(tr.log_t, d["normalized_margin"], win)
     assert m["kappa"] > 0.5 and m.r2 > 0.999
+
+
+def test_fitted_margin_limit_is_not_below_the_margins_seen():
+    """Hyperbolic-entropy flow on a linear model: its ℓ1 q-margin rises monotonically over log t ∈ [1e2, 1e6] towards
+    the ℓ1 max margin (LP reference), slowly (coordinates off the support decay like (log t)^−(1−|g_k|)). The
+    unconstrained fit put the limit at 0.114367, below the last margin 0.114429, although the model's margin stays
+    below its limit; the limit is now bounded below by the largest margin, and stays below the LP's max margin."""
+    from flowsim.analysis.references import max_margin_l1
+    from flowsim.data import make_dataset
+    from flowsim.potentials import HyperbolicEntropy
+
+    rng = np.random.default_rng(0)
+    n, d = 8, 12
+    w0 = np.zeros(d)
+    w0[:2] = [1.0, -0.6]
+    X = rng.standard_normal((n * 3, d))
+    X = X[np.abs(X @ w0) > 0.1][:n]
+    y = np.sign(X @ w0)
+    X = X / np.linalg.norm(X, axis=1).max()
+    tr = simulate(
+        Linear(d), make_dataset(X, y), HyperbolicEntropy(0.1), theta0=np.zeros(d), save_log_t=np.logspace(0, 6, 25),
+        method="radau", rtol=1e-9, atol=1e-12, threads=1,
+    )  # fmt: skip
+    lt, qm = tr.log_t, tr.diagnostics["q_margin"]
+    inside = (lt >= 1e2) & (lt <= 1e6)
+    assert np.all(np.diff(qm[inside]) > 0)
+    fit = fit_margin_gap(lt, qm, window=(1e2, 1e6))
+    assert qm[inside].max() <= fit.params["limit"] <= max_margin_l1(y[:, None] * X).margin

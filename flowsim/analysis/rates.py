@@ -25,6 +25,7 @@ References:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -215,8 +216,8 @@ def fit_margin_gap(log_t, margin, window: tuple[float, float] | None = None, *, 
         log_t: log t, shape `(k,)`.
         margin: a margin along the trajectory (normalized, smoothed, q-margin), shape `(k,)`.
         window: (lo, hi) in log t.
-        limit: the limit margin (e.g. a max-margin reference); None fits it too (nonlinear least squares on
-            log gap, starting from the linear fit with limit = last margin + its last change).
+        limit: the limit margin (e.g. a max-margin reference); None fits it too (nonlinear least squares,
+            the limit bounded below by the largest margin in the window: the model's margin stays below it).
 
     Returns:
         A :class:`RateFit` with ``kappa``, ``c`` (log C) and, when fitted, ``limit``.
@@ -224,6 +225,9 @@ def fit_margin_gap(log_t, margin, window: tuple[float, float] | None = None, *, 
     Raises:
         InvalidParameterError: shapes differ, a bad window, too few points, or a non-positive gap with a
             given limit.
+
+    Warns:
+        RuntimeWarning: with ``limit=None``, the fitted limit is at its bound (the largest margin in the window).
     """
     lt, mv = _prep(log_t, margin, window, "margin")
     llt = np.log(lt)
@@ -242,8 +246,18 @@ def fit_margin_gap(log_t, margin, window: tuple[float, float] | None = None, *, 
         return mv - (m_inf - np.exp(c - kappa * llt))
 
     g0 = max(abs(mv[-1] - mv[-2]) * 10, 1e-12)
-    v0 = np.array([mv[-1] + g0, np.log(g0) + llt[-1], 1.0])
-    sol = least_squares(resid, v0, method="lm", xtol=1e-15, ftol=1e-15)
+    top = float(mv.max())  # the model's margin stays below its limit: the limit is at least every margin seen
+    v0 = np.array([max(mv[-1], top) + g0, np.log(g0) + llt[-1], 1.0])
+    lower = np.array([top, -np.inf, -np.inf])
+    sol = least_squares(resid, v0, method="trf", bounds=(lower, np.inf), x_scale="jac", xtol=1e-15, ftol=1e-15)
+    if sol.active_mask[0] != 0:
+        warnings.warn(
+            f"fit_margin_gap: the fitted limit sits at the largest margin in the window ({top:.10g}): the margins "
+            "there do not follow limit − C·(log t)^(−κ) yet (a later or longer window, or a known limit=, gives a "
+            "meaningful κ)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     r = sol.fun
     dof = lt.size - 3
     sigma2 = float(r @ r) / dof
