@@ -1520,6 +1520,21 @@ def test_projection_keeps_the_band_of_the_state_it_corrects():
     assert tr.stats["n_sliding_projections"] >= 1
 
 
+@pytest.mark.slow  # (about 40 s)
+def test_bridge_newton_updates_theta_where_a_weight_crosses_zero_under_p_above_2():
+    """PPower(4), init 0.1 (student–teacher n = 200, seed 22): the exact segments chatter from τ = 2e-5 and a
+    regularised bridge takes over. Its Radau, with Newton's updates in z, stalled at τ = 0.0011 (log t −6.8: 200
+    steps advanced τ by 3e-7), as the implicit driver's did where θ(z) has an infinite slope; with them applied to
+    θ (`_PrimalUpdate`, as there) it passes log t −6."""
+    tr = simulate(
+        TwoLayerReLU(4, 20), student_teacher_relu(200, 4, seed=22), {"name": "p_power", "p": 4.0}, log_t_end=-6.0,
+        n_save=3, init_scale=0.1, rtol=1e-6, atol=1e-9, kinks="filippov", method="dopri5", threads=1,
+        diagnostics=False,
+    )  # fmt: skip
+    assert tr.status.value == "success", tr.message
+    assert tr.stats["n_regularised_bridges"] >= 1
+
+
 @pytest.mark.parametrize("make_model", [lambda: TwoLayerReLU(5, 20), lambda: DeepReLU(5, [20])], ids=["two", "deep"])
 def test_sliding_through_singular_metric_is_projected_not_failed(make_model):
     """PPower(3) (φ″(0) = 0) on student–teacher data: a sliding neuron's weight passes through 0, where the

@@ -38,7 +38,7 @@ from torch import Tensor
 
 from ..base import MaxStepsReached
 from ..radau_newton import NewtonRadau
-from ..stiff import STALL_PROGRESS, STALL_WINDOW
+from ..stiff import STALL_PROGRESS, STALL_WINDOW, _PrimalUpdate
 from .state import FilippovInvariantError, inverse_map_slope
 
 NULL_BEFORE_BRIDGE = 20  # consecutive zero-length segments that start a bridge
@@ -166,6 +166,9 @@ class _Bridges:
                 .numpy()
             )
 
+        # θ(z) not Lipschitz at 0 (p-power, p > 2): Newton's updates applied to θ, as in the implicit driver
+        primal = None if getattr(pot, "inverse_hessian_finite", True) else _PrimalUpdate(pot, dtype, device)
+
         def jac(t: float, y: np.ndarray) -> np.ndarray:
             # autograd through the gates, not in inference mode, on fresh copies of the driver's tensors
             z = torch.as_tensor(y, dtype=dtype, device=device)
@@ -175,13 +178,19 @@ class _Bridges:
                 J = torch.autograd.functional.jacobian(
                     lambda th: sw.regularised_velocity(tau, th, e), theta.clone(), vectorize=True
                 )
-            J = J.detach() * inverse_map_slope(pot, theta, z)[None, :]
+            slope = inverse_map_slope(pot, theta, z)
+            if primal is not None:
+                primal.slope = slope.cpu().numpy()
+            J = J.detach() * slope[None, :]
             return torch.where(torch.isfinite(J), J, 0.0).cpu().numpy()
 
         grid = run.grid[run.k :].cpu().numpy()
         y0 = run.z.cpu().numpy().astype(np.float64)
+        stops = grid[grid <= t_end]
         with np.errstate(over="ignore", invalid="ignore"):
-            return NewtonRadau(fun, float(run.tau), y0, t_end, rtol=rtol, atol=atol, jac=jac, stops=grid[grid <= t_end])
+            return NewtonRadau(
+                fun, float(run.tau), y0, t_end, rtol=rtol, atol=atol, jac=jac, stops=stops, primal=primal
+            )
 
     def _save_bridge(self, run, solver: NewtonRadau, z: Tensor, save) -> None:
         """Save the grid times up to the bridge step's end (its steps land on them; the dense output otherwise)."""
