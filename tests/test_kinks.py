@@ -1504,6 +1504,16 @@ def test_sliding_projection_puts_surfaces_back_with_second_order_balance_change(
     assert sw.project_sliding(zp, thp, band) is None  # nothing left to project
 
 
+def _p4_small_init_run(seed: int, log_t_end: float):
+    """A breaker's failing family: PPower(4), init scale 0.1, `TwoLayerReLU(4, 20)` on student–teacher n = 200, exact
+    kinks, dopri5 at rtol 1e-6, atol 1e-9."""
+    return simulate(
+        TwoLayerReLU(4, 20), student_teacher_relu(200, 4, seed=seed), {"name": "p_power", "p": 4.0},
+        log_t_end=log_t_end, n_save=3, init_scale=0.1, rtol=1e-6, atol=1e-9, kinks="filippov", method="dopri5",
+        threads=1, diagnostics=False,
+    )  # fmt: skip
+
+
 def test_projection_keeps_the_band_of_the_state_it_corrects():
     """PPower(4), init 0.1: a sliding neuron (two surfaces) with a weight at 3.7e-4, where D = (∇²Φ)⁻¹ is 2e6 times
     its neighbours', drifted 0.022 off h = 0 within its band of 10 error scales (0.014-0.020: z's tolerance is that
@@ -1511,11 +1521,7 @@ def test_projection_keeps_the_band_of_the_state_it_corrects():
     from h = 0.0031 to −0.017: within the old band, but 2.1e4 error scales off in the band recomputed at the
     projected state (D small again), and the run stopped with "a switching event was missed" at log t −10.0. The
     band after a projection is now never narrower than before it, so that surface is classified."""
-    tr = simulate(
-        TwoLayerReLU(4, 20), student_teacher_relu(200, 4, seed=2), {"name": "p_power", "p": 4.0}, log_t_end=-8.0,
-        n_save=3, init_scale=0.1, rtol=1e-6, atol=1e-9, kinks="filippov", method="dopri5", threads=1,
-        diagnostics=False,
-    )  # fmt: skip
+    tr = _p4_small_init_run(seed=2, log_t_end=-8.0)
     assert tr.status.value == "success", tr.message
     assert tr.stats["n_sliding_projections"] >= 1
 
@@ -1526,11 +1532,7 @@ def test_bridge_newton_updates_theta_where_a_weight_crosses_zero_under_p_above_2
     regularised bridge takes over. Its Radau, with Newton's updates in z, stalled at τ = 0.0011 (log t −6.8: 200
     steps advanced τ by 3e-7), as the implicit driver's did where θ(z) has an infinite slope; with them applied to
     θ (`_PrimalUpdate`, as there) it passes log t −6."""
-    tr = simulate(
-        TwoLayerReLU(4, 20), student_teacher_relu(200, 4, seed=22), {"name": "p_power", "p": 4.0}, log_t_end=-6.0,
-        n_save=3, init_scale=0.1, rtol=1e-6, atol=1e-9, kinks="filippov", method="dopri5", threads=1,
-        diagnostics=False,
-    )  # fmt: skip
+    tr = _p4_small_init_run(seed=22, log_t_end=-6.0)
     assert tr.status.value == "success", tr.message
     assert tr.stats["n_regularised_bridges"] >= 1
 
